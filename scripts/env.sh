@@ -1,0 +1,11 @@
+# Sourced by the Makefile and CI: points the tch build and the binaries at the bootstrapped libtorch.
+cache="${DEMETER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/demeter}"
+export DEMETER_PYTHON="$cache/venv/bin/python"
+LIBTORCH="$("$DEMETER_PYTHON" -c 'import os, torch; print(os.path.dirname(torch.__file__))' 2>/dev/null)" || {
+    echo "env.sh: no libtorch in $cache/venv; run scripts/bootstrap.sh first" >&2
+    return 1
+}
+export LIBTORCH
+# The binaries carry an rpath to $LIBTORCH/lib (see trainer-image/build.rs); this covers tools
+# that load libtorch some other way.
+export LD_LIBRARY_PATH="$LIBTORCH/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"

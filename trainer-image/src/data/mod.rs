@@ -1,0 +1,1 @@
+//! Token data: the shipped corpus, tokenizers, memory-mapped shards, and batch assignment.

@@ -1,0 +1,17 @@
+//! DeMo, Decoupled Momentum optimization: each client keeps its own momentum, shares only its
+//! fastest-moving components (top-k of a blockwise DCT), and every replica applies the sign of
+//! the mean of what was shared.
+
+mod compressor;
+mod dct;
+mod layout;
+mod optimizer;
+mod sparse;
+mod split;
+
+pub use compressor::{Compressor, SparseUpdate, TensorLayout};
+pub use dct::{DctTransform, dct_matrix};
+pub use layout::BlockLayout;
+pub use optimizer::{Demo, DemoConfig, DemoConfigError};
+pub use sparse::{SparseBlocks, ValueEncoding, mean_of_selections};
+pub use split::block_side;

@@ -1,0 +1,176 @@
+//! The DeMo optimizer (Peng, Quesnelle, Kingma 2024), step for step as the reference algorithm.
+//!
+//! A step has two halves so the network can sit between them:
+//! - [`Demo::compress_step`], local: `Δ ← βΔ + lr·g`; take the top-k of Δ's blockwise DCT; remove
+//!   what was taken from Δ (error feedback); return the selection to share.
+//! - [`Demo::apply`], shared: average every client's selection per coefficient over the clients
+//!   that chose it, decode, and apply `W ← W·(1 − lr·wd) − lr·sign(G)`.
+//!
+//! Weight decay sits in the shared half: it only touches W, which the local half never reads, so
+//! this is the reference's order, and W changes only once the round's results are in.
+
+use serde::{Deserialize, Serialize};
+use tch::{Device, Tensor};
+
+use super::compressor::{Compressor, SparseUpdate};
+use super::sparse::ValueEncoding;
+
+/// DeMo's hyperparameters.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DemoConfig {
+    /// β: how much of the momentum Δ survives a step (`compression_decay` in the reference).
+    pub momentum_decay: f64,
+    /// Coefficients shared per DCT block.
+    pub topk: usize,
+    /// Target DCT block side.
+    pub chunk: usize,
+    /// Decoupled weight decay.
+    pub weight_decay: f64,
+    /// How shared values travel: f32, bf16, or one bit (the sign).
+    pub values: ValueEncoding,
+}
+
+impl Default for DemoConfig {
+    fn default() -> Self {
+        Self { momentum_decay: 0.999, topk: 32, chunk: 64, weight_decay: 0.0, values: ValueEncoding::F32 }
+    }
+}
+
+/// A DeMo setting that cannot work, naming the field and the fix.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum DemoConfigError {
+    #[error("demo.momentum_decay = {0}: must be in [0, 1] (the reference uses 0.999)")]
+    MomentumDecay(f64),
+    #[error("demo.topk = 0: at least one coefficient per block must be shared (default 32)")]
+    TopK,
+    #[error("demo.chunk = 0: the DCT block side must be at least 1 (default 64)")]
+    Chunk,
+    #[error("demo.weight_decay = {0}: must be finite and >= 0")]
+    WeightDecay(f64),
+}
+
+impl DemoConfig {
+    /// Checks every field.
+    pub fn validate(&self) -> Result<(), DemoConfigError> {
+        if !(0.0..=1.0).contains(&self.momentum_decay) {
+            return Err(DemoConfigError::MomentumDecay(self.momentum_decay));
+        }
+        if self.topk == 0 {
+            return Err(DemoConfigError::TopK);
+        }
+        if self.chunk == 0 {
+            return Err(DemoConfigError::Chunk);
+        }
+        if !self.weight_decay.is_finite() || self.weight_decay < 0.0 {
+            return Err(DemoConfigError::WeightDecay(self.weight_decay));
+        }
+        Ok(())
+    }
+}
+
+/// One client's DeMo state: its momentum Δ per parameter and the shared codec.
+#[derive(Debug)]
+pub struct Demo {
+    config: DemoConfig,
+    compressor: Compressor,
+    deltas: Vec<Tensor>,
+}
+
+impl Demo {
+    /// A fresh optimizer (Δ = 0) for the named parameters.
+    pub fn new(parameters: &[(String, Tensor)], config: DemoConfig) -> Result<Self, DemoConfigError> {
+        config.validate()?;
+        let device = parameters.first().map_or(Device::Cpu, |(_, tensor)| tensor.device());
+        let shapes: Vec<Vec<usize>> = parameters
+            .iter()
+            .map(|(_, tensor)| tensor.size().iter().map(|&d| d as usize).collect())
+            .collect();
+        let compressor = Compressor::new(
+            parameters.iter().zip(&shapes).map(|((name, _), shape)| (name.as_str(), shape.as_slice())),
+            config.chunk,
+            config.topk,
+            config.values,
+            device,
+        );
+        let deltas = parameters
+            .iter()
+            .map(|(_, tensor)| tensor.zeros_like().to_kind(tch::Kind::Float))
+            .collect();
+        Ok(Self { config, compressor, deltas })
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &DemoConfig {
+        &self.config
+    }
+
+    /// The codec, for the wire format and for peers' results.
+    pub fn compressor(&self) -> &Compressor {
+        &self.compressor
+    }
+
+    /// The momentum buffers, in parameter order (for checkpoints).
+    pub fn deltas(&self) -> &[Tensor] {
+        &self.deltas
+    }
+
+    /// Replaces the momentum buffers (resuming from a checkpoint).
+    ///
+    /// # Panics
+    /// If the count or a shape differs from the parameters'; checkpoints are validated first.
+    pub fn load_deltas(&mut self, deltas: &[Tensor]) {
+        assert_eq!(deltas.len(), self.deltas.len(), "momentum buffer count");
+        tch::no_grad(|| {
+            for (own, saved) in self.deltas.iter_mut().zip(deltas) {
+                own.copy_(saved);
+            }
+        });
+    }
+
+    /// The local half of a step: fold `gradients` into Δ, select what to share, and remove it
+    /// from Δ.
+    pub fn compress_step(&mut self, gradients: &[Tensor], lr: f64) -> SparseUpdate {
+        assert_eq!(gradients.len(), self.deltas.len(), "one gradient per parameter");
+        let beta = self.config.momentum_decay;
+        let one_bit = self.config.values == ValueEncoding::Sign;
+        tch::no_grad(|| {
+            let tensors = self
+                .deltas
+                .iter_mut()
+                .zip(gradients)
+                .enumerate()
+                .map(|(index, (delta, gradient))| {
+                    let _ = delta.g_mul_scalar_(beta);
+                    let _ = delta.g_add_(&(gradient.to_kind(tch::Kind::Float) * lr));
+                    let (sent, raw) = self.compressor.select(index, delta);
+                    // Error feedback removes what the peers now know. Signs carry no scale, so a
+                    // one-bit client removes the full values it selected: those components are
+                    // spent either way.
+                    let known = if one_bit { &raw } else { &sent };
+                    let _ = delta.g_sub_(&self.compressor.decode(index, known));
+                    sent
+                })
+                .collect();
+            SparseUpdate { values: self.config.values, tensors }
+        })
+    }
+
+    /// The shared half of a step: aggregate every client's update (the same updates in the same
+    /// order on every replica), then `W ← W·(1 − lr·wd) − lr·sign(G)` for every parameter.
+    pub fn apply(&self, parameters: &[Tensor], updates: &[&SparseUpdate], lr: f64) {
+        assert_eq!(parameters.len(), self.deltas.len(), "one tensor per parameter");
+        let decay = 1.0 - lr * self.config.weight_decay;
+        tch::no_grad(|| {
+            for (index, parameter) in parameters.iter().enumerate() {
+                let selections: Vec<_> = updates.iter().map(|update| &update.tensors[index]).collect();
+                let direction = self.compressor.aggregate(index, &selections).sign();
+                let mut parameter = parameter.shallow_clone();
+                if self.config.weight_decay != 0.0 {
+                    let _ = parameter.g_mul_scalar_(decay);
+                }
+                let _ = parameter.g_sub_(&(direction.to_kind(parameter.kind()) * lr));
+            }
+        });
+    }
+}

@@ -1,0 +1,9 @@
+//! Demeter's trainer: the LLaMA model, the DeMo optimizer and its payload codec, token data, and
+//! the in-process simulation of many clients.
+
+pub mod data;
+pub mod demo;
+pub mod model;
+pub mod optim;
+pub mod payload;
+pub mod simulate;

@@ -1,0 +1,27 @@
+//! A bias-free linear layer whose weight stays f32 while it computes in the input's precision.
+
+use tch::{Tensor, nn};
+
+/// `y = x · Wᵀ`, W of shape `[out, in]` (PyTorch's and Hugging Face's layout).
+#[derive(Debug)]
+pub struct Linear {
+    weight: Tensor,
+}
+
+impl Linear {
+    /// A `[out, in]` weight under `path/weight`, drawn from N(0, std²).
+    pub fn new(path: nn::Path, inputs: usize, outputs: usize, std: f64) -> Self {
+        let init = nn::Init::Randn { mean: 0.0, stdev: std };
+        Self { weight: path.var("weight", &[outputs as i64, inputs as i64], init) }
+    }
+
+    /// Wraps an existing weight (tied embeddings).
+    pub fn from_weight(weight: Tensor) -> Self {
+        Self { weight }
+    }
+
+    /// Applies the layer in `x`'s precision (bf16 on CUDA, f32 on CPU).
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        x.matmul(&self.weight.to_kind(x.kind()).tr())
+    }
+}

@@ -1,0 +1,38 @@
+//! Gradient clipping by global norm.
+
+use tch::{Kind, Tensor};
+
+/// Scales `gradients` in place so their global L2 norm is at most `max_norm`; returns the norm
+/// before clipping.
+pub fn clip_global_norm(gradients: &mut [Tensor], max_norm: f64) -> f64 {
+    let norm = tch::no_grad(|| {
+        gradients
+            .iter()
+            .map(|g| g.to_kind(Kind::Double).square().sum(Kind::Double).double_value(&[]))
+            .sum::<f64>()
+            .sqrt()
+    });
+    if norm > max_norm {
+        let scale = max_norm / (norm + 1e-6);
+        tch::no_grad(|| {
+            for gradient in gradients.iter_mut() {
+                let _ = gradient.g_mul_scalar_(scale);
+            }
+        });
+    }
+    norm
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clips_only_above_the_limit() {
+        let mut gradients = vec![Tensor::from_slice(&[3.0f32]), Tensor::from_slice(&[4.0f32])];
+        assert!((clip_global_norm(&mut gradients, 10.0) - 5.0).abs() < 1e-9);
+        assert_eq!(gradients[0].double_value(&[0]), 3.0);
+        assert!((clip_global_norm(&mut gradients, 1.0) - 5.0).abs() < 1e-9);
+        assert!((gradients[1].double_value(&[0]) - 0.8).abs() < 1e-5);
+    }
+}
