@@ -1,1 +1,62 @@
-fn main() {}
+//! `demeter`: Demeter's trainer command line.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use demeter_trainer::commands::{self, DataArgs, PayloadCommand, SimulateArgs};
+
+#[derive(Parser)]
+#[command(name = "demeter", version, about = "Decentralized LLM training with DeMo")]
+struct Cli {
+    /// Intra-op threads for libtorch (default: libtorch's choice).
+    #[arg(long, global = true)]
+    threads: Option<i32>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train many workers with disjoint data in one process, every update through the wire format.
+    Simulate(Box<SimulateArgs>),
+    /// Prepare token data.
+    Data {
+        #[command(subcommand)]
+        command: DataCommand,
+    },
+    /// Compress, aggregate and inspect DeMo payloads.
+    Payload {
+        #[command(subcommand)]
+        command: PayloadCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DataCommand {
+    /// Tokenize text into memory-mappable shards with a held-out validation split.
+    Prepare {
+        /// Text file to tokenize (default: the shipped Moby-Dick corpus).
+        #[arg(long)]
+        input: Option<PathBuf>,
+        #[command(flatten)]
+        args: DataArgs,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    if let Some(threads) = cli.threads {
+        tch::set_num_threads(threads);
+    }
+    match cli.command {
+        Command::Simulate(args) => commands::simulate(&args),
+        Command::Data { command: DataCommand::Prepare { input, args } } => commands::prepare_data(input.as_deref(), &args),
+        Command::Payload { command } => commands::payload(&command),
+    }
+}

@@ -1,1 +1,354 @@
-//! Simulation.
+//! Many DeMo (or AdamW) workers in one process, each with its own replica and its own data, every
+//! update going through the real wire format. The main job until the networked trainer lands, and
+//! the harness of the learning-quality benchmark.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tch::{Device, Tensor, nn};
+
+use crate::data::{BatchPlan, Dataset};
+use crate::demo::{Demo, DemoConfig, SparseUpdate};
+use crate::model::{Llama, LlamaConfig, Preset, load_safetensors, named_parameters, padded_vocab, save_safetensors};
+use crate::optim::{AdamW, AdamWConfig, Schedule, clip_global_norm};
+use crate::payload;
+
+/// Which optimizer the workers use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    /// DeMo: each worker shares only its top-k DCT coefficients.
+    Demo,
+    /// AdamW on the all-reduced mean gradient (what data-parallel training does).
+    Adamw,
+}
+
+/// Everything a simulation needs besides its data.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SimulationConfig {
+    pub workers: usize,
+    pub preset: Preset,
+    pub optimizer: OptimizerKind,
+    pub seq_len: usize,
+    /// Samples per worker per step.
+    pub batch_per_worker: usize,
+    pub seed: u64,
+    pub schedule: Schedule,
+    pub demo: DemoConfig,
+    pub adamw: AdamWConfig,
+    /// Global gradient-norm limit per worker, if any.
+    pub grad_clip: Option<f64>,
+}
+
+/// Seconds spent in each phase, summed over workers and steps.
+#[derive(Clone, Debug, Default)]
+pub struct PhaseTimes {
+    pub forward_backward: Duration,
+    /// DeMo: momentum update, DCT, top-k, error feedback. AdamW: nothing.
+    pub compress: Duration,
+    /// Payload serialization (DeMo) or the all-reduce sum (AdamW).
+    pub wire_encode: Duration,
+    pub wire_decode: Duration,
+    /// Mean of the selections and inverse DCT.
+    pub aggregate: Duration,
+    /// Sign and parameter update (DeMo) or the AdamW update.
+    pub apply: Duration,
+}
+
+/// What one step did.
+#[derive(Clone, Debug)]
+pub struct StepReport {
+    pub step: u64,
+    pub lr: f64,
+    /// Mean training loss over workers.
+    pub loss: f64,
+    /// Bytes each worker sent this step (its payload, or its share of a bf16 ring all-reduce).
+    pub bytes_per_worker: usize,
+}
+
+enum WorkerOptimizer {
+    Demo(Box<Demo>),
+    AdamW(AdamW),
+}
+
+struct Worker {
+    vs: nn::VarStore,
+    model: Llama,
+    parameters: Vec<(String, Tensor)>,
+    optimizer: WorkerOptimizer,
+}
+
+/// A running simulation.
+pub struct Simulation {
+    config: SimulationConfig,
+    model_config: LlamaConfig,
+    dataset: Dataset,
+    plan: BatchPlan,
+    workers: Vec<Worker>,
+    step: u64,
+    times: PhaseTimes,
+}
+
+impl Simulation {
+    /// Builds `config.workers` identical replicas (seeded by `config.seed`) on `device`.
+    pub fn new(config: SimulationConfig, dataset: Dataset, device: Device) -> anyhow::Result<Self> {
+        anyhow::ensure!(config.workers > 0, "--workers must be at least 1");
+        anyhow::ensure!(config.batch_per_worker > 0, "--batch must be at least 1");
+        config.schedule.validate()?;
+        config.demo.validate()?;
+        let mut model_config = LlamaConfig::preset(config.preset, padded_vocab(dataset.meta.vocab_size));
+        model_config.max_position_embeddings = model_config.max_position_embeddings.max(config.seq_len);
+        let shard_lens: Vec<usize> = dataset.train.iter().map(|shard| shard.len()).collect();
+        let plan = BatchPlan::new(config.seed, config.seq_len, config.workers * config.batch_per_worker, &shard_lens)?;
+        let mut workers: Vec<Worker> = Vec::with_capacity(config.workers);
+        for _ in 0..config.workers {
+            tch::manual_seed(config.seed as i64);
+            let vs = nn::VarStore::new(device);
+            let model = Llama::new(&vs.root(), &model_config)?;
+            let parameters = named_parameters(&vs);
+            let optimizer = match config.optimizer {
+                OptimizerKind::Demo => WorkerOptimizer::Demo(Box::new(Demo::new(&parameters, config.demo.clone())?)),
+                OptimizerKind::Adamw => {
+                    let tensors: Vec<Tensor> = parameters.iter().map(|(_, t)| t.shallow_clone()).collect();
+                    WorkerOptimizer::AdamW(AdamW::new(&tensors, config.adamw.clone()))
+                }
+            };
+            workers.push(Worker { vs, model, parameters, optimizer });
+        }
+        Ok(Self { config, model_config, dataset, plan, workers, step: 0, times: PhaseTimes::default() })
+    }
+
+    /// The model every worker trains.
+    pub fn model_config(&self) -> &LlamaConfig {
+        &self.model_config
+    }
+
+    /// The run's settings.
+    pub fn config(&self) -> &SimulationConfig {
+        &self.config
+    }
+
+    /// Steps taken so far.
+    pub fn step_count(&self) -> u64 {
+        self.step
+    }
+
+    /// Time spent per phase so far.
+    pub fn phase_times(&self) -> &PhaseTimes {
+        &self.times
+    }
+
+    /// Tokens trained per step over all workers.
+    pub fn tokens_per_step(&self) -> usize {
+        self.config.workers * self.config.batch_per_worker * self.config.seq_len
+    }
+
+    /// Bytes each worker would send per step in a bf16 ring all-reduce of the gradients.
+    pub fn all_reduce_bytes_per_worker(&self) -> usize {
+        let n = self.config.workers;
+        2 * (n - 1) * self.model_config.parameter_count() * 2 / n.max(1)
+    }
+
+    /// Runs one step on every worker.
+    pub fn step(&mut self) -> anyhow::Result<StepReport> {
+        let lr = self.config.schedule.lr(self.step);
+        let mut loss_sum = 0.0;
+        let mut gradients = Vec::with_capacity(self.workers.len());
+        for (index, worker) in self.workers.iter().enumerate() {
+            let start = Instant::now();
+            let first = (index * self.config.batch_per_worker) as u64;
+            let ranges: Vec<_> = (first..first + self.config.batch_per_worker as u64)
+                .map(|id| self.plan.token_range(self.step, id))
+                .collect();
+            let (inputs, targets) = self.dataset.training_batch(&ranges);
+            let device = worker.vs.device();
+            worker.vs.variables().values().for_each(|t| {
+                let mut grad = t.grad();
+                if grad.defined() {
+                    let _ = grad.zero_();
+                }
+            });
+            let loss = worker.model.loss(&inputs.to_device(device), &targets.to_device(device));
+            loss.backward();
+            loss_sum += loss.double_value(&[]);
+            let mut grads: Vec<Tensor> = worker.parameters.iter().map(|(_, t)| t.grad()).collect();
+            if let Some(max_norm) = self.config.grad_clip {
+                clip_global_norm(&mut grads, max_norm);
+            }
+            gradients.push(grads);
+            self.times.forward_backward += start.elapsed();
+        }
+        let bytes_per_worker = match self.config.optimizer {
+            OptimizerKind::Demo => self.demo_exchange(&gradients, lr)?,
+            OptimizerKind::Adamw => self.adamw_exchange(&gradients, lr),
+        };
+        self.step += 1;
+        Ok(StepReport { step: self.step, lr, loss: loss_sum / self.workers.len() as f64, bytes_per_worker })
+    }
+
+    fn demo_exchange(&mut self, gradients: &[Vec<Tensor>], lr: f64) -> anyhow::Result<usize> {
+        // Every worker compresses its momentum and serializes its payload.
+        let mut payloads = Vec::with_capacity(self.workers.len());
+        for (worker, grads) in self.workers.iter_mut().zip(gradients) {
+            let WorkerOptimizer::Demo(demo) = &mut worker.optimizer else { unreachable!("demo run") };
+            let start = Instant::now();
+            let update = demo.compress_step(grads, lr);
+            self.times.compress += start.elapsed();
+            let start = Instant::now();
+            payloads.push(payload::encode(&update, demo.compressor().layouts()));
+            self.times.wire_encode += start.elapsed();
+        }
+        // Every replica decodes every payload and applies the same aggregate on its own.
+        for worker in &self.workers {
+            let WorkerOptimizer::Demo(demo) = &worker.optimizer else { unreachable!("demo run") };
+            let compressor = demo.compressor();
+            let start = Instant::now();
+            let updates = payloads
+                .iter()
+                .map(|bytes| payload::decode(bytes, compressor.layouts(), compressor.values(), worker.vs.device()))
+                .collect::<Result<Vec<SparseUpdate>, _>>()?;
+            self.times.wire_decode += start.elapsed();
+            let start = Instant::now();
+            let update_refs: Vec<&SparseUpdate> = updates.iter().collect();
+            let aggregate = tch::no_grad(|| compressor.aggregate_all(&update_refs));
+            self.times.aggregate += start.elapsed();
+            let start = Instant::now();
+            let tensors: Vec<Tensor> = worker.parameters.iter().map(|(_, t)| t.shallow_clone()).collect();
+            demo.apply_aggregate(&tensors, &aggregate, lr);
+            self.times.apply += start.elapsed();
+        }
+        Ok(payloads[0].len())
+    }
+
+    fn adamw_exchange(&mut self, gradients: &[Vec<Tensor>], lr: f64) -> usize {
+        let start = Instant::now();
+        // The all-reduce: the same sum, in worker order, for every replica.
+        let workers = gradients.len() as f64;
+        let mean: Vec<Tensor> = (0..gradients[0].len())
+            .map(|i| {
+                let mut sum = gradients[0][i].copy();
+                for grads in &gradients[1..] {
+                    sum += &grads[i];
+                }
+                sum / workers
+            })
+            .collect();
+        self.times.wire_encode += start.elapsed();
+        let start = Instant::now();
+        for worker in &mut self.workers {
+            let WorkerOptimizer::AdamW(adamw) = &mut worker.optimizer else { unreachable!("adamw run") };
+            let tensors: Vec<Tensor> = worker.parameters.iter().map(|(_, t)| t.shallow_clone()).collect();
+            adamw.step(&tensors, &mean, lr);
+        }
+        self.times.apply += start.elapsed();
+        self.all_reduce_bytes_per_worker()
+    }
+
+    /// Mean loss of worker 0's replica on the first `samples` validation windows.
+    pub fn validation_loss(&self, samples: usize) -> f64 {
+        let worker = &self.workers[0];
+        let (inputs, targets) = self.dataset.validation_batch(self.config.seq_len, samples);
+        let device = worker.vs.device();
+        tch::no_grad(|| {
+            let chunks = inputs.split(16, 0).into_iter().zip(targets.split(16, 0));
+            let (mut total, mut count) = (0.0, 0i64);
+            for (x, y) in chunks {
+                let rows = x.size()[0];
+                total += worker.model.loss(&x.to_device(device), &y.to_device(device)).double_value(&[]) * rows as f64;
+                count += rows;
+            }
+            total / count.max(1) as f64
+        })
+    }
+
+    /// SHA-256 of every parameter of every replica, in parameter order.
+    pub fn replica_hashes(&self) -> Vec<[u8; 32]> {
+        self.workers
+            .iter()
+            .map(|worker| {
+                let mut hasher = Sha256::new();
+                for (name, tensor) in &worker.parameters {
+                    let tensor = tensor.to_device(Device::Cpu).contiguous();
+                    let mut bytes = vec![0u8; tensor.numel() * tensor.kind().elt_size_in_bytes()];
+                    tensor.copy_data_u8(&mut bytes, tensor.numel());
+                    hasher.update(name.as_bytes());
+                    hasher.update(&bytes);
+                }
+                hasher.finalize().into()
+            })
+            .collect()
+    }
+
+    /// Writes the model (`model.safetensors` + `config.json`, loadable by `transformers`), each
+    /// worker's optimizer state and the step into `dir`.
+    pub fn save_checkpoint(&self, dir: &Path) -> anyhow::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        let metadata = BTreeMap::from([("format".to_owned(), "pt".to_owned())]);
+        save_safetensors(&dir.join("model.safetensors"), &self.workers[0].parameters, &metadata)?;
+        std::fs::write(dir.join("config.json"), self.model_config.to_hf_json())?;
+        for (index, worker) in self.workers.iter().enumerate() {
+            let (tensors, kind) = match &worker.optimizer {
+                WorkerOptimizer::Demo(demo) => (
+                    worker.parameters.iter().zip(demo.deltas()).map(|((n, _), d)| (format!("{n}.demo_delta"), d.shallow_clone())).collect::<Vec<_>>(),
+                    "demo",
+                ),
+                WorkerOptimizer::AdamW(adamw) => {
+                    let (first, second) = adamw.moments();
+                    let names = worker.parameters.iter().map(|(n, _)| n);
+                    let m = names.clone().zip(first).map(|(n, t)| (format!("{n}.adamw_m"), t.shallow_clone()));
+                    let v = names.zip(second).map(|(n, t)| (format!("{n}.adamw_v"), t.shallow_clone()));
+                    (m.chain(v).collect(), "adamw")
+                }
+            };
+            let metadata = BTreeMap::from([
+                ("optimizer".to_owned(), kind.to_owned()),
+                ("step".to_owned(), self.step.to_string()),
+                ("adamw_steps".to_owned(), match &worker.optimizer {
+                    WorkerOptimizer::AdamW(adamw) => adamw.step_count().to_string(),
+                    WorkerOptimizer::Demo(_) => "0".to_owned(),
+                }),
+            ]);
+            save_safetensors(&dir.join(format!("optimizer-worker-{index}.safetensors")), &tensors, &metadata)?;
+        }
+        Ok(())
+    }
+
+    /// Restores a checkpoint written by [`Simulation::save_checkpoint`] for the same config.
+    pub fn resume(&mut self, dir: &Path) -> anyhow::Result<()> {
+        let (model, _) = load_safetensors(&dir.join("model.safetensors"))?;
+        let saved: BTreeMap<String, Tensor> = model.into_iter().collect();
+        let mut step = None;
+        for (index, worker) in self.workers.iter_mut().enumerate() {
+            tch::no_grad(|| -> anyhow::Result<()> {
+                for (name, tensor) in &worker.parameters {
+                    let source = saved.get(name).ok_or_else(|| anyhow::anyhow!("{}: checkpoint lacks tensor {name}", dir.display()))?;
+                    anyhow::ensure!(source.size() == tensor.size(), "{}: tensor {name} has shape {:?}, the model {:?}", dir.display(), source.size(), tensor.size());
+                    tensor.shallow_clone().copy_(source);
+                }
+                Ok(())
+            })?;
+            let path = dir.join(format!("optimizer-worker-{index}.safetensors"));
+            let (tensors, metadata) = load_safetensors(&path)?;
+            let tensors: BTreeMap<String, Tensor> = tensors.into_iter().collect();
+            let take = |suffix: &str| -> anyhow::Result<Vec<Tensor>> {
+                worker.parameters.iter().map(|(n, _)| {
+                    tensors.get(&format!("{n}.{suffix}")).map(Tensor::shallow_clone)
+                        .ok_or_else(|| anyhow::anyhow!("{}: lacks {n}.{suffix} (was it written by a {:?} run?)", path.display(), self.config.optimizer))
+                }).collect()
+            };
+            match &mut worker.optimizer {
+                WorkerOptimizer::Demo(demo) => demo.load_deltas(&take("demo_delta")?),
+                WorkerOptimizer::AdamW(adamw) => {
+                    let steps = metadata.get("adamw_steps").and_then(|s| s.parse().ok()).unwrap_or(0);
+                    adamw.load(steps, &take("adamw_m")?, &take("adamw_v")?);
+                }
+            }
+            step = metadata.get("step").and_then(|s| s.parse().ok());
+        }
+        self.step = step.ok_or_else(|| anyhow::anyhow!("{}: optimizer state lacks its step", dir.display()))?;
+        Ok(())
+    }
+}

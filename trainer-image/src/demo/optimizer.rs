@@ -157,19 +157,23 @@ impl Demo {
     }
 
     /// The shared half of a step: aggregate every client's update (the same updates in the same
-    /// order on every replica), then `W ← W·(1 − lr·wd) − lr·sign(G)` for every parameter.
+    /// order on every replica), then apply the sign of the result.
     pub fn apply(&self, parameters: &[Tensor], updates: &[&SparseUpdate], lr: f64) {
+        let aggregate = tch::no_grad(|| self.compressor.aggregate_all(updates));
+        self.apply_aggregate(parameters, &aggregate, lr);
+    }
+
+    /// `W ← W·(1 − lr·wd) − lr·sign(G)` for every parameter, `G` being the decoded aggregate.
+    pub fn apply_aggregate(&self, parameters: &[Tensor], aggregate: &[Tensor], lr: f64) {
         assert_eq!(parameters.len(), self.deltas.len(), "one tensor per parameter");
         let decay = 1.0 - lr * self.config.weight_decay;
         tch::no_grad(|| {
-            for (index, parameter) in parameters.iter().enumerate() {
-                let selections: Vec<_> = updates.iter().map(|update| &update.tensors[index]).collect();
-                let direction = self.compressor.aggregate(index, &selections).sign();
+            for (parameter, direction) in parameters.iter().zip(aggregate) {
                 let mut parameter = parameter.shallow_clone();
                 if self.config.weight_decay != 0.0 {
                     let _ = parameter.g_mul_scalar_(decay);
                 }
-                let _ = parameter.g_sub_(&(direction.to_kind(parameter.kind()) * lr));
+                let _ = parameter.g_sub_(&(direction.sign().to_kind(parameter.kind()) * lr));
             }
         });
     }

@@ -96,8 +96,20 @@ impl Llama {
     pub fn loss(&self, inputs: &Tensor, targets: &Tensor) -> Tensor {
         let logits = self.forward(inputs);
         let vocab = self.config.vocab_size as i64;
-        logits.view([-1, vocab]).cross_entropy_for_logits(&targets.view([-1]))
+        logits.reshape([-1, vocab]).cross_entropy_for_logits(&targets.reshape([-1]))
     }
+}
+
+/// The trainable variables of `vs` in a stable order (names compared with numbers as numbers,
+/// so `layers.2` precedes `layers.10`): the order of DeMo's payloads and of checkpoints.
+pub fn named_parameters(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
+    let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    named.sort_by(|(a, _), (b, _)| natural_key(a).cmp(&natural_key(b)));
+    named
+}
+
+fn natural_key(name: &str) -> Vec<(u64, String)> {
+    name.split('.').map(|part| (part.parse().unwrap_or(u64::MAX), part.to_owned())).collect()
 }
 
 /// The compute device to use: the first CUDA device when one is visible, else the CPU.

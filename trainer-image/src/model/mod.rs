@@ -11,4 +11,4 @@ mod rope;
 
 pub use checkpoint::{CheckpointError, load_safetensors, save_safetensors};
 pub use config::{ConfigError, LlamaConfig, Preset, VOCAB_MULTIPLE, padded_vocab};
-pub use llama::{Llama, default_device};
+pub use llama::{Llama, default_device, named_parameters};

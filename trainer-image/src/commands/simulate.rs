@@ -1,0 +1,237 @@
+//! `demeter simulate`: the main job until the networked trainer lands.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::table::Table;
+use crate::data::Dataset;
+use crate::demo::{DemoConfig, ValueEncoding};
+use crate::model::{Preset, default_device};
+use crate::optim::{AdamWConfig, Schedule, ScheduleKind};
+use crate::simulate::{OptimizerKind, PhaseTimes, Simulation, SimulationConfig};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct SimulateArgs {
+    /// Workers, each with its own replica, momentum and data.
+    #[arg(long, default_value_t = 4)]
+    pub workers: usize,
+    /// Optimizer steps.
+    #[arg(long, default_value_t = 150)]
+    pub steps: u64,
+    #[arg(long, value_enum, default_value = "demo")]
+    pub optimizer: OptimizerKind,
+    #[arg(long, value_enum, default_value = "tiny")]
+    pub preset: Preset,
+    /// Prepared dataset directory (`demeter data prepare`); default: the shipped corpus.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    #[arg(long, default_value_t = 128)]
+    pub seq_len: usize,
+    /// Samples per worker per step.
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    /// Peak learning rate (default: 2e-3 for DeMo, 3e-3 for AdamW).
+    #[arg(long)]
+    pub lr: Option<f64>,
+    #[arg(long, value_enum, default_value = "cosine")]
+    pub schedule: ScheduleKind,
+    /// Warmup steps (default: 5% of the steps).
+    #[arg(long)]
+    pub warmup: Option<u64>,
+    /// Final learning rate as a share of the peak.
+    #[arg(long, default_value_t = 0.1)]
+    pub min_lr_ratio: f64,
+    /// Share of the post-warmup steps spent decaying (WSD schedule only).
+    #[arg(long, default_value_t = 0.2)]
+    pub decay_fraction: f64,
+    /// DeMo: coefficients shared per DCT block.
+    #[arg(long, default_value_t = 32)]
+    pub topk: usize,
+    /// DeMo: target DCT block side.
+    #[arg(long, default_value_t = 64)]
+    pub chunk: usize,
+    /// DeMo: momentum decay β.
+    #[arg(long, default_value_t = 0.999)]
+    pub beta: f64,
+    /// DeMo: how shared values travel.
+    #[arg(long, value_enum, default_value = "f32")]
+    pub values: ValueEncodingArg,
+    /// Decoupled weight decay (both optimizers).
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f64,
+    /// Clip each worker's gradient to this global norm.
+    #[arg(long)]
+    pub grad_clip: Option<f64>,
+    #[arg(long, default_value_t = 1234)]
+    pub seed: u64,
+    /// Validation windows evaluated at the end.
+    #[arg(long, default_value_t = 64)]
+    pub eval_samples: usize,
+    /// Write a checkpoint (model, config.json, optimizer state) here at the end.
+    #[arg(long)]
+    pub checkpoint: Option<PathBuf>,
+    /// Resume from a checkpoint written by a run with the same settings.
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
+    /// No progress bar (benchmarks and logs).
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// [`ValueEncoding`] for the command line.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum ValueEncodingArg {
+    F32,
+    Bf16,
+    /// One bit per value.
+    Sign,
+}
+
+impl From<ValueEncodingArg> for ValueEncoding {
+    fn from(arg: ValueEncodingArg) -> Self {
+        match arg {
+            ValueEncodingArg::F32 => Self::F32,
+            ValueEncodingArg::Bf16 => Self::Bf16,
+            ValueEncodingArg::Sign => Self::Sign,
+        }
+    }
+}
+
+impl SimulateArgs {
+    /// The simulation these arguments describe.
+    pub fn config(&self) -> SimulationConfig {
+        let peak_lr = self.lr.unwrap_or(match self.optimizer {
+            OptimizerKind::Demo => 2e-3,
+            OptimizerKind::Adamw => 3e-3,
+        });
+        SimulationConfig {
+            workers: self.workers,
+            preset: self.preset,
+            optimizer: self.optimizer,
+            seq_len: self.seq_len,
+            batch_per_worker: self.batch,
+            seed: self.seed,
+            schedule: Schedule {
+                kind: self.schedule,
+                peak_lr,
+                min_lr: peak_lr * self.min_lr_ratio,
+                warmup_steps: self.warmup.unwrap_or(self.steps / 20),
+                total_steps: self.steps,
+                decay_fraction: self.decay_fraction,
+            },
+            demo: DemoConfig {
+                momentum_decay: self.beta,
+                topk: self.topk,
+                chunk: self.chunk,
+                weight_decay: self.weight_decay,
+                values: self.values.into(),
+            },
+            adamw: AdamWConfig { weight_decay: self.weight_decay, ..AdamWConfig::default() },
+            grad_clip: self.grad_clip,
+        }
+    }
+}
+
+/// What a finished simulation measured.
+#[derive(Clone, Debug)]
+pub struct SimulationSummary {
+    pub parameters: usize,
+    pub steps: u64,
+    pub tokens: usize,
+    pub first_loss: f64,
+    pub last_loss: f64,
+    pub val_loss: f64,
+    pub bytes_per_worker_per_step: usize,
+    pub all_reduce_bytes_per_worker: usize,
+    pub replicas_identical: bool,
+    pub seconds: f64,
+    pub times: PhaseTimes,
+}
+
+/// Runs the simulation `args` describe, with a progress bar unless `quiet`.
+pub fn run_simulation(args: &SimulateArgs) -> anyhow::Result<SimulationSummary> {
+    let dataset = match &args.data {
+        Some(dir) => Dataset::open(dir)?,
+        None => Dataset::embedded(0.01),
+    };
+    let mut simulation = Simulation::new(args.config(), dataset, default_device())?;
+    if let Some(dir) = &args.resume {
+        simulation.resume(dir)?;
+    }
+    let start_step = simulation.step_count();
+    anyhow::ensure!(start_step < args.steps, "--resume: the checkpoint is at step {start_step}, --steps is {}", args.steps);
+    let bar = if args.quiet { ProgressBar::hidden() } else { ProgressBar::new(args.steps) };
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  [{elapsed} < {eta}]")
+            .expect("valid template"),
+    );
+    bar.set_position(start_step);
+    let started = Instant::now();
+    let (mut first_loss, mut last_loss, mut bytes) = (f64::NAN, f64::NAN, 0);
+    while simulation.step_count() < args.steps {
+        let report = simulation.step()?;
+        if report.step == start_step + 1 {
+            first_loss = report.loss;
+        }
+        last_loss = report.loss;
+        bytes = report.bytes_per_worker;
+        bar.set_message(format!("loss {:.3}  lr {:.2e}", report.loss, report.lr));
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let seconds = started.elapsed().as_secs_f64();
+    let hashes = simulation.replica_hashes();
+    let summary = SimulationSummary {
+        parameters: simulation.model_config().parameter_count(),
+        steps: args.steps - start_step,
+        tokens: simulation.tokens_per_step() * (args.steps - start_step) as usize,
+        first_loss,
+        last_loss,
+        val_loss: simulation.validation_loss(args.eval_samples),
+        bytes_per_worker_per_step: bytes,
+        all_reduce_bytes_per_worker: simulation.all_reduce_bytes_per_worker(),
+        replicas_identical: hashes.windows(2).all(|pair| pair[0] == pair[1]),
+        seconds,
+        times: simulation.phase_times().clone(),
+    };
+    if let Some(dir) = &args.checkpoint {
+        simulation.save_checkpoint(dir)?;
+    }
+    Ok(summary)
+}
+
+/// `demeter simulate`: runs and prints the summary table.
+pub fn simulate(args: &SimulateArgs) -> anyhow::Result<()> {
+    let summary = run_simulation(args)?;
+    let mut table = Table::new(&["metric", "value"]);
+    let optimizer = match args.optimizer {
+        OptimizerKind::Demo => format!("DeMo (topk {}, chunk {}, values {:?})", args.topk, args.chunk, args.values),
+        OptimizerKind::Adamw => "AdamW (all-reduced gradients)".to_owned(),
+    };
+    let rows = [
+        ("optimizer", optimizer),
+        ("workers x preset", format!("{} x {:?} ({} parameters)", args.workers, args.preset, summary.parameters)),
+        ("steps, tokens", format!("{}, {}", summary.steps, summary.tokens)),
+        ("train loss first -> last", format!("{:.4} -> {:.4}", summary.first_loss, summary.last_loss)),
+        ("validation loss", format!("{:.4}", summary.val_loss)),
+        ("bytes per worker per step", summary.bytes_per_worker_per_step.to_string()),
+        ("bf16 ring all-reduce, per worker", summary.all_reduce_bytes_per_worker.to_string()),
+        (
+            "ratio to the all-reduce",
+            format!("{:.2}%", 100.0 * summary.bytes_per_worker_per_step as f64 / summary.all_reduce_bytes_per_worker.max(1) as f64),
+        ),
+        ("replicas bitwise identical", if summary.replicas_identical { "yes".into() } else { "NO".into() }),
+        ("wall time", format!("{:.1} s", summary.seconds)),
+    ];
+    for (metric, value) in rows {
+        table.row(vec![metric.to_owned(), value]);
+    }
+    print!("{table}");
+    if let Some(dir) = &args.checkpoint {
+        println!("checkpoint: {}", dir.display());
+    }
+    anyhow::ensure!(summary.replicas_identical, "replicas diverged: DeMo's aggregation must be bitwise deterministic");
+    Ok(())
+}
