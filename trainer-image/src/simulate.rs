@@ -6,13 +6,14 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tch::{Device, Tensor, nn};
 
 use crate::data::{BatchPlan, Dataset};
 use crate::demo::{Demo, DemoConfig, SparseUpdate};
-use crate::model::{Llama, LlamaConfig, Preset, load_safetensors, named_parameters, padded_vocab, save_safetensors};
+use crate::model::{Llama, initialize, LlamaConfig, Preset, load_safetensors, named_parameters, padded_vocab, save_safetensors};
 use crate::optim::{AdamW, AdamWConfig, Schedule, clip_global_norm};
 use crate::payload;
 
@@ -105,10 +106,10 @@ impl Simulation {
         let plan = BatchPlan::new(config.seed, config.seq_len, config.workers * config.batch_per_worker, &shard_lens)?;
         let mut workers: Vec<Worker> = Vec::with_capacity(config.workers);
         for _ in 0..config.workers {
-            tch::manual_seed(config.seed as i64);
             let vs = nn::VarStore::new(device);
             let model = Llama::new(&vs.root(), &model_config)?;
             let parameters = named_parameters(&vs);
+            initialize(&parameters, config.seed, model_config.initializer_range);
             let optimizer = match config.optimizer {
                 OptimizerKind::Demo => WorkerOptimizer::Demo(Box::new(Demo::new(&parameters, config.demo.clone())?)),
                 OptimizerKind::Adamw => {
@@ -283,44 +284,47 @@ impl Simulation {
     }
 
     /// Writes the model (`model.safetensors` + `config.json`, loadable by `transformers`), each
-    /// worker's optimizer state and the step into `dir`.
+    /// worker's optimizer state (`optimizer-worker-N.safetensors`) and `trainer_state.json` into
+    /// `dir`.
     pub fn save_checkpoint(&self, dir: &Path) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir)?;
-        let metadata = BTreeMap::from([("format".to_owned(), "pt".to_owned())]);
-        save_safetensors(&dir.join("model.safetensors"), &self.workers[0].parameters, &metadata)?;
+        save_safetensors(&dir.join("model.safetensors"), &self.workers[0].parameters)?;
         std::fs::write(dir.join("config.json"), self.model_config.to_hf_json())?;
+        let mut adamw_steps = 0;
         for (index, worker) in self.workers.iter().enumerate() {
-            let (tensors, kind) = match &worker.optimizer {
-                WorkerOptimizer::Demo(demo) => (
-                    worker.parameters.iter().zip(demo.deltas()).map(|((n, _), d)| (format!("{n}.demo_delta"), d.shallow_clone())).collect::<Vec<_>>(),
-                    "demo",
-                ),
+            let names = worker.parameters.iter().map(|(name, _)| name);
+            let tensors: Vec<(String, Tensor)> = match &worker.optimizer {
+                WorkerOptimizer::Demo(demo) => {
+                    names.zip(demo.deltas()).map(|(n, d)| (format!("{n}.demo_delta"), d.shallow_clone())).collect()
+                }
                 WorkerOptimizer::AdamW(adamw) => {
+                    adamw_steps = adamw.step_count();
                     let (first, second) = adamw.moments();
-                    let names = worker.parameters.iter().map(|(n, _)| n);
                     let m = names.clone().zip(first).map(|(n, t)| (format!("{n}.adamw_m"), t.shallow_clone()));
                     let v = names.zip(second).map(|(n, t)| (format!("{n}.adamw_v"), t.shallow_clone()));
-                    (m.chain(v).collect(), "adamw")
+                    m.chain(v).collect()
                 }
             };
-            let metadata = BTreeMap::from([
-                ("optimizer".to_owned(), kind.to_owned()),
-                ("step".to_owned(), self.step.to_string()),
-                ("adamw_steps".to_owned(), match &worker.optimizer {
-                    WorkerOptimizer::AdamW(adamw) => adamw.step_count().to_string(),
-                    WorkerOptimizer::Demo(_) => "0".to_owned(),
-                }),
-            ]);
-            save_safetensors(&dir.join(format!("optimizer-worker-{index}.safetensors")), &tensors, &metadata)?;
+            save_safetensors(&dir.join(format!("optimizer-worker-{index}.safetensors")), &tensors)?;
         }
+        let state = TrainerState { step: self.step, optimizer: self.config.optimizer, workers: self.workers.len(), adamw_steps };
+        std::fs::write(dir.join(TRAINER_STATE), serde_json::to_string_pretty(&state)?)?;
         Ok(())
     }
 
-    /// Restores a checkpoint written by [`Simulation::save_checkpoint`] for the same config.
+    /// Restores a checkpoint written by [`Simulation::save_checkpoint`] for the same settings.
     pub fn resume(&mut self, dir: &Path) -> anyhow::Result<()> {
-        let (model, _) = load_safetensors(&dir.join("model.safetensors"))?;
-        let saved: BTreeMap<String, Tensor> = model.into_iter().collect();
-        let mut step = None;
+        let state_path = dir.join(TRAINER_STATE);
+        let state: TrainerState = serde_json::from_str(
+            &std::fs::read_to_string(&state_path).with_context(|| format!("--resume: reading {}", state_path.display()))?,
+        )
+        .with_context(|| format!("--resume: parsing {}", state_path.display()))?;
+        anyhow::ensure!(
+            state.optimizer == self.config.optimizer && state.workers == self.workers.len(),
+            "--resume {}: written by {} {:?} workers; this run has {} {:?} workers",
+            dir.display(), state.workers, state.optimizer, self.workers.len(), self.config.optimizer
+        );
+        let saved: BTreeMap<String, Tensor> = load_safetensors(&dir.join("model.safetensors"))?.into_iter().collect();
         for (index, worker) in self.workers.iter_mut().enumerate() {
             tch::no_grad(|| -> anyhow::Result<()> {
                 for (name, tensor) in &worker.parameters {
@@ -331,24 +335,31 @@ impl Simulation {
                 Ok(())
             })?;
             let path = dir.join(format!("optimizer-worker-{index}.safetensors"));
-            let (tensors, metadata) = load_safetensors(&path)?;
-            let tensors: BTreeMap<String, Tensor> = tensors.into_iter().collect();
+            let tensors: BTreeMap<String, Tensor> = load_safetensors(&path)?.into_iter().collect();
             let take = |suffix: &str| -> anyhow::Result<Vec<Tensor>> {
                 worker.parameters.iter().map(|(n, _)| {
                     tensors.get(&format!("{n}.{suffix}")).map(Tensor::shallow_clone)
-                        .ok_or_else(|| anyhow::anyhow!("{}: lacks {n}.{suffix} (was it written by a {:?} run?)", path.display(), self.config.optimizer))
+                        .ok_or_else(|| anyhow::anyhow!("{}: lacks {n}.{suffix}", path.display()))
                 }).collect()
             };
             match &mut worker.optimizer {
                 WorkerOptimizer::Demo(demo) => demo.load_deltas(&take("demo_delta")?),
-                WorkerOptimizer::AdamW(adamw) => {
-                    let steps = metadata.get("adamw_steps").and_then(|s| s.parse().ok()).unwrap_or(0);
-                    adamw.load(steps, &take("adamw_m")?, &take("adamw_v")?);
-                }
+                WorkerOptimizer::AdamW(adamw) => adamw.load(state.adamw_steps, &take("adamw_m")?, &take("adamw_v")?),
             }
-            step = metadata.get("step").and_then(|s| s.parse().ok());
         }
-        self.step = step.ok_or_else(|| anyhow::anyhow!("{}: optimizer state lacks its step", dir.display()))?;
+        self.step = state.step;
         Ok(())
     }
+}
+
+const TRAINER_STATE: &str = "trainer_state.json";
+
+/// What a checkpoint records besides tensors.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrainerState {
+    step: u64,
+    optimizer: OptimizerKind,
+    workers: usize,
+    adamw_steps: u64,
 }

@@ -1,6 +1,5 @@
 //! `demeter payload compress | expand | inspect`.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::{Context, ensure};
@@ -51,7 +50,7 @@ pub fn payload(command: &PayloadCommand) -> anyhow::Result<()> {
             };
             ensure!(*chunk > 0, "--chunk must be at least 1");
             ensure!(*topk > 0, "--topk must be at least 1");
-            let (tensors, _) = load_safetensors(input)?;
+            let tensors = load_safetensors(input)?;
             ensure!(!tensors.is_empty(), "{}: holds no tensor", input.display());
             let shapes: Vec<Vec<usize>> =
                 tensors.iter().map(|(_, t)| t.size().iter().map(|&d| d as usize).collect()).collect();
@@ -87,8 +86,7 @@ pub fn payload(command: &PayloadCommand) -> anyhow::Result<()> {
             let dense = compressor.aggregate_all(&refs);
             let named: Vec<(String, Tensor)> =
                 compressor.layouts().iter().map(|l| l.name.clone()).zip(dense).collect();
-            let metadata = BTreeMap::from([("format".to_owned(), "pt".to_owned())]);
-            save_safetensors(output, &named, &metadata)?;
+            save_safetensors(output, &named)?;
             println!("{}: mean of {} payload(s), {} tensors", output.display(), inputs.len(), named.len());
             Ok(())
         }

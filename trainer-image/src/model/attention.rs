@@ -21,12 +21,11 @@ impl Attention {
     pub fn new(path: nn::Path, config: &LlamaConfig) -> Self {
         let (hidden, head_dim) = (config.hidden_size, config.head_dim());
         let kv = config.num_key_value_heads * head_dim;
-        let std = config.initializer_range;
         Self {
-            q_proj: Linear::new(&path / "q_proj", hidden, hidden, std),
-            k_proj: Linear::new(&path / "k_proj", hidden, kv, std),
-            v_proj: Linear::new(&path / "v_proj", hidden, kv, std),
-            o_proj: Linear::new(&path / "o_proj", hidden, hidden, std),
+            q_proj: Linear::new(&path / "q_proj", hidden, hidden),
+            k_proj: Linear::new(&path / "k_proj", hidden, kv),
+            v_proj: Linear::new(&path / "v_proj", hidden, kv),
+            o_proj: Linear::new(&path / "o_proj", hidden, hidden),
             heads: config.num_attention_heads as i64,
             kv_heads: config.num_key_value_heads as i64,
             head_dim: head_dim as i64,

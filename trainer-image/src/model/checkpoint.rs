@@ -1,7 +1,9 @@
-//! Safetensors files as Hugging Face writes them: named tensors plus string metadata, written
-//! atomically (a crash mid-write leaves the previous file intact).
+//! Safetensors files as Hugging Face writes them: named tensors and `{"format": "pt"}`, written
+//! atomically (a crash mid-write leaves the previous file intact) and byte-reproducible (the same
+//! tensors always give the same file, so checkpoints can be compared and addressed by hash).
+//! Anything else a checkpoint needs goes in a JSON file beside it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use safetensors::{Dtype, SafeTensors, View, tensor::TensorView};
@@ -73,17 +75,14 @@ fn raw(name: &str, tensor: &Tensor) -> Result<Raw, CheckpointError> {
     Ok(Raw { dtype, shape: tensor.size().iter().map(|&d| d as usize).collect(), bytes })
 }
 
-/// Writes `tensors` and `metadata` to `path` atomically (temporary file, then rename).
-pub fn save_safetensors(
-    path: &Path,
-    tensors: &[(String, Tensor)],
-    metadata: &BTreeMap<String, String>,
-) -> Result<(), CheckpointError> {
+/// Writes `tensors` to `path` atomically (temporary file, then rename).
+pub fn save_safetensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<(), CheckpointError> {
     let raws = tensors
         .iter()
         .map(|(name, tensor)| Ok((name.clone(), raw(name, tensor)?)))
         .collect::<Result<Vec<_>, CheckpointError>>()?;
-    let metadata: HashMap<String, String> = metadata.clone().into_iter().collect();
+    // One key only: the crate keeps metadata in a HashMap, whose order would vary between runs.
+    let metadata = HashMap::from([("format".to_owned(), "pt".to_owned())]);
     let bytes = safetensors::serialize(raws.iter().map(|(name, raw)| (name.as_str(), raw)), Some(metadata))
         .map_err(|source| CheckpointError::Format { path: path.to_owned(), source })?;
     write_atomically(path, &bytes)
@@ -98,8 +97,8 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError
     std::fs::rename(&temporary, path).map_err(io)
 }
 
-/// Reads every tensor of a safetensors file (in the file's order) and its metadata.
-pub fn load_safetensors(path: &Path) -> Result<(Vec<(String, Tensor)>, BTreeMap<String, String>), CheckpointError> {
+/// Reads every tensor of a safetensors file, in the file's order.
+pub fn load_safetensors(path: &Path) -> Result<Vec<(String, Tensor)>, CheckpointError> {
     let bytes = std::fs::read(path).map_err(|source| CheckpointError::Io { path: path.to_owned(), source })?;
     let format = |source| CheckpointError::Format { path: path.to_owned(), source };
     let (_, header) = SafeTensors::read_metadata(&bytes).map_err(format)?;
@@ -124,6 +123,5 @@ pub fn load_safetensors(path: &Path) -> Result<(Vec<(String, Tensor)>, BTreeMap<
             Ok((name, Tensor::from_data_size(view.data(), &shape, kind)))
         })
         .collect::<Result<Vec<_>, CheckpointError>>()?;
-    let metadata = header.metadata().clone().unwrap_or_default().into_iter().collect();
-    Ok((tensors, metadata))
+    Ok(tensors)
 }

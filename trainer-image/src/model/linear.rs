@@ -9,10 +9,9 @@ pub struct Linear {
 }
 
 impl Linear {
-    /// A `[out, in]` weight under `path/weight`, drawn from N(0, std²).
-    pub fn new(path: nn::Path, inputs: usize, outputs: usize, std: f64) -> Self {
-        let init = nn::Init::Randn { mean: 0.0, stdev: std };
-        Self { weight: path.var("weight", &[outputs as i64, inputs as i64], init) }
+    /// A `[out, in]` weight under `path/weight` (zeros until [`super::initialize`] fills it).
+    pub fn new(path: nn::Path, inputs: usize, outputs: usize) -> Self {
+        Self { weight: path.var("weight", &[outputs as i64, inputs as i64], nn::Init::Const(0.0)) }
     }
 
     /// Wraps an existing weight (tied embeddings).

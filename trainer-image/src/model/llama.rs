@@ -48,8 +48,9 @@ pub struct Llama {
 }
 
 impl Llama {
-    /// Builds the model's variables under `root` (a VarStore's root), randomly initialized from
-    /// the global torch seed. Computes in bf16 on CUDA and in f32 on CPU; weights stay f32.
+    /// Builds the model's variables under `root` (a VarStore's root). Their values are
+    /// placeholders until [`super::initialize`] or a checkpoint fills them. Computes in bf16 on
+    /// CUDA and in f32 on CPU; weights stay f32.
     pub fn new(root: &nn::Path, config: &LlamaConfig) -> Result<Self, ConfigError> {
         config.validate()?;
         let device = root.device();
@@ -57,7 +58,7 @@ impl Llama {
         let embed_tokens = (&model / "embed_tokens").var(
             "weight",
             &[config.vocab_size as i64, config.hidden_size as i64],
-            nn::Init::Randn { mean: 0.0, stdev: config.initializer_range },
+            nn::Init::Const(0.0),
         );
         let layers = (0..config.num_hidden_layers)
             .map(|i| DecoderLayer::new(&model / "layers" / i, config))
@@ -65,7 +66,7 @@ impl Llama {
         let lm_head = if config.tie_word_embeddings {
             Linear::from_weight(embed_tokens.shallow_clone())
         } else {
-            Linear::new(root / "lm_head", config.hidden_size, config.vocab_size, config.initializer_range)
+            Linear::new(root / "lm_head", config.hidden_size, config.vocab_size)
         };
         Ok(Self {
             config: config.clone(),

@@ -14,11 +14,11 @@ pub struct Mlp {
 
 impl Mlp {
     pub fn new(path: nn::Path, config: &LlamaConfig) -> Self {
-        let (hidden, inner, std) = (config.hidden_size, config.intermediate_size, config.initializer_range);
+        let (hidden, inner) = (config.hidden_size, config.intermediate_size);
         Self {
-            gate_proj: Linear::new(&path / "gate_proj", hidden, inner, std),
-            up_proj: Linear::new(&path / "up_proj", hidden, inner, std),
-            down_proj: Linear::new(&path / "down_proj", inner, hidden, std),
+            gate_proj: Linear::new(&path / "gate_proj", hidden, inner),
+            up_proj: Linear::new(&path / "up_proj", hidden, inner),
+            down_proj: Linear::new(&path / "down_proj", inner, hidden),
         }
     }
 

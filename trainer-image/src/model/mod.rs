@@ -3,6 +3,7 @@
 mod attention;
 mod checkpoint;
 mod config;
+mod init;
 mod linear;
 mod llama;
 mod mlp;
@@ -11,4 +12,5 @@ mod rope;
 
 pub use checkpoint::{CheckpointError, load_safetensors, save_safetensors};
 pub use config::{ConfigError, LlamaConfig, Preset, VOCAB_MULTIPLE, padded_vocab};
+pub use init::initialize;
 pub use llama::{Llama, default_device, named_parameters};

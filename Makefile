@@ -1,0 +1,30 @@
+# The two commands README.md promises: `make run` (the main job) and `make test` (everything CI
+# checks). Both bootstrap libtorch on first use; nothing else needs to be installed by hand.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+ENV := . scripts/env.sh &&
+CARGO_FLAGS := --release --locked
+# Extra arguments for `make run`, e.g. make run ARGS="--optimizer adamw --steps 300".
+ARGS ?=
+
+.PHONY: bootstrap run test lint bench fuzz
+bootstrap:
+	scripts/bootstrap.sh
+
+run: bootstrap
+	$(ENV) cargo run $(CARGO_FLAGS) --bin demeter -- simulate $(ARGS)
+
+lint: bootstrap
+	cargo fmt --all --check
+	$(ENV) cargo clippy $(CARGO_FLAGS) --workspace --all-targets -- -D warnings
+
+test: lint
+	$(ENV) cargo test $(CARGO_FLAGS) --workspace
+
+# Benchmarks print markdown tables; docs/benchmarks.md records them with these commands.
+bench: bootstrap
+	$(ENV) cargo bench $(CARGO_FLAGS) -p demeter-trainer --bench step_time
+	$(ENV) cargo bench $(CARGO_FLAGS) -p demeter-trainer --bench learning_quality
+
+fuzz: bootstrap
+	$(ENV) cargo bench $(CARGO_FLAGS) -p demeter-trainer --bench payload_fuzz
