@@ -6,7 +6,11 @@ use clap::{Parser, Subcommand};
 use demeter_trainer::commands::{self, DataArgs, PayloadCommand, SimulateArgs};
 
 #[derive(Parser)]
-#[command(name = "demeter", version, about = "Decentralized LLM training with DeMo")]
+#[command(
+    name = "demeter",
+    version,
+    about = "Decentralized LLM training with DeMo"
+)]
 struct Cli {
     /// Intra-op threads for libtorch (default: libtorch's choice).
     #[arg(long, global = true)]
@@ -56,7 +60,9 @@ fn main() -> anyhow::Result<()> {
     }
     match cli.command {
         Command::Simulate(args) => commands::simulate(&args),
-        Command::Data { command: DataCommand::Prepare { input, args } } => commands::prepare_data(input.as_deref(), &args),
+        Command::Data {
+            command: DataCommand::Prepare { input, args },
+        } => commands::prepare_data(input.as_deref(), &args),
         Command::Payload { command } => commands::payload(&command),
     }
 }

@@ -13,7 +13,10 @@ use tch::{Device, Tensor, nn};
 
 use crate::data::{BatchPlan, Dataset};
 use crate::demo::{Demo, DemoConfig, SparseUpdate};
-use crate::model::{Llama, initialize, LlamaConfig, Preset, load_safetensors, named_parameters, padded_vocab, save_safetensors};
+use crate::model::{
+    Llama, LlamaConfig, Preset, initialize, load_safetensors, named_parameters, padded_vocab,
+    save_safetensors,
+};
 use crate::optim::{AdamW, AdamWConfig, Schedule, clip_global_norm};
 use crate::payload;
 
@@ -100,10 +103,17 @@ impl Simulation {
         anyhow::ensure!(config.batch_per_worker > 0, "--batch must be at least 1");
         config.schedule.validate()?;
         config.demo.validate()?;
-        let mut model_config = LlamaConfig::preset(config.preset, padded_vocab(dataset.meta.vocab_size));
-        model_config.max_position_embeddings = model_config.max_position_embeddings.max(config.seq_len);
+        let mut model_config =
+            LlamaConfig::preset(config.preset, padded_vocab(dataset.meta.vocab_size));
+        model_config.max_position_embeddings =
+            model_config.max_position_embeddings.max(config.seq_len);
         let shard_lens: Vec<usize> = dataset.train.iter().map(|shard| shard.len()).collect();
-        let plan = BatchPlan::new(config.seed, config.seq_len, config.workers * config.batch_per_worker, &shard_lens)?;
+        let plan = BatchPlan::new(
+            config.seed,
+            config.seq_len,
+            config.workers * config.batch_per_worker,
+            &shard_lens,
+        )?;
         let mut workers: Vec<Worker> = Vec::with_capacity(config.workers);
         for _ in 0..config.workers {
             let vs = nn::VarStore::new(device);
@@ -111,15 +121,31 @@ impl Simulation {
             let parameters = named_parameters(&vs);
             initialize(&parameters, config.seed, model_config.initializer_range);
             let optimizer = match config.optimizer {
-                OptimizerKind::Demo => WorkerOptimizer::Demo(Box::new(Demo::new(&parameters, config.demo.clone())?)),
+                OptimizerKind::Demo => {
+                    WorkerOptimizer::Demo(Box::new(Demo::new(&parameters, config.demo.clone())?))
+                }
                 OptimizerKind::Adamw => {
-                    let tensors: Vec<Tensor> = parameters.iter().map(|(_, t)| t.shallow_clone()).collect();
+                    let tensors: Vec<Tensor> =
+                        parameters.iter().map(|(_, t)| t.shallow_clone()).collect();
                     WorkerOptimizer::AdamW(AdamW::new(&tensors, config.adamw.clone()))
                 }
             };
-            workers.push(Worker { vs, model, parameters, optimizer });
+            workers.push(Worker {
+                vs,
+                model,
+                parameters,
+                optimizer,
+            });
         }
-        Ok(Self { config, model_config, dataset, plan, workers, step: 0, times: PhaseTimes::default() })
+        Ok(Self {
+            config,
+            model_config,
+            dataset,
+            plan,
+            workers,
+            step: 0,
+            times: PhaseTimes::default(),
+        })
     }
 
     /// The model every worker trains.
@@ -172,7 +198,9 @@ impl Simulation {
                     let _ = grad.zero_();
                 }
             });
-            let loss = worker.model.loss(&inputs.to_device(device), &targets.to_device(device));
+            let loss = worker
+                .model
+                .loss(&inputs.to_device(device), &targets.to_device(device));
             loss.backward();
             loss_sum += loss.double_value(&[]);
             let mut grads: Vec<Tensor> = worker.parameters.iter().map(|(_, t)| t.grad()).collect();
@@ -187,14 +215,21 @@ impl Simulation {
             OptimizerKind::Adamw => self.adamw_exchange(&gradients, lr),
         };
         self.step += 1;
-        Ok(StepReport { step: self.step, lr, loss: loss_sum / self.workers.len() as f64, bytes_per_worker })
+        Ok(StepReport {
+            step: self.step,
+            lr,
+            loss: loss_sum / self.workers.len() as f64,
+            bytes_per_worker,
+        })
     }
 
     fn demo_exchange(&mut self, gradients: &[Vec<Tensor>], lr: f64) -> anyhow::Result<usize> {
         // Every worker compresses its momentum and serializes its payload.
         let mut payloads = Vec::with_capacity(self.workers.len());
         for (worker, grads) in self.workers.iter_mut().zip(gradients) {
-            let WorkerOptimizer::Demo(demo) = &mut worker.optimizer else { unreachable!("demo run") };
+            let WorkerOptimizer::Demo(demo) = &mut worker.optimizer else {
+                unreachable!("demo run")
+            };
             let start = Instant::now();
             let update = demo.compress_step(grads, lr);
             self.times.compress += start.elapsed();
@@ -204,12 +239,21 @@ impl Simulation {
         }
         // Every replica decodes every payload and applies the same aggregate on its own.
         for worker in &self.workers {
-            let WorkerOptimizer::Demo(demo) = &worker.optimizer else { unreachable!("demo run") };
+            let WorkerOptimizer::Demo(demo) = &worker.optimizer else {
+                unreachable!("demo run")
+            };
             let compressor = demo.compressor();
             let start = Instant::now();
             let updates = payloads
                 .iter()
-                .map(|bytes| payload::decode(bytes, compressor.layouts(), compressor.values(), worker.vs.device()))
+                .map(|bytes| {
+                    payload::decode(
+                        bytes,
+                        compressor.layouts(),
+                        compressor.values(),
+                        worker.vs.device(),
+                    )
+                })
                 .collect::<Result<Vec<SparseUpdate>, _>>()?;
             self.times.wire_decode += start.elapsed();
             let start = Instant::now();
@@ -217,7 +261,11 @@ impl Simulation {
             let aggregate = tch::no_grad(|| compressor.aggregate_all(&update_refs));
             self.times.aggregate += start.elapsed();
             let start = Instant::now();
-            let tensors: Vec<Tensor> = worker.parameters.iter().map(|(_, t)| t.shallow_clone()).collect();
+            let tensors: Vec<Tensor> = worker
+                .parameters
+                .iter()
+                .map(|(_, t)| t.shallow_clone())
+                .collect();
             demo.apply_aggregate(&tensors, &aggregate, lr);
             self.times.apply += start.elapsed();
         }
@@ -240,8 +288,14 @@ impl Simulation {
         self.times.wire_encode += start.elapsed();
         let start = Instant::now();
         for worker in &mut self.workers {
-            let WorkerOptimizer::AdamW(adamw) = &mut worker.optimizer else { unreachable!("adamw run") };
-            let tensors: Vec<Tensor> = worker.parameters.iter().map(|(_, t)| t.shallow_clone()).collect();
+            let WorkerOptimizer::AdamW(adamw) = &mut worker.optimizer else {
+                unreachable!("adamw run")
+            };
+            let tensors: Vec<Tensor> = worker
+                .parameters
+                .iter()
+                .map(|(_, t)| t.shallow_clone())
+                .collect();
             adamw.step(&tensors, &mean, lr);
         }
         self.times.apply += start.elapsed();
@@ -258,7 +312,11 @@ impl Simulation {
             let (mut total, mut count) = (0.0, 0i64);
             for (x, y) in chunks {
                 let rows = x.size()[0];
-                total += worker.model.loss(&x.to_device(device), &y.to_device(device)).double_value(&[]) * rows as f64;
+                total += worker
+                    .model
+                    .loss(&x.to_device(device), &y.to_device(device))
+                    .double_value(&[])
+                    * rows as f64;
                 count += rows;
             }
             total / count.max(1) as f64
@@ -294,21 +352,38 @@ impl Simulation {
         for (index, worker) in self.workers.iter().enumerate() {
             let names = worker.parameters.iter().map(|(name, _)| name);
             let tensors: Vec<(String, Tensor)> = match &worker.optimizer {
-                WorkerOptimizer::Demo(demo) => {
-                    names.zip(demo.deltas()).map(|(n, d)| (format!("{n}.demo_delta"), d.shallow_clone())).collect()
-                }
+                WorkerOptimizer::Demo(demo) => names
+                    .zip(demo.deltas())
+                    .map(|(n, d)| (format!("{n}.demo_delta"), d.shallow_clone()))
+                    .collect(),
                 WorkerOptimizer::AdamW(adamw) => {
                     adamw_steps = adamw.step_count();
                     let (first, second) = adamw.moments();
-                    let m = names.clone().zip(first).map(|(n, t)| (format!("{n}.adamw_m"), t.shallow_clone()));
-                    let v = names.zip(second).map(|(n, t)| (format!("{n}.adamw_v"), t.shallow_clone()));
+                    let m = names
+                        .clone()
+                        .zip(first)
+                        .map(|(n, t)| (format!("{n}.adamw_m"), t.shallow_clone()));
+                    let v = names
+                        .zip(second)
+                        .map(|(n, t)| (format!("{n}.adamw_v"), t.shallow_clone()));
                     m.chain(v).collect()
                 }
             };
-            save_safetensors(&dir.join(format!("optimizer-worker-{index}.safetensors")), &tensors)?;
+            save_safetensors(
+                &dir.join(format!("optimizer-worker-{index}.safetensors")),
+                &tensors,
+            )?;
         }
-        let state = TrainerState { step: self.step, optimizer: self.config.optimizer, workers: self.workers.len(), adamw_steps };
-        std::fs::write(dir.join(TRAINER_STATE), serde_json::to_string_pretty(&state)?)?;
+        let state = TrainerState {
+            step: self.step,
+            optimizer: self.config.optimizer,
+            workers: self.workers.len(),
+            adamw_steps,
+        };
+        std::fs::write(
+            dir.join(TRAINER_STATE),
+            serde_json::to_string_pretty(&state)?,
+        )?;
         Ok(())
     }
 
@@ -316,20 +391,35 @@ impl Simulation {
     pub fn resume(&mut self, dir: &Path) -> anyhow::Result<()> {
         let state_path = dir.join(TRAINER_STATE);
         let state: TrainerState = serde_json::from_str(
-            &std::fs::read_to_string(&state_path).with_context(|| format!("--resume: reading {}", state_path.display()))?,
+            &std::fs::read_to_string(&state_path)
+                .with_context(|| format!("--resume: reading {}", state_path.display()))?,
         )
         .with_context(|| format!("--resume: parsing {}", state_path.display()))?;
         anyhow::ensure!(
             state.optimizer == self.config.optimizer && state.workers == self.workers.len(),
             "--resume {}: written by {} {:?} workers; this run has {} {:?} workers",
-            dir.display(), state.workers, state.optimizer, self.workers.len(), self.config.optimizer
+            dir.display(),
+            state.workers,
+            state.optimizer,
+            self.workers.len(),
+            self.config.optimizer
         );
-        let saved: BTreeMap<String, Tensor> = load_safetensors(&dir.join("model.safetensors"))?.into_iter().collect();
+        let saved: BTreeMap<String, Tensor> = load_safetensors(&dir.join("model.safetensors"))?
+            .into_iter()
+            .collect();
         for (index, worker) in self.workers.iter_mut().enumerate() {
             tch::no_grad(|| -> anyhow::Result<()> {
                 for (name, tensor) in &worker.parameters {
-                    let source = saved.get(name).ok_or_else(|| anyhow::anyhow!("{}: checkpoint lacks tensor {name}", dir.display()))?;
-                    anyhow::ensure!(source.size() == tensor.size(), "{}: tensor {name} has shape {:?}, the model {:?}", dir.display(), source.size(), tensor.size());
+                    let source = saved.get(name).ok_or_else(|| {
+                        anyhow::anyhow!("{}: checkpoint lacks tensor {name}", dir.display())
+                    })?;
+                    anyhow::ensure!(
+                        source.size() == tensor.size(),
+                        "{}: tensor {name} has shape {:?}, the model {:?}",
+                        dir.display(),
+                        source.size(),
+                        tensor.size()
+                    );
                     tensor.shallow_clone().copy_(source);
                 }
                 Ok(())
@@ -337,14 +427,24 @@ impl Simulation {
             let path = dir.join(format!("optimizer-worker-{index}.safetensors"));
             let tensors: BTreeMap<String, Tensor> = load_safetensors(&path)?.into_iter().collect();
             let take = |suffix: &str| -> anyhow::Result<Vec<Tensor>> {
-                worker.parameters.iter().map(|(n, _)| {
-                    tensors.get(&format!("{n}.{suffix}")).map(Tensor::shallow_clone)
-                        .ok_or_else(|| anyhow::anyhow!("{}: lacks {n}.{suffix}", path.display()))
-                }).collect()
+                worker
+                    .parameters
+                    .iter()
+                    .map(|(n, _)| {
+                        tensors
+                            .get(&format!("{n}.{suffix}"))
+                            .map(Tensor::shallow_clone)
+                            .ok_or_else(|| {
+                                anyhow::anyhow!("{}: lacks {n}.{suffix}", path.display())
+                            })
+                    })
+                    .collect()
             };
             match &mut worker.optimizer {
                 WorkerOptimizer::Demo(demo) => demo.load_deltas(&take("demo_delta")?),
-                WorkerOptimizer::AdamW(adamw) => adamw.load(state.adamw_steps, &take("adamw_m")?, &take("adamw_v")?),
+                WorkerOptimizer::AdamW(adamw) => {
+                    adamw.load(state.adamw_steps, &take("adamw_m")?, &take("adamw_v")?)
+                }
             }
         }
         self.step = state.step;

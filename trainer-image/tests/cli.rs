@@ -7,11 +7,18 @@ use demeter_trainer::model::{load_safetensors, save_safetensors};
 use tch::{Device, Kind, Tensor};
 
 fn demeter(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_demeter")).args(args).output().expect("demeter runs")
+    Command::new(env!("CARGO_BIN_EXE_demeter"))
+        .args(args)
+        .output()
+        .expect("demeter runs")
 }
 
 fn ok(output: Output) -> String {
-    assert!(output.status.success(), "stderr:\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "stderr:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     String::from_utf8(output.stdout).unwrap()
 }
 
@@ -25,27 +32,63 @@ fn payload_compress_inspect_and_expand() {
     tch::manual_seed(8);
     let momentum = dir.path().join("momentum.safetensors");
     let tensors = vec![
-        ("w".to_owned(), Tensor::randn([256, 128], (Kind::Float, Device::Cpu))),
-        ("b".to_owned(), Tensor::randn([128], (Kind::Float, Device::Cpu))),
+        (
+            "w".to_owned(),
+            Tensor::randn([256, 128], (Kind::Float, Device::Cpu)),
+        ),
+        (
+            "b".to_owned(),
+            Tensor::randn([128], (Kind::Float, Device::Cpu)),
+        ),
     ];
     save_safetensors(&momentum, &tensors).unwrap();
     let (a, b) = (dir.path().join("a.dmpl"), dir.path().join("b.dmpl"));
-    ok(demeter(&["payload", "compress", "--chunk", "64", "--topk", "32", path(&momentum), path(&a)]));
-    ok(demeter(&["payload", "compress", "--chunk", "64", "--topk", "4", path(&momentum), path(&b)]));
+    ok(demeter(&[
+        "payload",
+        "compress",
+        "--chunk",
+        "64",
+        "--topk",
+        "32",
+        path(&momentum),
+        path(&a),
+    ]));
+    ok(demeter(&[
+        "payload",
+        "compress",
+        "--chunk",
+        "64",
+        "--topk",
+        "4",
+        path(&momentum),
+        path(&b),
+    ]));
 
     let inspect = ok(demeter(&["payload", "inspect", path(&a)]));
-    assert!(inspect.contains("| w      | [256, 128] | 64x64 | 8      | 32 |"), "{inspect}");
+    assert!(
+        inspect.contains("| w      | [256, 128] | 64x64 | 8      | 32 |"),
+        "{inspect}"
+    );
     // 8·32 + 2·32 = 320 coefficients of 2+4 and 1+4 bytes, 44 bytes of header and hash, and two
     // records of 2 + 1 + 16 bytes plus name and dims.
     let expected = 44 + (2 + 1 + 1 + 8 + 16 + 256 * 6) + (2 + 1 + 1 + 4 + 16 + 64 * 5);
-    assert!(inspect.contains(&format!("{expected} bytes, sha256")), "{inspect}");
-    assert!(inspect.contains("32896 elements: 67.4x smaller than f32"), "{inspect}");
+    assert!(
+        inspect.contains(&format!("{expected} bytes, sha256")),
+        "{inspect}"
+    );
+    assert!(
+        inspect.contains("32896 elements: 67.4x smaller than f32"),
+        "{inspect}"
+    );
 
     // One payload expands to its own decoded selection.
     let expanded = dir.path().join("expanded.safetensors");
     ok(demeter(&["payload", "expand", path(&a), path(&expanded)]));
     let dense = load_safetensors(&expanded).unwrap();
-    let (_, w) = dense.iter().find(|(name, _)| name == "w").expect("expanded file holds w");
+    let (_, w) = dense
+        .iter()
+        .find(|(name, _)| name == "w")
+        .expect("expanded file holds w");
     let kept = w.square().sum(Kind::Double).double_value(&[]);
     let total = tensors[0].1.square().sum(Kind::Double).double_value(&[]);
     assert!(kept > 0.0 && kept < total, "top-k keeps part of the energy");
@@ -53,7 +96,9 @@ fn payload_compress_inspect_and_expand() {
     // Payloads with different k are different layouts: a clear error, not a wrong answer.
     let mixed = demeter(&["payload", "expand", path(&a), path(&b), path(&expanded)]);
     assert!(!mixed.status.success());
-    assert!(String::from_utf8_lossy(&mixed.stderr).contains("tensor 0: k is 4, the model expects 32"));
+    assert!(
+        String::from_utf8_lossy(&mixed.stderr).contains("tensor 0: k is 4, the model expects 32")
+    );
 
     // A corrupted file is named and rejected.
     let mut bytes = std::fs::read(&a).unwrap();
@@ -70,11 +115,30 @@ fn data_prepare_with_bytes_and_a_hugging_face_tokenizer() {
     std::fs::write(&text, "the cat sat on the mat ".repeat(200)).unwrap();
 
     let bytes_dir = dir.path().join("bytes");
-    ok(demeter(&["data", "prepare", "--input", path(&text), "--out", path(&bytes_dir), "--val-fraction", "0.1"]));
-    let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(bytes_dir.join("dataset.json")).unwrap()).unwrap();
+    ok(demeter(&[
+        "data",
+        "prepare",
+        "--input",
+        path(&text),
+        "--out",
+        path(&bytes_dir),
+        "--val-fraction",
+        "0.1",
+    ]));
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(bytes_dir.join("dataset.json")).unwrap())
+            .unwrap();
     assert_eq!(meta["vocab_size"], 256);
-    assert_eq!(std::fs::metadata(bytes_dir.join("val.bin")).unwrap().len(), 2 * 460);
-    assert_eq!(std::fs::metadata(bytes_dir.join("train-00000.bin")).unwrap().len(), 2 * (4600 - 460));
+    assert_eq!(
+        std::fs::metadata(bytes_dir.join("val.bin")).unwrap().len(),
+        2 * 460
+    );
+    assert_eq!(
+        std::fs::metadata(bytes_dir.join("train-00000.bin"))
+            .unwrap()
+            .len(),
+        2 * (4600 - 460)
+    );
 
     // A word-level tokenizer.json, as `tokenizers` writes it.
     let tokenizer_json = dir.path().join("tokenizer.json");
@@ -84,19 +148,61 @@ fn data_prepare_with_bytes_and_a_hugging_face_tokenizer() {
         "model": { "type": "WordLevel", "vocab": { "[UNK]": 0, "the": 1, "cat": 2, "sat": 3, "on": 4, "mat": 5 }, "unk_token": "[UNK]" }
     }).to_string()).unwrap();
     let words_dir = dir.path().join("words");
-    ok(demeter(&["data", "prepare", "--input", path(&text), "--out", path(&words_dir), "--tokenizer", path(&tokenizer_json), "--val-fraction", "0.1"]));
-    let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(words_dir.join("dataset.json")).unwrap()).unwrap();
+    ok(demeter(&[
+        "data",
+        "prepare",
+        "--input",
+        path(&text),
+        "--out",
+        path(&words_dir),
+        "--tokenizer",
+        path(&tokenizer_json),
+        "--val-fraction",
+        "0.1",
+    ]));
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(words_dir.join("dataset.json")).unwrap())
+            .unwrap();
     assert_eq!(meta["vocab_size"], 6);
-    assert_eq!(std::fs::metadata(words_dir.join("val.bin")).unwrap().len(), 2 * 120);
+    assert_eq!(
+        std::fs::metadata(words_dir.join("val.bin")).unwrap().len(),
+        2 * 120
+    );
     let first = &std::fs::read(words_dir.join("train-00000.bin")).unwrap()[..6];
     assert_eq!(first, [1, 0, 2, 0, 3, 0], "the cat sat");
 
     // And the simulation trains on it.
-    let out = ok(demeter(&["simulate", "--data", path(&words_dir), "--steps", "3", "--workers", "2", "--seq-len", "16", "--batch", "2", "--quiet"]));
-    assert!(out.contains("| replicas bitwise identical       | yes"), "{out}");
+    let out = ok(demeter(&[
+        "simulate",
+        "--data",
+        path(&words_dir),
+        "--steps",
+        "3",
+        "--workers",
+        "2",
+        "--seq-len",
+        "16",
+        "--batch",
+        "2",
+        "--quiet",
+    ]));
+    assert!(
+        out.contains("| replicas bitwise identical       | yes"),
+        "{out}"
+    );
 
-    let missing = demeter(&["data", "prepare", "--out", path(&words_dir), "--tokenizer", "/nonexistent/tokenizer.json"]);
-    assert!(String::from_utf8_lossy(&missing.stderr).contains("--tokenizer /nonexistent/tokenizer.json"));
+    let missing = demeter(&[
+        "data",
+        "prepare",
+        "--out",
+        path(&words_dir),
+        "--tokenizer",
+        "/nonexistent/tokenizer.json",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&missing.stderr)
+            .contains("--tokenizer /nonexistent/tokenizer.json")
+    );
 }
 
 #[test]

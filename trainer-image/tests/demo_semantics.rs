@@ -9,7 +9,12 @@ fn parameters(shapes: &[&[i64]]) -> Vec<(String, Tensor)> {
     shapes
         .iter()
         .enumerate()
-        .map(|(i, shape)| (format!("p{i}"), Tensor::randn(*shape, (Kind::Float, Device::Cpu))))
+        .map(|(i, shape)| {
+            (
+                format!("p{i}"),
+                Tensor::randn(*shape, (Kind::Float, Device::Cpu)),
+            )
+        })
         .collect()
 }
 
@@ -22,22 +27,41 @@ fn with_topk_at_least_the_block_size_demo_is_sign_sgd_on_the_mean_gradient() {
     tch::manual_seed(11);
     let shapes: &[&[i64]] = &[&[128, 64], &[96], &[3, 16, 32]];
     let initial = parameters(shapes);
-    let config = DemoConfig { topk: 64 * 64, momentum_decay: 0.9, ..DemoConfig::default() };
+    let config = DemoConfig {
+        topk: 64 * 64,
+        momentum_decay: 0.9,
+        ..DemoConfig::default()
+    };
     let clients = 3;
-    let mut optimizers: Vec<Demo> = (0..clients).map(|_| Demo::new(&initial, config.clone()).unwrap()).collect();
+    let mut optimizers: Vec<Demo> = (0..clients)
+        .map(|_| Demo::new(&initial, config.clone()).unwrap())
+        .collect();
     let demo_weights = tensors(&initial);
     let sign_weights = tensors(&initial);
     let lr = 0.01;
     for _ in 0..3 {
         let gradients: Vec<Vec<Tensor>> = (0..clients)
-            .map(|_| shapes.iter().map(|s| Tensor::randn(*s, (Kind::Float, Device::Cpu))).collect())
+            .map(|_| {
+                shapes
+                    .iter()
+                    .map(|s| Tensor::randn(*s, (Kind::Float, Device::Cpu)))
+                    .collect()
+            })
             .collect();
-        let updates: Vec<SparseUpdate> =
-            optimizers.iter_mut().zip(&gradients).map(|(demo, grads)| demo.compress_step(grads, lr)).collect();
+        let updates: Vec<SparseUpdate> = optimizers
+            .iter_mut()
+            .zip(&gradients)
+            .map(|(demo, grads)| demo.compress_step(grads, lr))
+            .collect();
         let refs: Vec<&SparseUpdate> = updates.iter().collect();
         optimizers[0].apply(&demo_weights, &refs, lr);
         for (index, weight) in sign_weights.iter().enumerate() {
-            let mean = gradients.iter().map(|g| g[index].shallow_clone()).reduce(|a, b| a + b).unwrap() / clients as f64;
+            let mean = gradients
+                .iter()
+                .map(|g| g[index].shallow_clone())
+                .reduce(|a, b| a + b)
+                .unwrap()
+                / clients as f64;
             let _ = weight.shallow_clone().g_sub_(&(mean.sign() * lr));
         }
         // Everything was sent, so error feedback leaves (almost) nothing behind.
@@ -46,8 +70,15 @@ fn with_topk_at_least_the_block_size_demo_is_sign_sgd_on_the_mean_gradient() {
         }
     }
     for (demo, sign) in demo_weights.iter().zip(&sign_weights) {
-        let differing = (demo - sign).abs().gt(1e-6).sum(Kind::Int64).int64_value(&[]);
-        assert_eq!(differing, 0, "DeMo with full top-k must equal signSGD on the mean gradient");
+        let differing = (demo - sign)
+            .abs()
+            .gt(1e-6)
+            .sum(Kind::Int64)
+            .int64_value(&[]);
+        assert_eq!(
+            differing, 0,
+            "DeMo with full top-k must equal signSGD on the mean gradient"
+        );
     }
 }
 
@@ -55,7 +86,10 @@ fn with_topk_at_least_the_block_size_demo_is_sign_sgd_on_the_mean_gradient() {
 fn error_feedback_keeps_exactly_what_was_not_sent() {
     tch::manual_seed(5);
     let named = parameters(&[&[128, 128]]);
-    let config = DemoConfig { topk: 8, ..DemoConfig::default() };
+    let config = DemoConfig {
+        topk: 8,
+        ..DemoConfig::default()
+    };
     let mut demo = Demo::new(&named, config).unwrap();
     let gradient = Tensor::randn([128, 128], (Kind::Float, Device::Cpu));
     let lr = 0.1;
@@ -64,13 +98,25 @@ fn error_feedback_keeps_exactly_what_was_not_sent() {
     let sent = compressor.decode(0, &update.tensors[0]);
     // Δ was lr·g (it started at zero); what remains plus what was sent is lr·g again.
     let reconstructed = &demo.deltas()[0] + &sent;
-    assert!((reconstructed - &gradient * lr).abs().max().double_value(&[]) < 1e-5);
+    assert!(
+        (reconstructed - &gradient * lr)
+            .abs()
+            .max()
+            .double_value(&[])
+            < 1e-5
+    );
     // The sent part is the best 8-term approximation per block: the remaining energy is the
     // energy of the coefficients that were not chosen.
     let coefficients = compressor.encode(0, &(&gradient * lr));
     let (sorted, _) = coefficients.square().sort(-1, true);
-    let unsent = sorted.narrow(-1, 8, 4096 - 8).sum(Kind::Double).double_value(&[]);
-    let remaining = demo.deltas()[0].square().sum(Kind::Double).double_value(&[]);
+    let unsent = sorted
+        .narrow(-1, 8, 4096 - 8)
+        .sum(Kind::Double)
+        .double_value(&[]);
+    let remaining = demo.deltas()[0]
+        .square()
+        .sum(Kind::Double)
+        .double_value(&[]);
     assert!((unsent - remaining).abs() < 1e-6 * unsent.max(1e-12) + 1e-9);
 }
 
@@ -79,7 +125,10 @@ fn byte_counts_match_the_formula() {
     tch::manual_seed(3);
     let named = parameters(&[&[256, 128], &[128], &[97], &[3, 2, 64, 300]]);
     for values in [ValueEncoding::F32, ValueEncoding::Bf16, ValueEncoding::Sign] {
-        let config = DemoConfig { values, ..DemoConfig::default() };
+        let config = DemoConfig {
+            values,
+            ..DemoConfig::default()
+        };
         let mut demo = Demo::new(&named, config).unwrap();
         let grads = tensors(&named);
         let update = demo.compress_step(&grads, 0.1);
@@ -93,10 +142,20 @@ fn byte_counts_match_the_formula() {
             ValueEncoding::Bf16 => 2 * n,
             ValueEncoding::Sign => n.div_ceil(8),
         };
-        let record = |rank: usize, n: usize, width: usize| 2 + 2 + 1 + 4 * rank + 16 + n * width + value_bytes(n);
-        let expected = 12 + 32 + record(2, 8 * 32, 2) + record(1, 2 * 32, 1) + record(1, 97, 1) + record(4, 30 * 32, 2);
+        let record = |rank: usize, n: usize, width: usize| {
+            2 + 2 + 1 + 4 * rank + 16 + n * width + value_bytes(n)
+        };
+        let expected = 12
+            + 32
+            + record(2, 8 * 32, 2)
+            + record(1, 2 * 32, 1)
+            + record(1, 97, 1)
+            + record(4, 30 * 32, 2);
         assert_eq!(bytes.len(), expected, "{values:?}");
-        assert_eq!(payload::encoded_len(demo.compressor().layouts(), values), expected);
+        assert_eq!(
+            payload::encoded_len(demo.compressor().layouts(), values),
+            expected
+        );
     }
 }
 
@@ -108,7 +167,21 @@ fn simulate_args(steps: u64) -> SimulateArgs {
         args: SimulateArgs,
     }
     let steps = steps.to_string();
-    Wrapper::parse_from(["test", "--steps", &steps, "--workers", "3", "--batch", "2", "--seq-len", "64", "--quiet", "--eval-samples", "8"]).args
+    Wrapper::parse_from([
+        "test",
+        "--steps",
+        &steps,
+        "--workers",
+        "3",
+        "--batch",
+        "2",
+        "--seq-len",
+        "64",
+        "--quiet",
+        "--eval-samples",
+        "8",
+    ])
+    .args
 }
 
 #[test]
@@ -118,14 +191,21 @@ fn replicas_stay_bitwise_identical_for_every_value_encoding() {
         args.values = clap::ValueEnum::from_str(values, true).unwrap();
         let summary = run_simulation(&args).unwrap();
         assert!(summary.replicas_identical, "{values}");
-        assert!(summary.last_loss < summary.first_loss, "{values}: loss falls");
+        assert!(
+            summary.last_loss < summary.first_loss,
+            "{values}: loss falls"
+        );
     }
 }
 
 #[test]
 fn resume_continues_bit_for_bit() {
     let dir = tempfile::tempdir().unwrap();
-    let (straight, halfway, resumed) = (dir.path().join("straight"), dir.path().join("halfway"), dir.path().join("resumed"));
+    let (straight, halfway, resumed) = (
+        dir.path().join("straight"),
+        dir.path().join("halfway"),
+        dir.path().join("resumed"),
+    );
     for optimizer in ["demo", "adamw"] {
         // A constant schedule, so a 3-step run takes the same first steps as a 6-step run.
         let mut six = simulate_args(6);
@@ -144,7 +224,11 @@ fn resume_continues_bit_for_bit() {
         run_simulation(&rest).unwrap();
 
         let read = |dir: &std::path::Path, file: &str| std::fs::read(dir.join(file)).unwrap();
-        for file in ["model.safetensors", "optimizer-worker-0.safetensors", "optimizer-worker-2.safetensors"] {
+        for file in [
+            "model.safetensors",
+            "optimizer-worker-0.safetensors",
+            "optimizer-worker-2.safetensors",
+        ] {
             let (a, b) = (read(&straight, file), read(&resumed, file));
             assert!(a == b, "{optimizer}: {file} differs after resume");
         }

@@ -8,8 +8,16 @@ use tch::{Device, Kind, Tensor};
 const SHAPES: &[&[usize]] = &[&[256, 128], &[128], &[97], &[2, 64, 96]];
 
 fn compressor(values: ValueEncoding) -> Compressor {
-    let names: Vec<String> = (0..SHAPES.len()).map(|i| format!("layer.{i}.weight")).collect();
-    Compressor::new(names.iter().map(String::as_str).zip(SHAPES.iter().copied()), 64, 32, values, Device::Cpu)
+    let names: Vec<String> = (0..SHAPES.len())
+        .map(|i| format!("layer.{i}.weight"))
+        .collect();
+    Compressor::new(
+        names.iter().map(String::as_str).zip(SHAPES.iter().copied()),
+        64,
+        32,
+        values,
+        Device::Cpu,
+    )
 }
 
 fn sample(values: ValueEncoding, seed: i64) -> (Compressor, SparseUpdate, Vec<u8>) {
@@ -17,7 +25,12 @@ fn sample(values: ValueEncoding, seed: i64) -> (Compressor, SparseUpdate, Vec<u8
     let compressor = compressor(values);
     let tensors: Vec<Tensor> = SHAPES
         .iter()
-        .map(|s| Tensor::randn(s.iter().map(|&d| d as i64).collect::<Vec<_>>(), (Kind::Float, Device::Cpu)))
+        .map(|s| {
+            Tensor::randn(
+                s.iter().map(|&d| d as i64).collect::<Vec<_>>(),
+                (Kind::Float, Device::Cpu),
+            )
+        })
         .collect();
     let update = compressor.compress_all(&tensors);
     let bytes = encode(&update, compressor.layouts());
@@ -26,7 +39,10 @@ fn sample(values: ValueEncoding, seed: i64) -> (Compressor, SparseUpdate, Vec<u8
 
 fn same(a: &SparseUpdate, b: &SparseUpdate) -> bool {
     a.values == b.values
-        && a.tensors.iter().zip(&b.tensors).all(|(x, y)| x.indices.equal(&y.indices) && x.values.equal(&y.values))
+        && a.tensors
+            .iter()
+            .zip(&b.tensors)
+            .all(|(x, y)| x.indices.equal(&y.indices) && x.values.equal(&y.values))
 }
 
 /// Rewrites the trailing hash so a deliberately malformed body reaches the field checks.
@@ -44,9 +60,16 @@ fn round_trip_is_exact_for_every_encoding() {
         let (compressor, update, bytes) = sample(values, 1);
         let decoded = decode(&bytes, compressor.layouts(), values, Device::Cpu).unwrap();
         assert!(same(&update, &decoded), "{values:?}");
-        assert_eq!(encode(&decoded, compressor.layouts()), bytes, "{values:?}: re-encoding is canonical");
+        assert_eq!(
+            encode(&decoded, compressor.layouts()),
+            bytes,
+            "{values:?}: re-encoding is canonical"
+        );
         let (described_values, layouts) = describe(&bytes).unwrap();
-        assert_eq!((described_values, layouts.as_slice()), (values, compressor.layouts()));
+        assert_eq!(
+            (described_values, layouts.as_slice()),
+            (values, compressor.layouts())
+        );
     }
 }
 
@@ -63,26 +86,57 @@ fn rejects_truncated_extended_and_corrupted_payloads() {
     // Truncated or oversized bodies with a valid hash still fail, on structure.
     let mut truncated = bytes[..bytes.len() - payload::HASH_LEN - 7].to_vec();
     truncated.extend_from_slice(&[0; payload::HASH_LEN]);
-    assert!(matches!(run(&rehash(truncated)), PayloadError::Truncated { .. }));
+    assert!(matches!(
+        run(&rehash(truncated)),
+        PayloadError::Truncated { .. }
+    ));
     let mut oversized = bytes[..bytes.len() - payload::HASH_LEN].to_vec();
     oversized.extend_from_slice(&[0; 5 + payload::HASH_LEN]);
     assert_eq!(run(&rehash(oversized.clone())), PayloadError::Trailing(5));
-    assert_eq!(describe(&rehash(oversized)).unwrap_err(), PayloadError::Trailing(5));
+    assert_eq!(
+        describe(&rehash(oversized)).unwrap_err(),
+        PayloadError::Trailing(5)
+    );
 }
 
 #[test]
 fn rejects_a_payload_for_another_model_or_encoding() {
     let (_, _, bytes) = sample(ValueEncoding::F32, 3);
-    let other_names: Vec<String> = (0..SHAPES.len()).map(|i| format!("layer.{i}.weight")).collect();
+    let other_names: Vec<String> = (0..SHAPES.len())
+        .map(|i| format!("layer.{i}.weight"))
+        .collect();
     let mut other_shapes: Vec<&[usize]> = SHAPES.to_vec();
     other_shapes[0] = &[256, 192];
-    let other = Compressor::new(other_names.iter().map(String::as_str).zip(other_shapes), 64, 32, ValueEncoding::F32, Device::Cpu);
+    let other = Compressor::new(
+        other_names.iter().map(String::as_str).zip(other_shapes),
+        64,
+        32,
+        ValueEncoding::F32,
+        Device::Cpu,
+    );
     let error = decode(&bytes, other.layouts(), ValueEncoding::F32, Device::Cpu).unwrap_err();
-    assert!(error.to_string().contains("tensor 0: shape is [256, 128], the model expects [256, 192]"), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("tensor 0: shape is [256, 128], the model expects [256, 192]"),
+        "{error}"
+    );
 
-    let fewer_k = Compressor::new(other_names.iter().map(String::as_str).zip(SHAPES.iter().copied()), 64, 16, ValueEncoding::F32, Device::Cpu);
+    let fewer_k = Compressor::new(
+        other_names
+            .iter()
+            .map(String::as_str)
+            .zip(SHAPES.iter().copied()),
+        64,
+        16,
+        ValueEncoding::F32,
+        Device::Cpu,
+    );
     let error = decode(&bytes, fewer_k.layouts(), ValueEncoding::F32, Device::Cpu).unwrap_err();
-    assert!(matches!(error, PayloadError::Field { field: "k", .. }), "{error}");
+    assert!(
+        matches!(error, PayloadError::Field { field: "k", .. }),
+        "{error}"
+    );
 
     let error = decode(&bytes, fewer_k.layouts(), ValueEncoding::Bf16, Device::Cpu).unwrap_err();
     assert!(matches!(error, PayloadError::Encoding { .. }));
@@ -94,45 +148,99 @@ fn rejects_duplicate_out_of_range_and_non_finite_entries() {
     let layouts = compressor.layouts();
     // Tensor 1 is [128]: two blocks of 64 with k = 32, one-byte indices.
     let tamper = |edit: &dyn Fn(&mut SparseUpdate)| {
-        let mut copy = SparseUpdate { values: update.values, tensors: update.tensors.iter().map(|t| t.copy()).collect() };
+        let mut copy = SparseUpdate {
+            values: update.values,
+            tensors: update.tensors.iter().map(|t| t.copy()).collect(),
+        };
         edit(&mut copy);
-        decode(&encode(&copy, layouts), layouts, ValueEncoding::F32, Device::Cpu).unwrap_err()
+        decode(
+            &encode(&copy, layouts),
+            layouts,
+            ValueEncoding::F32,
+            Device::Cpu,
+        )
+        .unwrap_err()
     };
     let duplicate = tamper(&|u| {
         let second = u.tensors[1].indices.get(0).get(1).int64_value(&[]);
         let _ = u.tensors[1].indices.get(0).get(0).fill_(second);
     });
-    assert!(matches!(duplicate, PayloadError::Index { index: 1, block: 0, .. }), "{duplicate}");
+    assert!(
+        matches!(
+            duplicate,
+            PayloadError::Index {
+                index: 1,
+                block: 0,
+                ..
+            }
+        ),
+        "{duplicate}"
+    );
     let out_of_range = tamper(&|u| {
         let _ = u.tensors[1].indices.get(1).get(31).fill_(64);
     });
-    assert!(matches!(out_of_range, PayloadError::Index { index: 1, block: 1, value: 64, .. }), "{out_of_range}");
+    assert!(
+        matches!(
+            out_of_range,
+            PayloadError::Index {
+                index: 1,
+                block: 1,
+                value: 64,
+                ..
+            }
+        ),
+        "{out_of_range}"
+    );
     let nan = tamper(&|u| {
         let _ = u.tensors[0].values.get(3).get(4).fill_(f64::NAN);
     });
-    assert!(matches!(nan, PayloadError::NonFinite { index: 0, .. }), "{nan}");
+    assert!(
+        matches!(nan, PayloadError::NonFinite { index: 0, .. }),
+        "{nan}"
+    );
 }
 
 #[test]
 fn rejects_bad_headers() {
     let (compressor, _, bytes) = sample(ValueEncoding::Sign, 5);
-    let run = |b: Vec<u8>| decode(&rehash(b), compressor.layouts(), ValueEncoding::Sign, Device::Cpu).unwrap_err();
+    let run = |b: Vec<u8>| {
+        decode(
+            &rehash(b),
+            compressor.layouts(),
+            ValueEncoding::Sign,
+            Device::Cpu,
+        )
+        .unwrap_err()
+    };
     let with = |at: usize, value: u8| {
         let mut b = bytes.clone();
         b[at] = value;
         b
     };
     assert!(matches!(run(with(0, b'X')), PayloadError::Magic { .. }));
-    assert_eq!(run(with(4, 9)), PayloadError::Version { found: 9, supported: payload::VERSION });
+    assert_eq!(
+        run(with(4, 9)),
+        PayloadError::Version {
+            found: 9,
+            supported: payload::VERSION
+        }
+    );
     assert_eq!(run(with(6, 7)), PayloadError::UnknownEncoding(7));
     assert_eq!(run(with(7, 1)), PayloadError::Reserved(1));
-    assert!(matches!(run(with(8, 200)), PayloadError::TensorCount { found: 200, .. }));
+    assert!(matches!(
+        run(with(8, 200)),
+        PayloadError::TensorCount { found: 200, .. }
+    ));
 }
 
 /// Random edits of valid payloads, and random bytes: decode and describe never panic. `make
 /// fuzz` runs the same property over millions of cases.
 fn fuzz_config(cases: u32) -> ProptestConfig {
-    ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() }
+    ProptestConfig {
+        cases,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
 }
 
 proptest! {

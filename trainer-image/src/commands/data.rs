@@ -24,11 +24,19 @@ pub struct DataArgs {
 
 pub fn prepare_data(input: Option<&Path>, args: &DataArgs) -> anyhow::Result<()> {
     let text = match input {
-        Some(path) => std::fs::read_to_string(path).with_context(|| format!("--input {}", path.display()))?,
+        Some(path) => {
+            std::fs::read_to_string(path).with_context(|| format!("--input {}", path.display()))?
+        }
         None => moby_dick(),
     };
     let tokenizer = Tokenizer::from_spec(&args.tokenizer)?;
-    let meta = prepare(&text, &tokenizer, &args.out, args.val_fraction, args.shard_tokens)?;
+    let meta = prepare(
+        &text,
+        &tokenizer,
+        &args.out,
+        args.val_fraction,
+        args.shard_tokens,
+    )?;
     println!(
         "wrote {} training shard(s) and {} to {} (tokenizer {}, vocabulary {}, {:?} ids)",
         meta.train_shards.len(),

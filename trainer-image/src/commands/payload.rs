@@ -42,7 +42,14 @@ pub enum PayloadCommand {
 
 pub fn payload(command: &PayloadCommand) -> anyhow::Result<()> {
     match command {
-        PayloadCommand::Compress { chunk, topk, one_bit, bf16, input, output } => {
+        PayloadCommand::Compress {
+            chunk,
+            topk,
+            one_bit,
+            bf16,
+            input,
+            output,
+        } => {
             let values = match (one_bit, bf16) {
                 (true, _) => ValueEncoding::Sign,
                 (_, true) => ValueEncoding::Bf16,
@@ -52,20 +59,34 @@ pub fn payload(command: &PayloadCommand) -> anyhow::Result<()> {
             ensure!(*topk > 0, "--topk must be at least 1");
             let tensors = load_safetensors(input)?;
             ensure!(!tensors.is_empty(), "{}: holds no tensor", input.display());
-            let shapes: Vec<Vec<usize>> =
-                tensors.iter().map(|(_, t)| t.size().iter().map(|&d| d as usize).collect()).collect();
+            let shapes: Vec<Vec<usize>> = tensors
+                .iter()
+                .map(|(_, t)| t.size().iter().map(|&d| d as usize).collect())
+                .collect();
             let compressor = Compressor::new(
-                tensors.iter().zip(&shapes).map(|((name, _), shape)| (name.as_str(), shape.as_slice())),
+                tensors
+                    .iter()
+                    .zip(&shapes)
+                    .map(|((name, _), shape)| (name.as_str(), shape.as_slice())),
                 *chunk,
                 *topk,
                 values,
                 Device::Cpu,
             );
-            let dense: Vec<Tensor> = tensors.iter().map(|(_, t)| t.to_kind(tch::Kind::Float)).collect();
+            let dense: Vec<Tensor> = tensors
+                .iter()
+                .map(|(_, t)| t.to_kind(tch::Kind::Float))
+                .collect();
             let update = compressor.compress_all(&dense);
             let bytes = payload::encode(&update, compressor.layouts());
-            std::fs::write(output, &bytes).with_context(|| format!("writing {}", output.display()))?;
-            println!("{}: {} tensors, {} bytes", output.display(), tensors.len(), bytes.len());
+            std::fs::write(output, &bytes)
+                .with_context(|| format!("writing {}", output.display()))?;
+            println!(
+                "{}: {} tensors, {} bytes",
+                output.display(),
+                tensors.len(),
+                bytes.len()
+            );
             Ok(())
         }
         PayloadCommand::Expand { paths } => {
@@ -78,29 +99,50 @@ pub fn payload(command: &PayloadCommand) -> anyhow::Result<()> {
                 .iter()
                 .map(|path| {
                     let bytes = read(path)?;
-                    payload::decode(&bytes, compressor.layouts(), values, Device::Cpu)
-                        .with_context(|| format!("{} does not match {}", path.display(), inputs[0].display()))
+                    payload::decode(&bytes, compressor.layouts(), values, Device::Cpu).with_context(
+                        || format!("{} does not match {}", path.display(), inputs[0].display()),
+                    )
                 })
                 .collect::<anyhow::Result<Vec<SparseUpdate>>>()?;
             let refs: Vec<&SparseUpdate> = updates.iter().collect();
             let dense = compressor.aggregate_all(&refs);
-            let named: Vec<(String, Tensor)> =
-                compressor.layouts().iter().map(|l| l.name.clone()).zip(dense).collect();
+            let named: Vec<(String, Tensor)> = compressor
+                .layouts()
+                .iter()
+                .map(|l| l.name.clone())
+                .zip(dense)
+                .collect();
             save_safetensors(output, &named)?;
-            println!("{}: mean of {} payload(s), {} tensors", output.display(), inputs.len(), named.len());
+            println!(
+                "{}: mean of {} payload(s), {} tensors",
+                output.display(),
+                inputs.len(),
+                named.len()
+            );
             Ok(())
         }
         PayloadCommand::Inspect { payload: path } => {
             let bytes = read(path)?;
-            let (values, layouts) = payload::describe(&bytes).with_context(|| format!("{}", path.display()))?;
+            let (values, layouts) =
+                payload::describe(&bytes).with_context(|| format!("{}", path.display()))?;
             payload::decode(&bytes, &layouts, values, Device::Cpu)
                 .with_context(|| format!("{}", path.display()))?;
-            let mut table = Table::new(&["tensor", "shape", "block", "blocks", "k", "index bytes", "bytes"]);
+            let mut table = Table::new(&[
+                "tensor",
+                "shape",
+                "block",
+                "blocks",
+                "k",
+                "index bytes",
+                "bytes",
+            ]);
             let mut elements = 0usize;
             for layout in &layouts {
                 let blocks = &layout.blocks;
                 elements += blocks.numel();
-                let single = crate::payload::encoded_len(std::slice::from_ref(layout), values) - 12 - payload::HASH_LEN;
+                let single = crate::payload::encoded_len(std::slice::from_ref(layout), values)
+                    - 12
+                    - payload::HASH_LEN;
                 table.row(vec![
                     layout.name.clone(),
                     format!("{:?}", blocks.shape),
@@ -112,7 +154,11 @@ pub fn payload(command: &PayloadCommand) -> anyhow::Result<()> {
                 ]);
             }
             print!("{table}");
-            let hash: String = payload::content_hash(&bytes).expect("decoded").iter().map(|b| format!("{b:02x}")).collect();
+            let hash: String = payload::content_hash(&bytes)
+                .expect("decoded")
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
             println!(
                 "\nformat v{}, values {values:?}, {} bytes, sha256 {hash}\n{} elements: {:.1}x smaller than f32 ({} bytes), {:.1}x smaller than bf16 ({} bytes)",
                 payload::VERSION,

@@ -128,7 +128,10 @@ impl SimulateArgs {
                 weight_decay: self.weight_decay,
                 values: self.values.into(),
             },
-            adamw: AdamWConfig { weight_decay: self.weight_decay, ..AdamWConfig::default() },
+            adamw: AdamWConfig {
+                weight_decay: self.weight_decay,
+                ..AdamWConfig::default()
+            },
             grad_clip: self.grad_clip,
         }
     }
@@ -161,8 +164,16 @@ pub fn run_simulation(args: &SimulateArgs) -> anyhow::Result<SimulationSummary> 
         simulation.resume(dir)?;
     }
     let start_step = simulation.step_count();
-    anyhow::ensure!(start_step < args.steps, "--resume: the checkpoint is at step {start_step}, --steps is {}", args.steps);
-    let bar = if args.quiet { ProgressBar::hidden() } else { ProgressBar::new(args.steps) };
+    anyhow::ensure!(
+        start_step < args.steps,
+        "--resume: the checkpoint is at step {start_step}, --steps is {}",
+        args.steps
+    );
+    let bar = if args.quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(args.steps)
+    };
     bar.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  [{elapsed} < {eta}]")
             .expect("valid template"),
@@ -207,22 +218,54 @@ pub fn simulate(args: &SimulateArgs) -> anyhow::Result<()> {
     let summary = run_simulation(args)?;
     let mut table = Table::new(&["metric", "value"]);
     let optimizer = match args.optimizer {
-        OptimizerKind::Demo => format!("DeMo (topk {}, chunk {}, values {:?})", args.topk, args.chunk, args.values),
+        OptimizerKind::Demo => format!(
+            "DeMo (topk {}, chunk {}, values {:?})",
+            args.topk, args.chunk, args.values
+        ),
         OptimizerKind::Adamw => "AdamW (all-reduced gradients)".to_owned(),
     };
     let rows = [
         ("optimizer", optimizer),
-        ("workers x preset", format!("{} x {:?} ({} parameters)", args.workers, args.preset, summary.parameters)),
-        ("steps, tokens", format!("{}, {}", summary.steps, summary.tokens)),
-        ("train loss first -> last", format!("{:.4} -> {:.4}", summary.first_loss, summary.last_loss)),
+        (
+            "workers x preset",
+            format!(
+                "{} x {:?} ({} parameters)",
+                args.workers, args.preset, summary.parameters
+            ),
+        ),
+        (
+            "steps, tokens",
+            format!("{}, {}", summary.steps, summary.tokens),
+        ),
+        (
+            "train loss first -> last",
+            format!("{:.4} -> {:.4}", summary.first_loss, summary.last_loss),
+        ),
         ("validation loss", format!("{:.4}", summary.val_loss)),
-        ("bytes per worker per step", summary.bytes_per_worker_per_step.to_string()),
-        ("bf16 ring all-reduce, per worker", summary.all_reduce_bytes_per_worker.to_string()),
+        (
+            "bytes per worker per step",
+            summary.bytes_per_worker_per_step.to_string(),
+        ),
+        (
+            "bf16 ring all-reduce, per worker",
+            summary.all_reduce_bytes_per_worker.to_string(),
+        ),
         (
             "ratio to the all-reduce",
-            format!("{:.2}%", 100.0 * summary.bytes_per_worker_per_step as f64 / summary.all_reduce_bytes_per_worker.max(1) as f64),
+            format!(
+                "{:.2}%",
+                100.0 * summary.bytes_per_worker_per_step as f64
+                    / summary.all_reduce_bytes_per_worker.max(1) as f64
+            ),
         ),
-        ("replicas bitwise identical", if summary.replicas_identical { "yes".into() } else { "NO".into() }),
+        (
+            "replicas bitwise identical",
+            if summary.replicas_identical {
+                "yes".into()
+            } else {
+                "NO".into()
+            },
+        ),
         ("wall time", format!("{:.1} s", summary.seconds)),
     ];
     for (metric, value) in rows {
@@ -232,6 +275,9 @@ pub fn simulate(args: &SimulateArgs) -> anyhow::Result<()> {
     if let Some(dir) = &args.checkpoint {
         println!("checkpoint: {}", dir.display());
     }
-    anyhow::ensure!(summary.replicas_identical, "replicas diverged: DeMo's aggregation must be bitwise deterministic");
+    anyhow::ensure!(
+        summary.replicas_identical,
+        "replicas diverged: DeMo's aggregation must be bitwise deterministic"
+    );
     Ok(())
 }

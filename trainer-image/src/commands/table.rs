@@ -10,7 +10,10 @@ pub struct Table {
 
 impl Table {
     pub fn new(header: &[&str]) -> Self {
-        Self { header: header.iter().map(|h| (*h).to_owned()).collect(), rows: Vec::new() }
+        Self {
+            header: header.iter().map(|h| (*h).to_owned()).collect(),
+            rows: Vec::new(),
+        }
     }
 
     pub fn row(&mut self, cells: Vec<String>) {
@@ -40,7 +43,10 @@ impl fmt::Display for Table {
             writeln!(f)
         };
         line(f, &self.header)?;
-        line(f, &widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>())?;
+        line(
+            f,
+            &widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>(),
+        )?;
         for row in &self.rows {
             line(f, row)?;
         }

@@ -33,7 +33,9 @@ pub struct BatchPlan {
 /// A plan that cannot work.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum PlanError {
-    #[error("no training window of seq_len + 1 = {0} tokens fits in the data: lower --seq-len or add data")]
+    #[error(
+        "no training window of seq_len + 1 = {0} tokens fits in the data: lower --seq-len or add data"
+    )]
     NoWindows(usize),
     #[error("global batch is 0: at least one sample per step")]
     EmptyBatch,
@@ -41,7 +43,12 @@ pub enum PlanError {
 
 impl BatchPlan {
     /// A plan over shards of `shard_lens` tokens each.
-    pub fn new(seed: u64, seq_len: usize, global_batch: usize, shard_lens: &[usize]) -> Result<Self, PlanError> {
+    pub fn new(
+        seed: u64,
+        seq_len: usize,
+        global_batch: usize,
+        shard_lens: &[usize],
+    ) -> Result<Self, PlanError> {
         if global_batch == 0 {
             return Err(PlanError::EmptyBatch);
         }
@@ -56,7 +63,12 @@ impl BatchPlan {
         if total == 0 || seq_len == 0 {
             return Err(PlanError::NoWindows(seq_len + 1));
         }
-        Ok(Self { seed, seq_len, global_batch: global_batch as u64, window_ends })
+        Ok(Self {
+            seed,
+            seq_len,
+            global_batch: global_batch as u64,
+            window_ends,
+        })
     }
 
     /// Number of windows in one pass over the data.
@@ -73,16 +85,27 @@ impl BatchPlan {
     pub fn window(&self, step: u64, batch_id: u64) -> u64 {
         let sample = step * self.global_batch + batch_id;
         let pass = sample / self.windows();
-        permute(self.seed ^ pass.wrapping_mul(0x9E37_79B9_7F4A_7C15), sample % self.windows(), self.windows())
+        permute(
+            self.seed ^ pass.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            sample % self.windows(),
+            self.windows(),
+        )
     }
 
     /// The tokens sample `batch_id` of `step` trains on.
     pub fn token_range(&self, step: u64, batch_id: u64) -> TokenRange {
         let window = self.window(step, batch_id);
         let shard = self.window_ends.partition_point(|&end| end <= window);
-        let first = if shard == 0 { 0 } else { self.window_ends[shard - 1] };
+        let first = if shard == 0 {
+            0
+        } else {
+            self.window_ends[shard - 1]
+        };
         let start = (window - first) as usize * self.seq_len;
-        TokenRange { shard, tokens: start..start + self.seq_len + 1 }
+        TokenRange {
+            shard,
+            tokens: start..start + self.seq_len + 1,
+        }
     }
 }
 
@@ -135,7 +158,12 @@ mod tests {
     fn every_window_once_per_pass_and_a_new_order_each_pass() {
         let plan = BatchPlan::new(7, 16, 8, &[16 * 40 + 1, 16 * 24 + 5]).unwrap();
         assert_eq!(plan.windows(), 64);
-        let pass = |p: u64| -> Vec<u64> { (0..8).flat_map(|step| (0..8).map(move |b| (step + 8 * p, b))).map(|(s, b)| plan.window(s, b)).collect() };
+        let pass = |p: u64| -> Vec<u64> {
+            (0..8)
+                .flat_map(|step| (0..8).map(move |b| (step + 8 * p, b)))
+                .map(|(s, b)| plan.window(s, b))
+                .collect()
+        };
         let (first, second) = (pass(0), pass(1));
         let mut sorted = first.clone();
         sorted.sort_unstable();
@@ -164,6 +192,9 @@ mod tests {
 
     #[test]
     fn rejects_data_too_short_for_one_window() {
-        assert_eq!(BatchPlan::new(0, 64, 1, &[64]).unwrap_err(), PlanError::NoWindows(65));
+        assert_eq!(
+            BatchPlan::new(0, 64, 1, &[64]).unwrap_err(),
+            PlanError::NoWindows(65)
+        );
     }
 }

@@ -7,7 +7,9 @@ mod tokenizer;
 
 pub use batches::{BatchPlan, PlanError, TokenRange};
 pub use corpus::moby_dick;
-pub use shards::{DataError, Dataset, DatasetMeta, TokenFile, TokenWidth, prepare, split_validation};
+pub use shards::{
+    DataError, Dataset, DatasetMeta, TokenFile, TokenWidth, prepare, split_validation,
+};
 pub use tokenizer::{Tokenizer, TokenizerError};
 
 use tch::Tensor;
@@ -15,8 +17,10 @@ use tch::Tensor;
 impl Dataset {
     /// Inputs and targets `[samples, seq_len]` for the given token ranges of the training shards.
     pub fn training_batch(&self, ranges: &[TokenRange]) -> (Tensor, Tensor) {
-        let rows: Vec<Vec<i64>> =
-            ranges.iter().map(|range| self.train[range.shard].tokens(range.tokens.clone())).collect();
+        let rows: Vec<Vec<i64>> = ranges
+            .iter()
+            .map(|range| self.train[range.shard].tokens(range.tokens.clone()))
+            .collect();
         stack_windows(&rows)
     }
 

@@ -20,7 +20,11 @@ pub enum TokenWidth {
 impl TokenWidth {
     /// The narrowest width that holds every id of a vocabulary.
     pub fn for_vocab(vocab: usize) -> Self {
-        if vocab <= 1 << 16 { Self::U16 } else { Self::U32 }
+        if vocab <= 1 << 16 {
+            Self::U16
+        } else {
+            Self::U32
+        }
     }
 
     fn bytes(self) -> usize {
@@ -35,7 +39,10 @@ impl TokenWidth {
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
     #[error(transparent)]
@@ -73,7 +80,10 @@ pub struct TokenFile {
 impl TokenFile {
     /// Maps a shard file.
     pub fn open(path: &Path, width: TokenWidth) -> Result<Self, DataError> {
-        let io = |source| DataError::Io { path: path.to_owned(), source };
+        let io = |source| DataError::Io {
+            path: path.to_owned(),
+            source,
+        };
         let file = File::open(path).map_err(io)?;
         // SAFETY: shards are written once by `prepare` and never modified while a trainer reads
         // them; a concurrent writer would only corrupt token ids, not memory safety of readers
@@ -82,15 +92,25 @@ impl TokenFile {
         if map.len() % width.bytes() != 0 {
             return Err(DataError::Invalid {
                 path: path.to_owned(),
-                message: format!("{} bytes is not a whole number of {:?} tokens", map.len(), width),
+                message: format!(
+                    "{} bytes is not a whole number of {:?} tokens",
+                    map.len(),
+                    width
+                ),
             });
         }
-        Ok(Self { storage: Storage::Mapped(map), width })
+        Ok(Self {
+            storage: Storage::Mapped(map),
+            width,
+        })
     }
 
     /// Token ids held in memory.
     pub fn from_tokens(tokens: &[u32], width: TokenWidth) -> Self {
-        Self { storage: Storage::Owned(to_bytes(tokens, width)), width }
+        Self {
+            storage: Storage::Owned(to_bytes(tokens, width)),
+            width,
+        }
     }
 
     fn bytes(&self) -> &[u8] {
@@ -118,7 +138,10 @@ impl TokenFile {
         let width = self.width.bytes();
         let bytes = &self.bytes()[range.start * width..range.end * width];
         match self.width {
-            TokenWidth::U16 => bytes.chunks_exact(2).map(|b| i64::from(u16::from_le_bytes([b[0], b[1]]))).collect(),
+            TokenWidth::U16 => bytes
+                .chunks_exact(2)
+                .map(|b| i64::from(u16::from_le_bytes([b[0], b[1]])))
+                .collect(),
             TokenWidth::U32 => bytes
                 .chunks_exact(4)
                 .map(|b| i64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]])))
@@ -129,7 +152,10 @@ impl TokenFile {
 
 fn to_bytes(tokens: &[u32], width: TokenWidth) -> Vec<u8> {
     match width {
-        TokenWidth::U16 => tokens.iter().flat_map(|&t| (t as u16).to_le_bytes()).collect(),
+        TokenWidth::U16 => tokens
+            .iter()
+            .flat_map(|&t| (t as u16).to_le_bytes())
+            .collect(),
         TokenWidth::U32 => tokens.iter().flat_map(|&t| t.to_le_bytes()).collect(),
     }
 }
@@ -139,7 +165,9 @@ pub fn split_validation(tokens: &[u32], val_fraction: f64) -> Result<(&[u32], &[
     if !(val_fraction > 0.0 && val_fraction <= 0.5) {
         return Err(DataError::ValFraction(val_fraction));
     }
-    let val_len = ((tokens.len() as f64 * val_fraction) as usize).max(1).min(tokens.len());
+    let val_len = ((tokens.len() as f64 * val_fraction) as usize)
+        .max(1)
+        .min(tokens.len());
     Ok(tokens.split_at(tokens.len() - val_len))
 }
 
@@ -194,12 +222,15 @@ impl Dataset {
     /// Opens a directory written by [`prepare`].
     pub fn open(dir: &Path) -> Result<Self, DataError> {
         let meta_path = dir.join("dataset.json");
-        let text = std::fs::read_to_string(&meta_path)
-            .map_err(|source| DataError::Io { path: meta_path.clone(), source })?;
-        let meta: DatasetMeta = serde_json::from_str(&text).map_err(|error| DataError::Invalid {
+        let text = std::fs::read_to_string(&meta_path).map_err(|source| DataError::Io {
             path: meta_path.clone(),
-            message: format!("{error} (run `demeter data prepare` to write it)"),
+            source,
         })?;
+        let meta: DatasetMeta =
+            serde_json::from_str(&text).map_err(|error| DataError::Invalid {
+                path: meta_path.clone(),
+                message: format!("{error} (run `demeter data prepare` to write it)"),
+            })?;
         let train = meta
             .train_shards
             .iter()
@@ -211,8 +242,11 @@ impl Dataset {
 
     /// The shipped corpus, byte-tokenized in memory: the embedded default.
     pub fn embedded(val_fraction: f64) -> Self {
-        let tokens = Tokenizer::Bytes.encode(&super::corpus::moby_dick()).expect("bytes always encode");
-        let (train, val) = split_validation(&tokens, val_fraction).expect("embedded fraction is valid");
+        let tokens = Tokenizer::Bytes
+            .encode(&super::corpus::moby_dick())
+            .expect("bytes always encode");
+        let (train, val) =
+            split_validation(&tokens, val_fraction).expect("embedded fraction is valid");
         Self {
             meta: DatasetMeta {
                 tokenizer: "bytes".into(),

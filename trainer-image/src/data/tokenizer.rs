@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 /// A tokenizer that could not be loaded or used.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenizerError {
-    #[error("--tokenizer {path}: {message} (pass `bytes` or the path of a Hugging Face tokenizer.json)")]
+    #[error(
+        "--tokenizer {path}: {message} (pass `bytes` or the path of a Hugging Face tokenizer.json)"
+    )]
     Load { path: PathBuf, message: String },
     #[error("tokenizing: {0}")]
     Encode(String),
@@ -16,7 +18,10 @@ pub enum Tokenizer {
     /// Each UTF-8 byte is a token: vocabulary of 256, nothing to ship.
     Bytes,
     /// A Hugging Face tokenizer loaded from its `tokenizer.json`.
-    HuggingFace { path: PathBuf, inner: Box<tokenizers::Tokenizer> },
+    HuggingFace {
+        path: PathBuf,
+        inner: Box<tokenizers::Tokenizer>,
+    },
 }
 
 impl Tokenizer {
@@ -26,9 +31,15 @@ impl Tokenizer {
             return Ok(Self::Bytes);
         }
         let path = Path::new(spec).to_owned();
-        let inner = tokenizers::Tokenizer::from_file(&path)
-            .map_err(|error| TokenizerError::Load { path: path.clone(), message: error.to_string() })?;
-        Ok(Self::HuggingFace { path, inner: Box::new(inner) })
+        let inner =
+            tokenizers::Tokenizer::from_file(&path).map_err(|error| TokenizerError::Load {
+                path: path.clone(),
+                message: error.to_string(),
+            })?;
+        Ok(Self::HuggingFace {
+            path,
+            inner: Box::new(inner),
+        })
     }
 
     /// What to write in dataset metadata.

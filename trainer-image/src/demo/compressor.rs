@@ -50,17 +50,29 @@ impl Compressor {
             .into_iter()
             .map(|(name, shape)| {
                 let blocks = BlockLayout::new(shape, chunk);
-                TensorLayout { name: name.to_owned(), k: blocks.kept_per_block(topk), blocks }
+                TensorLayout {
+                    name: name.to_owned(),
+                    k: blocks.kept_per_block(topk),
+                    blocks,
+                }
             })
             .collect();
         let transform = DctTransform::new(layouts.iter().map(|layout| &layout.blocks), device);
-        Self { layouts, transform, values }
+        Self {
+            layouts,
+            transform,
+            values,
+        }
     }
 
     /// A codec for layouts stated elsewhere (a payload file's own header).
     pub fn from_layouts(layouts: Vec<TensorLayout>, values: ValueEncoding, device: Device) -> Self {
         let transform = DctTransform::new(layouts.iter().map(|layout| &layout.blocks), device);
-        Self { layouts, transform, values }
+        Self {
+            layouts,
+            transform,
+            values,
+        }
     }
 
     /// The parameters' layouts, in model order.
@@ -100,7 +112,8 @@ impl Compressor {
     /// averaged over the clients that selected it, then the inverse DCT.
     pub fn aggregate(&self, index: usize, selections: &[&SparseBlocks]) -> Tensor {
         let blocks = &self.layouts[index].blocks;
-        self.transform.decode(&mean_of_selections(selections, blocks), blocks)
+        self.transform
+            .decode(&mean_of_selections(selections, blocks), blocks)
     }
 
     /// Compresses every tensor of `tensors` (in layout order) as a momentum buffer.
@@ -119,8 +132,10 @@ impl Compressor {
     pub fn aggregate_all(&self, updates: &[&SparseUpdate]) -> Vec<Tensor> {
         (0..self.layouts.len())
             .map(|index| {
-                let selections: Vec<&SparseBlocks> =
-                    updates.iter().map(|update| &update.tensors[index]).collect();
+                let selections: Vec<&SparseBlocks> = updates
+                    .iter()
+                    .map(|update| &update.tensors[index])
+                    .collect();
                 self.aggregate(index, &selections)
             })
             .collect()

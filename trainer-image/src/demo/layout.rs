@@ -33,7 +33,11 @@ impl BlockLayout {
             [n] => (1, 1, *n),
             [leading @ .., m, n] => (leading.iter().product(), *m, *n),
         };
-        let block_rows = if shape.len() >= 2 { block_side(rows, chunk) } else { 1 };
+        let block_rows = if shape.len() >= 2 {
+            block_side(rows, chunk)
+        } else {
+            1
+        };
         Self {
             shape: shape.to_vec(),
             lead,
@@ -47,12 +51,16 @@ impl BlockLayout {
     /// The layout of `shape` cut into blocks of `block_rows × block_cols`, as a payload states
     /// it; `None` unless the blocks tile the tensor exactly (and vectors use one-row blocks).
     pub fn with_blocks(shape: &[usize], block_rows: usize, block_cols: usize) -> Option<Self> {
-        let layout = Self { block_rows, block_cols, ..Self::new(shape, 1) };
+        let layout = Self {
+            block_rows,
+            block_cols,
+            ..Self::new(shape, 1)
+        };
         let vector = shape.len() < 2;
         let tiles = block_rows > 0
             && block_cols > 0
-            && layout.rows % block_rows == 0
-            && layout.cols % block_cols == 0
+            && layout.rows.is_multiple_of(block_rows)
+            && layout.cols.is_multiple_of(block_cols)
             && (!vector || block_rows == 1);
         tiles.then_some(layout)
     }
@@ -91,10 +99,16 @@ mod tests {
     #[test]
     fn vectors_matrices_and_higher_ranks() {
         let vector = BlockLayout::new(&[128], 64);
-        assert_eq!((vector.block_rows, vector.block_cols, vector.block_count()), (1, 64, 2));
+        assert_eq!(
+            (vector.block_rows, vector.block_cols, vector.block_count()),
+            (1, 64, 2)
+        );
 
         let matrix = BlockLayout::new(&[384, 128], 64);
-        assert_eq!((matrix.block_rows, matrix.block_cols, matrix.block_count()), (64, 64, 12));
+        assert_eq!(
+            (matrix.block_rows, matrix.block_cols, matrix.block_count()),
+            (64, 64, 12)
+        );
 
         let conv = BlockLayout::new(&[3, 5, 32, 96], 64);
         assert_eq!((conv.lead, conv.block_rows, conv.block_cols), (15, 32, 48));

@@ -33,7 +33,13 @@ pub struct DemoConfig {
 
 impl Default for DemoConfig {
     fn default() -> Self {
-        Self { momentum_decay: 0.999, topk: 32, chunk: 64, weight_decay: 0.0, values: ValueEncoding::F32 }
+        Self {
+            momentum_decay: 0.999,
+            topk: 32,
+            chunk: 64,
+            weight_decay: 0.0,
+            values: ValueEncoding::F32,
+        }
     }
 }
 
@@ -79,15 +85,23 @@ pub struct Demo {
 
 impl Demo {
     /// A fresh optimizer (Δ = 0) for the named parameters.
-    pub fn new(parameters: &[(String, Tensor)], config: DemoConfig) -> Result<Self, DemoConfigError> {
+    pub fn new(
+        parameters: &[(String, Tensor)],
+        config: DemoConfig,
+    ) -> Result<Self, DemoConfigError> {
         config.validate()?;
-        let device = parameters.first().map_or(Device::Cpu, |(_, tensor)| tensor.device());
+        let device = parameters
+            .first()
+            .map_or(Device::Cpu, |(_, tensor)| tensor.device());
         let shapes: Vec<Vec<usize>> = parameters
             .iter()
             .map(|(_, tensor)| tensor.size().iter().map(|&d| d as usize).collect())
             .collect();
         let compressor = Compressor::new(
-            parameters.iter().zip(&shapes).map(|((name, _), shape)| (name.as_str(), shape.as_slice())),
+            parameters
+                .iter()
+                .zip(&shapes)
+                .map(|((name, _), shape)| (name.as_str(), shape.as_slice())),
             config.chunk,
             config.topk,
             config.values,
@@ -97,7 +111,11 @@ impl Demo {
             .iter()
             .map(|(_, tensor)| tensor.zeros_like().to_kind(tch::Kind::Float))
             .collect();
-        Ok(Self { config, compressor, deltas })
+        Ok(Self {
+            config,
+            compressor,
+            deltas,
+        })
     }
 
     /// The settings.
@@ -131,7 +149,11 @@ impl Demo {
     /// The local half of a step: fold `gradients` into Δ, select what to share, and remove it
     /// from Δ.
     pub fn compress_step(&mut self, gradients: &[Tensor], lr: f64) -> SparseUpdate {
-        assert_eq!(gradients.len(), self.deltas.len(), "one gradient per parameter");
+        assert_eq!(
+            gradients.len(),
+            self.deltas.len(),
+            "one gradient per parameter"
+        );
         let beta = self.config.momentum_decay;
         let one_bit = self.config.values == ValueEncoding::Sign;
         tch::no_grad(|| {
@@ -152,7 +174,10 @@ impl Demo {
                     sent
                 })
                 .collect();
-            SparseUpdate { values: self.config.values, tensors }
+            SparseUpdate {
+                values: self.config.values,
+                tensors,
+            }
         })
     }
 
@@ -165,7 +190,11 @@ impl Demo {
 
     /// `W ← W·(1 − lr·wd) − lr·sign(G)` for every parameter, `G` being the decoded aggregate.
     pub fn apply_aggregate(&self, parameters: &[Tensor], aggregate: &[Tensor], lr: f64) {
-        assert_eq!(parameters.len(), self.deltas.len(), "one tensor per parameter");
+        assert_eq!(
+            parameters.len(),
+            self.deltas.len(),
+            "one tensor per parameter"
+        );
         let decay = 1.0 - lr * self.config.weight_decay;
         tch::no_grad(|| {
             for (parameter, direction) in parameters.iter().zip(aggregate) {

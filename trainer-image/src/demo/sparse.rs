@@ -6,7 +6,9 @@ use tch::{Kind, Tensor};
 use super::layout::BlockLayout;
 
 /// How the selected coefficients' values travel.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum ValueEncoding {
     /// Full f32 values.
@@ -51,9 +53,9 @@ impl SparseBlocks {
     /// Keeps the `k` largest-magnitude coefficients of each block of `coefficients`
     /// (`[block_count, block_len]`), with indices sorted so the encoding is canonical.
     pub fn top_k(coefficients: &Tensor, k: usize) -> Self {
-        let (_, picked) = coefficients
-            .abs()
-            .topk(k as i64, -1, /* largest */ true, /* sorted */ false);
+        let (_, picked) = coefficients.abs().topk(
+            k as i64, -1, /* largest */ true, /* sorted */ false,
+        );
         let (indices, _) = picked.sort(-1, false);
         let values = coefficients.gather(-1, &indices, false);
         Self { indices, values }
@@ -75,7 +77,10 @@ impl SparseBlocks {
 
     /// A deep copy on the same device.
     pub fn copy(&self) -> Self {
-        Self { indices: self.indices.copy(), values: self.values.copy() }
+        Self {
+            indices: self.indices.copy(),
+            values: self.values.copy(),
+        }
     }
 }
 
@@ -118,7 +123,10 @@ mod tests {
     fn top_k_keeps_the_largest_magnitudes_in_index_order() {
         let coefficients = Tensor::from_slice(&[0.1f32, -5.0, 0.3, 4.0, -0.2, 2.0]).view([1, 6]);
         let picked = SparseBlocks::top_k(&coefficients, 3);
-        assert_eq!(Vec::<i64>::try_from(picked.indices.flatten(0, -1)).unwrap(), [1, 3, 5]);
+        assert_eq!(
+            Vec::<i64>::try_from(picked.indices.flatten(0, -1)).unwrap(),
+            [1, 3, 5]
+        );
         assert_eq!(to_vec(&picked.values), [-5.0, 4.0, 2.0]);
     }
 
@@ -135,7 +143,10 @@ mod tests {
     #[test]
     fn value_encodings_round_as_the_wire_does() {
         let values = Tensor::from_slice(&[1.0f32 / 3.0, -2.5, 0.0]);
-        assert_eq!(to_vec(&ValueEncoding::Sign.quantize(&values)), [1.0, -1.0, 1.0]);
+        assert_eq!(
+            to_vec(&ValueEncoding::Sign.quantize(&values)),
+            [1.0, -1.0, 1.0]
+        );
         let bf16 = to_vec(&ValueEncoding::Bf16.quantize(&values));
         assert_eq!(bf16[0], half::bf16::from_f32(1.0 / 3.0).to_f32());
         assert_eq!(ValueEncoding::F32.quantize(&values).device(), Device::Cpu);

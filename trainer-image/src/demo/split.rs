@@ -19,7 +19,7 @@ pub fn block_side(dim: usize, chunk: usize) -> usize {
     let mut best = 1;
     let mut d = 1;
     while d * d <= dim {
-        if dim % d == 0 {
+        if dim.is_multiple_of(d) {
             let pair = dim / d;
             if d <= chunk {
                 best = best.max(d);

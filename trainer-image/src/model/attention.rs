@@ -42,6 +42,7 @@ impl Attention {
         let y = Tensor::scaled_dot_product_attention::<Tensor>(
             &q, &k, &v, None, 0.0, /* is_causal */ true, None, /* enable_gqa */ true,
         );
-        self.o_proj.forward(&y.transpose(1, 2).reshape([batch, time, hidden]))
+        self.o_proj
+            .forward(&y.transpose(1, 2).reshape([batch, time, hidden]))
     }
 }

@@ -13,15 +13,29 @@ use tch::{Device, Kind, Tensor};
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: not a valid safetensors file: {source}")]
-    Format { path: PathBuf, source: safetensors::SafeTensorError },
+    Format {
+        path: PathBuf,
+        source: safetensors::SafeTensorError,
+    },
     #[error("{path}: tensor {name} has dtype {dtype:?}; Demeter reads F32, BF16, F16 and I64")]
-    Dtype { path: PathBuf, name: String, dtype: Dtype },
+    Dtype {
+        path: PathBuf,
+        name: String,
+        dtype: Dtype,
+    },
     #[error("tensor {name}: kind {kind:?} cannot be written")]
     Kind { name: String, kind: Kind },
     #[error("{path}: tensor {name} {problem}")]
-    Mismatch { path: PathBuf, name: String, problem: String },
+    Mismatch {
+        path: PathBuf,
+        name: String,
+        problem: String,
+    },
 }
 
 struct Raw {
@@ -67,12 +81,19 @@ fn kind_of(dtype: Dtype) -> Option<Kind> {
 
 fn raw(name: &str, tensor: &Tensor) -> Result<Raw, CheckpointError> {
     let kind = tensor.kind();
-    let dtype = dtype_of(kind).ok_or_else(|| CheckpointError::Kind { name: name.to_owned(), kind })?;
+    let dtype = dtype_of(kind).ok_or_else(|| CheckpointError::Kind {
+        name: name.to_owned(),
+        kind,
+    })?;
     let tensor = tensor.to_device(Device::Cpu).contiguous();
     let numel = tensor.numel();
     let mut bytes = vec![0u8; numel * kind.elt_size_in_bytes()];
     tensor.copy_data_u8(&mut bytes, numel);
-    Ok(Raw { dtype, shape: tensor.size().iter().map(|&d| d as usize).collect(), bytes })
+    Ok(Raw {
+        dtype,
+        shape: tensor.size().iter().map(|&d| d as usize).collect(),
+        bytes,
+    })
 }
 
 /// Writes `tensors` to `path` atomically (temporary file, then rename).
@@ -83,24 +104,41 @@ pub fn save_safetensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<(),
         .collect::<Result<Vec<_>, CheckpointError>>()?;
     // One key only: the crate keeps metadata in a HashMap, whose order would vary between runs.
     let metadata = HashMap::from([("format".to_owned(), "pt".to_owned())]);
-    let bytes = safetensors::serialize(raws.iter().map(|(name, raw)| (name.as_str(), raw)), Some(metadata))
-        .map_err(|source| CheckpointError::Format { path: path.to_owned(), source })?;
+    let bytes = safetensors::serialize(
+        raws.iter().map(|(name, raw)| (name.as_str(), raw)),
+        Some(metadata),
+    )
+    .map_err(|source| CheckpointError::Format {
+        path: path.to_owned(),
+        source,
+    })?;
     write_atomically(path, &bytes)
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same directory and a rename.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
-    let io = |source| CheckpointError::Io { path: path.to_owned(), source };
+    let io = |source| CheckpointError::Io {
+        path: path.to_owned(),
+        source,
+    };
     let temporary = path.with_extension("partial");
     std::fs::write(&temporary, bytes).map_err(io)?;
-    std::fs::File::open(&temporary).and_then(|file| file.sync_all()).map_err(io)?;
+    std::fs::File::open(&temporary)
+        .and_then(|file| file.sync_all())
+        .map_err(io)?;
     std::fs::rename(&temporary, path).map_err(io)
 }
 
 /// Reads every tensor of a safetensors file, in the file's order.
 pub fn load_safetensors(path: &Path) -> Result<Vec<(String, Tensor)>, CheckpointError> {
-    let bytes = std::fs::read(path).map_err(|source| CheckpointError::Io { path: path.to_owned(), source })?;
-    let format = |source| CheckpointError::Format { path: path.to_owned(), source };
+    let bytes = std::fs::read(path).map_err(|source| CheckpointError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let format = |source| CheckpointError::Format {
+        path: path.to_owned(),
+        source,
+    };
     let (_, header) = SafeTensors::read_metadata(&bytes).map_err(format)?;
     let file = SafeTensors::deserialize(&bytes).map_err(format)?;
     let mut named: Vec<(String, TensorView<'_>)> = file.tensors();

@@ -69,12 +69,20 @@ pub enum ConfigError {
     KeyValueHeads { heads: usize, kv: usize },
     #[error("head_dim = {0} is odd: rotary embeddings rotate pairs of dimensions")]
     OddHeadDim(usize),
-    #[error("vocab_size = {0} is not a multiple of {VOCAB_MULTIPLE}: pad it (DeMo's DCT blocks need it)")]
+    #[error(
+        "vocab_size = {0} is not a multiple of {VOCAB_MULTIPLE}: pad it (DeMo's DCT blocks need it)"
+    )]
     Vocab(usize),
     #[error("reading {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("parsing {path}: {source} (a Hugging Face LlamaForCausalLM config.json is expected)")]
-    Json { path: String, source: serde_json::Error },
+    Json {
+        path: String,
+        source: serde_json::Error,
+    },
 }
 
 impl LlamaConfig {
@@ -121,19 +129,25 @@ impl LlamaConfig {
                 return Err(ConfigError::Zero { field });
             }
         }
-        if self.hidden_size % self.num_attention_heads != 0 {
-            return Err(ConfigError::Heads { hidden: self.hidden_size, heads: self.num_attention_heads });
+        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
+            return Err(ConfigError::Heads {
+                hidden: self.hidden_size,
+                heads: self.num_attention_heads,
+            });
         }
-        if self.num_attention_heads % self.num_key_value_heads != 0 {
+        if !self
+            .num_attention_heads
+            .is_multiple_of(self.num_key_value_heads)
+        {
             return Err(ConfigError::KeyValueHeads {
                 heads: self.num_attention_heads,
                 kv: self.num_key_value_heads,
             });
         }
-        if self.head_dim() % 2 != 0 {
+        if !self.head_dim().is_multiple_of(2) {
             return Err(ConfigError::OddHeadDim(self.head_dim()));
         }
-        if self.vocab_size % VOCAB_MULTIPLE != 0 {
+        if !self.vocab_size.is_multiple_of(VOCAB_MULTIPLE) {
             return Err(ConfigError::Vocab(self.vocab_size));
         }
         Ok(())
@@ -174,9 +188,14 @@ impl LlamaConfig {
     /// Reads a Hugging Face `config.json`.
     pub fn from_hf_json_file(path: &Path) -> Result<Self, ConfigError> {
         let display = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: display.clone(), source })?;
-        let config: Self =
-            serde_json::from_str(&text).map_err(|source| ConfigError::Json { path: display, source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: display.clone(),
+            source,
+        })?;
+        let config: Self = serde_json::from_str(&text).map_err(|source| ConfigError::Json {
+            path: display,
+            source,
+        })?;
         config.validate()?;
         Ok(config)
     }
@@ -209,9 +228,21 @@ mod tests {
     fn bad_configs_name_the_field() {
         let mut config = LlamaConfig::preset(Preset::Tiny, 256);
         config.num_key_value_heads = 3;
-        assert!(config.validate().unwrap_err().to_string().contains("num_key_value_heads = 3"));
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("num_key_value_heads = 3")
+        );
         config = LlamaConfig::preset(Preset::Tiny, 250);
-        assert!(config.validate().unwrap_err().to_string().starts_with("vocab_size = 250"));
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .starts_with("vocab_size = 250")
+        );
     }
 
     #[test]

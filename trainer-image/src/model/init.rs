@@ -17,12 +17,15 @@ fn splitmix64(mut z: u64) -> u64 {
 
 /// FNV-1a of the parameter name: a stable key, unlike std's randomized hasher.
 fn name_key(name: &str) -> u64 {
-    name.bytes().fold(0xCBF2_9CE4_8422_2325, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x100_0000_01B3))
+    name.bytes().fold(0xCBF2_9CE4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x100_0000_01B3)
+    })
 }
 
 /// `count` draws from N(0, std²), the i-th depending only on (`key`, i).
 fn normal(key: u64, count: usize, std: f64) -> Vec<f32> {
-    let uniform = |counter: u64| (splitmix64(key ^ splitmix64(counter)) >> 11) as f64 / (1u64 << 53) as f64;
+    let uniform =
+        |counter: u64| (splitmix64(key ^ splitmix64(counter)) >> 11) as f64 / (1u64 << 53) as f64;
     (0..count as u64)
         .map(|i| {
             let u1 = uniform(2 * i).max(f64::MIN_POSITIVE);
@@ -42,7 +45,9 @@ pub fn initialize(parameters: &[(String, Tensor)], seed: u64, std: f64) {
                 continue;
             }
             let values = normal(seed ^ name_key(name), tensor.numel(), std);
-            let source = Tensor::from_slice(&values).view(tensor.size().as_slice()).to_kind(Kind::Float);
+            let source = Tensor::from_slice(&values)
+                .view(tensor.size().as_slice())
+                .to_kind(Kind::Float);
             tensor.copy_(&source);
         }
     });
@@ -56,8 +61,15 @@ mod tests {
     fn draws_are_standard_normal_and_reproducible() {
         let draws = normal(9, 200_000, 1.0);
         let mean = draws.iter().map(|&x| f64::from(x)).sum::<f64>() / draws.len() as f64;
-        let variance = draws.iter().map(|&x| (f64::from(x) - mean).powi(2)).sum::<f64>() / draws.len() as f64;
-        assert!(mean.abs() < 0.01 && (variance - 1.0).abs() < 0.01, "mean {mean}, variance {variance}");
+        let variance = draws
+            .iter()
+            .map(|&x| (f64::from(x) - mean).powi(2))
+            .sum::<f64>()
+            / draws.len() as f64;
+        assert!(
+            mean.abs() < 0.01 && (variance - 1.0).abs() < 0.01,
+            "mean {mean}, variance {variance}"
+        );
         assert_eq!(draws[..10], normal(9, 10, 1.0)[..]);
         assert_ne!(draws[..10], normal(10, 10, 1.0)[..]);
     }

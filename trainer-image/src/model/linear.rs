@@ -11,7 +11,13 @@ pub struct Linear {
 impl Linear {
     /// A `[out, in]` weight under `path/weight` (zeros until [`super::initialize`] fills it).
     pub fn new(path: nn::Path, inputs: usize, outputs: usize) -> Self {
-        Self { weight: path.var("weight", &[outputs as i64, inputs as i64], nn::Init::Const(0.0)) }
+        Self {
+            weight: path.var(
+                "weight",
+                &[outputs as i64, inputs as i64],
+                nn::Init::Const(0.0),
+            ),
+        }
     }
 
     /// Wraps an existing weight (tied embeddings).

@@ -30,7 +30,9 @@ impl DecoderLayer {
     }
 
     fn forward(&self, x: &Tensor, rope: &Rope) -> Tensor {
-        let x = x + self.self_attn.forward(&self.input_layernorm.forward(x), rope);
+        let x = x + self
+            .self_attn
+            .forward(&self.input_layernorm.forward(x), rope);
         &x + self.mlp.forward(&self.post_attention_layernorm.forward(&x))
     }
 }
@@ -74,8 +76,17 @@ impl Llama {
             layers,
             norm: RmsNorm::new(&model / "norm", config.hidden_size, config.rms_norm_eps),
             lm_head,
-            rope: Rope::new(config.head_dim(), config.max_position_embeddings, config.rope_theta, device),
-            compute: if device.is_cuda() { Kind::BFloat16 } else { Kind::Float },
+            rope: Rope::new(
+                config.head_dim(),
+                config.max_position_embeddings,
+                config.rope_theta,
+                device,
+            ),
+            compute: if device.is_cuda() {
+                Kind::BFloat16
+            } else {
+                Kind::Float
+            },
         })
     }
 
@@ -86,18 +97,23 @@ impl Llama {
 
     /// Next-token logits `[batch, time, vocab]` in f32 for `tokens` `[batch, time]` (i64).
     pub fn forward(&self, tokens: &Tensor) -> Tensor {
-        let mut x = Tensor::embedding(&self.embed_tokens, tokens, -1, false, false).to_kind(self.compute);
+        let mut x =
+            Tensor::embedding(&self.embed_tokens, tokens, -1, false, false).to_kind(self.compute);
         for layer in &self.layers {
             x = layer.forward(&x, &self.rope);
         }
-        self.lm_head.forward(&self.norm.forward(&x)).to_kind(Kind::Float)
+        self.lm_head
+            .forward(&self.norm.forward(&x))
+            .to_kind(Kind::Float)
     }
 
     /// Mean cross-entropy of predicting `targets` from `inputs` (both `[batch, time]`).
     pub fn loss(&self, inputs: &Tensor, targets: &Tensor) -> Tensor {
         let logits = self.forward(inputs);
         let vocab = self.config.vocab_size as i64;
-        logits.reshape([-1, vocab]).cross_entropy_for_logits(&targets.reshape([-1]))
+        logits
+            .reshape([-1, vocab])
+            .cross_entropy_for_logits(&targets.reshape([-1]))
     }
 }
 
@@ -105,12 +121,14 @@ impl Llama {
 /// so `layers.2` precedes `layers.10`): the order of DeMo's payloads and of checkpoints.
 pub fn named_parameters(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
     let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
-    named.sort_by(|(a, _), (b, _)| natural_key(a).cmp(&natural_key(b)));
+    named.sort_by_key(|(a, _)| natural_key(a));
     named
 }
 
 fn natural_key(name: &str) -> Vec<(u64, String)> {
-    name.split('.').map(|part| (part.parse().unwrap_or(u64::MAX), part.to_owned())).collect()
+    name.split('.')
+        .map(|part| (part.parse().unwrap_or(u64::MAX), part.to_owned()))
+        .collect()
 }
 
 /// The compute device to use: the first CUDA device when one is visible, else the CPU.

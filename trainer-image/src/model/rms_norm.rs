@@ -11,7 +11,10 @@ pub struct RmsNorm {
 impl RmsNorm {
     /// A norm over `size` features with its gain under `path/weight`, initialized to ones.
     pub fn new(path: nn::Path, size: usize, eps: f64) -> Self {
-        Self { weight: path.var("weight", &[size as i64], nn::Init::Const(1.0)), eps }
+        Self {
+            weight: path.var("weight", &[size as i64], nn::Init::Const(1.0)),
+            eps,
+        }
     }
 
     /// `x / rms(x) * weight`, returned in `x`'s precision.

@@ -12,12 +12,19 @@ pub struct Rope {
 impl Rope {
     /// Tables for positions `0..max_positions` of heads of `head_dim`.
     pub fn new(head_dim: usize, max_positions: usize, theta: f64, device: Device) -> Self {
-        let exponents = Tensor::arange_start_step(0, head_dim as i64, 2, (Kind::Float, device)) / head_dim as f64;
-        let inverse_frequencies = Tensor::from(theta).to_device(device).pow(&exponents).reciprocal();
+        let exponents = Tensor::arange_start_step(0, head_dim as i64, 2, (Kind::Float, device))
+            / head_dim as f64;
+        let inverse_frequencies = Tensor::from(theta)
+            .to_device(device)
+            .pow(&exponents)
+            .reciprocal();
         let positions = Tensor::arange(max_positions as i64, (Kind::Float, device));
         let angles = positions.outer(&inverse_frequencies);
         let angles = Tensor::cat(&[&angles, &angles], -1);
-        Self { cos: angles.cos(), sin: angles.sin() }
+        Self {
+            cos: angles.cos(),
+            sin: angles.sin(),
+        }
     }
 
     /// Rotates `x` of shape `[batch, heads, time, head_dim]`.

@@ -15,7 +15,12 @@ pub struct AdamWConfig {
 
 impl Default for AdamWConfig {
     fn default() -> Self {
-        Self { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.0 }
+        Self {
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        }
     }
 }
 
@@ -31,8 +36,18 @@ pub struct AdamW {
 impl AdamW {
     /// Fresh moments for `parameters`.
     pub fn new(parameters: &[Tensor], config: AdamWConfig) -> Self {
-        let zeros = || parameters.iter().map(|p| p.zeros_like().to_kind(Kind::Float)).collect();
-        Self { config, step: 0, first_moments: zeros(), second_moments: zeros() }
+        let zeros = || {
+            parameters
+                .iter()
+                .map(|p| p.zeros_like().to_kind(Kind::Float))
+                .collect()
+        };
+        Self {
+            config,
+            step: 0,
+            first_moments: zeros(),
+            second_moments: zeros(),
+        }
     }
 
     /// Steps taken.
@@ -61,7 +76,12 @@ impl AdamW {
     /// One update of `parameters` with `gradients` (the mean over all workers).
     pub fn step(&mut self, parameters: &[Tensor], gradients: &[Tensor], lr: f64) {
         self.step += 1;
-        let AdamWConfig { beta1, beta2, eps, weight_decay } = self.config;
+        let AdamWConfig {
+            beta1,
+            beta2,
+            eps,
+            weight_decay,
+        } = self.config;
         let bias1 = 1.0 - beta1.powi(self.step as i32);
         let bias2 = 1.0 - beta2.powi(self.step as i32);
         tch::no_grad(|| {
@@ -73,7 +93,9 @@ impl AdamW {
             {
                 let gradient = gradient.to_kind(Kind::Float);
                 let _ = m.g_mul_scalar_(beta1).g_add_(&(&gradient * (1.0 - beta1)));
-                let _ = v.g_mul_scalar_(beta2).g_add_(&(gradient.square() * (1.0 - beta2)));
+                let _ = v
+                    .g_mul_scalar_(beta2)
+                    .g_add_(&(gradient.square() * (1.0 - beta2)));
                 let denominator = (&*v / bias2).sqrt() + eps;
                 let mut parameter = parameter.shallow_clone();
                 if weight_decay != 0.0 {

@@ -8,7 +8,12 @@ pub fn clip_global_norm(gradients: &mut [Tensor], max_norm: f64) -> f64 {
     let norm = tch::no_grad(|| {
         gradients
             .iter()
-            .map(|g| g.to_kind(Kind::Double).square().sum(Kind::Double).double_value(&[]))
+            .map(|g| {
+                g.to_kind(Kind::Double)
+                    .square()
+                    .sum(Kind::Double)
+                    .double_value(&[])
+            })
             .sum::<f64>()
             .sqrt()
     });

@@ -62,10 +62,16 @@ impl Schedule {
             return Err(ScheduleError::PeakLr(self.peak_lr));
         }
         if !(0.0..=self.peak_lr).contains(&self.min_lr) {
-            return Err(ScheduleError::MinLr { min: self.min_lr, peak: self.peak_lr });
+            return Err(ScheduleError::MinLr {
+                min: self.min_lr,
+                peak: self.peak_lr,
+            });
         }
         if self.warmup_steps >= self.total_steps.max(1) {
-            return Err(ScheduleError::Warmup { warmup: self.warmup_steps, total: self.total_steps });
+            return Err(ScheduleError::Warmup {
+                warmup: self.warmup_steps,
+                total: self.total_steps,
+            });
         }
         if !(0.0..=1.0).contains(&self.decay_fraction) {
             return Err(ScheduleError::DecayFraction(self.decay_fraction));
@@ -104,17 +110,32 @@ mod tests {
     use super::*;
 
     fn schedule(kind: ScheduleKind) -> Schedule {
-        Schedule { kind, peak_lr: 1.0, min_lr: 0.1, warmup_steps: 10, total_steps: 110, decay_fraction: 0.2 }
+        Schedule {
+            kind,
+            peak_lr: 1.0,
+            min_lr: 0.1,
+            warmup_steps: 10,
+            total_steps: 110,
+            decay_fraction: 0.2,
+        }
     }
 
     #[test]
     fn warmup_is_linear_for_every_kind() {
-        for kind in [ScheduleKind::Constant, ScheduleKind::Linear, ScheduleKind::Cosine, ScheduleKind::Wsd] {
+        for kind in [
+            ScheduleKind::Constant,
+            ScheduleKind::Linear,
+            ScheduleKind::Cosine,
+            ScheduleKind::Wsd,
+        ] {
             let s = schedule(kind);
             assert!((s.lr(0) - 0.1).abs() < 1e-12);
             assert!((s.lr(4) - 0.5).abs() < 1e-12);
             assert!((s.lr(9) - 1.0).abs() < 1e-12);
-            assert!((s.lr(10) - 1.0).abs() < 1e-12, "{kind:?} starts at the peak");
+            assert!(
+                (s.lr(10) - 1.0).abs() < 1e-12,
+                "{kind:?} starts at the peak"
+            );
         }
     }
 
@@ -136,9 +157,19 @@ mod tests {
     fn rejects_bad_fields_by_name() {
         let mut s = schedule(ScheduleKind::Cosine);
         s.warmup_steps = 200;
-        assert!(s.validate().unwrap_err().to_string().starts_with("schedule.warmup_steps"));
+        assert!(
+            s.validate()
+                .unwrap_err()
+                .to_string()
+                .starts_with("schedule.warmup_steps")
+        );
         s = schedule(ScheduleKind::Cosine);
         s.min_lr = 2.0;
-        assert!(s.validate().unwrap_err().to_string().starts_with("schedule.min_lr"));
+        assert!(
+            s.validate()
+                .unwrap_err()
+                .to_string()
+                .starts_with("schedule.min_lr")
+        );
     }
 }

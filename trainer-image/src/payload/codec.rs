@@ -83,7 +83,11 @@ pub fn content_hash(payload: &[u8]) -> Option<ContentHash> {
 /// If the update does not follow the layouts: updates come from a [`crate::demo::Compressor`]
 /// built with the same layouts, so this is a programming error.
 pub fn encode(update: &SparseUpdate, layouts: &[TensorLayout]) -> Vec<u8> {
-    assert_eq!(update.tensors.len(), layouts.len(), "one selection per layout");
+    assert_eq!(
+        update.tensors.len(),
+        layouts.len(),
+        "one selection per layout"
+    );
     let mut out = Vec::with_capacity(encoded_len(layouts, update.values));
     out.extend_from_slice(&MAGIC);
     out.extend_from_slice(&VERSION.to_le_bytes());
@@ -99,7 +103,12 @@ pub fn encode(update: &SparseUpdate, layouts: &[TensorLayout]) -> Vec<u8> {
         for &dim in &blocks.shape {
             out.extend_from_slice(&(dim as u32).to_le_bytes());
         }
-        for field in [blocks.block_rows, blocks.block_cols, blocks.block_count(), layout.k] {
+        for field in [
+            blocks.block_rows,
+            blocks.block_cols,
+            blocks.block_count(),
+            layout.k,
+        ] {
             out.extend_from_slice(&(field as u32).to_le_bytes());
         }
         let indices = Vec::<i64>::try_from(selection.indices.flatten(0, -1).to_device(Device::Cpu))
@@ -111,7 +120,9 @@ pub fn encode(update: &SparseUpdate, layouts: &[TensorLayout]) -> Vec<u8> {
             out.extend_from_slice(&(index as u32).to_le_bytes()[..width]);
         }
         match update.values {
-            ValueEncoding::F32 => values.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
+            ValueEncoding::F32 => values
+                .iter()
+                .for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
             ValueEncoding::Bf16 => values
                 .iter()
                 .for_each(|v| out.extend_from_slice(&bf16::from_f32(*v).to_le_bytes())),
@@ -155,7 +166,8 @@ impl<'a> Cursor<'a> {
     }
 
     fn u32(&mut self) -> Option<u32> {
-        self.take(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        self.take(4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
 }
 
@@ -172,7 +184,10 @@ struct RecordHeader<'a> {
 
 impl RecordHeader<'_> {
     fn shape(&self) -> Vec<usize> {
-        self.shape[..self.rank].iter().map(|&d| d as usize).collect()
+        self.shape[..self.rank]
+            .iter()
+            .map(|&d| d as usize)
+            .collect()
     }
 
     fn name(&self) -> String {
@@ -180,13 +195,23 @@ impl RecordHeader<'_> {
     }
 }
 
-fn read_record_header<'a>(cursor: &mut Cursor<'a>, index: usize) -> Result<RecordHeader<'a>, PayloadError> {
-    let truncated = |field| PayloadError::Truncated { index, name: String::from("?"), field };
+fn read_record_header<'a>(
+    cursor: &mut Cursor<'a>,
+    index: usize,
+) -> Result<RecordHeader<'a>, PayloadError> {
+    let truncated = |field| PayloadError::Truncated {
+        index,
+        name: String::from("?"),
+        field,
+    };
     let name_len = cursor.u16().ok_or_else(|| truncated("name length"))? as usize;
     let name = cursor.take(name_len).ok_or_else(|| truncated("name"))?;
     let rank = cursor.u8().ok_or_else(|| truncated("rank"))? as usize;
     if rank > MAX_RANK {
-        return Err(PayloadError::Layout { index, problem: format!("rank {rank} exceeds {MAX_RANK}") });
+        return Err(PayloadError::Layout {
+            index,
+            problem: format!("rank {rank} exceeds {MAX_RANK}"),
+        });
     }
     let mut shape = [0u32; MAX_RANK];
     for dim in shape.iter_mut().take(rank) {
@@ -197,14 +222,25 @@ fn read_record_header<'a>(cursor: &mut Cursor<'a>, index: usize) -> Result<Recor
         *field = cursor.u32().ok_or_else(|| truncated("block header"))?;
     }
     let [block_rows, block_cols, block_count, k] = fields;
-    Ok(RecordHeader { name, shape, rank, block_rows, block_cols, block_count, k })
+    Ok(RecordHeader {
+        name,
+        shape,
+        rank,
+        block_rows,
+        block_cols,
+        block_count,
+        k,
+    })
 }
 
 /// Checks length and hash, then the fixed header; returns the encoding, the tensor count and a
 /// cursor over the tensor records.
 fn open(bytes: &[u8]) -> Result<(ValueEncoding, u32, Cursor<'_>), PayloadError> {
     if bytes.len() < HEADER_LEN + HASH_LEN {
-        return Err(PayloadError::TooShort { len: bytes.len(), min: HEADER_LEN + HASH_LEN });
+        return Err(PayloadError::TooShort {
+            len: bytes.len(),
+            min: HEADER_LEN + HASH_LEN,
+        });
     }
     let (body, hash) = bytes.split_at(bytes.len() - HASH_LEN);
     if Sha256::digest(body).as_slice() != hash {
@@ -218,7 +254,10 @@ fn open(bytes: &[u8]) -> Result<(ValueEncoding, u32, Cursor<'_>), PayloadError> 
     }
     let version = u16::from_le_bytes([header[4], header[5]]);
     if version != VERSION {
-        return Err(PayloadError::Version { found: version, supported: VERSION });
+        return Err(PayloadError::Version {
+            found: version,
+            supported: VERSION,
+        });
     }
     let encoding = encoding_from_code(header[6])?;
     if header[7] != 0 {
@@ -237,10 +276,16 @@ pub fn decode(
 ) -> Result<SparseUpdate, PayloadError> {
     let (found, count, mut cursor) = open(bytes)?;
     if found != encoding {
-        return Err(PayloadError::Encoding { found: format!("{found:?}"), expected: format!("{encoding:?}") });
+        return Err(PayloadError::Encoding {
+            found: format!("{found:?}"),
+            expected: format!("{encoding:?}"),
+        });
     }
     if count as usize != layouts.len() {
-        return Err(PayloadError::TensorCount { found: count.into(), expected: layouts.len() });
+        return Err(PayloadError::TensorCount {
+            found: count.into(),
+            expected: layouts.len(),
+        });
     }
     let tensors = layouts
         .iter()
@@ -250,12 +295,29 @@ pub fn decode(
     if !cursor.bytes.is_empty() {
         return Err(PayloadError::Trailing(cursor.bytes.len()));
     }
-    Ok(SparseUpdate { values: encoding, tensors })
+    Ok(SparseUpdate {
+        values: encoding,
+        tensors,
+    })
 }
 
-fn expect_field(index: usize, field: &'static str, found: impl ToString, expected: impl ToString) -> Result<(), PayloadError> {
+fn expect_field(
+    index: usize,
+    field: &'static str,
+    found: impl ToString,
+    expected: impl ToString,
+) -> Result<(), PayloadError> {
     let (found, expected) = (found.to_string(), expected.to_string());
-    if found == expected { Ok(()) } else { Err(PayloadError::Field { index, field, found, expected }) }
+    if found == expected {
+        Ok(())
+    } else {
+        Err(PayloadError::Field {
+            index,
+            field,
+            found,
+            expected,
+        })
+    }
 }
 
 fn decode_tensor(
@@ -268,20 +330,41 @@ fn decode_tensor(
     let header = read_record_header(cursor, index)?;
     let blocks = &layout.blocks;
     if header.name != layout.name.as_bytes() {
-        return Err(PayloadError::Field { index, field: "name", found: header.name(), expected: layout.name.clone() });
+        return Err(PayloadError::Field {
+            index,
+            field: "name",
+            found: header.name(),
+            expected: layout.name.clone(),
+        });
     }
-    expect_field(index, "shape", format!("{:?}", header.shape()), format!("{:?}", blocks.shape))?;
+    expect_field(
+        index,
+        "shape",
+        format!("{:?}", header.shape()),
+        format!("{:?}", blocks.shape),
+    )?;
     expect_field(index, "block rows", header.block_rows, blocks.block_rows)?;
     expect_field(index, "block cols", header.block_cols, blocks.block_cols)?;
-    expect_field(index, "block count", header.block_count, blocks.block_count())?;
+    expect_field(
+        index,
+        "block count",
+        header.block_count,
+        blocks.block_count(),
+    )?;
     expect_field(index, "k", header.k, layout.k)?;
 
     // Every length below comes from the receiver's own layout, never from the payload.
     let (block_len, k) = (blocks.block_len(), layout.k);
     let selected = blocks.block_count() * k;
     let width = index_width(block_len);
-    let truncated = |field| PayloadError::Truncated { index, name: layout.name.clone(), field };
-    let raw_indices = cursor.take(selected * width).ok_or_else(|| truncated("indices"))?;
+    let truncated = |field| PayloadError::Truncated {
+        index,
+        name: layout.name.clone(),
+        field,
+    };
+    let raw_indices = cursor
+        .take(selected * width)
+        .ok_or_else(|| truncated("indices"))?;
     let mut indices = Vec::with_capacity(selected);
     for (position, raw) in raw_indices.chunks_exact(width).enumerate() {
         let mut le = [0u8; 4];
@@ -290,11 +373,19 @@ fn decode_tensor(
         let block = position / k;
         let ascending = position % k == 0 || value > indices[position - 1] as usize;
         if value >= block_len || !ascending {
-            return Err(PayloadError::Index { index, name: layout.name.clone(), block, value: value as u64, block_len });
+            return Err(PayloadError::Index {
+                index,
+                name: layout.name.clone(),
+                block,
+                value: value as u64,
+                block_len,
+            });
         }
         indices.push(value as i64);
     }
-    let raw_values = cursor.take(value_bytes(encoding, selected)).ok_or_else(|| truncated("values"))?;
+    let raw_values = cursor
+        .take(value_bytes(encoding, selected))
+        .ok_or_else(|| truncated("values"))?;
     let values: Vec<f32> = match encoding {
         ValueEncoding::F32 => raw_values
             .chunks_exact(4)
@@ -307,15 +398,28 @@ fn decode_tensor(
         ValueEncoding::Sign => {
             let padding = raw_values.len() * 8 - selected;
             if padding > 0 && raw_values[raw_values.len() - 1] >> (8 - padding) != 0 {
-                return Err(PayloadError::Layout { index, problem: "sign padding bits are not zero".into() });
+                return Err(PayloadError::Layout {
+                    index,
+                    problem: "sign padding bits are not zero".into(),
+                });
             }
             (0..selected)
-                .map(|i| if raw_values[i / 8] >> (i % 8) & 1 == 1 { -1.0 } else { 1.0 })
+                .map(|i| {
+                    if raw_values[i / 8] >> (i % 8) & 1 == 1 {
+                        -1.0
+                    } else {
+                        1.0
+                    }
+                })
                 .collect()
         }
     };
     if let Some(position) = values.iter().position(|v| !v.is_finite()) {
-        return Err(PayloadError::NonFinite { index, name: layout.name.clone(), position });
+        return Err(PayloadError::NonFinite {
+            index,
+            name: layout.name.clone(),
+            position,
+        });
     }
     let shape = [blocks.block_count() as i64, k as i64];
     Ok(SparseBlocks {
@@ -331,7 +435,10 @@ pub fn describe(bytes: &[u8]) -> Result<(ValueEncoding, Vec<TensorLayout>), Payl
     let (encoding, count, mut cursor) = open(bytes)?;
     let count = count as usize;
     if count > cursor.bytes.len() / MIN_TENSOR_RECORD {
-        return Err(PayloadError::TensorCount { found: count as u64, expected: cursor.bytes.len() / MIN_TENSOR_RECORD });
+        return Err(PayloadError::TensorCount {
+            found: count as u64,
+            expected: cursor.bytes.len() / MIN_TENSOR_RECORD,
+        });
     }
     let mut layouts = Vec::with_capacity(count);
     for index in 0..count {
@@ -348,21 +455,42 @@ pub fn describe(bytes: &[u8]) -> Result<(ValueEncoding, Vec<TensorLayout>), Payl
         if numel == 0 {
             return Err(layout_error(format!("shape {shape:?} is empty")));
         }
-        let blocks = BlockLayout::with_blocks(&shape, header.block_rows as usize, header.block_cols as usize)
-            .ok_or_else(|| {
-                layout_error(format!("blocks {}x{} do not tile shape {shape:?}", header.block_rows, header.block_cols))
-            })?;
-        expect_field(index, "block count", header.block_count, blocks.block_count())?;
+        let blocks = BlockLayout::with_blocks(
+            &shape,
+            header.block_rows as usize,
+            header.block_cols as usize,
+        )
+        .ok_or_else(|| {
+            layout_error(format!(
+                "blocks {}x{} do not tile shape {shape:?}",
+                header.block_rows, header.block_cols
+            ))
+        })?;
+        expect_field(
+            index,
+            "block count",
+            header.block_count,
+            blocks.block_count(),
+        )?;
         let k = header.k as usize;
         if k == 0 || k > blocks.block_len() {
-            return Err(layout_error(format!("k = {k} outside 1..={}", blocks.block_len())));
+            return Err(layout_error(format!(
+                "k = {k} outside 1..={}",
+                blocks.block_len()
+            )));
         }
         let selected = (header.block_count as u64) * (k as u64);
         let record = selected
             .checked_mul(index_width(blocks.block_len()) as u64)
-            .and_then(|indices| indices.checked_add(value_bytes(encoding, selected as usize) as u64))
+            .and_then(|indices| {
+                indices.checked_add(value_bytes(encoding, selected as usize) as u64)
+            })
             .filter(|&len| len <= cursor.bytes.len() as u64)
-            .ok_or(PayloadError::Truncated { index, name: name.clone(), field: "indices and values" })?;
+            .ok_or(PayloadError::Truncated {
+                index,
+                name: name.clone(),
+                field: "indices and values",
+            })?;
         cursor.take(record as usize);
         layouts.push(TensorLayout { name, blocks, k });
     }

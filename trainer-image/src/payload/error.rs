@@ -20,13 +20,34 @@ pub enum PayloadError {
     #[error("payload has {found} tensors, the model has {expected}")]
     TensorCount { found: u64, expected: usize },
     #[error("tensor {index}: {field} is {found}, the model expects {expected}")]
-    Field { index: usize, field: &'static str, found: String, expected: String },
+    Field {
+        index: usize,
+        field: &'static str,
+        found: String,
+        expected: String,
+    },
     #[error("tensor {index} ({name}): payload ends inside {field}")]
-    Truncated { index: usize, name: String, field: &'static str },
-    #[error("tensor {index} ({name}): block {block} has index {value} out of order or out of range (block holds {block_len})")]
-    Index { index: usize, name: String, block: usize, value: u64, block_len: usize },
+    Truncated {
+        index: usize,
+        name: String,
+        field: &'static str,
+    },
+    #[error(
+        "tensor {index} ({name}): block {block} has index {value} out of order or out of range (block holds {block_len})"
+    )]
+    Index {
+        index: usize,
+        name: String,
+        block: usize,
+        value: u64,
+        block_len: usize,
+    },
     #[error("tensor {index} ({name}): value {position} is not finite")]
-    NonFinite { index: usize, name: String, position: usize },
+    NonFinite {
+        index: usize,
+        name: String,
+        position: usize,
+    },
     #[error("tensor {index}: {problem}")]
     Layout { index: usize, problem: String },
     #[error("{0} bytes left over after the last tensor")]

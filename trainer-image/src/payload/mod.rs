@@ -23,5 +23,8 @@
 mod codec;
 mod error;
 
-pub use codec::{ContentHash, HASH_LEN, VERSION, content_hash, decode, describe, encode, encoded_len, index_width};
+pub use codec::{
+    ContentHash, HASH_LEN, VERSION, content_hash, decode, describe, encode, encoded_len,
+    index_width,
+};
 pub use error::PayloadError;

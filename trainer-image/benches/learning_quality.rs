@@ -1,0 +1,129 @@
+//! Does DeMo learn as well as AdamW? Four workers train the tiny byte-level LLaMA on the shipped
+//! corpus with equal tokens; each optimizer gets a small learning-rate sweep, and its best final
+//! validation loss is compared with AdamW's best. Targets: DeMo(k=32) <= 1.05x AdamW, 1-bit
+//! DeMo(k=8) <= 1.08x.
+//!
+//! `make bench` (QUALITY_STEPS overrides the default of 500 steps).
+
+use clap::Parser;
+use demeter_trainer::commands::{SimulateArgs, Table, run_simulation};
+
+#[derive(Parser)]
+struct Wrapper {
+    #[command(flatten)]
+    args: SimulateArgs,
+}
+
+struct Candidate {
+    label: &'static str,
+    flags: &'static [&'static str],
+    learning_rates: &'static [f64],
+    target: Option<f64>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let steps = std::env::var("QUALITY_STEPS").unwrap_or_else(|_| "500".into());
+    let candidates = [
+        Candidate {
+            label: "AdamW",
+            flags: &["--optimizer", "adamw"],
+            learning_rates: &[1e-3, 3e-3, 6e-3],
+            target: None,
+        },
+        Candidate {
+            label: "DeMo k=32",
+            flags: &["--optimizer", "demo", "--topk", "32"],
+            learning_rates: &[2.5e-4, 5e-4, 1e-3],
+            target: Some(1.05),
+        },
+        Candidate {
+            label: "DeMo 1-bit k=8",
+            flags: &["--optimizer", "demo", "--topk", "8", "--values", "sign"],
+            learning_rates: &[2.5e-4, 5e-4, 1e-3],
+            target: Some(1.08),
+        },
+    ];
+    let mut runs = Table::new(&[
+        "optimizer",
+        "peak lr",
+        "train loss (last step)",
+        "val loss",
+        "bytes/worker/step",
+        "seconds",
+    ]);
+    let mut best: Vec<(&str, f64, f64, usize, Option<f64>)> = Vec::new();
+    for candidate in &candidates {
+        let mut best_run = (f64::INFINITY, 0.0, 0);
+        for &lr in candidate.learning_rates {
+            let lr_text = lr.to_string();
+            let mut argv = vec![
+                "bench",
+                "--steps",
+                &steps,
+                "--workers",
+                "4",
+                "--preset",
+                "tiny",
+                "--lr",
+                &lr_text,
+                "--quiet",
+                "--eval-samples",
+                "1000",
+            ];
+            argv.extend_from_slice(candidate.flags);
+            let summary = run_simulation(&Wrapper::parse_from(argv).args)?;
+            anyhow::ensure!(
+                summary.replicas_identical,
+                "{}: replicas diverged",
+                candidate.label
+            );
+            runs.row(vec![
+                candidate.label.to_owned(),
+                lr_text.clone(),
+                format!("{:.4}", summary.last_loss),
+                format!("{:.4}", summary.val_loss),
+                summary.bytes_per_worker_per_step.to_string(),
+                format!("{:.0}", summary.seconds),
+            ]);
+            eprintln!(
+                "{} lr {lr_text}: val {:.4}",
+                candidate.label, summary.val_loss
+            );
+            if summary.val_loss < best_run.0 {
+                best_run = (summary.val_loss, lr, summary.bytes_per_worker_per_step);
+            }
+        }
+        best.push((
+            candidate.label,
+            best_run.0,
+            best_run.1,
+            best_run.2,
+            candidate.target,
+        ));
+    }
+    println!("{runs}");
+    let adamw = best[0].1;
+    let mut summary = Table::new(&[
+        "optimizer",
+        "best lr",
+        "best val loss",
+        "ratio to AdamW",
+        "target",
+        "bytes/worker/step",
+    ]);
+    for (label, loss, lr, bytes, target) in &best {
+        summary.row(vec![
+            (*label).to_owned(),
+            lr.to_string(),
+            format!("{loss:.4}"),
+            format!("{:.3}", loss / adamw),
+            target.map_or("-".into(), |t| format!("<= {t}")),
+            bytes.to_string(),
+        ]);
+    }
+    println!("{summary}");
+    println!(
+        "4 workers x 8 sequences x 128 tokens per step, {steps} steps, cosine schedule with 5% warmup."
+    );
+    Ok(())
+}
