@@ -59,20 +59,7 @@ pub fn payload(command: &PayloadCommand) -> anyhow::Result<()> {
             ensure!(*topk > 0, "--topk must be at least 1");
             let tensors = load_safetensors(input)?;
             ensure!(!tensors.is_empty(), "{}: holds no tensor", input.display());
-            let shapes: Vec<Vec<usize>> = tensors
-                .iter()
-                .map(|(_, t)| t.size().iter().map(|&d| d as usize).collect())
-                .collect();
-            let compressor = Compressor::new(
-                tensors
-                    .iter()
-                    .zip(&shapes)
-                    .map(|((name, _), shape)| (name.as_str(), shape.as_slice())),
-                *chunk,
-                *topk,
-                values,
-                Device::Cpu,
-            );
+            let compressor = Compressor::for_tensors(&tensors, *chunk, *topk, values);
             let dense: Vec<Tensor> = tensors
                 .iter()
                 .map(|(_, t)| t.to_kind(tch::Kind::Float))

@@ -65,6 +65,27 @@ impl Compressor {
         }
     }
 
+    /// A codec for these named tensors' shapes, on the first tensor's device.
+    pub fn for_tensors(
+        tensors: &[(String, Tensor)],
+        chunk: usize,
+        topk: usize,
+        values: ValueEncoding,
+    ) -> Self {
+        let device = tensors
+            .first()
+            .map_or(Device::Cpu, |(_, tensor)| tensor.device());
+        let shapes: Vec<Vec<usize>> = tensors
+            .iter()
+            .map(|(_, tensor)| tensor.size().iter().map(|&d| d as usize).collect())
+            .collect();
+        let named = tensors
+            .iter()
+            .zip(&shapes)
+            .map(|((name, _), shape)| (name.as_str(), shape.as_slice()));
+        Self::new(named, chunk, topk, values, device)
+    }
+
     /// A codec for layouts stated elsewhere (a payload file's own header).
     pub fn from_layouts(layouts: Vec<TensorLayout>, values: ValueEncoding, device: Device) -> Self {
         let transform = DctTransform::new(layouts.iter().map(|layout| &layout.blocks), device);

@@ -10,7 +10,7 @@
 //! this is the reference's order, and W changes only once the round's results are in.
 
 use serde::{Deserialize, Serialize};
-use tch::{Device, Tensor};
+use tch::Tensor;
 
 use super::compressor::{Compressor, SparseUpdate};
 use super::sparse::ValueEncoding;
@@ -90,23 +90,8 @@ impl Demo {
         config: DemoConfig,
     ) -> Result<Self, DemoConfigError> {
         config.validate()?;
-        let device = parameters
-            .first()
-            .map_or(Device::Cpu, |(_, tensor)| tensor.device());
-        let shapes: Vec<Vec<usize>> = parameters
-            .iter()
-            .map(|(_, tensor)| tensor.size().iter().map(|&d| d as usize).collect())
-            .collect();
-        let compressor = Compressor::new(
-            parameters
-                .iter()
-                .zip(&shapes)
-                .map(|((name, _), shape)| (name.as_str(), shape.as_slice())),
-            config.chunk,
-            config.topk,
-            config.values,
-            device,
-        );
+        let compressor =
+            Compressor::for_tensors(parameters, config.chunk, config.topk, config.values);
         let deltas = parameters
             .iter()
             .map(|(_, tensor)| tensor.zeros_like().to_kind(tch::Kind::Float))
