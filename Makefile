@@ -23,8 +23,8 @@ test: lint
 
 # Benchmarks print markdown tables; docs/benchmarks.md records them with these commands.
 bench: bootstrap
-	$(ENV) cargo bench $(CARGO_FLAGS) -p demeter-trainer --bench step_time
-	$(ENV) cargo bench $(CARGO_FLAGS) -p demeter-trainer --bench learning_quality
+	$(ENV) cargo bench --locked -p demeter-trainer --bench step_time
+	$(ENV) cargo bench --locked -p demeter-trainer --bench learning_quality
 
 fuzz: bootstrap
-	$(ENV) cargo bench $(CARGO_FLAGS) -p demeter-trainer --bench payload_fuzz
+	$(ENV) cargo bench --locked -p demeter-trainer --bench payload_fuzz
