@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use demeter_trainer::commands::{self, DataArgs, PayloadCommand, SimulateArgs};
+use demeter_trainer::commands::{self, DataArgs, ModelInitArgs, PayloadCommand, SimulateArgs};
 
 #[derive(Parser)]
 #[command(
@@ -28,11 +28,23 @@ enum Command {
         #[command(subcommand)]
         command: DataCommand,
     },
+    /// Create models.
+    Model {
+        #[command(subcommand)]
+        command: ModelCommand,
+    },
     /// Compress, aggregate and inspect DeMo payloads.
     Payload {
         #[command(subcommand)]
         command: PayloadCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum ModelCommand {
+    /// Write a freshly initialized preset as model.safetensors + config.json (loadable by
+    /// transformers).
+    Init(ModelInitArgs),
 }
 
 #[derive(Subcommand)]
@@ -63,6 +75,9 @@ fn main() -> anyhow::Result<()> {
         Command::Data {
             command: DataCommand::Prepare { input, args },
         } => commands::prepare_data(input.as_deref(), &args),
+        Command::Model {
+            command: ModelCommand::Init(args),
+        } => commands::init_model(&args),
         Command::Payload { command } => commands::payload(&command),
     }
 }

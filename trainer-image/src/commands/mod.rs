@@ -1,11 +1,13 @@
 //! The `demeter` subcommands, as library functions so tests and benchmarks call what users run.
 
 mod data;
+mod model;
 mod payload;
 mod simulate;
 mod table;
 
 pub use data::{DataArgs, prepare_data};
+pub use model::{ModelInitArgs, init_model};
 pub use payload::{PayloadCommand, payload};
 pub use simulate::{SimulateArgs, SimulationSummary, run_simulation, simulate};
 pub use table::Table;

@@ -24,13 +24,13 @@ def get_smaller_split(n, close_to):
     return n
 
 
-def dct_matrix(n):
+def dct_matrix(n, device="cpu"):
     """F such that x @ F is the orthonormal DCT-II of x (the reference's _dct(eye(n)))."""
     k = torch.arange(n, dtype=torch.float64)
     i = torch.arange(n, dtype=torch.float64)
     basis = torch.cos(math.pi * (2 * i[None, :] + 1) * k[:, None] / (2 * n)) * math.sqrt(2 / n)
     basis[0] /= math.sqrt(2)
-    return basis.T.float()  # [i, k]
+    return basis.T.float().to(device)  # [i, k]
 
 
 class TransformDCT:
@@ -42,18 +42,18 @@ class TransformDCT:
             n1, n2 = get_smaller_split(x.shape[0], self.chunk), get_smaller_split(x.shape[1], self.chunk)
             y, w = x.shape[0] // n1, x.shape[1] // n2
             x = x.reshape(y, n1, w, n2)  # "(y h) (x w) -> y h x w"
-            return torch.einsum("...ijkl, jb, ld -> ...ikbd", x, dct_matrix(n1), dct_matrix(n2))
+            return torch.einsum("...ijkl, jb, ld -> ...ikbd", x, dct_matrix(n1, x.device), dct_matrix(n2, x.device))
         n1 = get_smaller_split(x.shape[0], self.chunk)
         x = x.reshape(-1, n1)
-        return torch.einsum("...ij, jb -> ...ib", x, dct_matrix(n1))
+        return torch.einsum("...ij, jb -> ...ib", x, dct_matrix(n1, x.device))
 
     def decode(self, x):
         if x.dim() > 2:
             n1, n2 = x.shape[2], x.shape[3]
-            x = torch.einsum("...ijkl, kb, ld -> ...ibjd", x, dct_matrix(n1).T, dct_matrix(n2).T)
+            x = torch.einsum("...ijkl, kb, ld -> ...ibjd", x, dct_matrix(n1, x.device).T, dct_matrix(n2, x.device).T)
             return x.reshape(x.shape[0] * x.shape[1], x.shape[2] * x.shape[3])
         n1 = x.shape[1]
-        x = torch.einsum("...ij, jb -> ...ib", x, dct_matrix(n1).T)
+        x = torch.einsum("...ij, jb -> ...ib", x, dct_matrix(n1, x.device).T)
         return x.reshape(-1)
 
 
@@ -67,7 +67,7 @@ def compress(x, topk):
 
 
 def decompress(idx, val, xshape):
-    x = torch.zeros(xshape)
+    x = torch.zeros(xshape, device=val.device, dtype=val.dtype)
     if len(xshape) > 2:
         x = x.reshape(*xshape[:2], -1)
     x.scatter_reduce_(dim=-1, index=idx, src=val, reduce="mean", include_self=False)
