@@ -1,0 +1,170 @@
+//! A run's settings, validated field by field.
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::error::CoordinatorError;
+use crate::state::{MAX_CLIENTS, MAX_WITNESSES};
+
+/// How a run proceeds. Times are seconds; the layout is fixed so it lives in the run account.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
+pub struct Config {
+    /// How long members have to load the model before the first round.
+    pub warmup_time: u64,
+    /// How long after an epoch's last round before the next epoch (checkpoints happen here).
+    pub cooldown_time: u64,
+    /// The longest a round's training may take before the witness phase starts anyway.
+    pub max_round_train_time: u64,
+    /// How long witnesses have to report after training.
+    pub round_witness_time: u64,
+    /// An epoch stops starting new rounds after this long.
+    pub epoch_time: u64,
+    /// Extra time to gather members once `init_min_clients` have joined.
+    pub join_window: u64,
+    /// The run finishes after this many steps.
+    pub total_steps: u64,
+    /// Samples per step at the first step.
+    pub global_batch_size_start: u64,
+    /// Samples per step once the ramp is over.
+    pub global_batch_size_end: u64,
+    /// Steps over which the batch size ramps linearly from start to end.
+    pub global_batch_size_ramp_steps: u64,
+    /// Points each healthy member earns for an epoch with at least one completed round.
+    pub points_per_epoch: u64,
+    /// Members needed to start an epoch.
+    pub init_min_clients: u16,
+    /// Fewer healthy members than this ends the epoch.
+    pub min_clients: u16,
+    /// Witnesses elected per round.
+    pub witness_nodes: u16,
+    pub _padding: u16,
+}
+
+fn positive(field: &'static str, value: u64) -> Result<(), CoordinatorError> {
+    if value == 0 {
+        Err(CoordinatorError::ConfigZero { field })
+    } else {
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Checks every field; the error names the first one that is wrong and says how to fix it.
+    pub fn validate(&self) -> Result<(), CoordinatorError> {
+        positive("warmup_time", self.warmup_time)?;
+        positive("max_round_train_time", self.max_round_train_time)?;
+        positive("round_witness_time", self.round_witness_time)?;
+        positive("epoch_time", self.epoch_time)?;
+        positive("total_steps", self.total_steps)?;
+        positive("global_batch_size_start", self.global_batch_size_start)?;
+        positive("global_batch_size_end", self.global_batch_size_end)?;
+        positive("min_clients", self.min_clients.into())?;
+        positive("witness_nodes", self.witness_nodes.into())?;
+        if self.init_min_clients < self.min_clients
+            || usize::from(self.init_min_clients) > MAX_CLIENTS
+        {
+            return Err(CoordinatorError::ConfigRange {
+                field: "init_min_clients",
+                value: self.init_min_clients.into(),
+                range: "min_clients..=256",
+            });
+        }
+        if usize::from(self.witness_nodes) > MAX_WITNESSES {
+            return Err(CoordinatorError::ConfigRange {
+                field: "witness_nodes",
+                value: self.witness_nodes.into(),
+                range: "1..=32",
+            });
+        }
+        if self.epoch_time
+            < self
+                .max_round_train_time
+                .saturating_add(self.round_witness_time)
+        {
+            return Err(CoordinatorError::ConfigRange {
+                field: "epoch_time",
+                value: self.epoch_time,
+                range: "at least max_round_train_time + round_witness_time (one round)",
+            });
+        }
+        Ok(())
+    }
+
+    /// The global batch size of `step`: a linear ramp from start to end.
+    pub fn global_batch_size(&self, step: u64) -> u64 {
+        let (start, end, ramp) = (
+            self.global_batch_size_start,
+            self.global_batch_size_end,
+            self.global_batch_size_ramp_steps,
+        );
+        if step >= ramp {
+            return end;
+        }
+        // Exact in u128: (end - start) · step / ramp, in either direction.
+        let progress = |from: u64, to: u64| {
+            (u128::from(to - from) * u128::from(step) / u128::from(ramp)) as u64
+        };
+        if end >= start {
+            start + progress(start, end)
+        } else {
+            start - progress(end, start)
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub fn example() -> Config {
+        Config {
+            warmup_time: 30,
+            cooldown_time: 20,
+            max_round_train_time: 60,
+            round_witness_time: 10,
+            epoch_time: 600,
+            join_window: 5,
+            total_steps: 100,
+            global_batch_size_start: 8,
+            global_batch_size_end: 32,
+            global_batch_size_ramp_steps: 12,
+            points_per_epoch: 100,
+            init_min_clients: 3,
+            min_clients: 2,
+            witness_nodes: 2,
+            _padding: 0,
+        }
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        example().validate().unwrap();
+        let cases: [(fn(&mut Config), &str); 4] = [
+            (|c| c.total_steps = 0, "total_steps"),
+            (|c| c.init_min_clients = 1, "init_min_clients"),
+            (|c| c.witness_nodes = 33, "witness_nodes"),
+            (|c| c.epoch_time = 10, "epoch_time"),
+        ];
+        for (edit, field) in cases {
+            let mut config = example();
+            edit(&mut config);
+            let error = config.validate().unwrap_err().to_string();
+            assert!(error.starts_with(field), "{error}");
+        }
+    }
+
+    #[test]
+    fn batch_size_ramps_linearly_both_ways() {
+        let config = example();
+        assert_eq!(config.global_batch_size(0), 8);
+        assert_eq!(config.global_batch_size(6), 20);
+        assert_eq!(config.global_batch_size(12), 32);
+        assert_eq!(config.global_batch_size(1000), 32);
+        let down = Config {
+            global_batch_size_start: 32,
+            global_batch_size_end: 8,
+            ..config
+        };
+        assert_eq!(down.global_batch_size(6), 20);
+    }
+}

@@ -1,0 +1,431 @@
+//! The transitions. Every input is checked in full before anything changes, so a rejected input
+//! leaves the state exactly as it was (the server relies on this; the program gets it anyway).
+//!
+//! ```text
+//! Uninitialized ──init──► WaitingForMembers ──(init_min_clients joined, join window over)──► Warmup
+//! Warmup ──(all ready, or warmup time-out with >= min_clients ready)──► RoundTrain
+//! Warmup ──(time-out with too few ready)──► WaitingForMembers          (aborted: no points)
+//! RoundTrain ──(all witnesses reported, or train time-out)──► RoundWitness
+//! RoundWitness ──(witness time-out)──► RoundTrain                      (next step)
+//!                                 └──► Cooldown  (total steps, epoch time, too few healthy
+//!                                                 members or witnesses, or a pause pending)
+//! Cooldown ──(cooldown time-out; points to healthy members)──► WaitingForMembers | Paused | Finished
+//! WaitingForMembers | Warmup ──pause──► Paused ──resume──► WaitingForMembers
+//! ```
+
+use bytemuck::Zeroable;
+
+use crate::config::Config;
+use crate::error::CoordinatorError;
+use crate::state::{
+    Coordinator, MAX_CLIENTS, MemberStatus, ROUNDS_KEPT, Round, RunState, WitnessReport,
+};
+
+type Result<T> = core::result::Result<T, CoordinatorError>;
+
+fn elapsed(now: i64, since: i64, duration: u64) -> bool {
+    i128::from(now) >= i128::from(since) + i128::from(duration)
+}
+
+impl Coordinator {
+    /// Starts a run: `Uninitialized -> WaitingForMembers`.
+    pub fn init(&mut self, run_id: [u8; 32], config: Config, now: i64) -> Result<()> {
+        if self.run_state() != RunState::Uninitialized {
+            return Err(CoordinatorError::AlreadyInitialized);
+        }
+        config.validate()?;
+        *self = Coordinator::zeroed();
+        self.run_id = run_id;
+        self.config = config;
+        self.last_update = now;
+        self.enter_waiting(now);
+        Ok(())
+    }
+
+    fn check_clock(&self, now: i64) -> Result<()> {
+        if self.run_state() == RunState::Uninitialized {
+            return Err(CoordinatorError::Uninitialized);
+        }
+        if now < self.last_update {
+            return Err(CoordinatorError::ClockWentBackwards {
+                now,
+                last: self.last_update,
+            });
+        }
+        Ok(())
+    }
+
+    fn set_state(&mut self, state: RunState, now: i64) {
+        self.run_state = state as u8;
+        self.state_started_at = now;
+    }
+
+    fn set_status(&mut self, slot: usize, status: MemberStatus) {
+        self.members[slot].status = status as u8;
+    }
+
+    fn update_join_window(&mut self, now: i64) {
+        let enough = self.count(MemberStatus::Active) >= usize::from(self.config.init_min_clients);
+        if enough && self.join_window_open == 0 {
+            self.join_window_open = 1;
+            self.join_window_started_at = now;
+        } else if !enough {
+            self.join_window_open = 0;
+        }
+    }
+
+    fn enter_waiting(&mut self, now: i64) {
+        for member in &mut self.members {
+            if member.status() == MemberStatus::Pending {
+                member.status = MemberStatus::Active as u8;
+            }
+            member.ready = 0;
+        }
+        self.join_window_open = 0;
+        self.set_state(RunState::WaitingForMembers, now);
+        self.update_join_window(now);
+    }
+
+    fn start_round(&mut self, now: i64, seed: &[u8; 32]) {
+        let mut round = Round::zeroed();
+        round.step = self.step;
+        round.epoch = self.epoch;
+        round.started_at = now;
+        round.seed = *seed;
+        round.data_start = self.data_position;
+        round.batch_size = self.config.global_batch_size(self.step);
+        for (slot, member) in self.members.iter().enumerate() {
+            if member.status() == MemberStatus::Active {
+                round.participants[slot / 8] |= 1 << (slot % 8);
+                round.participant_count += 1;
+            }
+        }
+        round.witness_count = self.config.witness_nodes.min(round.participant_count);
+        round.in_use = 1;
+        self.rounds[self.step as usize % ROUNDS_KEPT] = round;
+        self.set_state(RunState::RoundTrain, now);
+    }
+
+    /// Adds a client (or re-admits one that was dropped or withdrew). In WaitingForMembers it
+    /// joins the coming epoch; otherwise the one after the current.
+    pub fn join(&mut self, id: [u8; 32], now: i64) -> Result<()> {
+        self.check_clock(now)?;
+        if self.run_state() == RunState::Finished {
+            return Err(CoordinatorError::WrongState(RunState::Finished));
+        }
+        let slot = match self.member_index(&id) {
+            Some(slot) => match self.members[slot].status() {
+                MemberStatus::Pending | MemberStatus::Active => {
+                    return Err(CoordinatorError::AlreadyJoined);
+                }
+                _ => slot,
+            },
+            None => self
+                .members
+                .iter()
+                .position(|m| m.status() == MemberStatus::Empty)
+                .ok_or(CoordinatorError::RunFull)?,
+        };
+        let waiting = self.run_state() == RunState::WaitingForMembers;
+        let member = &mut self.members[slot];
+        member.id = id;
+        member.ready = 0;
+        member.status = if waiting {
+            MemberStatus::Active
+        } else {
+            MemberStatus::Pending
+        } as u8;
+        self.last_update = now;
+        if waiting {
+            self.update_join_window(now);
+        }
+        Ok(())
+    }
+
+    /// A client leaves; it gets no further batches and no points for the current epoch.
+    pub fn withdraw(&mut self, id: [u8; 32], now: i64) -> Result<()> {
+        self.check_clock(now)?;
+        let slot = self.member_index(&id).ok_or(CoordinatorError::NotAMember)?;
+        if !matches!(
+            self.members[slot].status(),
+            MemberStatus::Pending | MemberStatus::Active
+        ) {
+            return Err(CoordinatorError::NotAMember);
+        }
+        self.set_status(slot, MemberStatus::Withdrawn);
+        self.last_update = now;
+        if self.run_state() == RunState::WaitingForMembers {
+            self.update_join_window(now);
+        }
+        Ok(())
+    }
+
+    /// Advances on time-outs. `seed` seeds the round that may start (on-chain: from the clock
+    /// and slot hashes; off-chain: the server's RNG). Returns the state after the tick, or
+    /// [`CoordinatorError::NothingDue`].
+    pub fn tick(&mut self, now: i64, seed: &[u8; 32]) -> Result<RunState> {
+        self.check_clock(now)?;
+        let config = self.config;
+        match self.run_state() {
+            RunState::WaitingForMembers => {
+                if self.join_window_open == 0
+                    || !elapsed(now, self.join_window_started_at, config.join_window)
+                {
+                    return Err(CoordinatorError::NothingDue);
+                }
+                for member in &mut self.members {
+                    member.ready = 0;
+                }
+                self.epoch_started_at = now;
+                self.epoch_rounds = 0;
+                self.set_state(RunState::Warmup, now);
+            }
+            RunState::Warmup => {
+                if !elapsed(now, self.state_started_at, config.warmup_time) {
+                    return Err(CoordinatorError::NothingDue);
+                }
+                for slot in 0..MAX_CLIENTS {
+                    if self.members[slot].status() == MemberStatus::Active
+                        && self.members[slot].ready == 0
+                    {
+                        self.set_status(slot, MemberStatus::Dropped);
+                    }
+                }
+                if self.count(MemberStatus::Active) >= usize::from(config.min_clients) {
+                    self.start_round(now, seed);
+                } else {
+                    self.enter_waiting(now);
+                }
+            }
+            RunState::RoundTrain => {
+                let round = &self.rounds[self.step as usize % ROUNDS_KEPT];
+                if !elapsed(now, round.started_at, config.max_round_train_time) {
+                    return Err(CoordinatorError::NothingDue);
+                }
+                self.set_state(RunState::RoundWitness, now);
+            }
+            RunState::RoundWitness => {
+                if !elapsed(now, self.state_started_at, config.round_witness_time) {
+                    return Err(CoordinatorError::NothingDue);
+                }
+                self.close_round(now, seed)?;
+            }
+            RunState::Cooldown => {
+                if !elapsed(now, self.state_started_at, config.cooldown_time) {
+                    return Err(CoordinatorError::NothingDue);
+                }
+                self.end_epoch(now)?;
+            }
+            RunState::Paused | RunState::Finished | RunState::Uninitialized => {
+                return Err(CoordinatorError::NothingDue);
+            }
+        }
+        self.last_update = now;
+        Ok(self.run_state())
+    }
+
+    fn close_round(&mut self, now: i64, seed: &[u8; 32]) -> Result<()> {
+        let slot = self.step as usize % ROUNDS_KEPT;
+        let round = self.rounds[slot];
+        let step = self
+            .step
+            .checked_add(1)
+            .ok_or(CoordinatorError::Overflow("step"))?;
+        let data_position = self
+            .data_position
+            .checked_add(round.batch_size)
+            .ok_or(CoordinatorError::Overflow("data position"))?;
+        let epoch_rounds = self
+            .epoch_rounds
+            .checked_add(1)
+            .ok_or(CoordinatorError::Overflow("epoch rounds"))?;
+        self.rounds[slot].closed = 1;
+        self.step = step;
+        self.data_position = data_position;
+        self.epoch_rounds = epoch_rounds;
+        let config = self.config;
+        let end_epoch = step >= config.total_steps
+            || self.pause_pending == 1
+            || elapsed(now, self.epoch_started_at, config.epoch_time)
+            || self.count(MemberStatus::Active) < usize::from(config.min_clients)
+            || round.report_count() < round.quorum();
+        if end_epoch {
+            self.set_state(RunState::Cooldown, now);
+        } else {
+            self.start_round(now, seed);
+        }
+        Ok(())
+    }
+
+    fn end_epoch(&mut self, now: i64) -> Result<()> {
+        let epoch = self
+            .epoch
+            .checked_add(1)
+            .ok_or(CoordinatorError::Overflow("epoch"))?;
+        let award = if self.epoch_rounds > 0 {
+            self.config.points_per_epoch
+        } else {
+            0
+        };
+        let healthy = |status| status == MemberStatus::Active;
+        // All or nothing: check every balance before crediting any.
+        if self
+            .members
+            .iter()
+            .any(|m| healthy(m.status()) && m.points.checked_add(award).is_none())
+        {
+            return Err(CoordinatorError::Overflow("points"));
+        }
+        for member in &mut self.members {
+            if healthy(member.status()) {
+                member.points += award;
+            }
+        }
+        self.epoch = epoch;
+        self.epoch_rounds = 0;
+        if self.step >= self.config.total_steps {
+            self.set_state(RunState::Finished, now);
+        } else if self.pause_pending == 1 {
+            self.pause_pending = 0;
+            self.set_state(RunState::Paused, now);
+        } else {
+            self.enter_waiting(now);
+        }
+        Ok(())
+    }
+
+    /// A member reports that it has loaded the model; when all have, the first round starts.
+    pub fn warmup_witness(&mut self, id: [u8; 32], now: i64, seed: &[u8; 32]) -> Result<()> {
+        self.check_clock(now)?;
+        if self.run_state() != RunState::Warmup {
+            return Err(CoordinatorError::WrongState(self.run_state()));
+        }
+        let slot = self.active_slot(&id)?;
+        self.members[slot].ready = 1;
+        self.last_update = now;
+        let all_ready = self
+            .members
+            .iter()
+            .filter(|m| m.status() == MemberStatus::Active)
+            .all(|m| m.ready == 1);
+        if all_ready && self.count(MemberStatus::Active) >= usize::from(self.config.min_clients) {
+            self.start_round(now, seed);
+        }
+        Ok(())
+    }
+
+    fn active_slot(&self, id: &[u8; 32]) -> Result<usize> {
+        let slot = self.member_index(id).ok_or(CoordinatorError::NotAMember)?;
+        if self.members[slot].status() != MemberStatus::Active {
+            return Err(CoordinatorError::NotInEpoch);
+        }
+        Ok(slot)
+    }
+
+    /// An elected witness reports what it saw this round, proving its election by `position`.
+    /// When every elected witness has reported during training, the witness phase starts.
+    pub fn witness(
+        &mut self,
+        id: [u8; 32],
+        position: u16,
+        report: &WitnessReport,
+        now: i64,
+    ) -> Result<()> {
+        self.check_clock(now)?;
+        let state = self.run_state();
+        if !matches!(state, RunState::RoundTrain | RunState::RoundWitness) {
+            return Err(CoordinatorError::WrongState(state));
+        }
+        let slot = self.member_index(&id).ok_or(CoordinatorError::NotAMember)?;
+        let round = &mut self.rounds[self.step as usize % ROUNDS_KEPT];
+        if round.elected(position) != Some(slot) {
+            return Err(CoordinatorError::NotAWitness);
+        }
+        if round.reported & (1 << position) != 0 {
+            return Err(CoordinatorError::DuplicateWitness);
+        }
+        round.reports[usize::from(position)] = *report;
+        round.reported |= 1 << position;
+        let all_in = round.report_count() == round.witness_count;
+        self.last_update = now;
+        if state == RunState::RoundTrain && all_in {
+            self.set_state(RunState::RoundWitness, now);
+        }
+        Ok(())
+    }
+
+    /// A member of the epoch shows that `target` trained in round `step` yet no witness quorum
+    /// received its results: `target` is dropped for the rest of the epoch (no batches, no
+    /// points). Checked against the round's reports, so a false accusation is rejected.
+    pub fn health_check(
+        &mut self,
+        from: [u8; 32],
+        step: u64,
+        target: [u8; 32],
+        now: i64,
+    ) -> Result<()> {
+        self.check_clock(now)?;
+        self.active_slot(&from)?;
+        let round = self
+            .closed_round(step)
+            .ok_or(CoordinatorError::UnknownRound(step))?;
+        if round.report_count() < round.quorum() {
+            return Err(CoordinatorError::NoQuorum(step));
+        }
+        let target_slot = self
+            .member_index(&target)
+            .ok_or(CoordinatorError::NotAMember)?;
+        if !round.is_participant(target_slot) {
+            return Err(CoordinatorError::NotAParticipant);
+        }
+        if round.was_seen(&target) {
+            return Err(CoordinatorError::ClientWasSeen);
+        }
+        if self.members[target_slot].status() != MemberStatus::Active {
+            return Err(CoordinatorError::NotInEpoch);
+        }
+        self.set_status(target_slot, MemberStatus::Dropped);
+        self.last_update = now;
+        Ok(())
+    }
+
+    /// The run authority pauses: at once before the first round of an epoch (an aborted warmup
+    /// earns nothing), otherwise after the current round, through Cooldown.
+    pub fn pause(&mut self, now: i64) -> Result<()> {
+        self.check_clock(now)?;
+        match self.run_state() {
+            RunState::WaitingForMembers | RunState::Warmup => {
+                for member in &mut self.members {
+                    member.ready = 0;
+                }
+                self.set_state(RunState::Paused, now);
+            }
+            RunState::RoundTrain | RunState::RoundWitness | RunState::Cooldown => {
+                if self.pause_pending == 1 {
+                    return Err(CoordinatorError::AlreadyPaused);
+                }
+                self.pause_pending = 1;
+            }
+            RunState::Paused => return Err(CoordinatorError::AlreadyPaused),
+            state @ (RunState::Finished | RunState::Uninitialized) => {
+                return Err(CoordinatorError::WrongState(state));
+            }
+        }
+        self.last_update = now;
+        Ok(())
+    }
+
+    /// The run authority resumes a paused run, or cancels a pause not yet taken.
+    pub fn resume(&mut self, now: i64) -> Result<()> {
+        self.check_clock(now)?;
+        if self.pause_pending == 1 {
+            self.pause_pending = 0;
+        } else if self.run_state() == RunState::Paused {
+            self.enter_waiting(now);
+        } else {
+            return Err(CoordinatorError::NotPaused);
+        }
+        self.last_update = now;
+        Ok(())
+    }
+}

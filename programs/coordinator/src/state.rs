@@ -1,0 +1,271 @@
+//! The run's state: fixed-size and plain old data, so it is the Solana run account's bytes and
+//! the centralized server's snapshot file alike.
+
+use core::ops::Range;
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::bloom::Bloom;
+use crate::config::Config;
+use crate::shuffle::{derive_key, permute};
+
+/// Most members a run can have over its life (member records are kept for their points).
+pub const MAX_CLIENTS: usize = 256;
+/// Most witnesses per round.
+pub const MAX_WITNESSES: usize = 32;
+/// Rounds kept for witnesses, health checks and result checks; round `s` lives in slot `s % 4`.
+pub const ROUNDS_KEPT: usize = 4;
+
+const BATCH_DOMAIN: u64 = 0xBA7C;
+const WITNESS_DOMAIN: u64 = 0x3117;
+
+/// Where a run is.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunState {
+    Uninitialized = 0,
+    WaitingForMembers = 1,
+    Warmup = 2,
+    RoundTrain = 3,
+    RoundWitness = 4,
+    Cooldown = 5,
+    Finished = 6,
+    Paused = 7,
+}
+
+impl RunState {
+    fn from_byte(byte: u8) -> Option<Self> {
+        Some(match byte {
+            0 => Self::Uninitialized,
+            1 => Self::WaitingForMembers,
+            2 => Self::Warmup,
+            3 => Self::RoundTrain,
+            4 => Self::RoundWitness,
+            5 => Self::Cooldown,
+            6 => Self::Finished,
+            7 => Self::Paused,
+            _ => return None,
+        })
+    }
+}
+
+/// A member's standing in the run.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemberStatus {
+    /// An unused slot.
+    Empty = 0,
+    /// Joined during an epoch; trains from the next one.
+    Pending = 1,
+    /// In the current epoch and healthy.
+    Active = 2,
+    /// Dropped this epoch (not ready after warmup, or unseen by a witness quorum); must rejoin.
+    Dropped = 3,
+    /// Left the run; may rejoin.
+    Withdrawn = 4,
+}
+
+/// One client of the run, kept for the run's life so its points are never lost.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
+pub struct Member {
+    /// The client's ed25519 public key (its Solana wallet).
+    pub id: [u8; 32],
+    /// Points earned so far, only ever growing; the treasurer pays against them.
+    pub points: u64,
+    pub status: u8,
+    /// Reported ready during the current warmup.
+    pub ready: u8,
+    pub _padding: [u8; 6],
+}
+
+impl Member {
+    pub fn status(&self) -> MemberStatus {
+        match self.status {
+            1 => MemberStatus::Pending,
+            2 => MemberStatus::Active,
+            3 => MemberStatus::Dropped,
+            4 => MemberStatus::Withdrawn,
+            _ => MemberStatus::Empty,
+        }
+    }
+}
+
+/// What one witness saw in a round.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
+pub struct WitnessReport {
+    /// Ids of the participants whose results the witness received.
+    pub participants: Bloom,
+    /// Content hashes (commitments) of the results it received.
+    pub commitments: Bloom,
+}
+
+/// One training round (one optimizer step).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
+pub struct Round {
+    pub step: u64,
+    pub epoch: u64,
+    pub started_at: i64,
+    /// Data position (global sample index) of the round's first sample.
+    pub data_start: u64,
+    /// Samples in the round, over all participants.
+    pub batch_size: u64,
+    pub seed: [u8; 32],
+    /// Bitmap over member slots of the members training this round.
+    pub participants: [u8; 32],
+    pub participant_count: u16,
+    /// Witnesses elected (positions `0..witness_count`).
+    pub witness_count: u16,
+    /// Bitmap over witness positions that have reported.
+    pub reported: u32,
+    pub in_use: u8,
+    pub closed: u8,
+    pub _padding: [u8; 6],
+    pub reports: [WitnessReport; MAX_WITNESSES],
+}
+
+impl Round {
+    /// Whether member slot `slot` trains in this round.
+    pub fn is_participant(&self, slot: usize) -> bool {
+        slot < MAX_CLIENTS && self.participants[slot / 8] & (1 << (slot % 8)) != 0
+    }
+
+    /// The member slot of the `rank`-th participant (in slot order).
+    pub fn participant_at(&self, rank: u64) -> Option<usize> {
+        (0..MAX_CLIENTS)
+            .filter(|&slot| self.is_participant(slot))
+            .nth(rank as usize)
+    }
+
+    /// A participant's rank among the participants (in slot order).
+    pub fn rank_of(&self, slot: usize) -> Option<u64> {
+        self.is_participant(slot)
+            .then(|| (0..slot).filter(|&s| self.is_participant(s)).count() as u64)
+    }
+
+    /// The data positions `slot` trains this round: a contiguous share of the round's samples,
+    /// in an order shuffled by the round seed. Empty when there are more participants than
+    /// samples; `None` for non-participants.
+    pub fn assignment(&self, slot: usize) -> Option<Range<u64>> {
+        let rank = self.rank_of(slot)?;
+        let n = u64::from(self.participant_count);
+        let position = u128::from(permute(derive_key(&self.seed, BATCH_DOMAIN), rank, n));
+        let share = |p: u128| (p * u128::from(self.batch_size) / u128::from(n)) as u64;
+        Some(self.data_start + share(position)..self.data_start + share(position + 1))
+    }
+
+    /// The member slot elected as witness `position`, if `position` is below the witness count.
+    pub fn elected(&self, position: u16) -> Option<usize> {
+        if position >= self.witness_count {
+            return None;
+        }
+        let n = u64::from(self.participant_count);
+        self.participant_at(permute(
+            derive_key(&self.seed, WITNESS_DOMAIN),
+            u64::from(position),
+            n,
+        ))
+    }
+
+    /// The witness position of member slot `slot`, if it was elected: its proof.
+    pub fn witness_position(&self, slot: usize) -> Option<u16> {
+        (0..self.witness_count).find(|&position| self.elected(position) == Some(slot))
+    }
+
+    /// Witness reports received.
+    pub fn report_count(&self) -> u16 {
+        self.reported.count_ones() as u16
+    }
+
+    /// Reports needed for a decision: two thirds of the elected witnesses, rounded up.
+    pub fn quorum(&self) -> u16 {
+        (2 * self.witness_count).div_ceil(3)
+    }
+
+    fn reports_containing(&self, id: &[u8; 32], bloom: impl Fn(&WitnessReport) -> &Bloom) -> u16 {
+        (0..self.witness_count)
+            .filter(|&position| self.reported & (1 << position) != 0)
+            .filter(|&position| {
+                bloom(&self.reports[usize::from(position)]).contains(id, &self.seed)
+            })
+            .count() as u16
+    }
+
+    /// Whether a witness quorum received results from participant `id`.
+    pub fn was_seen(&self, id: &[u8; 32]) -> bool {
+        self.witness_count > 0 && self.reports_containing(id, |r| &r.participants) >= self.quorum()
+    }
+
+    /// Whether the result with content hash `commitment` counts: a witness quorum received it.
+    /// Every client applies exactly the results for which this holds.
+    pub fn result_counts(&self, commitment: &[u8; 32]) -> bool {
+        self.witness_count > 0
+            && self.reports_containing(commitment, |r| &r.commitments) >= self.quorum()
+    }
+}
+
+/// One run: its settings, progress, members and recent rounds.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
+pub struct Coordinator {
+    pub run_id: [u8; 32],
+    pub config: Config,
+    /// When the current state was entered.
+    pub state_started_at: i64,
+    /// When the current epoch's warmup began.
+    pub epoch_started_at: i64,
+    /// When enough members had joined (valid while `join_window_open`).
+    pub join_window_started_at: i64,
+    /// The latest time any accepted input carried; time never goes back past it.
+    pub last_update: i64,
+    /// Completed steps (rounds); only grows.
+    pub step: u64,
+    /// Samples consumed by completed rounds.
+    pub data_position: u64,
+    pub epoch: u64,
+    /// Rounds completed in the current epoch.
+    pub epoch_rounds: u64,
+    pub run_state: u8,
+    pub pause_pending: u8,
+    pub join_window_open: u8,
+    pub _padding: [u8; 5],
+    pub members: [Member; MAX_CLIENTS],
+    pub rounds: [Round; ROUNDS_KEPT],
+}
+
+impl Coordinator {
+    /// Where the run is.
+    pub fn run_state(&self) -> RunState {
+        RunState::from_byte(self.run_state).unwrap_or(RunState::Uninitialized)
+    }
+
+    /// The slot of the member with key `id`.
+    pub fn member_index(&self, id: &[u8; 32]) -> Option<usize> {
+        self.members
+            .iter()
+            .position(|m| m.status() != MemberStatus::Empty && &m.id == id)
+    }
+
+    /// Members with the given status.
+    pub fn count(&self, status: MemberStatus) -> usize {
+        self.members.iter().filter(|m| m.status() == status).count()
+    }
+
+    /// The round being trained or witnessed, in RoundTrain and RoundWitness.
+    pub fn current_round(&self) -> Option<&Round> {
+        matches!(
+            self.run_state(),
+            RunState::RoundTrain | RunState::RoundWitness
+        )
+        .then(|| &self.rounds[self.step as usize % ROUNDS_KEPT])
+    }
+
+    /// A closed round of the current epoch still held.
+    pub fn closed_round(&self, step: u64) -> Option<&Round> {
+        let round = &self.rounds[step as usize % ROUNDS_KEPT];
+        (round.in_use == 1 && round.closed == 1 && round.step == step && round.epoch == self.epoch)
+            .then_some(round)
+    }
+}

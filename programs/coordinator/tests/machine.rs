@@ -1,0 +1,459 @@
+//! The run state machine, transition by transition, and whole epochs.
+
+use demeter_coordinator::{
+    Bloom, Config, Coordinator, CoordinatorError, MemberStatus, RunState, WitnessReport,
+};
+
+fn config() -> Config {
+    Config {
+        warmup_time: 30,
+        cooldown_time: 20,
+        max_round_train_time: 60,
+        round_witness_time: 10,
+        epoch_time: 300,
+        join_window: 5,
+        total_steps: 100,
+        global_batch_size_start: 12,
+        global_batch_size_end: 12,
+        global_batch_size_ramp_steps: 0,
+        points_per_epoch: 100,
+        init_min_clients: 3,
+        min_clients: 2,
+        witness_nodes: 3,
+        _padding: 0,
+    }
+}
+
+fn id(n: u8) -> [u8; 32] {
+    [n; 32]
+}
+
+fn seed(n: u64) -> [u8; 32] {
+    let mut seed = [0u8; 32];
+    seed[..8].copy_from_slice(&n.to_le_bytes());
+    seed
+}
+
+struct Run {
+    c: Box<Coordinator>,
+    now: i64,
+}
+
+impl Run {
+    fn new(config: Config) -> Self {
+        let mut c: Box<Coordinator> = bytemuck::zeroed_box();
+        c.init([9; 32], config, 1000).unwrap();
+        Self { c, now: 1000 }
+    }
+
+    fn at(&mut self, seconds: i64) -> i64 {
+        self.now += seconds;
+        self.now
+    }
+
+    fn tick(&mut self, seconds: i64) -> Result<RunState, CoordinatorError> {
+        let now = self.at(seconds);
+        self.c.tick(now, &seed(now as u64))
+    }
+
+    /// Three members join, the window passes, all report ready: the first round is training.
+    fn started(config: Config, members: &[u8]) -> Self {
+        let mut run = Self::new(config);
+        for &m in members {
+            let now = run.at(1);
+            run.c.join(id(m), now).unwrap();
+        }
+        assert_eq!(run.tick(5), Ok(RunState::Warmup));
+        for &m in members {
+            let now = run.at(1);
+            run.c.warmup_witness(id(m), now, &seed(7)).unwrap();
+        }
+        assert_eq!(run.c.run_state(), RunState::RoundTrain);
+        run
+    }
+
+    /// Every elected witness reports having seen `seen` (and their commitments).
+    fn witness_all(&mut self, seen: &[u8]) {
+        let round = *self.c.current_round().unwrap();
+        let mut report = WitnessReport {
+            participants: Bloom::default(),
+            commitments: Bloom::default(),
+        };
+        for &m in seen {
+            report.participants.insert(&id(m), &round.seed);
+            report
+                .commitments
+                .insert(&commitment(m, round.step), &round.seed);
+        }
+        for position in 0..round.witness_count {
+            let witness = self.c.members[round.elected(position).unwrap()].id;
+            let now = self.at(1);
+            self.c.witness(witness, position, &report, now).unwrap();
+        }
+    }
+}
+
+fn commitment(member: u8, step: u64) -> [u8; 32] {
+    let mut c = [member; 32];
+    c[..8].copy_from_slice(&step.to_le_bytes());
+    c
+}
+
+#[test]
+fn init_validates_and_happens_once() {
+    let mut c: Box<Coordinator> = bytemuck::zeroed_box();
+    assert_eq!(c.tick(0, &seed(0)), Err(CoordinatorError::Uninitialized));
+    let bad = Config {
+        witness_nodes: 0,
+        ..config()
+    };
+    assert_eq!(
+        c.init([1; 32], bad, 0).unwrap_err().to_string(),
+        "witness_nodes = 0: must be at least 1"
+    );
+    c.init([1; 32], config(), 0).unwrap();
+    assert_eq!(c.run_state(), RunState::WaitingForMembers);
+    assert_eq!(
+        c.init([1; 32], config(), 0),
+        Err(CoordinatorError::AlreadyInitialized)
+    );
+}
+
+#[test]
+fn enough_members_and_a_join_window_start_the_warmup() {
+    let mut run = Run::new(config());
+    for m in 1..=2 {
+        let now = run.at(1);
+        run.c.join(id(m), now).unwrap();
+    }
+    assert_eq!(
+        run.tick(100),
+        Err(CoordinatorError::NothingDue),
+        "two of three members"
+    );
+    let now = run.at(1);
+    assert_eq!(run.c.join(id(1), now), Err(CoordinatorError::AlreadyJoined));
+    run.c.join(id(3), now).unwrap();
+    assert_eq!(
+        run.tick(4),
+        Err(CoordinatorError::NothingDue),
+        "join window still open"
+    );
+    let now = run.at(0);
+    run.c.join(id(4), now).unwrap();
+    assert_eq!(run.tick(1), Ok(RunState::Warmup));
+    assert_eq!(run.c.count(MemberStatus::Active), 4);
+}
+
+#[test]
+fn a_withdrawal_below_the_threshold_closes_the_join_window() {
+    let mut run = Run::new(config());
+    for m in 1..=3 {
+        let now = run.at(1);
+        run.c.join(id(m), now).unwrap();
+    }
+    let now = run.at(1);
+    run.c.withdraw(id(2), now).unwrap();
+    assert_eq!(run.tick(100), Err(CoordinatorError::NothingDue));
+    let now = run.at(1);
+    run.c.join(id(2), now).unwrap();
+    assert_eq!(run.tick(5), Ok(RunState::Warmup));
+}
+
+#[test]
+fn rounds_partition_the_batch_and_elect_distinct_witnesses() {
+    let run = Run::started(config(), &[1, 2, 3, 4]);
+    let round = run.c.current_round().unwrap();
+    assert_eq!(
+        (
+            round.step,
+            round.participant_count,
+            round.witness_count,
+            round.batch_size
+        ),
+        (0, 4, 3, 12)
+    );
+    let mut ranges: Vec<_> = (0..4).map(|slot| round.assignment(slot).unwrap()).collect();
+    ranges.sort_by_key(|r| r.start);
+    assert_eq!(ranges, [0..3, 3..6, 6..9, 9..12]);
+    let mut witnesses: Vec<usize> = (0..3).map(|p| round.elected(p).unwrap()).collect();
+    witnesses.sort_unstable();
+    witnesses.dedup();
+    assert_eq!(witnesses.len(), 3);
+    assert_eq!(round.elected(3), None);
+    for slot in witnesses {
+        assert_eq!(
+            round.elected(round.witness_position(slot).unwrap()),
+            Some(slot),
+            "the proof checks"
+        );
+    }
+}
+
+#[test]
+fn warmup_time_out_drops_members_that_are_not_ready() {
+    let mut run = Run::new(config());
+    for m in 1..=3 {
+        let now = run.at(1);
+        run.c.join(id(m), now).unwrap();
+    }
+    assert_eq!(run.tick(5), Ok(RunState::Warmup));
+    for m in 1..=2 {
+        let now = run.at(1);
+        run.c.warmup_witness(id(m), now, &seed(1)).unwrap();
+    }
+    assert_eq!(run.tick(10), Err(CoordinatorError::NothingDue));
+    assert_eq!(run.tick(30), Ok(RunState::RoundTrain));
+    let slot = run.c.member_index(&id(3)).unwrap();
+    assert_eq!(run.c.members[slot].status(), MemberStatus::Dropped);
+    assert_eq!(
+        run.c.current_round().unwrap().assignment(slot),
+        None,
+        "a dropped member trains nothing"
+    );
+}
+
+#[test]
+fn an_aborted_warmup_goes_back_to_waiting_and_pays_nothing() {
+    let mut run = Run::new(config());
+    for m in 1..=3 {
+        let now = run.at(1);
+        run.c.join(id(m), now).unwrap();
+    }
+    assert_eq!(run.tick(5), Ok(RunState::Warmup));
+    let now = run.at(1);
+    run.c.warmup_witness(id(1), now, &seed(1)).unwrap();
+    assert_eq!(run.tick(40), Ok(RunState::WaitingForMembers));
+    assert!(run.c.members.iter().all(|m| m.points == 0));
+    assert_eq!((run.c.step, run.c.epoch), (0, 0));
+}
+
+#[test]
+fn witnesses_must_be_elected_and_report_once() {
+    let mut run = Run::started(config(), &[1, 2, 3, 4]);
+    let round = *run.c.current_round().unwrap();
+    let outsider = (0..4)
+        .find(|&slot| round.witness_position(slot).is_none())
+        .unwrap();
+    let report = WitnessReport {
+        participants: Bloom::default(),
+        commitments: Bloom::default(),
+    };
+    let now = run.at(1);
+    let outsider_id = run.c.members[outsider].id;
+    assert_eq!(
+        run.c.witness(outsider_id, 0, &report, now),
+        Err(CoordinatorError::NotAWitness)
+    );
+    let witness = run.c.members[round.elected(0).unwrap()].id;
+    assert_eq!(
+        run.c.witness(witness, 1, &report, now),
+        Err(CoordinatorError::NotAWitness),
+        "wrong proof"
+    );
+    run.c.witness(witness, 0, &report, now).unwrap();
+    assert_eq!(
+        run.c.witness(witness, 0, &report, now),
+        Err(CoordinatorError::DuplicateWitness)
+    );
+    assert_eq!(
+        run.c.witness(id(99), 0, &report, now),
+        Err(CoordinatorError::NotAMember)
+    );
+}
+
+#[test]
+fn a_round_closes_on_witnesses_then_the_witness_time_out() {
+    let mut run = Run::started(config(), &[1, 2, 3]);
+    run.witness_all(&[1, 2, 3]);
+    assert_eq!(run.c.run_state(), RunState::RoundWitness);
+    assert_eq!(run.tick(5), Err(CoordinatorError::NothingDue));
+    assert_eq!(run.tick(5), Ok(RunState::RoundTrain));
+    assert_eq!(run.c.step, 1);
+    let closed = run.c.closed_round(0).unwrap();
+    assert!(closed.result_counts(&commitment(1, 0)));
+    assert!(
+        !closed.result_counts(&commitment(1, 1)),
+        "a commitment no witness saw does not count"
+    );
+    let next = run.c.current_round().unwrap();
+    assert_eq!(next.data_start, 12, "the next round continues the data");
+    // Training that runs past its time-out moves to the witness phase anyway.
+    assert_eq!(run.tick(59), Err(CoordinatorError::NothingDue));
+    assert_eq!(run.tick(1), Ok(RunState::RoundWitness));
+}
+
+#[test]
+fn a_full_epoch_pays_its_healthy_members() {
+    let mut run = Run::started(config(), &[1, 2, 3]);
+    while run.c.run_state() != RunState::Cooldown {
+        run.witness_all(&[1, 2, 3]);
+        assert!(matches!(
+            run.tick(10),
+            Ok(RunState::RoundTrain | RunState::Cooldown)
+        ));
+    }
+    assert!(run.c.step > 5, "the epoch ran rounds until its time was up");
+    assert!(
+        run.c.members.iter().all(|m| m.points == 0),
+        "points come at the end of cooldown"
+    );
+    assert_eq!(run.tick(20), Ok(RunState::WaitingForMembers));
+    let paid: Vec<u64> = (1..=3)
+        .map(|m| run.c.members[run.c.member_index(&id(m)).unwrap()].points)
+        .collect();
+    assert_eq!(paid, [100, 100, 100]);
+    assert_eq!(run.c.epoch, 1);
+    // Healthy members stay for the next epoch, which starts after the join window.
+    assert_eq!(run.tick(5), Ok(RunState::Warmup));
+}
+
+#[test]
+fn health_checks_drop_members_a_quorum_did_not_see() {
+    let mut run = Run::started(config(), &[1, 2, 3, 4]);
+    run.witness_all(&[1, 2, 3]);
+    assert_eq!(run.tick(10), Ok(RunState::RoundTrain));
+    let now = run.at(1);
+    assert_eq!(
+        run.c.health_check(id(1), 0, id(2), now),
+        Err(CoordinatorError::ClientWasSeen)
+    );
+    assert_eq!(
+        run.c.health_check(id(1), 1, id(4), now),
+        Err(CoordinatorError::UnknownRound(1))
+    );
+    assert_eq!(
+        run.c.health_check(id(99), 0, id(4), now),
+        Err(CoordinatorError::NotAMember)
+    );
+    run.c.health_check(id(1), 0, id(4), now).unwrap();
+    let slot = run.c.member_index(&id(4)).unwrap();
+    assert_eq!(run.c.members[slot].status(), MemberStatus::Dropped);
+    assert_eq!(
+        run.c.health_check(id(4), 0, id(1), now),
+        Err(CoordinatorError::NotInEpoch),
+        "dropped members cannot accuse"
+    );
+    // Dropped mid-round: it keeps this round's batches, gets none after, and no points.
+    run.witness_all(&[1, 2, 3]);
+    assert_eq!(run.tick(10), Ok(RunState::RoundTrain));
+    assert_eq!(run.c.current_round().unwrap().assignment(slot), None);
+    while run.c.run_state() != RunState::Cooldown {
+        run.witness_all(&[1, 2, 3]);
+        run.tick(10).unwrap();
+    }
+    run.tick(20).unwrap();
+    assert_eq!(run.c.members[slot].points, 0);
+    assert_eq!(
+        run.c.members[run.c.member_index(&id(1)).unwrap()].points,
+        100
+    );
+}
+
+#[test]
+fn too_few_witness_reports_end_the_epoch() {
+    let mut run = Run::started(config(), &[1, 2, 3]);
+    assert_eq!(run.tick(60), Ok(RunState::RoundWitness));
+    assert_eq!(run.tick(10), Ok(RunState::Cooldown));
+    let now = run.at(1);
+    assert_eq!(
+        run.c.health_check(id(1), 0, id(2), now),
+        Err(CoordinatorError::NoQuorum(0)),
+        "no evidence"
+    );
+}
+
+#[test]
+fn late_joiners_wait_for_the_next_epoch() {
+    let mut run = Run::started(config(), &[1, 2, 3]);
+    let now = run.at(1);
+    run.c.join(id(5), now).unwrap();
+    let slot = run.c.member_index(&id(5)).unwrap();
+    assert_eq!(run.c.members[slot].status(), MemberStatus::Pending);
+    while run.c.run_state() != RunState::Cooldown {
+        run.witness_all(&[1, 2, 3]);
+        run.tick(10).unwrap();
+    }
+    assert_eq!(run.tick(20), Ok(RunState::WaitingForMembers));
+    assert_eq!(run.c.members[slot].status(), MemberStatus::Active);
+    assert_eq!(
+        run.c.members[slot].points, 0,
+        "pending members earn nothing for the epoch they missed"
+    );
+}
+
+#[test]
+fn pause_waits_for_the_round_and_resume_restarts_the_epoch() {
+    let mut run = Run::started(config(), &[1, 2, 3]);
+    let now = run.at(1);
+    run.c.pause(now).unwrap();
+    assert_eq!(run.c.pause(now), Err(CoordinatorError::AlreadyPaused));
+    run.witness_all(&[1, 2, 3]);
+    assert_eq!(
+        run.tick(10),
+        Ok(RunState::Cooldown),
+        "the round finishes, then the epoch ends"
+    );
+    assert_eq!(run.tick(20), Ok(RunState::Paused));
+    assert_eq!(
+        run.c.members[0].points, 100,
+        "a completed round before the pause still pays"
+    );
+    assert_eq!(run.tick(1000), Err(CoordinatorError::NothingDue));
+    let now = run.at(1);
+    run.c.resume(now).unwrap();
+    assert_eq!(run.c.run_state(), RunState::WaitingForMembers);
+    assert_eq!(run.c.resume(now), Err(CoordinatorError::NotPaused));
+}
+
+#[test]
+fn the_run_finishes_at_total_steps() {
+    let mut run = Run::started(
+        Config {
+            total_steps: 2,
+            ..config()
+        },
+        &[1, 2, 3],
+    );
+    for _ in 0..2 {
+        run.witness_all(&[1, 2, 3]);
+        run.tick(10).unwrap();
+    }
+    assert_eq!(run.c.run_state(), RunState::Cooldown);
+    assert_eq!(run.tick(20), Ok(RunState::Finished));
+    let now = run.at(1);
+    assert_eq!(
+        run.c.join(id(7), now),
+        Err(CoordinatorError::WrongState(RunState::Finished))
+    );
+    assert_eq!(
+        run.c.pause(now),
+        Err(CoordinatorError::WrongState(RunState::Finished))
+    );
+}
+
+#[test]
+fn rejected_inputs_change_nothing() {
+    let mut run = Run::started(config(), &[1, 2, 3]);
+    run.witness_all(&[1, 2, 3]);
+    run.tick(10).unwrap();
+    let before = *run.c;
+    let now = run.now;
+    assert!(
+        run.c.tick(now - 5, &seed(1)).is_err(),
+        "time never goes back"
+    );
+    assert!(run.c.health_check(id(1), 0, id(2), now).is_err());
+    assert!(run.c.join(id(2), now).is_err());
+    assert_eq!(*run.c, before);
+    // Points would overflow at the end of the epoch: the tick is refused as a whole.
+    let slot = run.c.member_index(&id(3)).unwrap();
+    run.c.members[slot].points = u64::MAX - 10;
+    while run.c.run_state() != RunState::Cooldown {
+        run.witness_all(&[1, 2, 3]);
+        run.tick(10).unwrap();
+    }
+    let before = *run.c;
+    assert_eq!(run.tick(20), Err(CoordinatorError::Overflow("points")));
+    assert_eq!(*run.c, before);
+}
