@@ -5,10 +5,12 @@
 //! targets). Global sample `g = step · global_batch + batch_id` falls in pass `g / windows`, and
 //! takes window `π(g mod windows)`, where π is a keyed pseudo-random permutation (a 4-round Feistel
 //! network with cycle walking) keyed by the run seed and the pass. Every window is seen once per
-//! pass, in a fresh order each pass, and nothing is stored.
+//! pass, in a fresh order each pass, and nothing is stored. The permutation is the coordinator's
+//! own (`demeter_coordinator::shuffle`), the one that also assigns batches and elects witnesses.
 
 use std::ops::Range;
 
+use demeter_coordinator::shuffle::permute;
 use serde::{Deserialize, Serialize};
 
 /// Where one sample's tokens live.
@@ -109,50 +111,9 @@ impl BatchPlan {
     }
 }
 
-/// SplitMix64's finalizer: a fast, well-mixed 64-bit hash.
-fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// A keyed bijection of `0..n`.
-fn permute(key: u64, x: u64, n: u64) -> u64 {
-    let bits = (64 - (n - 1).leading_zeros()).max(2);
-    let half = bits.div_ceil(2);
-    let mask = (1u64 << half) - 1;
-    let feistel = |value: u64| {
-        let (mut left, mut right) = (value >> half, value & mask);
-        for round in 0..4u64 {
-            let f = mix(key ^ mix(round << 32 | right)) & mask;
-            (left, right) = (right, left ^ f);
-        }
-        left << half | right
-    };
-    // The network permutes 0..2^(2·half) ⊇ 0..n; walking the cycle until it lands back in range
-    // restricts it to a permutation of 0..n (expected fewer than 4 steps).
-    let mut y = feistel(x);
-    while y >= n {
-        y = feistel(y);
-    }
-    y
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn permutation_is_a_bijection_for_any_size() {
-        for n in [1u64, 2, 3, 10, 255, 256, 1000, 4097] {
-            let mut seen = vec![false; n as usize];
-            for x in 0..n {
-                let y = permute(42, x, n);
-                assert!(!seen[y as usize], "n = {n}: {y} twice");
-                seen[y as usize] = true;
-            }
-        }
-    }
 
     #[test]
     fn every_window_once_per_pass_and_a_new_order_each_pass() {
