@@ -139,7 +139,8 @@ pub(crate) mod tests {
     #[test]
     fn validation_names_the_field() {
         example().validate().unwrap();
-        let cases: [(fn(&mut Config), &str); 4] = [
+        type Edit = fn(&mut Config);
+        let cases: [(Edit, &str); 4] = [
             (|c| c.total_steps = 0, "total_steps"),
             (|c| c.init_min_clients = 1, "init_min_clients"),
             (|c| c.witness_nodes = 33, "witness_nodes"),
