@@ -31,13 +31,13 @@ fn main() -> anyhow::Result<()> {
         Candidate {
             label: "AdamW",
             flags: &["--optimizer", "adamw"],
-            learning_rates: &[5e-4, 1e-3, 2e-3],
+            learning_rates: &[1e-3, 2e-3, 4e-3],
             target: None,
         },
         Candidate {
             label: "DeMo k=32",
             flags: &["--optimizer", "demo", "--topk", "32"],
-            learning_rates: &[2.5e-4, 5e-4, 1e-3],
+            learning_rates: &[1e-3, 1.4e-3, 2e-3],
             target: Some(1.05),
         },
         Candidate {
@@ -140,7 +140,7 @@ fn main() -> anyhow::Result<()> {
     }
     println!("{summary}");
     println!(
-        "4 workers x 8 sequences x 128 tokens per step, {steps} steps, cosine schedule with 5% warmup."
+        "4 workers x 4 sequences x 128 tokens per step, {steps} steps, cosine schedule with 5% warmup to 10% of the peak."
     );
     Ok(())
 }
