@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use demeter_trainer::commands::{self, DataArgs, ModelInitArgs, PayloadCommand, SimulateArgs};
+use demeter_trainer::commands::{
+    self, CoordinatorCommand, DataArgs, ModelInitArgs, PayloadCommand, SimulateArgs,
+};
 
 #[derive(Parser)]
 #[command(
@@ -27,6 +29,11 @@ enum Command {
     Data {
         #[command(subcommand)]
         command: DataCommand,
+    },
+    /// The centralized coordinator's run files.
+    Coordinator {
+        #[command(subcommand)]
+        command: CoordinatorCommand,
     },
     /// Create models.
     Model {
@@ -79,5 +86,6 @@ fn main() -> anyhow::Result<()> {
             command: ModelCommand::Init(args),
         } => commands::init_model(&args),
         Command::Payload { command } => commands::payload(&command),
+        Command::Coordinator { command } => commands::coordinator(&command),
     }
 }

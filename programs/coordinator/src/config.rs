@@ -8,6 +8,11 @@ use crate::state::{MAX_CLIENTS, MAX_WITNESSES};
 /// How a run proceeds. Times are seconds; the layout is fixed so it lives in the run account.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(deny_unknown_fields)
+)]
 pub struct Config {
     /// How long members have to load the model before the first round.
     pub warmup_time: u64,
@@ -37,6 +42,7 @@ pub struct Config {
     pub min_clients: u16,
     /// Witnesses elected per round.
     pub witness_nodes: u16,
+    #[cfg_attr(feature = "serde", serde(skip))]
     pub _padding: u16,
 }
 

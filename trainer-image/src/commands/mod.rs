@@ -1,11 +1,13 @@
 //! The `demeter` subcommands, as library functions so tests and benchmarks call what users run.
 
+mod coordinator;
 mod data;
 mod model;
 mod payload;
 mod simulate;
 mod table;
 
+pub use coordinator::{CoordinatorCommand, RunFile, coordinator};
 pub use data::{DataArgs, prepare_data};
 pub use model::{ModelInitArgs, init_model};
 pub use payload::{PayloadCommand, payload};
