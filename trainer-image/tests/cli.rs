@@ -215,17 +215,36 @@ fn simulate_rejects_bad_settings_by_name() {
 
 #[test]
 fn coordinator_run_files_are_validated_by_field() {
-    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/coordinator-run.toml");
+    let example =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/coordinator-run.toml");
     let out = ok(demeter(&["coordinator", "check-config", path(&example)]));
-    assert!(out.contains("| witnesses per round (quorum)") && out.contains("valid"), "{out}");
+    assert!(
+        out.contains("| witnesses per round (quorum)") && out.contains("valid"),
+        "{out}"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let text = std::fs::read_to_string(&example).unwrap();
     let cases = [
-        (text.replace("witness_nodes = 3", "witness_nodes = 40"), "witness_nodes = 40: must be 1..=32"),
-        (text.replace("total_steps = 1000\n", ""), "missing field `total_steps`"),
-        (text.replace("min_clients = 2", "min_clients = 2\nmin_client = 2"), "unknown field `min_client`"),
-        (text.replace("\"moby-dick-tiny\"", "\"a-run-id-that-is-longer-than-32-bytes\""), "must be 1 to 32 bytes"),
+        (
+            text.replace("witness_nodes = 3", "witness_nodes = 40"),
+            "witness_nodes = 40: must be 1..=32",
+        ),
+        (
+            text.replace("total_steps = 1000\n", ""),
+            "missing field `total_steps`",
+        ),
+        (
+            text.replace("min_clients = 2", "min_clients = 2\nmin_client = 2"),
+            "unknown field `min_client`",
+        ),
+        (
+            text.replace(
+                "\"moby-dick-tiny\"",
+                "\"a-run-id-that-is-longer-than-32-bytes\"",
+            ),
+            "must be 1 to 32 bytes",
+        ),
     ];
     for (index, (bad, expected)) in cases.iter().enumerate() {
         let file = dir.path().join(format!("bad-{index}.toml"));
