@@ -153,11 +153,6 @@ impl Simulation {
         &self.model_config
     }
 
-    /// The run's settings.
-    pub fn config(&self) -> &SimulationConfig {
-        &self.config
-    }
-
     /// Steps taken so far.
     pub fn step_count(&self) -> u64 {
         self.step

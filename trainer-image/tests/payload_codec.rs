@@ -1,6 +1,6 @@
 //! The wire format: exact round trips, and a clear error (never a panic) for anything malformed.
 
-use demeter_trainer::demo::{Compressor, SparseUpdate, ValueEncoding};
+use demeter_trainer::demo::{Compressor, SparseBlocks, SparseUpdate, ValueEncoding};
 use demeter_trainer::payload::{self, PayloadError, decode, describe, encode};
 use proptest::prelude::*;
 use tch::{Device, Kind, Tensor};
@@ -150,7 +150,14 @@ fn rejects_duplicate_out_of_range_and_non_finite_entries() {
     let tamper = |edit: &dyn Fn(&mut SparseUpdate)| {
         let mut copy = SparseUpdate {
             values: update.values,
-            tensors: update.tensors.iter().map(|t| t.copy()).collect(),
+            tensors: update
+                .tensors
+                .iter()
+                .map(|t| SparseBlocks {
+                    indices: t.indices.copy(),
+                    values: t.values.copy(),
+                })
+                .collect(),
         };
         edit(&mut copy);
         decode(

@@ -40,13 +40,6 @@ impl RunFile {
             .with_context(|| format!("{}: config", path.display()))?;
         Ok(run)
     }
-
-    /// The run id as the state machine stores it: the UTF-8 bytes, zero-padded to 32.
-    pub fn run_id_bytes(&self) -> [u8; 32] {
-        let mut id = [0u8; 32];
-        id[..self.run_id.len()].copy_from_slice(self.run_id.as_bytes());
-        id
-    }
 }
 
 pub fn coordinator(command: &CoordinatorCommand) -> anyhow::Result<()> {

@@ -10,7 +10,7 @@ use crate::data::Dataset;
 use crate::demo::{DemoConfig, ValueEncoding};
 use crate::model::{Preset, default_device};
 use crate::optim::{AdamWConfig, Schedule, ScheduleKind};
-use crate::simulate::{OptimizerKind, PhaseTimes, Simulation, SimulationConfig};
+use crate::simulate::{OptimizerKind, Simulation, SimulationConfig};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct SimulateArgs {
@@ -147,7 +147,6 @@ pub struct SimulationSummary {
     pub all_reduce_bytes_per_worker: usize,
     pub replicas_identical: bool,
     pub seconds: f64,
-    pub times: PhaseTimes,
 }
 
 /// Runs the simulation `args` describe, with a progress bar unless `quiet`.
@@ -202,7 +201,6 @@ pub fn run_simulation(args: &SimulateArgs) -> anyhow::Result<SimulationSummary> 
         all_reduce_bytes_per_worker: simulation.all_reduce_bytes_per_worker(),
         replicas_identical: hashes.windows(2).all(|pair| pair[0] == pair[1]),
         seconds,
-        times: simulation.phase_times().clone(),
     };
     if let Some(dir) = &args.checkpoint {
         simulation.save_checkpoint(dir)?;

@@ -78,11 +78,6 @@ impl BatchPlan {
         *self.window_ends.last().expect("at least one shard")
     }
 
-    /// Samples per step over all clients.
-    pub fn global_batch(&self) -> u64 {
-        self.global_batch
-    }
-
     /// The window sample `batch_id` of `step` trains on.
     pub fn window(&self, step: u64, batch_id: u64) -> u64 {
         let sample = step * self.global_batch + batch_id;

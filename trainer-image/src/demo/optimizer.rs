@@ -103,11 +103,6 @@ impl Demo {
         })
     }
 
-    /// The settings.
-    pub fn config(&self) -> &DemoConfig {
-        &self.config
-    }
-
     /// The codec, for the wire format and for peers' results.
     pub fn compressor(&self) -> &Compressor {
         &self.compressor

@@ -21,15 +21,6 @@ pub enum ValueEncoding {
 }
 
 impl ValueEncoding {
-    /// Bits on the wire per value.
-    pub fn bits(self) -> usize {
-        match self {
-            Self::F32 => 32,
-            Self::Bf16 => 16,
-            Self::Sign => 1,
-        }
-    }
-
     /// The values exactly as a receiver will see them after the wire.
     pub fn quantize(self, values: &Tensor) -> Tensor {
         match self {
@@ -73,14 +64,6 @@ impl SparseBlocks {
             (Kind::Float, self.values.device()),
         )
         .scatter(-1, &self.indices, &self.values)
-    }
-
-    /// A deep copy on the same device.
-    pub fn copy(&self) -> Self {
-        Self {
-            indices: self.indices.copy(),
-            values: self.values.copy(),
-        }
     }
 }
 

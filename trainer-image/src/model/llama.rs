@@ -90,11 +90,6 @@ impl Llama {
         })
     }
 
-    /// The model's shape.
-    pub fn config(&self) -> &LlamaConfig {
-        &self.config
-    }
-
     /// Next-token logits `[batch, time, vocab]` in f32 for `tokens` `[batch, time]` (i64).
     pub fn forward(&self, tokens: &Tensor) -> Tensor {
         let mut x =
