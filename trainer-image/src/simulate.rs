@@ -187,12 +187,12 @@ impl Simulation {
                 .collect();
             let (inputs, targets) = self.dataset.training_batch(&ranges);
             let device = worker.vs.device();
-            worker.vs.variables().values().for_each(|t| {
-                let mut grad = t.grad();
+            for (_, parameter) in &worker.parameters {
+                let mut grad = parameter.grad();
                 if grad.defined() {
                     let _ = grad.zero_();
                 }
-            });
+            }
             let loss = worker
                 .model
                 .loss(&inputs.to_device(device), &targets.to_device(device));
