@@ -127,9 +127,7 @@ pub fn payload(command: &PayloadCommand) -> anyhow::Result<()> {
             for layout in &layouts {
                 let blocks = &layout.blocks;
                 elements += blocks.numel();
-                let single = crate::payload::encoded_len(std::slice::from_ref(layout), values)
-                    - 12
-                    - payload::HASH_LEN;
+                let single = payload::record_len(layout, values);
                 table.row(vec![
                     layout.name.clone(),
                     format!("{:?}", blocks.shape),

@@ -55,20 +55,24 @@ fn encoding_from_code(code: u8) -> Result<ValueEncoding, PayloadError> {
     }
 }
 
+/// The exact size of one tensor's record for this layout and encoding.
+pub fn record_len(layout: &TensorLayout, encoding: ValueEncoding) -> usize {
+    let selected = layout.blocks.block_count() * layout.k;
+    MIN_TENSOR_RECORD
+        + layout.name.len()
+        + 4 * layout.blocks.shape.len()
+        + selected * index_width(layout.blocks.block_len())
+        + value_bytes(encoding, selected)
+}
+
 /// The exact size of a payload for these layouts and encoding.
 pub fn encoded_len(layouts: &[TensorLayout], encoding: ValueEncoding) -> usize {
-    let tensors: usize = layouts
-        .iter()
-        .map(|layout| {
-            let selected = layout.blocks.block_count() * layout.k;
-            MIN_TENSOR_RECORD
-                + layout.name.len()
-                + 4 * layout.blocks.shape.len()
-                + selected * index_width(layout.blocks.block_len())
-                + value_bytes(encoding, selected)
-        })
-        .sum();
-    HEADER_LEN + tensors + HASH_LEN
+    HEADER_LEN
+        + layouts
+            .iter()
+            .map(|layout| record_len(layout, encoding))
+            .sum::<usize>()
+        + HASH_LEN
 }
 
 /// The content hash stored in a payload's trailer, or `None` if it is too short to have one.
