@@ -85,6 +85,16 @@ struct Worker {
     optimizer: WorkerOptimizer,
 }
 
+impl Worker {
+    /// The parameter tensors (sharing storage with the model), in parameter order.
+    fn tensors(&self) -> Vec<Tensor> {
+        self.parameters
+            .iter()
+            .map(|(_, t)| t.shallow_clone())
+            .collect()
+    }
+}
+
 /// A running simulation.
 pub struct Simulation {
     config: SimulationConfig,
@@ -256,11 +266,7 @@ impl Simulation {
             let aggregate = tch::no_grad(|| compressor.aggregate_all(&update_refs));
             self.times.aggregate += start.elapsed();
             let start = Instant::now();
-            let tensors: Vec<Tensor> = worker
-                .parameters
-                .iter()
-                .map(|(_, t)| t.shallow_clone())
-                .collect();
+            let tensors = worker.tensors();
             demo.apply_aggregate(&tensors, &aggregate, lr);
             self.times.apply += start.elapsed();
         }
@@ -283,14 +289,10 @@ impl Simulation {
         self.times.wire_encode += start.elapsed();
         let start = Instant::now();
         for worker in &mut self.workers {
+            let tensors = worker.tensors();
             let WorkerOptimizer::AdamW(adamw) = &mut worker.optimizer else {
                 unreachable!("adamw run")
             };
-            let tensors: Vec<Tensor> = worker
-                .parameters
-                .iter()
-                .map(|(_, t)| t.shallow_clone())
-                .collect();
             adamw.step(&tensors, &mean, lr);
         }
         self.times.apply += start.elapsed();

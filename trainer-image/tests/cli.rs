@@ -26,6 +26,14 @@ fn path(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+fn file_len(p: &Path) -> u64 {
+    std::fs::metadata(p).unwrap().len()
+}
+
+fn dataset_meta(dir: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("dataset.json")).unwrap()).unwrap()
+}
+
 #[test]
 fn payload_compress_inspect_and_expand() {
     let dir = tempfile::tempdir().unwrap();
@@ -125,18 +133,11 @@ fn data_prepare_with_bytes_and_a_hugging_face_tokenizer() {
         "--val-fraction",
         "0.1",
     ]));
-    let meta: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(bytes_dir.join("dataset.json")).unwrap())
-            .unwrap();
+    let meta = dataset_meta(&bytes_dir);
     assert_eq!(meta["vocab_size"], 256);
+    assert_eq!(file_len(&bytes_dir.join("val.bin")), 2 * 460);
     assert_eq!(
-        std::fs::metadata(bytes_dir.join("val.bin")).unwrap().len(),
-        2 * 460
-    );
-    assert_eq!(
-        std::fs::metadata(bytes_dir.join("train-00000.bin"))
-            .unwrap()
-            .len(),
+        file_len(&bytes_dir.join("train-00000.bin")),
         2 * (4600 - 460)
     );
 
@@ -160,14 +161,9 @@ fn data_prepare_with_bytes_and_a_hugging_face_tokenizer() {
         "--val-fraction",
         "0.1",
     ]));
-    let meta: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(words_dir.join("dataset.json")).unwrap())
-            .unwrap();
+    let meta = dataset_meta(&words_dir);
     assert_eq!(meta["vocab_size"], 6);
-    assert_eq!(
-        std::fs::metadata(words_dir.join("val.bin")).unwrap().len(),
-        2 * 120
-    );
+    assert_eq!(file_len(&words_dir.join("val.bin")), 2 * 120);
     let first = &std::fs::read(words_dir.join("train-00000.bin")).unwrap()[..6];
     assert_eq!(first, [1, 0, 2, 0, 3, 0], "the cat sat");
 
