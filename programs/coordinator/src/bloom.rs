@@ -5,9 +5,10 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::shuffle::{derive_key, mix};
 
-/// Filter size in bytes. With 4096 bits and 6 probes, 256 ids give a false-positive rate near
-/// 0.1%.
-pub const BLOOM_BYTES: usize = 512;
+/// Filter size in bytes. With 2048 bits and 6 probes the false-positive rate is 0.003% for 64
+/// ids and 2% for the full 256. Two filters must fit one witness transaction (1232 bytes), so
+/// 512 bytes each would not do.
+pub const BLOOM_BYTES: usize = 256;
 const PROBES: u64 = 6;
 
 /// A set of ids with no false negatives and rare false positives.
@@ -62,7 +63,8 @@ mod tests {
         let false_positives = (1000..21000)
             .filter(|&i| bloom.contains(&id(i), &seed))
             .count();
-        assert!(false_positives < 60, "{false_positives} of 20000");
+        // Expected about 2% (430); a broken hash would give far more.
+        assert!(false_positives < 600, "{false_positives} of 20000");
         // Another seed places ids elsewhere.
         assert!(!(0..256).all(|i| bloom.contains(&id(i), &[4u8; 32])));
     }

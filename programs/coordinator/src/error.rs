@@ -1,4 +1,4 @@
-//! Why the coordinator refused an input. Every variant is a rejection with the state unchanged.
+//! Why the coordinator refused an input: a rejection leaves the state exactly as it was.
 
 /// A rejected input. The on-chain program maps these to custom program errors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -31,6 +31,8 @@ pub enum CoordinatorError {
     NotInEpoch,
     #[error("this client is not an elected witness of the current round")]
     NotAWitness,
+    #[error("this report is for round {step}, but the current round is {current}")]
+    WrongRound { step: u64, current: u64 },
     #[error("this witness has reported for the round already")]
     DuplicateWitness,
     #[error("round {0} is not a closed round of this epoch that the coordinator still holds")]
@@ -47,4 +49,77 @@ pub enum CoordinatorError {
     NotPaused,
     #[error("arithmetic overflow in {0}")]
     Overflow(&'static str),
+}
+
+impl CoordinatorError {
+    /// The error's stable number: the on-chain program returns it as `Custom(code)`, and the
+    /// centralized server sends it beside the message. Never renumber; only append.
+    pub fn code(&self) -> u32 {
+        match self {
+            Self::ConfigZero { .. } => 0,
+            Self::ConfigRange { .. } => 1,
+            Self::AlreadyInitialized => 2,
+            Self::Uninitialized => 3,
+            Self::WrongState(_) => 4,
+            Self::NothingDue => 5,
+            Self::ClockWentBackwards { .. } => 6,
+            Self::RunFull => 7,
+            Self::AlreadyJoined => 8,
+            Self::NotAMember => 9,
+            Self::NotInEpoch => 10,
+            Self::NotAWitness => 11,
+            Self::DuplicateWitness => 12,
+            Self::UnknownRound(_) => 13,
+            Self::NoQuorum(_) => 14,
+            Self::NotAParticipant => 15,
+            Self::ClientWasSeen => 16,
+            Self::AlreadyPaused => 17,
+            Self::NotPaused => 18,
+            Self::Overflow(_) => 19,
+            Self::WrongRound { .. } => 20,
+        }
+    }
+}
+
+/// Why the program refused who sent an instruction or which accounts came with it, where the
+/// runtime's own `ProgramError` variants (missing signature, illegal owner, invalid seeds, ...)
+/// do not say it. Returned as `Custom(code)`, numbered from 1000 so they never meet
+/// [`CoordinatorError`]'s codes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AccessError {
+    #[error("the signer is not the run authority")]
+    NotRunAuthority,
+    #[error("the signer is not the run's join authority, or the run is permissionless")]
+    NotJoinAuthority,
+    #[error("the run is gated: the join needs the join authority's grant for this client")]
+    JoinNotGranted,
+    #[error("the account belongs to another run")]
+    RunMismatch,
+    #[error("a run closes only when paused or finished: pause it first")]
+    RunNotClosable,
+    #[error(
+        "the account is not the sysvar the instruction needs there (clock, rent or slot hashes)"
+    )]
+    WrongSysvar,
+}
+
+impl AccessError {
+    /// The error's stable number (see [`CoordinatorError::code`]).
+    pub fn code(&self) -> u32 {
+        1000 + *self as u32
+    }
+}
+
+impl From<CoordinatorError> for solana_program::program_error::ProgramError {
+    fn from(error: CoordinatorError) -> Self {
+        solana_program::msg!("{}", error);
+        Self::Custom(error.code())
+    }
+}
+
+impl From<AccessError> for solana_program::program_error::ProgramError {
+    fn from(error: AccessError) -> Self {
+        solana_program::msg!("{}", error);
+        Self::Custom(error.code())
+    }
 }

@@ -13,13 +13,9 @@
 //! WaitingForMembers | Warmup ──pause──► Paused ──resume──► WaitingForMembers
 //! ```
 
-use bytemuck::Zeroable;
-
 use crate::config::Config;
 use crate::error::CoordinatorError;
-use crate::state::{
-    Coordinator, MAX_CLIENTS, MemberStatus, ROUNDS_KEPT, Round, RunState, WitnessReport,
-};
+use crate::state::{Coordinator, MAX_CLIENTS, MemberStatus, ROUNDS_KEPT, RunState, WitnessReport};
 
 type Result<T> = core::result::Result<T, CoordinatorError>;
 
@@ -34,7 +30,8 @@ impl Coordinator {
             return Err(CoordinatorError::AlreadyInitialized);
         }
         config.validate()?;
-        *self = Coordinator::zeroed();
+        // In place: the state is far larger than an on-chain stack frame (4 KB).
+        bytemuck::bytes_of_mut(self).fill(0);
         self.run_id = run_id;
         self.config = config;
         self.last_update = now;
@@ -87,7 +84,9 @@ impl Coordinator {
     }
 
     fn start_round(&mut self, now: i64, seed: &[u8; 32]) {
-        let mut round = Round::zeroed();
+        // Written in place, like `init`: a round is 16 KB.
+        let round = &mut self.rounds[self.step as usize % ROUNDS_KEPT];
+        bytemuck::bytes_of_mut(round).fill(0);
         round.step = self.step;
         round.epoch = self.epoch;
         round.started_at = now;
@@ -102,7 +101,6 @@ impl Coordinator {
         }
         round.witness_count = self.config.witness_nodes.min(round.participant_count);
         round.in_use = 1;
-        self.rounds[self.step as usize % ROUNDS_KEPT] = round;
         self.set_state(RunState::RoundTrain, now);
     }
 
@@ -226,14 +224,15 @@ impl Coordinator {
 
     fn close_round(&mut self, now: i64, seed: &[u8; 32]) -> Result<()> {
         let slot = self.step as usize % ROUNDS_KEPT;
-        let round = self.rounds[slot];
+        let round = &self.rounds[slot];
+        let (batch_size, had_quorum) = (round.batch_size, round.report_count() >= round.quorum());
         let step = self
             .step
             .checked_add(1)
             .ok_or(CoordinatorError::Overflow("step"))?;
         let data_position = self
             .data_position
-            .checked_add(round.batch_size)
+            .checked_add(batch_size)
             .ok_or(CoordinatorError::Overflow("data position"))?;
         let epoch_rounds = self
             .epoch_rounds
@@ -248,7 +247,7 @@ impl Coordinator {
             || self.pause_pending == 1
             || elapsed(now, self.epoch_started_at, config.epoch_time)
             || self.count(MemberStatus::Active) < usize::from(config.min_clients)
-            || round.report_count() < round.quorum();
+            || !had_quorum;
         if end_epoch {
             self.set_state(RunState::Cooldown, now);
         } else {
@@ -322,11 +321,13 @@ impl Coordinator {
         Ok(slot)
     }
 
-    /// An elected witness reports what it saw this round, proving its election by `position`.
-    /// When every elected witness has reported during training, the witness phase starts.
+    /// An elected witness reports what it saw in round `step`, proving its election by
+    /// `position`. When every elected witness has reported during training, the witness phase
+    /// starts. A report for any other round (one that arrives late) is rejected.
     pub fn witness(
         &mut self,
         id: [u8; 32],
+        step: u64,
         position: u16,
         report: &WitnessReport,
         now: i64,
@@ -335,6 +336,12 @@ impl Coordinator {
         let state = self.run_state();
         if !matches!(state, RunState::RoundTrain | RunState::RoundWitness) {
             return Err(CoordinatorError::WrongState(state));
+        }
+        if step != self.step {
+            return Err(CoordinatorError::WrongRound {
+                step,
+                current: self.step,
+            });
         }
         let slot = self.member_index(&id).ok_or(CoordinatorError::NotAMember)?;
         let round = &mut self.rounds[self.step as usize % ROUNDS_KEPT];
@@ -412,6 +419,30 @@ impl Coordinator {
             }
         }
         self.last_update = now;
+        Ok(())
+    }
+
+    /// The run authority replaces the config while no epoch is under way (waiting for members,
+    /// or paused). Members, points and progress are kept.
+    pub fn update_config(&mut self, config: Config, now: i64) -> Result<()> {
+        self.check_clock(now)?;
+        let state = self.run_state();
+        if !matches!(state, RunState::WaitingForMembers | RunState::Paused) {
+            return Err(CoordinatorError::WrongState(state));
+        }
+        config.validate()?;
+        if config.total_steps <= self.step {
+            return Err(CoordinatorError::ConfigRange {
+                field: "total_steps",
+                value: config.total_steps,
+                range: "more than the steps already completed",
+            });
+        }
+        self.config = config;
+        self.last_update = now;
+        if state == RunState::WaitingForMembers {
+            self.update_join_window(now);
+        }
         Ok(())
     }
 

@@ -81,7 +81,7 @@ fn apply(c: &mut Coordinator, input: &Input, now: &mut i64, counter: u64) -> boo
             for other in (0..CLIENTS).filter(|other| seen & (1 << other) != 0) {
                 report.participants.insert(&id(other), &round_seed);
             }
-            c.witness(id(client), position, &report, *now)
+            c.witness(id(client), c.step, position, &report, *now)
         }
         Input::HealthCheck {
             from,

@@ -88,7 +88,9 @@ impl Run {
         for position in 0..round.witness_count {
             let witness = self.c.members[round.elected(position).unwrap()].id;
             let now = self.at(1);
-            self.c.witness(witness, position, &report, now).unwrap();
+            self.c
+                .witness(witness, round.step, position, &report, now)
+                .unwrap();
         }
     }
 }
@@ -242,24 +244,63 @@ fn witnesses_must_be_elected_and_report_once() {
     let now = run.at(1);
     let outsider_id = run.c.members[outsider].id;
     assert_eq!(
-        run.c.witness(outsider_id, 0, &report, now),
+        run.c.witness(outsider_id, round.step, 0, &report, now),
         Err(CoordinatorError::NotAWitness)
     );
     let witness = run.c.members[round.elected(0).unwrap()].id;
     assert_eq!(
-        run.c.witness(witness, 1, &report, now),
+        run.c.witness(witness, round.step, 1, &report, now),
         Err(CoordinatorError::NotAWitness),
         "wrong proof"
     );
-    run.c.witness(witness, 0, &report, now).unwrap();
+    run.c.witness(witness, round.step, 0, &report, now).unwrap();
     assert_eq!(
-        run.c.witness(witness, 0, &report, now),
+        run.c.witness(witness, round.step, 0, &report, now),
         Err(CoordinatorError::DuplicateWitness)
     );
     assert_eq!(
-        run.c.witness(id(99), 0, &report, now),
+        run.c.witness(id(99), round.step, 0, &report, now),
         Err(CoordinatorError::NotAMember)
     );
+    let late = run.c.members[round.elected(1).unwrap()].id;
+    assert_eq!(
+        run.c.witness(late, round.step + 1, 1, &report, now),
+        Err(CoordinatorError::WrongRound {
+            step: round.step + 1,
+            current: round.step
+        }),
+        "a report for another round"
+    );
+}
+
+#[test]
+fn config_updates_only_between_epochs_and_keep_progress() {
+    let mut run = Run::started(config(), &[1, 2, 3]);
+    let now = run.at(1);
+    assert_eq!(
+        run.c.update_config(config(), now),
+        Err(CoordinatorError::WrongState(RunState::RoundTrain))
+    );
+    run.c.pause(now).unwrap();
+    run.witness_all(&[1, 2, 3]);
+    assert_eq!(run.tick(10), Ok(RunState::Cooldown));
+    assert_eq!(run.tick(20), Ok(RunState::Paused));
+    let now = run.at(1);
+    let too_short = Config {
+        total_steps: 1,
+        ..config()
+    };
+    assert_eq!(
+        run.c.update_config(too_short, now).unwrap_err().to_string(),
+        "total_steps = 1: must be more than the steps already completed"
+    );
+    let longer = Config {
+        total_steps: 500,
+        ..config()
+    };
+    run.c.update_config(longer, now).unwrap();
+    assert_eq!((run.c.config.total_steps, run.c.step), (500, 1));
+    assert_eq!(run.c.members[0].points, 100);
 }
 
 #[test]

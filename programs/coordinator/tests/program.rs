@@ -1,0 +1,794 @@
+//! The Solana program through real transactions: solana-program-test runs it natively as a
+//! builtin in an in-memory bank, with the system program, rent, clock and slot hashes.
+
+use demeter_coordinator::account::{RunAccount, RunInstance, Tagged, find_run_instance};
+use demeter_coordinator::instruction::{self, CoordinatorInstruction};
+use demeter_coordinator::processor::process_instruction;
+use demeter_coordinator::{
+    AccessError, Bloom, Config, CoordinatorError, MemberStatus, RunState, WitnessReport,
+};
+use solana_program_test::{BanksClientError, ProgramTest, ProgramTestContext, processor};
+use solana_sdk::account::{Account, AccountSharedData, WritableAccount};
+use solana_sdk::clock::Clock;
+use solana_sdk::instruction::{Instruction, InstructionError};
+use solana_sdk::pubkey::Pubkey;
+use solana_sdk::signature::{Keypair, Signer};
+use solana_sdk::transaction::{Transaction, TransactionError};
+
+fn config() -> Config {
+    Config {
+        warmup_time: 30,
+        cooldown_time: 20,
+        max_round_train_time: 60,
+        round_witness_time: 10,
+        epoch_time: 600,
+        join_window: 5,
+        total_steps: 2,
+        global_batch_size_start: 12,
+        global_batch_size_end: 12,
+        global_batch_size_ramp_steps: 0,
+        points_per_epoch: 100,
+        init_min_clients: 3,
+        min_clients: 2,
+        witness_nodes: 3,
+        _padding: 0,
+    }
+}
+
+struct Chain {
+    ctx: ProgramTestContext,
+    now: i64,
+    slot: u64,
+}
+
+type Sent = Result<(), BanksClientError>;
+
+impl Chain {
+    async fn start() -> Self {
+        let mut test = ProgramTest::new(
+            "demeter_coordinator",
+            demeter_coordinator::ID,
+            processor!(process_instruction),
+        );
+        test.prefer_bpf(false);
+        let ctx = test.start_with_context().await;
+        let clock: Clock = ctx.banks_client.get_sysvar().await.unwrap();
+        Self {
+            now: clock.unix_timestamp,
+            slot: clock.slot,
+            ctx,
+        }
+    }
+
+    /// Moves to a new slot (a fresh blockhash, so repeated instructions are new transactions)
+    /// with the chain clock at `self.now`.
+    fn next_slot(&mut self) {
+        self.slot += 1;
+        self.ctx.warp_to_slot(self.slot).unwrap();
+        let mut clock = Clock {
+            slot: self.slot,
+            unix_timestamp: self.now,
+            ..Clock::default()
+        };
+        clock.epoch_start_timestamp = self.now;
+        self.ctx.set_sysvar(&clock);
+    }
+
+    fn advance(&mut self, seconds: i64) {
+        self.now += seconds;
+    }
+
+    async fn send(&mut self, instructions: &[Instruction], signers: &[&Keypair]) -> Sent {
+        self.next_slot();
+        let blockhash = self.ctx.banks_client.get_latest_blockhash().await?;
+        let mut all: Vec<&Keypair> = vec![&self.ctx.payer];
+        all.extend_from_slice(signers);
+        let transaction = Transaction::new_signed_with_payer(
+            instructions,
+            Some(&self.ctx.payer.pubkey()),
+            &all,
+            blockhash,
+        );
+        self.ctx.banks_client.process_transaction(transaction).await
+    }
+
+    async fn account(&mut self, key: &Pubkey) -> Option<Account> {
+        self.ctx.banks_client.get_account(*key).await.unwrap()
+    }
+
+    async fn run(&mut self, key: &Pubkey) -> Box<RunAccount> {
+        let account = self.account(key).await.expect("run account exists");
+        assert_eq!(account.owner, demeter_coordinator::ID);
+        RunAccount::decode(&account.data).unwrap()
+    }
+
+    /// Creates a run in one transaction (create the run account, then init it).
+    async fn create_run(
+        &mut self,
+        authority: &Keypair,
+        run_account: &Keypair,
+        run_id: [u8; 32],
+        join_authority: Option<Pubkey>,
+        config: Config,
+    ) -> Sent {
+        let rent = self.ctx.banks_client.get_rent().await.unwrap();
+        let create = instruction::create_run_account(
+            &authority.pubkey(),
+            &run_account.pubkey(),
+            rent.minimum_balance(RunAccount::LEN),
+        );
+        let init = instruction::init_run(
+            &authority.pubkey(),
+            &run_account.pubkey(),
+            run_id,
+            join_authority,
+            config,
+        );
+        self.send(&[create, init], &[authority, run_account]).await
+    }
+
+    async fn funded(&mut self) -> Keypair {
+        let key = Keypair::new();
+        self.ctx.set_account(
+            &key.pubkey(),
+            &AccountSharedData::new(10_000_000_000, 0, &solana_system_interface::program::ID),
+        );
+        key
+    }
+
+    async fn tick(&mut self, run: &Pubkey) -> Sent {
+        self.send(&[instruction::tick(run)], &[]).await
+    }
+}
+
+fn custom(code: u32) -> TransactionError {
+    TransactionError::InstructionError(0, InstructionError::Custom(code))
+}
+
+fn machine(error: CoordinatorError) -> TransactionError {
+    custom(error.code())
+}
+
+fn access(error: AccessError) -> TransactionError {
+    custom(error.code())
+}
+
+fn failed(sent: Sent) -> TransactionError {
+    sent.expect_err("the transaction should fail").unwrap()
+}
+
+/// A run with three joined clients, at the start of the first round.
+struct Started {
+    chain: Chain,
+    authority: Keypair,
+    run: Pubkey,
+    run_id: [u8; 32],
+    clients: Vec<Keypair>,
+}
+
+impl Started {
+    async fn new(config: Config) -> Self {
+        let mut chain = Chain::start().await;
+        let authority = chain.funded().await;
+        let run_account = Keypair::new();
+        let run_id = *b"moby-dick-tiny\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0";
+        chain
+            .create_run(&authority, &run_account, run_id, None, config)
+            .await
+            .unwrap();
+        let run = run_account.pubkey();
+        let clients: Vec<Keypair> = (0..3).map(|_| Keypair::new()).collect();
+        for client in &clients {
+            chain.advance(1);
+            chain
+                .send(&[instruction::join(&client.pubkey(), &run)], &[client])
+                .await
+                .unwrap();
+        }
+        let mut started = Self {
+            chain,
+            authority,
+            run,
+            run_id,
+            clients,
+        };
+        started.start_epoch().await;
+        started
+    }
+
+    /// From WaitingForMembers (with the clients joined) to the first round of an epoch.
+    async fn start_epoch(&mut self) {
+        self.chain.advance(5);
+        self.chain.tick(&self.run).await.unwrap();
+        assert_eq!(
+            self.chain.run(&self.run).await.coordinator.run_state(),
+            RunState::Warmup
+        );
+        for client in &self.clients {
+            self.chain.advance(1);
+            self.chain
+                .send(
+                    &[instruction::warmup_witness(&client.pubkey(), &self.run)],
+                    &[client],
+                )
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            self.chain.run(&self.run).await.coordinator.run_state(),
+            RunState::RoundTrain
+        );
+    }
+
+    fn client(&self, key: &[u8; 32]) -> &Keypair {
+        self.clients
+            .iter()
+            .find(|c| &c.pubkey().to_bytes() == key)
+            .unwrap()
+    }
+
+    /// Every elected witness reports all three clients and their commitments.
+    async fn witness_round(&mut self) {
+        let state = self.chain.run(&self.run).await;
+        let round = *state.coordinator.current_round().unwrap();
+        let mut report = WitnessReport {
+            participants: Bloom::default(),
+            commitments: Bloom::default(),
+        };
+        for client in &self.clients {
+            let id = client.pubkey().to_bytes();
+            report.participants.insert(&id, &round.seed);
+            report
+                .commitments
+                .insert(&commitment(&id, round.step), &round.seed);
+        }
+        for position in 0..round.witness_count {
+            let slot = round.elected(position).unwrap();
+            let witness = self
+                .client(&state.coordinator.members[slot].id)
+                .insecure_clone();
+            let ix =
+                instruction::witness(&witness.pubkey(), &self.run, round.step, position, &report);
+            self.chain.advance(1);
+            self.chain.send(&[ix], &[&witness]).await.unwrap();
+        }
+    }
+}
+
+fn commitment(id: &[u8; 32], step: u64) -> [u8; 32] {
+    let mut c = *id;
+    c[..8].copy_from_slice(&step.to_le_bytes());
+    c
+}
+
+#[tokio::test]
+async fn a_full_epoch_with_three_clients_pays_points_and_closes() {
+    let mut s = Started::new(config()).await;
+    let run = s.run;
+    for step in 0..2 {
+        let state = s.chain.run(&run).await;
+        let round = state.coordinator.current_round().unwrap();
+        assert_eq!((round.step, round.participant_count), (step, 3));
+        // The three clients split the 12 samples of the round into contiguous shares.
+        let mut shares: Vec<_> = (0..3).map(|slot| round.assignment(slot).unwrap()).collect();
+        shares.sort_by_key(|r| r.start);
+        assert_eq!(shares.iter().map(|r| r.end - r.start).sum::<u64>(), 12);
+        s.witness_round().await;
+        assert_eq!(
+            s.chain.run(&run).await.coordinator.run_state(),
+            RunState::RoundWitness
+        );
+        s.chain.advance(10);
+        s.chain.tick(&run).await.unwrap();
+        let closed = s.chain.run(&run).await;
+        let round = closed.coordinator.closed_round(step).unwrap();
+        let first = s.clients[0].pubkey().to_bytes();
+        assert!(round.result_counts(&commitment(&first, step)));
+    }
+    let state = s.chain.run(&run).await.coordinator;
+    assert_eq!((state.run_state(), state.step), (RunState::Cooldown, 2));
+    s.chain.advance(20);
+    s.chain.tick(&run).await.unwrap();
+    let state = s.chain.run(&run).await.coordinator;
+    assert_eq!(state.run_state(), RunState::Finished);
+    for client in &s.clients {
+        let slot = state.member_index(&client.pubkey().to_bytes()).unwrap();
+        assert_eq!(state.members[slot].points, 100);
+        assert_eq!(state.members[slot].status(), MemberStatus::Active);
+    }
+    assert_eq!(
+        failed(s.chain.tick(&run).await),
+        machine(CoordinatorError::NothingDue)
+    );
+
+    // Closing returns both accounts' rent to the authority.
+    let (instance, _) = find_run_instance(&s.run_id);
+    let rent = s.chain.account(&instance).await.unwrap().lamports
+        + s.chain.account(&run).await.unwrap().lamports;
+    let before = s
+        .chain
+        .account(&s.authority.pubkey())
+        .await
+        .unwrap()
+        .lamports;
+    let close = instruction::close_run(&s.authority.pubkey(), &s.run_id, &run);
+    let authority = s.authority.insecure_clone();
+    s.chain.send(&[close], &[&authority]).await.unwrap();
+    assert!(s.chain.account(&run).await.is_none());
+    assert!(s.chain.account(&instance).await.is_none());
+    let after = s
+        .chain
+        .account(&s.authority.pubkey())
+        .await
+        .unwrap()
+        .lamports;
+    assert_eq!(
+        after - before,
+        rent,
+        "the payer paid the fees, the authority got the rent"
+    );
+}
+
+#[tokio::test]
+async fn init_checks_its_accounts_and_happens_once() {
+    let mut chain = Chain::start().await;
+    let authority = chain.funded().await;
+    let run_account = Keypair::new();
+    let run_id = [7u8; 32];
+
+    let bad = Config {
+        witness_nodes: 0,
+        ..config()
+    };
+    assert_eq!(
+        failed(
+            chain
+                .create_run(&authority, &run_account, run_id, None, bad)
+                .await
+        ),
+        TransactionError::InstructionError(
+            1,
+            InstructionError::Custom(CoordinatorError::ConfigZero { field: "" }.code())
+        )
+    );
+
+    chain
+        .create_run(&authority, &run_account, run_id, None, config())
+        .await
+        .unwrap();
+    let state = chain.run(&run_account.pubkey()).await;
+    assert_eq!(state.authority, authority.pubkey().to_bytes());
+    assert_eq!(state.coordinator.run_id, run_id);
+    assert!(!state.is_gated());
+    let (instance, _) = find_run_instance(&run_id);
+    let record = chain.account(&instance).await.unwrap();
+    let record: &RunInstance = bytemuck::from_bytes(&record.data);
+    assert_eq!(record.run_account, run_account.pubkey().to_bytes());
+
+    // The same name again, with a fresh run account: the instance exists already.
+    let second = Keypair::new();
+    assert_eq!(
+        failed(
+            chain
+                .create_run(&authority, &second, run_id, None, config())
+                .await
+        ),
+        TransactionError::InstructionError(1, InstructionError::AccountAlreadyInitialized)
+    );
+    // The same run account again under a new name: it is initialized already.
+    let init = instruction::init_run(
+        &authority.pubkey(),
+        &run_account.pubkey(),
+        [8u8; 32],
+        None,
+        config(),
+    );
+    assert_eq!(
+        failed(chain.send(&[init], &[&authority, &run_account]).await),
+        TransactionError::InstructionError(0, InstructionError::AccountAlreadyInitialized)
+    );
+    // A run account that does not sign could be someone else's: refused.
+    let mut unsigned = instruction::init_run(
+        &authority.pubkey(),
+        &second.pubkey(),
+        [9u8; 32],
+        None,
+        config(),
+    );
+    unsigned.accounts[2].is_signer = false;
+    assert_eq!(
+        failed(chain.send(&[unsigned], &[&authority]).await),
+        TransactionError::InstructionError(0, InstructionError::MissingRequiredSignature)
+    );
+}
+
+#[tokio::test]
+async fn inputs_from_the_wrong_party_are_rejected() {
+    let mut s = Started::new(config()).await;
+    let run = s.run;
+    let stranger = s.chain.funded().await;
+
+    // Pause by a stranger, then by the authority.
+    let pause = instruction::pause(&stranger.pubkey(), &run);
+    assert_eq!(
+        failed(s.chain.send(&[pause], &[&stranger]).await),
+        access(AccessError::NotRunAuthority)
+    );
+
+    // A join whose client does not sign (the fee payer signs instead).
+    let mut unsigned = instruction::join(&stranger.pubkey(), &run);
+    unsigned.accounts[0].is_signer = false;
+    assert_eq!(
+        failed(s.chain.send(&[unsigned], &[]).await),
+        TransactionError::InstructionError(0, InstructionError::MissingRequiredSignature)
+    );
+
+    // A double join.
+    let member = s.clients[0].insecure_clone();
+    assert_eq!(
+        failed(
+            s.chain
+                .send(&[instruction::join(&member.pubkey(), &run)], &[&member])
+                .await
+        ),
+        machine(CoordinatorError::AlreadyJoined)
+    );
+
+    // A witness report from a client that was not elected (or a wrong proof position).
+    let state = s.chain.run(&run).await.coordinator;
+    let round = *state.current_round().unwrap();
+    let report = WitnessReport {
+        participants: Bloom::default(),
+        commitments: Bloom::default(),
+    };
+    let witness = s
+        .client(&state.members[round.elected(0).unwrap()].id)
+        .insecure_clone();
+    let wrong_position = instruction::witness(&witness.pubkey(), &run, round.step, 1, &report);
+    assert_eq!(
+        failed(s.chain.send(&[wrong_position], &[&witness]).await),
+        machine(CoordinatorError::NotAWitness)
+    );
+    let outsider = instruction::witness(&stranger.pubkey(), &run, round.step, 0, &report);
+    assert_eq!(
+        failed(s.chain.send(&[outsider], &[&stranger]).await),
+        machine(CoordinatorError::NotAMember)
+    );
+
+    // An early tick: the round has 60 s to train.
+    assert_eq!(
+        failed(s.chain.tick(&run).await),
+        machine(CoordinatorError::NothingDue)
+    );
+    // A tick with a fake SlotHashes account.
+    for sysvar in [1, 2] {
+        let mut fake_sysvar = instruction::tick(&run);
+        fake_sysvar.accounts[sysvar].pubkey = stranger.pubkey();
+        assert_eq!(
+            failed(s.chain.send(&[fake_sysvar], &[]).await),
+            access(AccessError::WrongSysvar)
+        );
+    }
+
+    // Closing a run in the middle of an epoch would drop the epoch: refused.
+    let authority = s.authority.insecure_clone();
+    let close = instruction::close_run(&authority.pubkey(), &s.run_id, &run);
+    assert_eq!(
+        failed(
+            s.chain
+                .send(std::slice::from_ref(&close), &[&authority])
+                .await
+        ),
+        access(AccessError::RunNotClosable)
+    );
+    // By a stranger, even when closable.
+    let stranger_close = instruction::close_run(&stranger.pubkey(), &s.run_id, &run);
+    assert_eq!(
+        failed(s.chain.send(&[stranger_close], &[&stranger]).await),
+        access(AccessError::NotRunAuthority)
+    );
+
+    // Instruction data that decodes to nothing.
+    let garbage = Instruction {
+        program_id: demeter_coordinator::ID,
+        accounts: vec![],
+        data: vec![200, 1, 2],
+    };
+    assert_eq!(
+        failed(s.chain.send(&[garbage], &[]).await),
+        TransactionError::InstructionError(0, InstructionError::InvalidInstructionData)
+    );
+    let mut trailing = CoordinatorInstruction::Tick.pack();
+    trailing.push(0);
+    let trailing = Instruction {
+        data: trailing,
+        ..instruction::tick(&run)
+    };
+    assert_eq!(
+        failed(s.chain.send(&[trailing], &[]).await),
+        TransactionError::InstructionError(0, InstructionError::InvalidInstructionData)
+    );
+}
+
+#[tokio::test]
+async fn look_alike_and_foreign_accounts_are_rejected() {
+    let mut s = Started::new(config()).await;
+    let run = s.run;
+    let member = s.clients[0].insecure_clone();
+    let genuine = s.chain.account(&run).await.unwrap();
+
+    // A byte-for-byte copy of the run account, owned by another program.
+    let forged = Pubkey::new_unique();
+    let mut copy =
+        AccountSharedData::new(genuine.lamports, genuine.data.len(), &Pubkey::new_unique());
+    copy.set_data_from_slice(&genuine.data);
+    s.chain.ctx.set_account(&forged, &copy);
+    let withdraw = instruction::withdraw(&member.pubkey(), &forged);
+    assert_eq!(
+        failed(s.chain.send(&[withdraw], &[&member]).await),
+        TransactionError::InstructionError(0, InstructionError::IllegalOwner)
+    );
+
+    // The same copy owned by the system program (a foreign owner of another kind).
+    copy.set_owner(solana_system_interface::program::ID);
+    s.chain.ctx.set_account(&forged, &copy);
+    let withdraw = instruction::withdraw(&member.pubkey(), &forged);
+    assert_eq!(
+        failed(s.chain.send(&[withdraw], &[&member]).await),
+        TransactionError::InstructionError(0, InstructionError::IllegalOwner)
+    );
+
+    // One of the program's own accounts of another type: the run instance.
+    let (instance, _) = find_run_instance(&s.run_id);
+    let withdraw = instruction::withdraw(&member.pubkey(), &instance);
+    assert_eq!(
+        failed(s.chain.send(&[withdraw], &[&member]).await),
+        TransactionError::InstructionError(0, InstructionError::InvalidAccountData)
+    );
+
+    // The run account passed read-only.
+    let mut read_only = instruction::withdraw(&member.pubkey(), &run);
+    read_only.accounts[1].is_writable = false;
+    assert_eq!(
+        failed(s.chain.send(&[read_only], &[&member]).await),
+        TransactionError::InstructionError(0, InstructionError::Immutable)
+    );
+
+    // Closing with another run's instance.
+    let authority = s.authority.insecure_clone();
+    s.chain
+        .send(
+            &[instruction::pause(&authority.pubkey(), &run)],
+            &[&authority],
+        )
+        .await
+        .unwrap();
+    let other_account = Keypair::new();
+    s.chain
+        .create_run(&authority, &other_account, [5u8; 32], None, config())
+        .await
+        .unwrap();
+    let mut mixed = instruction::close_run(&authority.pubkey(), &[5u8; 32], &run);
+    mixed.accounts[2].pubkey = run;
+    assert_eq!(
+        failed(s.chain.send(&[mixed], &[&authority]).await),
+        access(AccessError::RunMismatch)
+    );
+    // Nothing above changed the run.
+    let state = s.chain.run(&run).await.coordinator;
+    let slot = state.member_index(&member.pubkey().to_bytes()).unwrap();
+    assert_eq!(state.members[slot].status(), MemberStatus::Active);
+}
+
+#[tokio::test]
+async fn gated_runs_admit_only_granted_clients() {
+    let mut chain = Chain::start().await;
+    let authority = chain.funded().await;
+    let gatekeeper = chain.funded().await;
+    let run_account = Keypair::new();
+    chain
+        .create_run(
+            &authority,
+            &run_account,
+            [3u8; 32],
+            Some(gatekeeper.pubkey()),
+            config(),
+        )
+        .await
+        .unwrap();
+    let run = run_account.pubkey();
+    let client = Keypair::new();
+    let join = instruction::join(&client.pubkey(), &run);
+
+    assert_eq!(
+        failed(chain.send(std::slice::from_ref(&join), &[&client]).await),
+        access(AccessError::JoinNotGranted)
+    );
+    // Only the join authority grants.
+    let by_authority = instruction::grant_join(&authority.pubkey(), &run, &client.pubkey());
+    assert_eq!(
+        failed(chain.send(&[by_authority], &[&authority]).await),
+        access(AccessError::NotJoinAuthority)
+    );
+    let grant = instruction::grant_join(&gatekeeper.pubkey(), &run, &client.pubkey());
+    chain
+        .send(std::slice::from_ref(&grant), &[&gatekeeper])
+        .await
+        .unwrap();
+    assert_eq!(
+        failed(chain.send(&[grant], &[&gatekeeper]).await),
+        TransactionError::InstructionError(0, InstructionError::AccountAlreadyInitialized)
+    );
+    // Another client cannot use this client's grant.
+    let other = Keypair::new();
+    let mut borrowed = instruction::join(&other.pubkey(), &run);
+    borrowed.accounts[3] = join.accounts[3].clone();
+    assert_eq!(
+        failed(chain.send(&[borrowed], &[&other]).await),
+        access(AccessError::JoinNotGranted)
+    );
+    chain.send(&[join], &[&client]).await.unwrap();
+    let state = chain.run(&run).await.coordinator;
+    assert!(state.member_index(&client.pubkey().to_bytes()).is_some());
+
+    // Revoked: the grant is closed, its rent back with the join authority, and a new join
+    // (after leaving) is refused.
+    let revoke = instruction::revoke_join(&gatekeeper.pubkey(), &run, &client.pubkey());
+    chain.send(&[revoke], &[&gatekeeper]).await.unwrap();
+    assert!(chain.account(&join_grant(&run, &client)).await.is_none());
+    chain
+        .send(&[instruction::withdraw(&client.pubkey(), &run)], &[&client])
+        .await
+        .unwrap();
+    assert_eq!(
+        failed(
+            chain
+                .send(&[instruction::join(&client.pubkey(), &run)], &[&client])
+                .await
+        ),
+        access(AccessError::JoinNotGranted)
+    );
+}
+
+fn join_grant(run: &Pubkey, client: &Keypair) -> Pubkey {
+    demeter_coordinator::account::find_join_grant(run, &client.pubkey()).0
+}
+
+#[tokio::test]
+async fn points_overflow_is_an_error_not_a_wrap() {
+    let overflowing = Config {
+        points_per_epoch: u64::MAX,
+        total_steps: 10,
+        epoch_time: 70,
+        ..config()
+    };
+    let mut s = Started::new(overflowing).await;
+    let run = s.run;
+    for epoch in 0..2 {
+        s.witness_round().await;
+        s.chain.advance(70);
+        s.chain.tick(&run).await.unwrap();
+        let state = s.chain.run(&run).await.coordinator;
+        assert_eq!(
+            state.run_state(),
+            RunState::Cooldown,
+            "epoch {epoch} is over"
+        );
+        s.chain.advance(20);
+        if epoch == 0 {
+            s.chain.tick(&run).await.unwrap();
+            let state = s.chain.run(&run).await.coordinator;
+            assert_eq!(state.members[0].points, u64::MAX);
+            s.start_epoch().await;
+        } else {
+            assert_eq!(
+                failed(s.chain.tick(&run).await),
+                machine(CoordinatorError::Overflow("points"))
+            );
+        }
+    }
+    // The failed tick changed nothing: the points are still there, still in Cooldown.
+    let state = s.chain.run(&run).await.coordinator;
+    assert_eq!(state.run_state(), RunState::Cooldown);
+    assert_eq!(state.members[0].points, u64::MAX);
+}
+
+#[tokio::test]
+async fn the_authority_pauses_updates_and_resumes() {
+    let mut s = Started::new(config()).await;
+    let run = s.run;
+    let authority = s.authority.insecure_clone();
+    let longer = Config {
+        total_steps: 50,
+        ..config()
+    };
+    let update = instruction::update_config(&authority.pubkey(), &run, longer);
+    assert_eq!(
+        failed(
+            s.chain
+                .send(std::slice::from_ref(&update), &[&authority])
+                .await
+        ),
+        machine(CoordinatorError::WrongState(RunState::RoundTrain))
+    );
+    s.chain
+        .send(
+            &[instruction::pause(&authority.pubkey(), &run)],
+            &[&authority],
+        )
+        .await
+        .unwrap();
+    s.witness_round().await;
+    s.chain.advance(10);
+    s.chain.tick(&run).await.unwrap();
+    s.chain.advance(20);
+    s.chain.tick(&run).await.unwrap();
+    assert_eq!(
+        s.chain.run(&run).await.coordinator.run_state(),
+        RunState::Paused
+    );
+    s.chain.send(&[update], &[&authority]).await.unwrap();
+    s.chain
+        .send(
+            &[instruction::resume(&authority.pubkey(), &run)],
+            &[&authority],
+        )
+        .await
+        .unwrap();
+    let state = s.chain.run(&run).await.coordinator;
+    assert_eq!(state.run_state(), RunState::WaitingForMembers);
+    assert_eq!((state.config.total_steps, state.step), (50, 1));
+    assert_eq!(state.members[0].points, 100);
+}
+
+#[test]
+fn instructions_round_trip_and_witnesses_fit_one_transaction() {
+    let report = WitnessReport {
+        participants: Bloom::default(),
+        commitments: Bloom::default(),
+    };
+    let cases = [
+        CoordinatorInstruction::InitRun {
+            run_id: [1; 32],
+            join_authority: Some(Pubkey::new_unique()),
+            config: config(),
+        },
+        CoordinatorInstruction::InitRun {
+            run_id: [1; 32],
+            join_authority: None,
+            config: config(),
+        },
+        CoordinatorInstruction::UpdateConfig { config: config() },
+        CoordinatorInstruction::Witness {
+            step: 7,
+            position: 2,
+            report: &report,
+        },
+        CoordinatorInstruction::HealthCheck {
+            step: 3,
+            target: Pubkey::new_unique(),
+        },
+        CoordinatorInstruction::CloseRun,
+    ];
+    for case in cases {
+        let data = case.pack();
+        assert_eq!(CoordinatorInstruction::unpack(&data).unwrap(), case);
+        assert!(CoordinatorInstruction::unpack(&data[..data.len() - 1]).is_err());
+    }
+    // A witness transaction, signed by the witness as fee payer, within the 1232-byte limit.
+    let witness = Keypair::new();
+    let ix = instruction::witness(&witness.pubkey(), &Pubkey::new_unique(), 1, 0, &report);
+    let tx = Transaction::new_signed_with_payer(
+        &[ix],
+        Some(&witness.pubkey()),
+        &[&witness],
+        solana_sdk::hash::Hash::default(),
+    );
+    let size = bincode_size(&tx);
+    assert!(size <= 1232, "{size} bytes");
+}
+
+fn bincode_size(tx: &Transaction) -> usize {
+    // signatures (short-vec length + 64 each) + the serialized message
+    1 + 64 * tx.signatures.len() + tx.message.serialize().len()
+}
