@@ -2,6 +2,7 @@
 //! the in-process simulation of many clients.
 
 pub mod commands;
+pub mod coordinator;
 pub mod data;
 pub mod demo;
 pub mod model;

@@ -1,49 +1,42 @@
-//! `demeter coordinator`: the run file of the centralized coordinator.
+//! `demeter coordinator`: check a run file, or serve the run as the centralized coordinator.
 
-use std::path::{Path, PathBuf};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
-use demeter_coordinator::Config;
-use serde::Deserialize;
 
 use super::table::Table;
+use crate::coordinator::{RunFile, Server, ServerSettings};
 
 #[derive(clap::Subcommand, Debug)]
 pub enum CoordinatorCommand {
     /// Validate a run file and print the run it describes.
     CheckConfig { path: PathBuf },
+    /// Run the coordinator for a run without a chain: the run state machine behind TCP.
+    Serve(ServeArgs),
 }
 
-/// A run file: the run's id and its coordinator settings.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RunFile {
-    /// At most 32 bytes; it names the run on-chain and off.
-    pub run_id: String,
-    pub config: Config,
-}
-
-impl RunFile {
-    /// Reads and validates a run file; errors name the file and the field.
-    pub fn read(path: &Path) -> anyhow::Result<Self> {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let run: Self = toml::from_str(&text).with_context(|| format!("{}", path.display()))?;
-        anyhow::ensure!(
-            !run.run_id.is_empty() && run.run_id.len() <= 32,
-            "{}: run_id {:?} must be 1 to 32 bytes",
-            path.display(),
-            run.run_id
-        );
-        run.config
-            .validate()
-            .with_context(|| format!("{}: config", path.display()))?;
-        Ok(run)
-    }
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    /// The run file (see deploy/examples/coordinator-run.toml).
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:7300")]
+    pub listen: SocketAddr,
+    /// The state file, written after every change; an existing one resumes the run
+    /// (default: RUN_ID.coordinator-state beside the run file).
+    #[arg(long)]
+    pub state: Option<PathBuf>,
+    /// How often the server checks for time-outs, in milliseconds.
+    #[arg(long, default_value_t = 200)]
+    pub tick_ms: u64,
 }
 
 pub fn coordinator(command: &CoordinatorCommand) -> anyhow::Result<()> {
     match command {
+        CoordinatorCommand::Serve(args) => serve(args),
         CoordinatorCommand::CheckConfig { path } => {
             let run = RunFile::read(path)?;
             let c = run.config;
@@ -96,4 +89,40 @@ pub fn coordinator(command: &CoordinatorCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn serve(args: &ServeArgs) -> anyhow::Result<()> {
+    let run = RunFile::read(&args.config)?;
+    let state = args.state.clone().unwrap_or_else(|| {
+        args.config
+            .with_file_name(format!("{}.coordinator-state", run.run_id))
+    });
+    let settings = ServerSettings::from_run_file(&run, state, Duration::from_millis(args.tick_ms))?;
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async {
+        let server = Server::open(settings)?;
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("listening on {}", args.listen))?;
+        tracing::info!(address = %listener.local_addr()?, run = %run.run_id, "coordinator listening");
+        server.serve(listener, shutdown_signal()).await
+    })
+}
+
+/// Ctrl-C or SIGTERM (what Kubernetes sends); the state is on disk after every change, so
+/// stopping loses nothing.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
 }

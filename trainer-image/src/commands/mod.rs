@@ -7,7 +7,7 @@ mod payload;
 mod simulate;
 mod table;
 
-pub use coordinator::{CoordinatorCommand, RunFile, coordinator};
+pub use coordinator::{CoordinatorCommand, ServeArgs, coordinator};
 pub use data::{DataArgs, prepare_data};
 pub use model::{ModelInitArgs, init_model};
 pub use payload::{PayloadCommand, payload};

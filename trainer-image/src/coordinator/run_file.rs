@@ -1,0 +1,78 @@
+//! The run file (`run.toml`) of a run without a chain: its name, its coordinator config, and
+//! who steers it.
+
+use std::path::Path;
+
+use anyhow::Context;
+use demeter_coordinator::Config;
+use serde::Deserialize;
+
+use super::identity::from_base58;
+
+/// A run file, as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunFile {
+    /// At most 32 bytes; it names the run on-chain and off.
+    pub run_id: String,
+    /// The run authority's public key (base58): the only client that may pause and resume.
+    /// Without it nobody can.
+    #[serde(default)]
+    pub authority: Option<String>,
+    /// Public keys (base58) allowed to connect, the off-chain counterpart of the program's join
+    /// grants. Without it any client with a key may join.
+    #[serde(default)]
+    pub clients: Option<Vec<String>>,
+    pub config: Config,
+}
+
+impl RunFile {
+    /// Reads and validates a run file; errors name the file and the field.
+    pub fn read(path: &Path) -> anyhow::Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let run: Self = toml::from_str(&text).with_context(|| format!("{}", path.display()))?;
+        run.validate()
+            .with_context(|| format!("{}", path.display()))?;
+        Ok(run)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        self.run_id_bytes()?;
+        self.authority_key()?;
+        self.client_keys()?;
+        self.config.validate().context("config")?;
+        Ok(())
+    }
+
+    /// The run id, zero-padded to 32 bytes as the program stores it.
+    pub fn run_id_bytes(&self) -> anyhow::Result<[u8; 32]> {
+        anyhow::ensure!(
+            !self.run_id.is_empty() && self.run_id.len() <= 32,
+            "run_id {:?} must be 1 to 32 bytes",
+            self.run_id
+        );
+        let mut id = [0u8; 32];
+        id[..self.run_id.len()].copy_from_slice(self.run_id.as_bytes());
+        Ok(id)
+    }
+
+    pub fn authority_key(&self) -> anyhow::Result<Option<[u8; 32]>> {
+        self.authority
+            .as_deref()
+            .map(|key| from_base58(key).context("authority"))
+            .transpose()
+    }
+
+    pub fn client_keys(&self) -> anyhow::Result<Option<Vec<[u8; 32]>>> {
+        self.clients
+            .as_ref()
+            .map(|keys| {
+                keys.iter()
+                    .enumerate()
+                    .map(|(i, key)| from_base58(key).with_context(|| format!("clients[{i}]")))
+                    .collect()
+            })
+            .transpose()
+    }
+}
