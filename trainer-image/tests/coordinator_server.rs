@@ -41,6 +41,11 @@ fn config() -> Config {
     }
 }
 
+/// Where a member would serve its results (nothing listens there in these tests).
+fn endpoint() -> SocketAddr {
+    "127.0.0.1:9".parse().unwrap()
+}
+
 fn settings(dir: &Path, config: Config) -> ServerSettings {
     let mut run_id = [0u8; 32];
     run_id[..4].copy_from_slice(b"test");
@@ -173,7 +178,13 @@ async fn joined(address: SocketAddr, count: usize) -> Vec<Member> {
     let mut members = Vec::new();
     for _ in 0..count {
         let member = Member::connect(address, Identity::generate().unwrap()).await;
-        member.client.request(Request::Join).await.unwrap();
+        member
+            .client
+            .request(Request::Join {
+                endpoint: endpoint(),
+            })
+            .await
+            .unwrap();
         members.push(member);
     }
     members
@@ -216,7 +227,12 @@ async fn a_client_that_disconnects_is_dropped_and_can_rejoin() {
     // It comes back on a new connection with the same key and rejoins for the next epoch.
     let back = Member::connect(server.address, gone_identity).await;
     assert_eq!(back.status(), MemberStatus::Dropped);
-    back.client.request(Request::Join).await.unwrap();
+    back.client
+        .request(Request::Join {
+            endpoint: endpoint(),
+        })
+        .await
+        .unwrap();
     drive(&mut members, |s| {
         s.member_index(&back.id())
             .is_some_and(|slot| s.members[slot].status() == MemberStatus::Pending)
@@ -245,7 +261,12 @@ async fn a_late_joiner_trains_from_the_next_epoch() {
     drive(&mut members, |s| s.run_state() == RunState::RoundTrain).await;
 
     let late = Member::connect(server.address, Identity::generate().unwrap()).await;
-    late.client.request(Request::Join).await.unwrap();
+    late.client
+        .request(Request::Join {
+            endpoint: endpoint(),
+        })
+        .await
+        .unwrap();
     assert_eq!(late.status(), MemberStatus::Pending);
     let round = late.client.state().current_round().copied().unwrap();
     let late_id = late.id();
@@ -385,9 +406,18 @@ async fn hostile_connections_are_closed_and_the_server_goes_on() {
     let member = CoordinatorClient::connect(server.address, &invited)
         .await
         .unwrap();
-    member.request(Request::Join).await.unwrap();
+    member
+        .request(Request::Join {
+            endpoint: endpoint(),
+        })
+        .await
+        .unwrap();
     assert_eq!(
-        member.request(Request::Join).await,
+        member
+            .request(Request::Join {
+                endpoint: endpoint()
+            })
+            .await,
         Err(RequestError::Rejected(
             demeter_trainer::coordinator::Rejection {
                 code: CoordinatorError::AlreadyJoined.code(),

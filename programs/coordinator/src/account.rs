@@ -6,7 +6,7 @@
 //! | run account  | a keypair address, created by the caller  | the authorities and the whole [`Coordinator`] state |
 //! | join grant   | PDA `["join-grant", run account, client]` | the join authority's permission for one client |
 //!
-//! The run account is about 78 KB, more than a program may allocate through a CPI (10 KB), so
+//! The run account is about 83 KB, more than a program may allocate through a CPI (10 KB), so
 //! the caller creates it with the system program in the same transaction as `InitRun`, and
 //! `InitRun` checks it. Every account starts with an 8-byte discriminator naming its type.
 

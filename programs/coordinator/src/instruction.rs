@@ -11,7 +11,7 @@ use solana_sdk_ids::sysvar;
 
 use crate::account::{RunAccount, Tagged, find_join_grant, find_run_instance};
 use crate::config::Config;
-use crate::state::WitnessReport;
+use crate::state::{Endpoint, WitnessReport};
 
 /// What a transaction asks of the coordinator program. Each variant lists its accounts in
 /// order; `[s]` signer, `[w]` writable.
@@ -53,11 +53,11 @@ pub enum CoordinatorInstruction<'a> {
     /// 0. `[s, w]` join authority: receives the grant's rent. 1. `[]` run account.
     /// 2. `[w]` join grant.
     RevokeJoin { client: Pubkey },
-    /// The signer joins the run.
+    /// The signer joins the run, serving its results to peers at `endpoint`.
     ///
     /// 0. `[s]` client. 1. `[w]` run account. 2. `[]` Clock sysvar.
     /// 3. `[]` its join grant: read only when the run is gated.
-    Join,
+    Join { endpoint: Endpoint },
     /// The signer leaves the run.
     ///
     /// 0. `[s]` client. 1. `[w]` run account. 2. `[]` Clock sysvar.
@@ -176,7 +176,12 @@ impl<'a> CoordinatorInstruction<'a> {
             tag::RESUME => Self::Resume,
             tag::GRANT_JOIN => Self::GrantJoin { client: r.key()? },
             tag::REVOKE_JOIN => Self::RevokeJoin { client: r.key()? },
-            tag::JOIN => Self::Join,
+            tag::JOIN => Self::Join {
+                endpoint: Endpoint {
+                    ip: r.array()?,
+                    port: r.u16()?,
+                },
+            },
             tag::WITHDRAW => Self::Withdraw,
             tag::TICK => Self::Tick,
             tag::WARMUP_WITNESS => Self::WarmupWitness,
@@ -225,7 +230,11 @@ impl<'a> CoordinatorInstruction<'a> {
                 data.push(tag::REVOKE_JOIN);
                 data.extend_from_slice(client.as_ref());
             }
-            Self::Join => data.push(tag::JOIN),
+            Self::Join { endpoint } => {
+                data.push(tag::JOIN);
+                data.extend_from_slice(&endpoint.ip);
+                data.extend_from_slice(&endpoint.port.to_le_bytes());
+            }
             Self::Withdraw => data.push(tag::WITHDRAW),
             Self::Tick => data.push(tag::TICK),
             Self::WarmupWitness => data.push(tag::WARMUP_WITNESS),
@@ -351,8 +360,9 @@ pub fn revoke_join(join_authority: &Pubkey, run_account: &Pubkey, client: &Pubke
     )
 }
 
-/// Joins `client`; its grant's address is always passed, and read only for gated runs.
-pub fn join(client: &Pubkey, run_account: &Pubkey) -> Instruction {
+/// Joins `client`, serving at `endpoint`; its grant's address is always passed, and read only
+/// for gated runs.
+pub fn join(client: &Pubkey, run_account: &Pubkey, endpoint: Endpoint) -> Instruction {
     instruction(
         vec![
             AccountMeta::new_readonly(*client, true),
@@ -360,7 +370,7 @@ pub fn join(client: &Pubkey, run_account: &Pubkey) -> Instruction {
             AccountMeta::new_readonly(sysvar::clock::ID, false),
             AccountMeta::new_readonly(find_join_grant(run_account, client).0, false),
         ],
-        CoordinatorInstruction::Join,
+        CoordinatorInstruction::Join { endpoint },
     )
 }
 

@@ -24,6 +24,6 @@ pub mod state;
 pub use bloom::Bloom;
 pub use config::Config;
 pub use error::{AccessError, CoordinatorError};
-pub use state::{Coordinator, Member, MemberStatus, Round, RunState, WitnessReport};
+pub use state::{Coordinator, Endpoint, Member, MemberStatus, Round, RunState, WitnessReport};
 
 solana_program::declare_id!("fqHZDfAjGrAtLYtf43uMt8rtdB1TjXdft7dfu1qbwxH");

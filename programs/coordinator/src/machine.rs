@@ -15,7 +15,9 @@
 
 use crate::config::Config;
 use crate::error::CoordinatorError;
-use crate::state::{Coordinator, MAX_CLIENTS, MemberStatus, ROUNDS_KEPT, RunState, WitnessReport};
+use crate::state::{
+    Coordinator, Endpoint, MAX_CLIENTS, MemberStatus, ROUNDS_KEPT, RunState, WitnessReport,
+};
 
 type Result<T> = core::result::Result<T, CoordinatorError>;
 
@@ -104,9 +106,10 @@ impl Coordinator {
         self.set_state(RunState::RoundTrain, now);
     }
 
-    /// Adds a client (or re-admits one that was dropped or withdrew). In WaitingForMembers it
-    /// joins the coming epoch; otherwise the one after the current.
-    pub fn join(&mut self, id: [u8; 32], now: i64) -> Result<()> {
+    /// Adds a client serving its results at `endpoint` (or re-admits one that was dropped or
+    /// withdrew, at its new endpoint). In WaitingForMembers it joins the coming epoch; otherwise
+    /// the one after the current.
+    pub fn join(&mut self, id: [u8; 32], endpoint: Endpoint, now: i64) -> Result<()> {
         self.check_clock(now)?;
         if self.run_state() == RunState::Finished {
             return Err(CoordinatorError::WrongState(RunState::Finished));
@@ -127,6 +130,7 @@ impl Coordinator {
         let waiting = self.run_state() == RunState::WaitingForMembers;
         let member = &mut self.members[slot];
         member.id = id;
+        member.endpoint = endpoint;
         member.ready = 0;
         member.status = if waiting {
             MemberStatus::Active

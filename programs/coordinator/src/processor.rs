@@ -22,7 +22,7 @@ use crate::account::{
 use crate::config::Config;
 use crate::error::AccessError;
 use crate::instruction::CoordinatorInstruction;
-use crate::state::{RunState, WitnessReport};
+use crate::state::{Endpoint, RunState, WitnessReport};
 
 /// The program's entrypoint function (registered natively in tests, through `entrypoint!`
 /// on chain).
@@ -50,7 +50,7 @@ pub fn process_instruction(
         }
         CoordinatorInstruction::GrantJoin { client } => grant_join(program_id, accounts, &client),
         CoordinatorInstruction::RevokeJoin { client } => revoke_join(program_id, accounts, &client),
-        CoordinatorInstruction::Join => join(program_id, accounts),
+        CoordinatorInstruction::Join { endpoint } => join(program_id, accounts, endpoint),
         CoordinatorInstruction::Withdraw => with_member(program_id, accounts, |run, id, now| {
             run.coordinator.withdraw(id, now)
         }),
@@ -343,7 +343,7 @@ fn revoke_join(program_id: &Pubkey, accounts: &[AccountInfo], client: &Pubkey) -
     close_account(grant, join_authority)
 }
 
-fn join(program_id: &Pubkey, accounts: &[AccountInfo]) -> ProgramResult {
+fn join(program_id: &Pubkey, accounts: &[AccountInfo], endpoint: Endpoint) -> ProgramResult {
     let [client, run_account, clock, rest @ ..] = accounts else {
         return Err(ProgramError::NotEnoughAccountKeys);
     };
@@ -363,7 +363,9 @@ fn join(program_id: &Pubkey, accounts: &[AccountInfo]) -> ProgramResult {
             return Err(AccessError::JoinNotGranted.into());
         }
     }
-    Ok(run.coordinator.join(client.key.to_bytes(), now(clock)?)?)
+    Ok(run
+        .coordinator
+        .join(client.key.to_bytes(), endpoint, now(clock)?)?)
 }
 
 fn tick(program_id: &Pubkey, accounts: &[AccountInfo]) -> ProgramResult {

@@ -1,6 +1,7 @@
 //! The run's state: fixed-size and plain old data, so it is the Solana run account's bytes and
 //! the centralized server's snapshot file alike.
 
+use core::net::{IpAddr, Ipv6Addr, SocketAddr};
 use core::ops::Range;
 
 use bytemuck::{Pod, Zeroable};
@@ -65,6 +66,40 @@ pub enum MemberStatus {
     Withdrawn = 4,
 }
 
+/// Where a member serves its results to peers, announced when it joins: an IPv6 address (IPv4
+/// as mapped) and a port. All zero for none.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct Endpoint {
+    pub ip: [u8; 16],
+    pub port: u16,
+}
+
+impl From<SocketAddr> for Endpoint {
+    fn from(address: SocketAddr) -> Self {
+        let ip = match address.ip() {
+            IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+            IpAddr::V6(v6) => v6,
+        };
+        Self {
+            ip: ip.octets(),
+            port: address.port(),
+        }
+    }
+}
+
+impl Endpoint {
+    /// The address to reach the member at, if it announced one.
+    pub fn socket_addr(&self) -> Option<SocketAddr> {
+        if *self == Self::default() {
+            return None;
+        }
+        let ip = Ipv6Addr::from(self.ip);
+        let ip = ip.to_ipv4_mapped().map_or(IpAddr::V6(ip), IpAddr::V4);
+        Some(SocketAddr::new(ip, self.port))
+    }
+}
+
 /// One client of the run, kept for the run's life so its points are never lost.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
@@ -73,10 +108,12 @@ pub struct Member {
     pub id: [u8; 32],
     /// Points earned so far, only ever growing; the treasurer pays against them.
     pub points: u64,
+    /// Where peers fetch its results.
+    pub endpoint: Endpoint,
     pub status: u8,
     /// Reported ready during the current warmup.
     pub ready: u8,
-    pub _padding: [u8; 6],
+    pub _padding: [u8; 4],
 }
 
 impl Member {

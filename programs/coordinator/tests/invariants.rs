@@ -1,6 +1,8 @@
 //! Random sequences of inputs never break the run's invariants.
 
-use demeter_coordinator::{Bloom, Config, Coordinator, MemberStatus, RunState, WitnessReport};
+use demeter_coordinator::{
+    Bloom, Config, Coordinator, Endpoint, MemberStatus, RunState, WitnessReport,
+};
 use proptest::prelude::*;
 
 #[derive(Clone, Debug)]
@@ -61,7 +63,7 @@ fn apply(c: &mut Coordinator, input: &Input, now: &mut i64, counter: u64) -> boo
     let mut seed = [0u8; 32];
     seed[..8].copy_from_slice(&counter.to_le_bytes());
     let result = match *input {
-        Input::Join(client) => c.join(id(client), *now),
+        Input::Join(client) => c.join(id(client), Endpoint::default(), *now),
         Input::Withdraw(client) => c.withdraw(id(client), *now),
         Input::Tick(seconds) => {
             *now += seconds;

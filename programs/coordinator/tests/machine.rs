@@ -1,7 +1,7 @@
 //! The run state machine, transition by transition, and whole epochs.
 
 use demeter_coordinator::{
-    Bloom, Config, Coordinator, CoordinatorError, MemberStatus, RunState, WitnessReport,
+    Bloom, Config, Coordinator, CoordinatorError, Endpoint, MemberStatus, RunState, WitnessReport,
 };
 
 fn config() -> Config {
@@ -26,6 +26,13 @@ fn config() -> Config {
 
 fn id(n: u8) -> [u8; 32] {
     [n; 32]
+}
+
+fn endpoint(n: u8) -> Endpoint {
+    Endpoint::from(std::net::SocketAddr::from((
+        [127, 0, 0, 1],
+        7000 + u16::from(n),
+    )))
 }
 
 fn seed(n: u64) -> [u8; 32] {
@@ -61,7 +68,7 @@ impl Run {
         let mut run = Self::new(config);
         for &m in members {
             let now = run.at(1);
-            run.c.join(id(m), now).unwrap();
+            run.c.join(id(m), endpoint(m), now).unwrap();
         }
         assert_eq!(run.tick(5), Ok(RunState::Warmup));
         for &m in members {
@@ -102,6 +109,15 @@ fn commitment(member: u8, step: u64) -> [u8; 32] {
 }
 
 #[test]
+fn endpoints_keep_v4_and_v6_addresses_and_zero_means_none() {
+    for text in ["127.0.0.1:7300", "[2001:db8::7]:443", "0.0.0.0:1"] {
+        let address: std::net::SocketAddr = text.parse().unwrap();
+        assert_eq!(Endpoint::from(address).socket_addr(), Some(address));
+    }
+    assert_eq!(Endpoint::default().socket_addr(), None);
+}
+
+#[test]
 fn init_validates_and_happens_once() {
     let mut c: Box<Coordinator> = bytemuck::zeroed_box();
     assert_eq!(c.tick(0, &seed(0)), Err(CoordinatorError::Uninitialized));
@@ -126,7 +142,7 @@ fn enough_members_and_a_join_window_start_the_warmup() {
     let mut run = Run::new(config());
     for m in 1..=2 {
         let now = run.at(1);
-        run.c.join(id(m), now).unwrap();
+        run.c.join(id(m), endpoint(m), now).unwrap();
     }
     assert_eq!(
         run.tick(100),
@@ -134,15 +150,18 @@ fn enough_members_and_a_join_window_start_the_warmup() {
         "two of three members"
     );
     let now = run.at(1);
-    assert_eq!(run.c.join(id(1), now), Err(CoordinatorError::AlreadyJoined));
-    run.c.join(id(3), now).unwrap();
+    assert_eq!(
+        run.c.join(id(1), endpoint(1), now),
+        Err(CoordinatorError::AlreadyJoined)
+    );
+    run.c.join(id(3), endpoint(3), now).unwrap();
     assert_eq!(
         run.tick(4),
         Err(CoordinatorError::NothingDue),
         "join window still open"
     );
     let now = run.at(0);
-    run.c.join(id(4), now).unwrap();
+    run.c.join(id(4), endpoint(4), now).unwrap();
     assert_eq!(run.tick(1), Ok(RunState::Warmup));
     assert_eq!(run.c.count(MemberStatus::Active), 4);
 }
@@ -152,13 +171,13 @@ fn a_withdrawal_below_the_threshold_closes_the_join_window() {
     let mut run = Run::new(config());
     for m in 1..=3 {
         let now = run.at(1);
-        run.c.join(id(m), now).unwrap();
+        run.c.join(id(m), endpoint(m), now).unwrap();
     }
     let now = run.at(1);
     run.c.withdraw(id(2), now).unwrap();
     assert_eq!(run.tick(100), Err(CoordinatorError::NothingDue));
     let now = run.at(1);
-    run.c.join(id(2), now).unwrap();
+    run.c.join(id(2), endpoint(2), now).unwrap();
     assert_eq!(run.tick(5), Ok(RunState::Warmup));
 }
 
@@ -197,7 +216,7 @@ fn warmup_time_out_drops_members_that_are_not_ready() {
     let mut run = Run::new(config());
     for m in 1..=3 {
         let now = run.at(1);
-        run.c.join(id(m), now).unwrap();
+        run.c.join(id(m), endpoint(m), now).unwrap();
     }
     assert_eq!(run.tick(5), Ok(RunState::Warmup));
     for m in 1..=2 {
@@ -220,7 +239,7 @@ fn an_aborted_warmup_goes_back_to_waiting_and_pays_nothing() {
     let mut run = Run::new(config());
     for m in 1..=3 {
         let now = run.at(1);
-        run.c.join(id(m), now).unwrap();
+        run.c.join(id(m), endpoint(m), now).unwrap();
     }
     assert_eq!(run.tick(5), Ok(RunState::Warmup));
     let now = run.at(1);
@@ -408,7 +427,7 @@ fn too_few_witness_reports_end_the_epoch() {
 fn late_joiners_wait_for_the_next_epoch() {
     let mut run = Run::started(config(), &[1, 2, 3]);
     let now = run.at(1);
-    run.c.join(id(5), now).unwrap();
+    run.c.join(id(5), endpoint(5), now).unwrap();
     let slot = run.c.member_index(&id(5)).unwrap();
     assert_eq!(run.c.members[slot].status(), MemberStatus::Pending);
     while run.c.run_state() != RunState::Cooldown {
@@ -464,7 +483,7 @@ fn the_run_finishes_at_total_steps() {
     assert_eq!(run.tick(20), Ok(RunState::Finished));
     let now = run.at(1);
     assert_eq!(
-        run.c.join(id(7), now),
+        run.c.join(id(7), endpoint(7), now),
         Err(CoordinatorError::WrongState(RunState::Finished))
     );
     assert_eq!(
@@ -485,7 +504,7 @@ fn rejected_inputs_change_nothing() {
         "time never goes back"
     );
     assert!(run.c.health_check(id(1), 0, id(2), now).is_err());
-    assert!(run.c.join(id(2), now).is_err());
+    assert!(run.c.join(id(2), endpoint(2), now).is_err());
     assert_eq!(*run.c, before);
     // Points would overflow at the end of the epoch: the tick is refused as a whole.
     let slot = run.c.member_index(&id(3)).unwrap();

@@ -5,7 +5,7 @@ use demeter_coordinator::account::{RunAccount, RunInstance, Tagged, find_run_ins
 use demeter_coordinator::instruction::{self, CoordinatorInstruction};
 use demeter_coordinator::processor::process_instruction;
 use demeter_coordinator::{
-    AccessError, Bloom, Config, CoordinatorError, MemberStatus, RunState, WitnessReport,
+    AccessError, Bloom, Config, CoordinatorError, Endpoint, MemberStatus, RunState, WitnessReport,
 };
 use solana_program_test::{BanksClientError, ProgramTest, ProgramTestContext, processor};
 use solana_sdk::account::{Account, AccountSharedData, WritableAccount};
@@ -141,6 +141,10 @@ impl Chain {
     }
 }
 
+fn endpoint() -> Endpoint {
+    Endpoint::from(std::net::SocketAddr::from(([10, 0, 0, 7], 7300)))
+}
+
 fn custom(code: u32) -> TransactionError {
     TransactionError::InstructionError(0, InstructionError::Custom(code))
 }
@@ -181,7 +185,10 @@ impl Started {
         for client in &clients {
             chain.advance(1);
             chain
-                .send(&[instruction::join(&client.pubkey(), &run)], &[client])
+                .send(
+                    &[instruction::join(&client.pubkey(), &run, endpoint())],
+                    &[client],
+                )
                 .await
                 .unwrap();
         }
@@ -295,6 +302,10 @@ async fn a_full_epoch_with_three_clients_pays_points_and_closes() {
         let slot = state.member_index(&client.pubkey().to_bytes()).unwrap();
         assert_eq!(state.members[slot].points, 100);
         assert_eq!(state.members[slot].status(), MemberStatus::Active);
+        assert_eq!(
+            state.members[slot].endpoint.socket_addr(),
+            Some("10.0.0.7:7300".parse().unwrap())
+        );
     }
     assert_eq!(
         failed(s.chain.tick(&run).await),
@@ -416,7 +427,7 @@ async fn inputs_from_the_wrong_party_are_rejected() {
     );
 
     // A join whose client does not sign (the fee payer signs instead).
-    let mut unsigned = instruction::join(&stranger.pubkey(), &run);
+    let mut unsigned = instruction::join(&stranger.pubkey(), &run, endpoint());
     unsigned.accounts[0].is_signer = false;
     assert_eq!(
         failed(s.chain.send(&[unsigned], &[]).await),
@@ -428,7 +439,10 @@ async fn inputs_from_the_wrong_party_are_rejected() {
     assert_eq!(
         failed(
             s.chain
-                .send(&[instruction::join(&member.pubkey(), &run)], &[&member])
+                .send(
+                    &[instruction::join(&member.pubkey(), &run, endpoint())],
+                    &[&member]
+                )
                 .await
         ),
         machine(CoordinatorError::AlreadyJoined)
@@ -598,7 +612,7 @@ async fn gated_runs_admit_only_granted_clients() {
         .unwrap();
     let run = run_account.pubkey();
     let client = Keypair::new();
-    let join = instruction::join(&client.pubkey(), &run);
+    let join = instruction::join(&client.pubkey(), &run, endpoint());
 
     assert_eq!(
         failed(chain.send(std::slice::from_ref(&join), &[&client]).await),
@@ -621,7 +635,7 @@ async fn gated_runs_admit_only_granted_clients() {
     );
     // Another client cannot use this client's grant.
     let other = Keypair::new();
-    let mut borrowed = instruction::join(&other.pubkey(), &run);
+    let mut borrowed = instruction::join(&other.pubkey(), &run, endpoint());
     borrowed.accounts[3] = join.accounts[3].clone();
     assert_eq!(
         failed(chain.send(&[borrowed], &[&other]).await),
@@ -643,7 +657,10 @@ async fn gated_runs_admit_only_granted_clients() {
     assert_eq!(
         failed(
             chain
-                .send(&[instruction::join(&client.pubkey(), &run)], &[&client])
+                .send(
+                    &[instruction::join(&client.pubkey(), &run, endpoint())],
+                    &[&client]
+                )
                 .await
         ),
         access(AccessError::JoinNotGranted)
@@ -741,6 +758,18 @@ async fn the_authority_pauses_updates_and_resumes() {
     assert_eq!(state.members[0].points, 100);
 }
 
+/// The sizes docs/coordinator.md states (the rent a run costs follows from them).
+#[test]
+fn account_sizes_are_as_documented() {
+    use demeter_coordinator::account::JoinGrant;
+    assert_eq!(
+        (RunInstance::LEN, RunAccount::LEN, JoinGrant::LEN),
+        (112, 82_704, 80)
+    );
+    let rent = solana_sdk::rent::Rent::default().minimum_balance(RunAccount::LEN);
+    assert_eq!(rent, 576_510_720, "lamports to keep a run account");
+}
+
 #[test]
 fn instructions_round_trip_and_witnesses_fit_one_transaction() {
     let report = WitnessReport {
@@ -767,6 +796,9 @@ fn instructions_round_trip_and_witnesses_fit_one_transaction() {
         CoordinatorInstruction::HealthCheck {
             step: 3,
             target: Pubkey::new_unique(),
+        },
+        CoordinatorInstruction::Join {
+            endpoint: endpoint(),
         },
         CoordinatorInstruction::CloseRun,
     ];

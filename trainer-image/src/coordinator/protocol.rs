@@ -10,13 +10,15 @@
 //! Solana run account holds them. A protocol error gets [`ServerMessage::Error`] and a closed
 //! connection.
 
+use std::net::SocketAddr;
+
 use bytes::{Bytes, BytesMut};
 use demeter_coordinator::{Coordinator, WitnessReport};
 use serde::{Deserialize, Serialize};
 use tokio_util::codec::LengthDelimitedCodec;
 
 pub const PROTOCOL_VERSION: u16 = 1;
-/// The largest frame either side accepts; a state push is about 78 KB.
+/// The largest frame either side accepts; a state push is about 83 KB.
 pub const MAX_FRAME: usize = 1 << 20;
 const CHALLENGE_DOMAIN: &[u8] = b"demeter-coordinator-challenge-v1";
 
@@ -34,7 +36,10 @@ pub enum ClientMessage {
 /// An input to the run state machine, from an authenticated client about itself.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
-    Join,
+    /// Join, serving results to peers at `endpoint`.
+    Join {
+        endpoint: SocketAddr,
+    },
     Withdraw,
     WarmupWitness,
     Witness {

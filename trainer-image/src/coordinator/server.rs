@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use demeter_coordinator::{AccessError, Config, Coordinator, CoordinatorError};
+use demeter_coordinator::{AccessError, Config, Coordinator, CoordinatorError, Endpoint};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -172,6 +172,7 @@ impl Server {
                 }
             }
         });
+        let mut connections = tokio::task::JoinSet::new();
         let accept = async {
             loop {
                 let (stream, peer) = match listener.accept().await {
@@ -183,8 +184,9 @@ impl Server {
                         continue;
                     }
                 };
+                while connections.try_join_next().is_some() {}
                 let shared = self.shared.clone();
-                tokio::spawn(async move {
+                connections.spawn(async move {
                     if let Err(error) = shared.connection(stream).await {
                         tracing::info!(%peer, %error, "connection closed");
                     }
@@ -195,7 +197,10 @@ impl Server {
             () = accept => {}
             () = shutdown => tracing::info!("shutting down; the state is saved"),
         }
+        // Nothing may change the state once `serve` returns: a restarted server owns the file.
         ticker.abort();
+        let _ = ticker.await;
+        connections.shutdown().await;
         Ok(())
     }
 }
@@ -260,7 +265,9 @@ impl Shared {
     fn apply(&self, client: [u8; 32], request: &Request) -> Result<(), Refusal> {
         let now = unix_now();
         match request {
-            Request::Join => self.update(|s| s.join(client, now)),
+            Request::Join { endpoint } => {
+                self.update(|s| s.join(client, Endpoint::from(*endpoint), now))
+            }
             Request::Withdraw => self.update(|s| s.withdraw(client, now)),
             Request::WarmupWitness => {
                 let seed = random_seed().map_err(|e| Refusal::Storage(e.to_string()))?;
