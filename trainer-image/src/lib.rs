@@ -5,6 +5,7 @@ pub mod commands;
 pub mod coordinator;
 pub mod data;
 pub mod demo;
+pub mod exchange;
 pub mod model;
 pub mod optim;
 pub mod payload;

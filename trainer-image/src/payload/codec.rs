@@ -81,6 +81,13 @@ pub fn content_hash(payload: &[u8]) -> Option<ContentHash> {
     payload[start..].try_into().ok()
 }
 
+/// The content hash of a payload whose trailer matches its content, or `None` if it is too short
+/// or damaged. Peers check fetched bytes with this before keeping or serving them.
+pub fn verified_hash(payload: &[u8]) -> Option<ContentHash> {
+    let (body, hash) = payload.split_at_checked(payload.len().checked_sub(HASH_LEN)?)?;
+    (Sha256::digest(body).as_slice() == hash).then(|| hash.try_into().ok())?
+}
+
 /// Serializes `update`, whose tensors follow `layouts`.
 ///
 /// # Panics
@@ -246,11 +253,12 @@ fn open(bytes: &[u8]) -> Result<(ValueEncoding, u32, Cursor<'_>), PayloadError> 
             min: HEADER_LEN + HASH_LEN,
         });
     }
-    let (body, hash) = bytes.split_at(bytes.len() - HASH_LEN);
-    if Sha256::digest(body).as_slice() != hash {
+    if verified_hash(bytes).is_none() {
         return Err(PayloadError::HashMismatch);
     }
-    let mut cursor = Cursor { bytes: body };
+    let mut cursor = Cursor {
+        bytes: &bytes[..bytes.len() - HASH_LEN],
+    };
     let header = cursor.take(HEADER_LEN).expect("length checked above");
     let magic = [header[0], header[1], header[2], header[3]];
     if magic != MAGIC {

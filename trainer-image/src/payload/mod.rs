@@ -25,6 +25,6 @@ mod error;
 
 pub use codec::{
     ContentHash, HASH_LEN, VERSION, content_hash, decode, describe, encode, encoded_len,
-    index_width, record_len,
+    index_width, record_len, verified_hash,
 };
 pub use error::PayloadError;

@@ -1,0 +1,159 @@
+//! The fetching side: announce commitments to peers and download the payloads committed to,
+//! from whichever peer has them, verifying every byte.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+
+use super::commitment::Commitment;
+use super::serve::ExchangeMetrics;
+use crate::payload::verified_hash;
+
+/// Why no verified copy of a payload could be had.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("no peer had a copy that matches hash {hash}: {last}")]
+    Exhausted { hash: String, last: String },
+    #[error("no peers to fetch from")]
+    NoPeers,
+}
+
+/// A pooled HTTP client for the exchange.
+#[derive(Clone)]
+pub struct PeerClient {
+    http: reqwest::Client,
+    metrics: ExchangeMetrics,
+    attempts: usize,
+}
+
+impl PeerClient {
+    pub fn new(metrics: ExchangeMetrics, timeout: Duration) -> reqwest::Result<Self> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(timeout.min(Duration::from_secs(5)))
+            .timeout(timeout)
+            .pool_max_idle_per_host(4)
+            .build()?;
+        Ok(Self {
+            http,
+            metrics,
+            attempts: 2,
+        })
+    }
+
+    /// Sends `commitment` to `peer`; returns whether the peer took it.
+    pub async fn announce(&self, peer: SocketAddr, commitment: &Commitment) -> bool {
+        let Ok(body) = postcard::to_allocvec(commitment) else {
+            return false;
+        };
+        self.http
+            .post(format!("http://{peer}/v1/commitments"))
+            .body(body)
+            .send()
+            .await
+            .is_ok_and(|response| response.status().is_success())
+    }
+
+    /// The commitments `peer` holds for `step` (signatures not yet checked).
+    pub async fn commitments(&self, peer: SocketAddr, step: u64) -> Vec<Commitment> {
+        let response = match self
+            .http
+            .get(format!("http://{peer}/v1/commitments/{step}"))
+            .send()
+            .await
+        {
+            Ok(response) if response.status().is_success() => response,
+            _ => return Vec::new(),
+        };
+        match response.bytes().await {
+            Ok(body) => postcard::from_bytes(&body).unwrap_or_default(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Downloads the payload with content hash `hash` (at most `max_len` bytes) from the first
+    /// of `peers` that serves a copy matching it, trying each a few times. A copy that does not
+    /// match is dropped and counted, never kept.
+    pub async fn fetch(
+        &self,
+        hash: &[u8; 32],
+        peers: &[SocketAddr],
+        max_len: usize,
+    ) -> Result<Bytes, FetchError> {
+        if peers.is_empty() {
+            return Err(FetchError::NoPeers);
+        }
+        let hex_hash = hex::encode(hash);
+        let mut last = String::new();
+        for attempt in 0..self.attempts {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+            }
+            for peer in peers {
+                match self.fetch_from(*peer, &hex_hash, max_len).await {
+                    Ok(bytes) if verified_hash(&bytes).as_ref() == Some(hash) => {
+                        self.metrics.bytes_down.inc_by(bytes.len() as u64);
+                        return Ok(bytes);
+                    }
+                    Ok(_) => {
+                        self.failed("hash_mismatch");
+                        last = format!("{peer} served bytes that do not match the hash");
+                    }
+                    Err((reason, message)) => {
+                        self.failed(reason);
+                        last = format!("{peer}: {message}");
+                    }
+                }
+            }
+        }
+        Err(FetchError::Exhausted {
+            hash: hex_hash,
+            last,
+        })
+    }
+
+    fn failed(&self, reason: &str) {
+        self.metrics
+            .downloads_failed
+            .with_label_values(&[reason])
+            .inc();
+    }
+
+    /// One download, stopping as soon as the body grows past `max_len`.
+    async fn fetch_from(
+        &self,
+        peer: SocketAddr,
+        hex_hash: &str,
+        max_len: usize,
+    ) -> Result<Bytes, (&'static str, String)> {
+        let response = self
+            .http
+            .get(format!("http://{peer}/v1/payloads/{hex_hash}"))
+            .send()
+            .await
+            .map_err(|error| ("unreachable", error.to_string()))?;
+        if !response.status().is_success() {
+            return Err(("status", response.status().to_string()));
+        }
+        if response
+            .content_length()
+            .is_some_and(|len| len > max_len as u64)
+        {
+            return Err((
+                "too_large",
+                "announced more bytes than a payload has".into(),
+            ));
+        }
+        let mut body = Vec::new();
+        let mut stream = response.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|error| ("unreachable", error.to_string()))?;
+            if body.len() + chunk.len() > max_len {
+                return Err(("too_large", "sent more bytes than a payload has".into()));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body.into())
+    }
+}

@@ -1,0 +1,221 @@
+//! The HTTP side every client runs: its results, its commitments and its metrics.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use prometheus::{IntCounter, IntCounterVec, Opts, Registry, TextEncoder};
+
+use super::commitment::Commitment;
+use super::store::{Added, ResultStore};
+
+/// A commitment is about 150 bytes; nothing bigger is read.
+const COMMITMENT_BODY_LIMIT: usize = 4096;
+
+/// Counters of the exchange, registered in the client's registry.
+#[derive(Clone)]
+pub struct ExchangeMetrics {
+    pub payloads_served: IntCounter,
+    pub bytes_up: IntCounter,
+    pub bytes_down: IntCounter,
+    /// Failed downloads by reason: unreachable, status, too_large, hash_mismatch.
+    pub downloads_failed: IntCounterVec,
+    /// Commitments received by outcome: new, known, conflicting, refused, bad_signature,
+    /// malformed.
+    pub commitments: IntCounterVec,
+}
+
+impl ExchangeMetrics {
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let counter = |name: &str, help: &str| -> prometheus::Result<IntCounter> {
+            let counter = IntCounter::new(name, help)?;
+            registry.register(Box::new(counter.clone()))?;
+            Ok(counter)
+        };
+        let by = |name: &str, help: &str, label: &str| -> prometheus::Result<IntCounterVec> {
+            let counter = IntCounterVec::new(Opts::new(name, help), &[label])?;
+            registry.register(Box::new(counter.clone()))?;
+            Ok(counter)
+        };
+        Ok(Self {
+            payloads_served: counter(
+                "demeter_payloads_served_total",
+                "Payloads (or ranges of them) served to peers",
+            )?,
+            bytes_up: counter("demeter_bytes_up_total", "Payload bytes served to peers")?,
+            bytes_down: counter(
+                "demeter_bytes_down_total",
+                "Payload bytes fetched from peers and verified",
+            )?,
+            downloads_failed: by(
+                "demeter_downloads_failed_total",
+                "Payload downloads that failed, by reason",
+                "reason",
+            )?,
+            commitments: by(
+                "demeter_commitments_received_total",
+                "Commitments peers announced, by outcome",
+                "outcome",
+            )?,
+        })
+    }
+}
+
+/// What the routes share.
+pub struct Exchange {
+    pub run_id: [u8; 32],
+    pub store: Arc<ResultStore>,
+    pub registry: Registry,
+    pub metrics: ExchangeMetrics,
+}
+
+/// The exchange's routes.
+pub fn router(exchange: Arc<Exchange>) -> Router {
+    Router::new()
+        .route("/v1/payloads/{hash}", get(payload))
+        .route(
+            "/v1/commitments",
+            post(announce).layer(DefaultBodyLimit::max(COMMITMENT_BODY_LIMIT)),
+        )
+        .route("/v1/commitments/{step}", get(commitments))
+        .route("/metrics", get(metrics))
+        .with_state(exchange)
+}
+
+fn parse_hash(hex_text: &str) -> Option<[u8; 32]> {
+    let mut hash = [0u8; 32];
+    hex::decode_to_slice(hex_text, &mut hash).ok()?;
+    Some(hash)
+}
+
+/// `bytes=a-b` or `bytes=a-` within `len`, as an inclusive range; `None` when unsatisfiable
+/// or not a single range.
+fn parse_range(value: &HeaderValue, len: usize) -> Option<(usize, usize)> {
+    let spec = value.to_str().ok()?.strip_prefix("bytes=")?;
+    let (start, end) = spec.split_once('-')?;
+    let start: usize = start.trim().parse().ok()?;
+    let end = match end.trim() {
+        "" => len.checked_sub(1)?,
+        end => end.parse::<usize>().ok()?.min(len.checked_sub(1)?),
+    };
+    (start <= end).then_some((start, end))
+}
+
+async fn payload(
+    State(exchange): State<Arc<Exchange>>,
+    Path(hash): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(hash) = parse_hash(&hash) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "a payload is named by 64 hex digits",
+        )
+            .into_response();
+    };
+    let Some(payload) = exchange.store.payload(&hash) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    exchange.metrics.payloads_served.inc();
+    let len = payload.len();
+    match headers.get(header::RANGE) {
+        None => {
+            exchange.metrics.bytes_up.inc_by(len as u64);
+            (
+                [(header::CONTENT_TYPE, "application/octet-stream")],
+                payload,
+            )
+                .into_response()
+        }
+        Some(range) => match parse_range(range, len) {
+            Some((start, end)) => {
+                exchange.metrics.bytes_up.inc_by((end + 1 - start) as u64);
+                (
+                    StatusCode::PARTIAL_CONTENT,
+                    [
+                        (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
+                        (header::CONTENT_RANGE, format!("bytes {start}-{end}/{len}")),
+                    ],
+                    payload.slice(start..=end),
+                )
+                    .into_response()
+            }
+            None => (
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                [(header::CONTENT_RANGE, format!("bytes */{len}"))],
+            )
+                .into_response(),
+        },
+    }
+}
+
+async fn announce(State(exchange): State<Arc<Exchange>>, body: Bytes) -> StatusCode {
+    let outcome = |label: &str| {
+        exchange
+            .metrics
+            .commitments
+            .with_label_values(&[label])
+            .inc()
+    };
+    let Ok(commitment) = postcard::from_bytes::<Commitment>(&body) else {
+        outcome("malformed");
+        return StatusCode::BAD_REQUEST;
+    };
+    if !commitment.is_valid(&exchange.run_id) {
+        outcome("bad_signature");
+        return StatusCode::FORBIDDEN;
+    }
+    match exchange.store.add_commitment(commitment) {
+        Added::New => {
+            outcome("new");
+            StatusCode::NO_CONTENT
+        }
+        Added::Known => {
+            outcome("known");
+            StatusCode::NO_CONTENT
+        }
+        Added::Conflicting => {
+            outcome("conflicting");
+            StatusCode::CONFLICT
+        }
+        Added::Refused => {
+            outcome("refused");
+            StatusCode::GONE
+        }
+    }
+}
+
+async fn commitments(State(exchange): State<Arc<Exchange>>, Path(step): Path<u64>) -> Response {
+    match postcard::to_allocvec(&exchange.store.commitments(step)) {
+        Ok(body) => ([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+async fn metrics(State(exchange): State<Arc<Exchange>>) -> Response {
+    match TextEncoder::new().encode_to_string(&exchange.registry.gather()) {
+        Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
+        Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_are_single_and_clamped() {
+        let range = |text: &'static str| parse_range(&HeaderValue::from_static(text), 100);
+        assert_eq!(range("bytes=0-9"), Some((0, 9)));
+        assert_eq!(range("bytes=90-"), Some((90, 99)));
+        assert_eq!(range("bytes=90-500"), Some((90, 99)));
+        assert_eq!(range("bytes=100-"), None);
+        assert_eq!(range("bytes=5-1"), None);
+        assert_eq!(range("bytes=0-1,5-6"), None);
+        assert_eq!(range("items=0-1"), None);
+    }
+}

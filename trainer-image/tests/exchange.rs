@@ -1,0 +1,154 @@
+//! The peer exchange over real HTTP on loopback: commitments in and out, payloads fetched from
+//! whichever peer holds a good copy, corrupted and forged data refused and counted.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use demeter_trainer::coordinator::Identity;
+use demeter_trainer::exchange::serve::{Exchange, ExchangeMetrics};
+use demeter_trainer::exchange::{Commitment, PeerClient, ResultStore, router};
+use prometheus::Registry;
+use sha2::{Digest, Sha256};
+
+const RUN: [u8; 32] = [7; 32];
+
+struct Peer {
+    address: SocketAddr,
+    exchange: Arc<Exchange>,
+}
+
+async fn peer() -> Peer {
+    let registry = Registry::new();
+    let metrics = ExchangeMetrics::register(&registry).unwrap();
+    let exchange = Arc::new(Exchange {
+        run_id: RUN,
+        store: Arc::new(ResultStore::default()),
+        registry,
+        metrics,
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let app = router(exchange.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Peer { address, exchange }
+}
+
+fn client() -> (PeerClient, ExchangeMetrics) {
+    let metrics = ExchangeMetrics::register(&Registry::new()).unwrap();
+    let client = PeerClient::new(metrics.clone(), Duration::from_secs(5)).unwrap();
+    (client, metrics)
+}
+
+/// Bytes with a valid SHA-256 trailer, as a payload has.
+fn payload(content: &[u8]) -> (Bytes, [u8; 32]) {
+    let hash: [u8; 32] = Sha256::digest(content).into();
+    ([content, &hash].concat().into(), hash)
+}
+
+#[tokio::test]
+async fn commitments_are_verified_before_they_are_kept() {
+    let peer = peer().await;
+    let (client, _) = client();
+    let identity = Identity::generate().unwrap();
+    let good = Commitment::sign(&identity, &RUN, 5, [1; 32]);
+    assert!(client.announce(peer.address, &good).await);
+    assert!(client.announce(peer.address, &good).await, "again: known");
+
+    let mut forged = good.clone();
+    forged.hash = [2; 32];
+    assert!(!client.announce(peer.address, &forged).await);
+    let other_run = Commitment::sign(&identity, &[8; 32], 5, [1; 32]);
+    assert!(!client.announce(peer.address, &other_run).await);
+    let equivocation = Commitment::sign(&identity, &RUN, 5, [3; 32]);
+    assert!(!client.announce(peer.address, &equivocation).await);
+
+    assert_eq!(client.commitments(peer.address, 5).await, vec![good]);
+    assert!(client.commitments(peer.address, 6).await.is_empty());
+    let outcomes = &peer.exchange.metrics.commitments;
+    assert_eq!(outcomes.with_label_values(&["new"]).get(), 1);
+    assert_eq!(outcomes.with_label_values(&["bad_signature"]).get(), 2);
+    assert_eq!(outcomes.with_label_values(&["conflicting"]).get(), 1);
+}
+
+#[tokio::test]
+async fn payloads_come_from_any_peer_with_a_good_copy() {
+    let (empty, corrupt, holder) = (peer().await, peer().await, peer().await);
+    let (bytes, hash) = payload(b"a DeMo result");
+    holder.exchange.store.insert_payload(3, hash, bytes.clone());
+    let mut damaged = bytes.to_vec();
+    damaged[0] ^= 1;
+    corrupt
+        .exchange
+        .store
+        .insert_payload(3, hash, damaged.into());
+
+    let (client, metrics) = client();
+    let fetched = client
+        .fetch(
+            &hash,
+            &[empty.address, corrupt.address, holder.address],
+            1024,
+        )
+        .await
+        .unwrap();
+    assert_eq!(fetched, bytes);
+    let failed = |reason: &str| metrics.downloads_failed.with_label_values(&[reason]).get();
+    assert_eq!((failed("status"), failed("hash_mismatch")), (1, 1));
+    assert_eq!(metrics.bytes_down.get(), bytes.len() as u64);
+    assert_eq!(holder.exchange.metrics.bytes_up.get(), bytes.len() as u64);
+
+    // Only the corrupt copy, or more bytes than a payload may have: no payload, never a bad one.
+    assert!(client.fetch(&hash, &[corrupt.address], 1024).await.is_err());
+    assert!(client.fetch(&hash, &[holder.address], 8).await.is_err());
+    assert!(failed("too_large") >= 1);
+}
+
+#[tokio::test]
+async fn payloads_serve_single_ranges_and_metrics_are_text() {
+    let holder = peer().await;
+    let (bytes, hash) = payload(b"0123456789");
+    holder.exchange.store.insert_payload(1, hash, bytes.clone());
+    let url = format!(
+        "http://{}/v1/payloads/{}",
+        holder.address,
+        hex::encode(hash)
+    );
+    let http = reqwest::Client::new();
+    let response = http
+        .get(&url)
+        .header("Range", "bytes=2-5")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 206);
+    assert_eq!(
+        response.headers()["content-range"],
+        format!("bytes 2-5/{}", bytes.len())
+    );
+    assert_eq!(response.bytes().await.unwrap(), bytes.slice(2..=5));
+    let response = http
+        .get(&url)
+        .header("Range", "bytes=999-")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 416);
+    let response = http
+        .get(format!("http://{}/v1/payloads/not-hex", holder.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+
+    let text = http
+        .get(format!("http://{}/metrics", holder.address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("demeter_payloads_served_total 2"), "{text}");
+}
