@@ -9,4 +9,5 @@ pub mod exchange;
 pub mod model;
 pub mod optim;
 pub mod payload;
+pub mod replica;
 pub mod simulate;

@@ -8,17 +8,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-use tch::{Device, Tensor, nn};
+use tch::{Device, Tensor};
 
 use crate::data::{BatchPlan, Dataset};
 use crate::demo::{Demo, DemoConfig, SparseUpdate};
-use crate::model::{
-    Llama, LlamaConfig, Preset, initialize, load_safetensors, named_parameters, padded_vocab,
-    save_safetensors,
-};
-use crate::optim::{AdamW, AdamWConfig, Schedule, clip_global_norm};
+use crate::model::{LlamaConfig, Preset, load_safetensors, padded_vocab, save_safetensors};
+use crate::optim::{AdamW, AdamWConfig, Schedule};
 use crate::payload;
+use crate::replica::Replica;
 
 /// Which optimizer the workers use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -79,20 +76,8 @@ enum WorkerOptimizer {
 }
 
 struct Worker {
-    vs: nn::VarStore,
-    model: Llama,
-    parameters: Vec<(String, Tensor)>,
+    replica: Replica,
     optimizer: WorkerOptimizer,
-}
-
-impl Worker {
-    /// The parameter tensors (sharing storage with the model), in parameter order.
-    fn tensors(&self) -> Vec<Tensor> {
-        self.parameters
-            .iter()
-            .map(|(_, t)| t.shallow_clone())
-            .collect()
-    }
 }
 
 /// A running simulation.
@@ -126,26 +111,17 @@ impl Simulation {
         )?;
         let mut workers: Vec<Worker> = Vec::with_capacity(config.workers);
         for _ in 0..config.workers {
-            let vs = nn::VarStore::new(device);
-            let model = Llama::new(&vs.root(), &model_config)?;
-            let parameters = named_parameters(&vs);
-            initialize(&parameters, config.seed, model_config.initializer_range);
+            let replica = Replica::new(&model_config, config.seed, device)?;
             let optimizer = match config.optimizer {
-                OptimizerKind::Demo => {
-                    WorkerOptimizer::Demo(Box::new(Demo::new(&parameters, config.demo.clone())?))
-                }
+                OptimizerKind::Demo => WorkerOptimizer::Demo(Box::new(Demo::new(
+                    replica.parameters(),
+                    config.demo.clone(),
+                )?)),
                 OptimizerKind::Adamw => {
-                    let tensors: Vec<Tensor> =
-                        parameters.iter().map(|(_, t)| t.shallow_clone()).collect();
-                    WorkerOptimizer::AdamW(AdamW::new(&tensors, config.adamw.clone()))
+                    WorkerOptimizer::AdamW(AdamW::new(&replica.tensors(), config.adamw.clone()))
                 }
             };
-            workers.push(Worker {
-                vs,
-                model,
-                parameters,
-                optimizer,
-            });
+            workers.push(Worker { replica, optimizer });
         }
         Ok(Self {
             config,
@@ -196,22 +172,10 @@ impl Simulation {
                 .map(|id| self.plan.token_range(self.step, id))
                 .collect();
             let (inputs, targets) = self.dataset.training_batch(&ranges);
-            let device = worker.vs.device();
-            for (_, parameter) in &worker.parameters {
-                let mut grad = parameter.grad();
-                if grad.defined() {
-                    let _ = grad.zero_();
-                }
-            }
-            let loss = worker
-                .model
-                .loss(&inputs.to_device(device), &targets.to_device(device));
-            loss.backward();
-            loss_sum += loss.double_value(&[]);
-            let mut grads: Vec<Tensor> = worker.parameters.iter().map(|(_, t)| t.grad()).collect();
-            if let Some(max_norm) = self.config.grad_clip {
-                clip_global_norm(&mut grads, max_norm);
-            }
+            let (loss, grads) = worker
+                .replica
+                .gradients(&inputs, &targets, self.config.grad_clip);
+            loss_sum += loss;
             gradients.push(grads);
             self.times.forward_backward += start.elapsed();
         }
@@ -256,7 +220,7 @@ impl Simulation {
                         bytes,
                         compressor.layouts(),
                         compressor.values(),
-                        worker.vs.device(),
+                        worker.replica.device(),
                     )
                 })
                 .collect::<Result<Vec<SparseUpdate>, _>>()?;
@@ -266,8 +230,7 @@ impl Simulation {
             let aggregate = tch::no_grad(|| compressor.aggregate_all(&update_refs));
             self.times.aggregate += start.elapsed();
             let start = Instant::now();
-            let tensors = worker.tensors();
-            demo.apply_aggregate(&tensors, &aggregate, lr);
+            demo.apply_aggregate(&worker.replica.tensors(), &aggregate, lr);
             self.times.apply += start.elapsed();
         }
         Ok(payloads[0].len())
@@ -289,7 +252,7 @@ impl Simulation {
         self.times.wire_encode += start.elapsed();
         let start = Instant::now();
         for worker in &mut self.workers {
-            let tensors = worker.tensors();
+            let tensors = worker.replica.tensors();
             let WorkerOptimizer::AdamW(adamw) = &mut worker.optimizer else {
                 unreachable!("adamw run")
             };
@@ -301,41 +264,14 @@ impl Simulation {
 
     /// Mean loss of worker 0's replica on the first `samples` validation windows.
     pub fn validation_loss(&self, samples: usize) -> f64 {
-        let worker = &self.workers[0];
-        let (inputs, targets) = self.dataset.validation_batch(self.config.seq_len, samples);
-        let device = worker.vs.device();
-        tch::no_grad(|| {
-            let chunks = inputs.split(16, 0).into_iter().zip(targets.split(16, 0));
-            let (mut total, mut count) = (0.0, 0i64);
-            for (x, y) in chunks {
-                let rows = x.size()[0];
-                total += worker
-                    .model
-                    .loss(&x.to_device(device), &y.to_device(device))
-                    .double_value(&[])
-                    * rows as f64;
-                count += rows;
-            }
-            total / count.max(1) as f64
-        })
+        self.workers[0]
+            .replica
+            .validation_loss(&self.dataset, self.config.seq_len, samples)
     }
 
     /// SHA-256 of every parameter of every replica, in parameter order.
     pub fn replica_hashes(&self) -> Vec<[u8; 32]> {
-        self.workers
-            .iter()
-            .map(|worker| {
-                let mut hasher = Sha256::new();
-                for (name, tensor) in &worker.parameters {
-                    let tensor = tensor.to_device(Device::Cpu).contiguous();
-                    let mut bytes = vec![0u8; tensor.numel() * tensor.kind().elt_size_in_bytes()];
-                    tensor.copy_data_u8(&mut bytes, tensor.numel());
-                    hasher.update(name.as_bytes());
-                    hasher.update(&bytes);
-                }
-                hasher.finalize().into()
-            })
-            .collect()
+        self.workers.iter().map(|w| w.replica.hash()).collect()
     }
 
     /// Writes the model (`model.safetensors` + `config.json`, loadable by `transformers`), each
@@ -343,11 +279,13 @@ impl Simulation {
     /// `dir`.
     pub fn save_checkpoint(&self, dir: &Path) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir)?;
-        save_safetensors(&dir.join("model.safetensors"), &self.workers[0].parameters)?;
+        self.workers[0]
+            .replica
+            .save(&dir.join("model.safetensors"))?;
         std::fs::write(dir.join("config.json"), self.model_config.to_hf_json())?;
         let mut adamw_steps = 0;
         for (index, worker) in self.workers.iter().enumerate() {
-            let names = worker.parameters.iter().map(|(name, _)| name);
+            let names = worker.replica.parameters().iter().map(|(name, _)| name);
             let tensors: Vec<(String, Tensor)> = match &worker.optimizer {
                 WorkerOptimizer::Demo(demo) => names
                     .zip(demo.deltas())
@@ -401,31 +339,17 @@ impl Simulation {
             self.workers.len(),
             self.config.optimizer
         );
-        let saved: BTreeMap<String, Tensor> = load_safetensors(&dir.join("model.safetensors"))?
-            .into_iter()
-            .collect();
         for (index, worker) in self.workers.iter_mut().enumerate() {
-            tch::no_grad(|| -> anyhow::Result<()> {
-                for (name, tensor) in &worker.parameters {
-                    let source = saved.get(name).ok_or_else(|| {
-                        anyhow::anyhow!("{}: checkpoint lacks tensor {name}", dir.display())
-                    })?;
-                    anyhow::ensure!(
-                        source.size() == tensor.size(),
-                        "{}: tensor {name} has shape {:?}, the model {:?}",
-                        dir.display(),
-                        source.size(),
-                        tensor.size()
-                    );
-                    tensor.shallow_clone().copy_(source);
-                }
-                Ok(())
-            })?;
+            worker
+                .replica
+                .load(&dir.join("model.safetensors"))
+                .context("--resume")?;
             let path = dir.join(format!("optimizer-worker-{index}.safetensors"));
             let tensors: BTreeMap<String, Tensor> = load_safetensors(&path)?.into_iter().collect();
             let take = |suffix: &str| -> anyhow::Result<Vec<Tensor>> {
                 worker
-                    .parameters
+                    .replica
+                    .parameters()
                     .iter()
                     .map(|(n, _)| {
                         tensors

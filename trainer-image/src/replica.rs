@@ -1,0 +1,140 @@
+//! One copy of the model: what a networked client trains, and what the simulation holds one of
+//! per worker. Optimizers live beside it, not in it.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+use tch::{Device, Tensor, nn};
+
+use crate::data::Dataset;
+use crate::model::{
+    Llama, LlamaConfig, initialize, load_safetensors, named_parameters, save_safetensors,
+};
+use crate::optim::clip_global_norm;
+
+/// A model replica and its named parameters (sharing storage with the model).
+pub struct Replica {
+    vs: nn::VarStore,
+    model: Llama,
+    parameters: Vec<(String, Tensor)>,
+}
+
+impl Replica {
+    /// A freshly initialized replica: the same `seed` gives the same weights on every device.
+    pub fn new(config: &LlamaConfig, seed: u64, device: Device) -> anyhow::Result<Self> {
+        let vs = nn::VarStore::new(device);
+        let model = Llama::new(&vs.root(), config)?;
+        let parameters = named_parameters(&vs);
+        initialize(&parameters, seed, config.initializer_range);
+        Ok(Self {
+            vs,
+            model,
+            parameters,
+        })
+    }
+
+    pub fn device(&self) -> Device {
+        self.vs.device()
+    }
+
+    /// The parameters by HF name, in the model's natural order.
+    pub fn parameters(&self) -> &[(String, Tensor)] {
+        &self.parameters
+    }
+
+    /// The parameter tensors (sharing storage with the model), in parameter order.
+    pub fn tensors(&self) -> Vec<Tensor> {
+        self.parameters
+            .iter()
+            .map(|(_, t)| t.shallow_clone())
+            .collect()
+    }
+
+    /// Forward and backward on one batch: the loss and the gradients (clipped to a global norm
+    /// of `grad_clip` when given), in parameter order.
+    pub fn gradients(
+        &self,
+        inputs: &Tensor,
+        targets: &Tensor,
+        grad_clip: Option<f64>,
+    ) -> (f64, Vec<Tensor>) {
+        let device = self.device();
+        for (_, parameter) in &self.parameters {
+            let mut grad = parameter.grad();
+            if grad.defined() {
+                let _ = grad.zero_();
+            }
+        }
+        let loss = self
+            .model
+            .loss(&inputs.to_device(device), &targets.to_device(device));
+        loss.backward();
+        let mut grads: Vec<Tensor> = self.parameters.iter().map(|(_, t)| t.grad()).collect();
+        if let Some(max_norm) = grad_clip {
+            clip_global_norm(&mut grads, max_norm);
+        }
+        (loss.double_value(&[]), grads)
+    }
+
+    /// Mean loss on the first `samples` validation windows of `seq_len` tokens.
+    pub fn validation_loss(&self, dataset: &Dataset, seq_len: usize, samples: usize) -> f64 {
+        let (inputs, targets) = dataset.validation_batch(seq_len, samples);
+        let device = self.device();
+        tch::no_grad(|| {
+            let chunks = inputs.split(16, 0).into_iter().zip(targets.split(16, 0));
+            let (mut total, mut count) = (0.0, 0i64);
+            for (x, y) in chunks {
+                let rows = x.size()[0];
+                total += self
+                    .model
+                    .loss(&x.to_device(device), &y.to_device(device))
+                    .double_value(&[])
+                    * rows as f64;
+                count += rows;
+            }
+            total / count.max(1) as f64
+        })
+    }
+
+    /// SHA-256 over every parameter's name and bytes, in parameter order: equal hashes mean
+    /// bitwise-identical replicas.
+    pub fn hash(&self) -> [u8; 32] {
+        let mut hasher = Sha256::new();
+        for (name, tensor) in &self.parameters {
+            let tensor = tensor.to_device(Device::Cpu).contiguous();
+            let mut bytes = vec![0u8; tensor.numel() * tensor.kind().elt_size_in_bytes()];
+            tensor.copy_data_u8(&mut bytes, tensor.numel());
+            hasher.update(name.as_bytes());
+            hasher.update(&bytes);
+        }
+        hasher.finalize().into()
+    }
+
+    /// Writes the weights as safetensors with HF names.
+    pub fn save(&self, path: &Path) -> anyhow::Result<()> {
+        Ok(save_safetensors(path, &self.parameters)?)
+    }
+
+    /// Loads weights saved by [`Replica::save`] (or any safetensors file with the same names
+    /// and shapes); a missing tensor or another shape is an error naming it.
+    pub fn load(&self, path: &Path) -> anyhow::Result<()> {
+        let saved: BTreeMap<String, Tensor> = load_safetensors(path)?.into_iter().collect();
+        tch::no_grad(|| {
+            for (name, tensor) in &self.parameters {
+                let source = saved
+                    .get(name)
+                    .ok_or_else(|| anyhow::anyhow!("{}: lacks tensor {name}", path.display()))?;
+                anyhow::ensure!(
+                    source.size() == tensor.size(),
+                    "{}: tensor {name} has shape {:?}, the model {:?}",
+                    path.display(),
+                    source.size(),
+                    tensor.size()
+                );
+                tensor.shallow_clone().copy_(source);
+            }
+            Ok(())
+        })
+    }
+}
