@@ -11,3 +11,4 @@ pub mod optim;
 pub mod payload;
 pub mod replica;
 pub mod simulate;
+pub mod train;

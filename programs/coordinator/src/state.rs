@@ -299,6 +299,12 @@ impl Coordinator {
         .then(|| &self.rounds[self.step as usize % ROUNDS_KEPT])
     }
 
+    /// A closed round still held (the last four), of any epoch: what a client applies.
+    pub fn held_round(&self, step: u64) -> Option<&Round> {
+        let round = &self.rounds[step as usize % ROUNDS_KEPT];
+        (round.in_use == 1 && round.closed == 1 && round.step == step).then_some(round)
+    }
+
     /// A closed round of the current epoch still held.
     pub fn closed_round(&self, step: u64) -> Option<&Round> {
         let round = &self.rounds[step as usize % ROUNDS_KEPT];

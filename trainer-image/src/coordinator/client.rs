@@ -111,6 +111,11 @@ impl CoordinatorClient {
         }
     }
 
+    /// Whether the connection is still up.
+    pub fn is_connected(&self) -> bool {
+        !self.connection.is_finished()
+    }
+
     /// Closes the connection; the member stays in the run (leaving is `Request::Withdraw`).
     pub fn disconnect(self) {
         self.connection.abort();

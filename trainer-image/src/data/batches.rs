@@ -80,7 +80,11 @@ impl BatchPlan {
 
     /// The window sample `batch_id` of `step` trains on.
     pub fn window(&self, step: u64, batch_id: u64) -> u64 {
-        let sample = step * self.global_batch + batch_id;
+        self.window_of_sample(step * self.global_batch + batch_id)
+    }
+
+    /// The window of global sample `sample` (a coordinator's data position).
+    pub fn window_of_sample(&self, sample: u64) -> u64 {
         let pass = sample / self.windows();
         permute(
             self.seed ^ pass.wrapping_mul(0x9E37_79B9_7F4A_7C15),
@@ -91,7 +95,13 @@ impl BatchPlan {
 
     /// The tokens sample `batch_id` of `step` trains on.
     pub fn token_range(&self, step: u64, batch_id: u64) -> TokenRange {
-        let window = self.window(step, batch_id);
+        self.sample_range(step * self.global_batch + batch_id)
+    }
+
+    /// The tokens of global sample `sample`: with a coordinator, the data positions of a
+    /// client's assignment.
+    pub fn sample_range(&self, sample: u64) -> TokenRange {
+        let window = self.window_of_sample(sample);
         let shard = self.window_ends.partition_point(|&end| end <= window);
         let first = if shard == 0 {
             0

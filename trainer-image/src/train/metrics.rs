@@ -1,0 +1,110 @@
+//! The trainer's Prometheus metrics, served at `/metrics` beside the exchange's counters.
+
+use demeter_coordinator::{Coordinator, MemberStatus};
+use prometheus::{Gauge, IntCounter, IntGauge, Registry};
+
+/// Gauges and counters of one client.
+#[derive(Clone)]
+pub struct TrainerMetrics {
+    pub loss: Gauge,
+    pub lr: Gauge,
+    pub step: IntGauge,
+    pub epoch: IntGauge,
+    pub applied_step: IntGauge,
+    pub tokens: IntCounter,
+    pub tokens_per_second: Gauge,
+    pub payload_bytes: IntGauge,
+    /// Results applied in the last step (those a witness quorum saw).
+    pub results_applied: IntGauge,
+    /// Participants of the current round.
+    pub round_participants: IntGauge,
+    pub members_active: IntGauge,
+    /// Committed payloads that did not decode against this model.
+    pub rejected_payloads: IntCounter,
+}
+
+impl TrainerMetrics {
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        fn add<M: prometheus::core::Collector + Clone + 'static>(
+            registry: &Registry,
+            metric: M,
+        ) -> prometheus::Result<M> {
+            registry.register(Box::new(metric.clone()))?;
+            Ok(metric)
+        }
+        Ok(Self {
+            loss: add(
+                registry,
+                Gauge::new("demeter_loss", "Training loss of the last step")?,
+            )?,
+            lr: add(
+                registry,
+                Gauge::new("demeter_learning_rate", "Learning rate of the last step")?,
+            )?,
+            step: add(
+                registry,
+                IntGauge::new("demeter_step", "The run's completed steps")?,
+            )?,
+            epoch: add(registry, IntGauge::new("demeter_epoch", "The run's epoch")?)?,
+            applied_step: add(
+                registry,
+                IntGauge::new("demeter_applied_step", "Steps applied to this replica")?,
+            )?,
+            tokens: add(
+                registry,
+                IntCounter::new("demeter_tokens_total", "Tokens this client trained on")?,
+            )?,
+            tokens_per_second: add(
+                registry,
+                Gauge::new(
+                    "demeter_tokens_per_second",
+                    "Tokens trained per second since start",
+                )?,
+            )?,
+            payload_bytes: add(
+                registry,
+                IntGauge::new(
+                    "demeter_payload_bytes",
+                    "Bytes of this client's last result",
+                )?,
+            )?,
+            results_applied: add(
+                registry,
+                IntGauge::new(
+                    "demeter_results_applied",
+                    "Results a witness quorum saw, applied in the last step",
+                )?,
+            )?,
+            round_participants: add(
+                registry,
+                IntGauge::new(
+                    "demeter_round_participants",
+                    "Participants of the current round",
+                )?,
+            )?,
+            members_active: add(
+                registry,
+                IntGauge::new("demeter_members_active", "Members active in the epoch")?,
+            )?,
+            rejected_payloads: add(
+                registry,
+                IntCounter::new(
+                    "demeter_rejected_payloads_total",
+                    "Committed payloads that did not fit this model",
+                )?,
+            )?,
+        })
+    }
+
+    pub fn observe_state(&self, state: &Coordinator) {
+        self.step.set(state.step as i64);
+        self.epoch.set(state.epoch as i64);
+        self.members_active
+            .set(state.count(MemberStatus::Active) as i64);
+        self.round_participants.set(
+            state
+                .current_round()
+                .map_or(0, |round| i64::from(round.participant_count)),
+        );
+    }
+}

@@ -1,0 +1,620 @@
+//! `demeter train`: one client of a run. It trains the batches the coordinator assigns,
+//! publishes its DeMo result, fetches every peer's, and applies exactly the results a witness
+//! quorum saw, so that every replica stays bitwise identical.
+//!
+//! The client is a loop over coordinator states; each pass does whatever is due:
+//!
+//! 1. membership: join (again) when not in the run;
+//! 2. apply every closed round not yet applied, in step order (fetching any counted result it
+//!    lacks from any peer), then health-check participants a quorum did not see;
+//! 3. warmup: report ready once the replica is at the run's step;
+//! 4. training round: train the assigned samples, compress, publish the payload and a signed
+//!    commitment to the round's participants;
+//! 5. collect the round's commitments and payloads, verifying each;
+//! 6. as an elected witness, report who and what it received;
+//! 7. at an epoch's end, write a checkpoint.
+
+pub mod backend;
+mod metrics;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use demeter_coordinator::{
+    Bloom, Coordinator, MemberStatus, Round, RunState, WitnessReport, state::MAX_CLIENTS,
+};
+use tch::Device;
+
+use self::backend::{BackendError, CoordinatorBackend};
+pub use self::metrics::TrainerMetrics;
+use crate::coordinator::{Identity, Request};
+use crate::data::{BatchPlan, Dataset};
+use crate::demo::{Demo, DemoConfig, SparseUpdate};
+use crate::exchange::serve::{Exchange, ExchangeMetrics};
+use crate::exchange::{Commitment, PeerClient, ResultStore, router};
+use crate::model::{LlamaConfig, Preset, padded_vocab};
+use crate::optim::Schedule;
+use crate::payload;
+use crate::replica::Replica;
+
+/// How often the loop looks again when nothing changed (commitments arrive between states).
+const POLL: Duration = Duration::from_millis(100);
+
+/// What every client of a run must agree on (the coordinator does not carry it).
+#[derive(Clone, Debug)]
+pub struct TrainSettings {
+    pub preset: Preset,
+    pub seq_len: usize,
+    /// Seeds the initial weights and the data order: the same on every client.
+    pub seed: u64,
+    pub demo: DemoConfig,
+    /// The schedule's shape; its total steps come from the coordinator's config.
+    pub schedule: Schedule,
+    pub grad_clip: Option<f64>,
+    /// Where to write epoch checkpoints, if anywhere.
+    pub checkpoint_dir: Option<PathBuf>,
+}
+
+/// How a finished client's run went.
+#[derive(Clone, Debug)]
+pub struct TrainSummary {
+    pub steps: u64,
+    pub first_loss: Option<f64>,
+    pub last_loss: Option<f64>,
+    pub tokens: u64,
+    pub payload_bytes: usize,
+    pub replica_hash: [u8; 32],
+}
+
+/// The round this client is working on.
+#[derive(Default)]
+struct RoundWork {
+    step: u64,
+    published: bool,
+    reported: bool,
+    /// Verified results of the round by participant slot: (commitment hash, payload).
+    received: BTreeMap<usize, ([u8; 32], Bytes)>,
+}
+
+/// One client of a run.
+pub struct Trainer<B: CoordinatorBackend> {
+    identity: Arc<Identity>,
+    backend: B,
+    settings: TrainSettings,
+    model_config: LlamaConfig,
+    replica: Replica,
+    demo: Demo,
+    dataset: Dataset,
+    plan: BatchPlan,
+    exchange: Arc<Exchange>,
+    peers: PeerClient,
+    endpoint: SocketAddr,
+    metrics: TrainerMetrics,
+    /// Steps applied to the replica: the next step to apply.
+    applied: u64,
+    work: RoundWork,
+    checkpointed_epoch: Option<u64>,
+    first_loss: Option<f64>,
+    last_loss: Option<f64>,
+    tokens: u64,
+    started: Instant,
+}
+
+impl<B: CoordinatorBackend> Trainer<B> {
+    /// Builds the replica and starts the exchange server on `listen`; peers are told
+    /// `advertise` (default: the bound address).
+    pub async fn new(
+        identity: Arc<Identity>,
+        backend: B,
+        settings: TrainSettings,
+        dataset: Dataset,
+        listen: SocketAddr,
+        advertise: Option<SocketAddr>,
+    ) -> anyhow::Result<Self> {
+        let state = backend.state();
+        let mut model_config =
+            LlamaConfig::preset(settings.preset, padded_vocab(dataset.meta.vocab_size));
+        model_config.max_position_embeddings =
+            model_config.max_position_embeddings.max(settings.seq_len);
+        let replica = Replica::new(&model_config, settings.seed, Device::cuda_if_available())?;
+        let demo = Demo::new(replica.parameters(), settings.demo.clone())?;
+        let shard_lens: Vec<usize> = dataset.train.iter().map(|shard| shard.len()).collect();
+        // The plan's own batch size is unused here: samples are the coordinator's positions.
+        let plan = BatchPlan::new(settings.seed, settings.seq_len, 1, &shard_lens)?;
+
+        let registry = prometheus::Registry::new();
+        let exchange_metrics = ExchangeMetrics::register(&registry)?;
+        let metrics = TrainerMetrics::register(&registry)?;
+        let exchange = Arc::new(Exchange {
+            run_id: state.run_id,
+            store: Arc::new(ResultStore::default()),
+            registry,
+            metrics: exchange_metrics.clone(),
+        });
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("--listen {listen}"))?;
+        let bound = listener.local_addr()?;
+        let app = router(exchange.clone());
+        tokio::spawn(async move {
+            if let Err(error) = axum::serve(listener, app).await {
+                tracing::error!(%error, "the exchange server stopped");
+            }
+        });
+        tracing::info!(metrics = %format!("http://{bound}/metrics"), "serving results and metrics");
+        let peers = PeerClient::new(exchange_metrics, Duration::from_secs(10))?;
+        Ok(Self {
+            identity,
+            backend,
+            settings,
+            model_config,
+            replica,
+            demo,
+            dataset,
+            plan,
+            exchange,
+            peers,
+            endpoint: advertise.unwrap_or(bound),
+            metrics,
+            applied: 0,
+            work: RoundWork::default(),
+            checkpointed_epoch: None,
+            first_loss: None,
+            last_loss: None,
+            tokens: 0,
+            started: Instant::now(),
+        })
+    }
+
+    /// The encoded size of a result of this model: every payload has exactly this length.
+    fn payload_len(&self) -> usize {
+        let compressor = self.demo.compressor();
+        payload::encoded_len(compressor.layouts(), compressor.values())
+    }
+
+    /// Where this client serves results and `/metrics`.
+    pub fn endpoint(&self) -> SocketAddr {
+        self.endpoint
+    }
+
+    fn me(&self) -> [u8; 32] {
+        self.identity.public()
+    }
+
+    fn schedule(&self, state: &Coordinator) -> Schedule {
+        Schedule {
+            total_steps: state.config.total_steps,
+            ..self.settings.schedule.clone()
+        }
+    }
+
+    /// Runs until the run finishes and this replica has applied every step.
+    pub async fn run(mut self) -> anyhow::Result<TrainSummary> {
+        loop {
+            let state = self.backend.state();
+            if state.run_state() == RunState::Finished && self.applied >= state.step {
+                self.checkpoint(&state)?;
+                return Ok(TrainSummary {
+                    steps: self.applied,
+                    first_loss: self.first_loss,
+                    last_loss: self.last_loss,
+                    tokens: self.tokens,
+                    payload_bytes: self.payload_len(),
+                    replica_hash: self.replica.hash(),
+                });
+            }
+            self.pass(&state).await?;
+            if let Err(error) = self.backend.changed(POLL).await {
+                tracing::warn!(%error, "waiting for the coordinator");
+            }
+        }
+    }
+
+    async fn send(&mut self, request: Request) -> Result<(), BackendError> {
+        let what = format!("{request:?}");
+        let result = self.backend.send(request).await;
+        if let Err(error) = &result {
+            tracing::debug!(request = %what.chars().take(40).collect::<String>(), %error, "not accepted");
+        }
+        result
+    }
+
+    /// One look at `state`: does whatever is due.
+    async fn pass(&mut self, state: &Coordinator) -> anyhow::Result<()> {
+        self.metrics.observe_state(state);
+        let slot = state.member_index(&self.me());
+        let status = slot.map_or(MemberStatus::Empty, |slot| state.members[slot].status());
+
+        if state.run_state() != RunState::Finished
+            && matches!(
+                status,
+                MemberStatus::Empty | MemberStatus::Dropped | MemberStatus::Withdrawn
+            )
+        {
+            let _ = self
+                .send(Request::Join {
+                    endpoint: self.endpoint,
+                })
+                .await;
+            return Ok(());
+        }
+
+        self.apply_closed_rounds(state).await?;
+        let in_sync = self.applied == state.step;
+
+        match state.run_state() {
+            RunState::Warmup if status == MemberStatus::Active && in_sync => {
+                let ready = slot.is_some_and(|slot| state.members[slot].ready == 1);
+                if !ready {
+                    let _ = self.send(Request::WarmupWitness).await;
+                }
+            }
+            RunState::RoundTrain | RunState::RoundWitness => {
+                let round = *state.current_round().expect("a round is under way");
+                if self.work.step != round.step {
+                    self.work = RoundWork {
+                        step: round.step,
+                        ..RoundWork::default()
+                    };
+                }
+                let participant = slot.filter(|&slot| round.is_participant(slot));
+                if let Some(slot) = participant
+                    && in_sync
+                    && !self.work.published
+                    && state.run_state() == RunState::RoundTrain
+                {
+                    self.train_and_publish(state, &round, slot).await?;
+                }
+                self.collect(state, &round).await;
+                if let Some(slot) = participant {
+                    self.witness_if_elected(state, &round, slot).await;
+                }
+            }
+            RunState::Cooldown if in_sync => self.checkpoint(state)?,
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Trains the samples assigned to `slot`, then publishes the result.
+    async fn train_and_publish(
+        &mut self,
+        state: &Coordinator,
+        round: &Round,
+        slot: usize,
+    ) -> anyhow::Result<()> {
+        let assignment = round.assignment(slot).expect("a participant");
+        let ranges: Vec<_> = assignment
+            .map(|sample| self.plan.sample_range(sample))
+            .collect();
+        let lr = self.schedule(state).lr(round.step);
+        let started = Instant::now();
+        let (loss, update) = tokio::task::block_in_place(|| -> anyhow::Result<_> {
+            let gradients = if ranges.is_empty() {
+                // More participants than samples: nothing to learn from, but a result is due.
+                self.replica
+                    .tensors()
+                    .iter()
+                    .map(|t| t.zeros_like())
+                    .collect::<Vec<_>>()
+            } else {
+                let (inputs, targets) = self.dataset.training_batch(&ranges);
+                let (loss, grads) =
+                    self.replica
+                        .gradients(&inputs, &targets, self.settings.grad_clip);
+                self.first_loss.get_or_insert(loss);
+                self.last_loss = Some(loss);
+                self.metrics.loss.set(loss);
+                grads
+            };
+            let update = self.demo.compress_step(&gradients, lr);
+            Ok((self.last_loss, update))
+        })?;
+        let bytes: Bytes = payload::encode(&update, self.demo.compressor().layouts()).into();
+        let hash = payload::content_hash(&bytes).expect("an encoded payload has a trailer");
+        let tokens = (ranges.len() * self.settings.seq_len) as u64;
+        self.tokens += tokens;
+        self.metrics.tokens.inc_by(tokens);
+        self.metrics.payload_bytes.set(bytes.len() as i64);
+        self.metrics.lr.set(lr);
+        self.metrics
+            .tokens_per_second
+            .set(self.tokens as f64 / self.started.elapsed().as_secs_f64().max(1e-9));
+        tracing::info!(
+            step = round.step,
+            samples = ranges.len(),
+            loss = loss.unwrap_or(f64::NAN),
+            ms = started.elapsed().as_millis() as u64,
+            "trained"
+        );
+
+        let store = &self.exchange.store;
+        store.insert_payload(round.step, hash, bytes.clone());
+        let commitment = Commitment::sign(&self.identity, &state.run_id, round.step, hash);
+        store.add_commitment(commitment.clone());
+        self.work.received.insert(slot, (hash, bytes));
+        self.work.published = true;
+        for peer in participants(state, round).filter(|&(s, _)| s != slot) {
+            if let Some(address) = peer.1 {
+                self.peers.announce(address, &commitment).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Gathers the round's commitments and the payloads they name, checking each: a valid
+    /// signature, a participant of the round, and a payload that decodes against this model.
+    async fn collect(&mut self, state: &Coordinator, round: &Round) {
+        let run_id = state.run_id;
+        let missing: Vec<(usize, Option<SocketAddr>)> = participants(state, round)
+            .filter(|(slot, _)| !self.work.received.contains_key(slot))
+            .collect();
+        for (slot, address) in missing {
+            let id = state.members[slot].id;
+            let known = self
+                .exchange
+                .store
+                .commitments(round.step)
+                .into_iter()
+                .find(|c| c.client == id);
+            let commitment = match (known, address) {
+                (Some(commitment), _) => commitment,
+                (None, Some(address)) => {
+                    let Some(commitment) = self
+                        .peers
+                        .commitments(address, round.step)
+                        .await
+                        .into_iter()
+                        .find(|c| c.client == id && c.is_valid(&run_id))
+                    else {
+                        continue;
+                    };
+                    self.exchange.store.add_commitment(commitment.clone());
+                    commitment
+                }
+                (None, None) => continue,
+            };
+            if let Some(bytes) = self.fetch_verified(state, round, &commitment.hash).await {
+                self.work.received.insert(slot, (commitment.hash, bytes));
+            }
+        }
+    }
+
+    /// The payload with `hash`, from the store or any participant, decoded once to check it
+    /// fits this model; kept in the store so others can fetch it here.
+    async fn fetch_verified(
+        &mut self,
+        state: &Coordinator,
+        round: &Round,
+        hash: &[u8; 32],
+    ) -> Option<Bytes> {
+        if let Some(bytes) = self.exchange.store.payload(hash) {
+            return Some(bytes);
+        }
+        let max_len = self.payload_len();
+        let addresses: Vec<SocketAddr> = participants(state, round)
+            .filter_map(|(_, address)| address)
+            .filter(|address| *address != self.endpoint)
+            .collect();
+        let bytes = self.peers.fetch(hash, &addresses, max_len).await.ok()?;
+        let compressor = self.demo.compressor();
+        if let Err(error) = payload::decode(
+            &bytes,
+            compressor.layouts(),
+            compressor.values(),
+            Device::Cpu,
+        ) {
+            tracing::warn!(%error, "a committed payload does not fit this model; ignored");
+            self.metrics.rejected_payloads.inc();
+            return None;
+        }
+        self.exchange
+            .store
+            .insert_payload(round.step, *hash, bytes.clone());
+        Some(bytes)
+    }
+
+    async fn witness_if_elected(&mut self, state: &Coordinator, round: &Round, slot: usize) {
+        let Some(position) = round.witness_position(slot) else {
+            return;
+        };
+        let all_in = self.work.received.len() == usize::from(round.participant_count);
+        let time_is_up = state.run_state() == RunState::RoundWitness;
+        if self.work.reported || round.reported & (1 << position) != 0 || !(all_in || time_is_up) {
+            return;
+        }
+        let mut report = WitnessReport {
+            participants: Bloom::default(),
+            commitments: Bloom::default(),
+        };
+        for (&seen, (hash, _)) in &self.work.received {
+            report
+                .participants
+                .insert(&state.members[seen].id, &round.seed);
+            report.commitments.insert(hash, &round.seed);
+        }
+        match self
+            .send(Request::witness(round.step, position, &report))
+            .await
+        {
+            Ok(()) | Err(BackendError::Rejected(_)) => self.work.reported = true,
+            Err(BackendError::Unavailable(_)) => {}
+        }
+    }
+
+    /// Applies every closed round up to the run's step, in order.
+    async fn apply_closed_rounds(&mut self, state: &Coordinator) -> anyhow::Result<()> {
+        while self.applied < state.step {
+            let step = self.applied;
+            let round = *state.held_round(step).with_context(|| {
+                format!(
+                    "round {step} is no longer held by the coordinator: this replica fell \
+                     behind; restart the client to catch up from a checkpoint"
+                )
+            })?;
+            let counted = self.counted_results(state, &round).await?;
+            let updates = {
+                let compressor = self.demo.compressor();
+                counted
+                    .iter()
+                    .map(|bytes| {
+                        payload::decode(
+                            bytes,
+                            compressor.layouts(),
+                            compressor.values(),
+                            self.replica.device(),
+                        )
+                    })
+                    .collect::<Result<Vec<SparseUpdate>, _>>()?
+            };
+            let lr = self.schedule(state).lr(step);
+            tokio::task::block_in_place(|| {
+                if !updates.is_empty() {
+                    let refs: Vec<&SparseUpdate> = updates.iter().collect();
+                    tch::no_grad(|| self.demo.apply(&self.replica.tensors(), &refs, lr));
+                }
+            });
+            self.applied += 1;
+            self.metrics.applied_step.set(self.applied as i64);
+            self.metrics.results_applied.set(updates.len() as i64);
+            self.health_check(state, &round).await;
+        }
+        Ok(())
+    }
+
+    /// The payloads of `round` that count (a witness quorum saw their commitments), in
+    /// participant slot order: the same list on every client.
+    async fn counted_results(
+        &mut self,
+        state: &Coordinator,
+        round: &Round,
+    ) -> anyhow::Result<Vec<Bytes>> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut counted = Vec::new();
+            let mut missing = 0;
+            for (slot, address) in participants(state, round) {
+                let id = state.members[slot].id;
+                let commitment = match self
+                    .exchange
+                    .store
+                    .commitments(round.step)
+                    .into_iter()
+                    .find(|c| c.client == id)
+                {
+                    Some(commitment) => Some(commitment),
+                    None => self.ask_for_commitment(state, round, id, address).await,
+                };
+                let Some(commitment) = commitment.filter(|c| round.result_counts(&c.hash)) else {
+                    // No commitment at all: a quorum cannot have seen it either, unless every
+                    // peer that holds it is unreachable; then the deadline below decides.
+                    if round.was_seen(&id) {
+                        missing += 1;
+                    }
+                    continue;
+                };
+                match self.fetch_verified(state, round, &commitment.hash).await {
+                    Some(bytes) => counted.push(bytes),
+                    None => missing += 1,
+                }
+            }
+            if missing == 0 {
+                return Ok(counted);
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "round {}: {missing} results a quorum saw cannot be fetched from any peer; \
+                 this replica cannot stay identical and stops",
+                round.step
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn ask_for_commitment(
+        &mut self,
+        state: &Coordinator,
+        round: &Round,
+        id: [u8; 32],
+        owner: Option<SocketAddr>,
+    ) -> Option<Commitment> {
+        let others = participants(state, round).filter_map(|(_, address)| address);
+        for address in owner.into_iter().chain(others) {
+            if let Some(commitment) = self
+                .peers
+                .commitments(address, round.step)
+                .await
+                .into_iter()
+                .find(|c| c.client == id && c.is_valid(&state.run_id))
+            {
+                self.exchange.store.add_commitment(commitment.clone());
+                return Some(commitment);
+            }
+        }
+        None
+    }
+
+    /// Shows the coordinator participants of `round` that no witness quorum saw, so it drops
+    /// them for the epoch.
+    async fn health_check(&mut self, state: &Coordinator, round: &Round) {
+        let me_active = state
+            .member_index(&self.me())
+            .is_some_and(|slot| state.members[slot].status() == MemberStatus::Active);
+        if !me_active || round.report_count() < round.quorum() {
+            return;
+        }
+        let unseen: Vec<[u8; 32]> = participants(state, round)
+            .map(|(slot, _)| state.members[slot])
+            .filter(|m| m.status() == MemberStatus::Active && !round.was_seen(&m.id))
+            .map(|m| m.id)
+            .collect();
+        for target in unseen {
+            let _ = self
+                .send(Request::HealthCheck {
+                    step: round.step,
+                    target,
+                })
+                .await;
+        }
+    }
+
+    /// Writes `epoch-N/` (model, config, this client's DeMo state) once per epoch.
+    fn checkpoint(&mut self, state: &Coordinator) -> anyhow::Result<()> {
+        let Some(root) = &self.settings.checkpoint_dir else {
+            return Ok(());
+        };
+        if self.checkpointed_epoch == Some(state.epoch) {
+            return Ok(());
+        }
+        let dir = root.join(format!("step-{}", self.applied));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        self.replica.save(&dir.join("model.safetensors"))?;
+        std::fs::write(dir.join("config.json"), self.model_config.to_hf_json())?;
+        let deltas: Vec<(String, tch::Tensor)> = self
+            .replica
+            .parameters()
+            .iter()
+            .zip(self.demo.deltas())
+            .map(|((name, _), delta)| (format!("{name}.demo_delta"), delta.shallow_clone()))
+            .collect();
+        crate::model::save_safetensors(&dir.join("optimizer.safetensors"), &deltas)?;
+        self.checkpointed_epoch = Some(state.epoch);
+        tracing::info!(dir = %dir.display(), step = self.applied, "checkpoint written");
+        Ok(())
+    }
+}
+
+/// The participants of `round` in slot order, with the endpoint each announced.
+fn participants<'a>(
+    state: &'a Coordinator,
+    round: &'a Round,
+) -> impl Iterator<Item = (usize, Option<SocketAddr>)> + 'a {
+    (0..MAX_CLIENTS)
+        .filter(|&slot| round.is_participant(slot))
+        .map(|slot| (slot, state.members[slot].endpoint.socket_addr()))
+}

@@ -1,0 +1,111 @@
+//! Networked DeMo training on loopback, in one process: the centralized coordinator and three
+//! trainer clients, each with its own replica, exchanging results over real HTTP.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use demeter_coordinator::Config;
+use demeter_trainer::coordinator::{Identity, Server, ServerSettings};
+use demeter_trainer::data::Dataset;
+use demeter_trainer::demo::DemoConfig;
+use demeter_trainer::model::Preset;
+use demeter_trainer::optim::{Schedule, ScheduleKind};
+use demeter_trainer::train::backend::Centralized;
+use demeter_trainer::train::{TrainSettings, Trainer};
+
+fn run_config() -> Config {
+    Config {
+        warmup_time: 10,
+        cooldown_time: 1,
+        max_round_train_time: 20,
+        round_witness_time: 1,
+        epoch_time: 600,
+        join_window: 0,
+        total_steps: 6,
+        global_batch_size_start: 12,
+        global_batch_size_end: 12,
+        global_batch_size_ramp_steps: 0,
+        points_per_epoch: 10,
+        init_min_clients: 3,
+        min_clients: 2,
+        witness_nodes: 3,
+        _padding: 0,
+    }
+}
+
+fn settings() -> TrainSettings {
+    TrainSettings {
+        preset: Preset::Tiny,
+        seq_len: 64,
+        seed: 5,
+        demo: DemoConfig::default(),
+        schedule: Schedule {
+            kind: ScheduleKind::Cosine,
+            peak_lr: 2e-3,
+            min_lr: 2e-4,
+            warmup_steps: 1,
+            total_steps: 0,
+            decay_fraction: 0.0,
+        },
+        grad_clip: Some(1.0),
+        checkpoint_dir: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_clients_train_together_and_stay_identical() {
+    tch::set_num_threads(1);
+    let dir = tempfile::tempdir().unwrap();
+    let mut run_id = [0u8; 32];
+    run_id[..8].copy_from_slice(b"loopback");
+    let server = Server::open(ServerSettings {
+        run_id,
+        config: run_config(),
+        authority: None,
+        allowed_clients: None,
+        state_path: dir.path().join("run.state"),
+        tick_interval: Duration::from_millis(50),
+    })
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(server.serve(listener, std::future::pending()));
+
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let identity = Arc::new(Identity::generate().unwrap());
+        let backend = Centralized::connect(address, identity.clone(), Duration::from_secs(5))
+            .await
+            .unwrap();
+        let trainer = Trainer::new(
+            identity,
+            backend,
+            settings(),
+            Dataset::embedded(0.02),
+            "127.0.0.1:0".parse().unwrap(),
+            None,
+        )
+        .await
+        .unwrap();
+        clients.push(tokio::spawn(trainer.run()));
+    }
+    let mut summaries = Vec::new();
+    for client in clients {
+        let summary = tokio::time::timeout(Duration::from_secs(120), client)
+            .await
+            .expect("the run finishes")
+            .unwrap()
+            .unwrap();
+        summaries.push(summary);
+    }
+    for summary in &summaries {
+        assert_eq!(summary.steps, 6);
+        assert_eq!(
+            summary.replica_hash, summaries[0].replica_hash,
+            "replicas identical"
+        );
+        let (first, last) = (summary.first_loss.unwrap(), summary.last_loss.unwrap());
+        assert!(last < first, "loss falls: {first} -> {last}");
+        assert_eq!(summary.tokens, 6 * 4 * 64, "a third of 12 samples per step");
+    }
+}
