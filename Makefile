@@ -4,7 +4,7 @@ SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
 ENV := . scripts/env.sh &&
 CARGO_FLAGS := --release --locked
-# Extra arguments for `make run`, e.g. make run ARGS="--optimizer adamw --steps 300".
+# Extra arguments for `make run`, e.g. make run ARGS="--steps 300 --preset 20m".
 ARGS ?=
 
 .PHONY: bootstrap run test lint bench fuzz
@@ -12,7 +12,7 @@ bootstrap:
 	scripts/bootstrap.sh
 
 run: bootstrap
-	$(ENV) cargo run $(CARGO_FLAGS) --bin demeter -- simulate $(ARGS)
+	$(ENV) cargo run $(CARGO_FLAGS) --bin demeter -- local --clients 3 $(ARGS)
 
 lint: bootstrap
 	cargo fmt --all --check

@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use demeter_trainer::commands::{
-    self, CoordinatorCommand, DataArgs, ModelInitArgs, PayloadCommand, SimulateArgs,
+    self, CoordinatorCommand, DataArgs, LocalArgs, ModelInitArgs, PayloadCommand, SimulateArgs,
+    TrainArgs,
 };
 
 #[derive(Parser)]
@@ -23,6 +24,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The main job: a coordinator and N trainer clients as processes on loopback, on the
+    /// shipped corpus (no cluster, no chain).
+    Local(Box<LocalArgs>),
+    /// One trainer client of a run.
+    Train(Box<TrainArgs>),
     /// Train many workers with disjoint data in one process, every update through the wire format.
     Simulate(Box<SimulateArgs>),
     /// Prepare token data.
@@ -78,6 +84,8 @@ fn main() -> anyhow::Result<()> {
         tch::set_num_threads(threads);
     }
     match cli.command {
+        Command::Local(args) => commands::local(&args),
+        Command::Train(args) => commands::train(&args),
         Command::Simulate(args) => commands::simulate(&args),
         Command::Data {
             command: DataCommand::Prepare { input, args },

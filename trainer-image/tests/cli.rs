@@ -251,3 +251,61 @@ fn coordinator_run_files_are_validated_by_field() {
         assert!(stderr.contains(expected), "case {index}: {stderr}");
     }
 }
+
+#[test]
+fn local_runs_three_client_processes_to_identical_replicas() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = ok(demeter(&[
+        "local",
+        "--clients",
+        "3",
+        "--steps",
+        "4",
+        "--dir",
+        path(dir.path()),
+    ]));
+    assert!(
+        out.contains("3 clients, 4 steps") && out.contains("replicas bitwise identical: yes"),
+        "{out}"
+    );
+    for client in 0..3 {
+        let summary: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join(format!("client-{client}.summary.json")))
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(summary["steps"], 4);
+        assert!(summary["last_loss"].as_f64() < summary["first_loss"].as_f64());
+    }
+    // The coordinator's state file holds the finished run.
+    assert!(dir.path().join("coordinator.state").exists());
+}
+
+#[test]
+fn train_names_what_is_wrong_with_its_arguments() {
+    let dir = tempfile::tempdir().unwrap();
+    let wallet = dir.path().join("id.json");
+    std::fs::write(&wallet, "[1, 2, 3]").unwrap();
+    let output = demeter(&[
+        "train",
+        "--coordinator",
+        "solana",
+        "--wallet",
+        path(&wallet),
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("expected tcp://HOST:PORT"), "{stderr}");
+    let output = demeter(&[
+        "train",
+        "--coordinator",
+        "tcp://127.0.0.1:9",
+        "--wallet",
+        path(&wallet),
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("has 3 bytes; a keypair file holds 64"),
+        "{stderr}"
+    );
+}

@@ -2,14 +2,18 @@
 
 mod coordinator;
 mod data;
+mod local;
 mod model;
 mod payload;
 mod simulate;
 mod table;
+mod train;
 
 pub use coordinator::{CoordinatorCommand, ServeArgs, coordinator};
 pub use data::{DataArgs, prepare_data};
+pub use local::{LocalArgs, local};
 pub use model::{ModelInitArgs, init_model};
 pub use payload::{PayloadCommand, payload};
 pub use simulate::{SimulateArgs, SimulationSummary, run_simulation, simulate};
 pub use table::Table;
+pub use train::{ClientSummary, RunModelArgs, TrainArgs, train};

@@ -177,6 +177,11 @@ impl<B: CoordinatorBackend> Trainer<B> {
         payload::encoded_len(compressor.layouts(), compressor.values())
     }
 
+    /// Parameters of the model.
+    pub fn parameter_count(&self) -> usize {
+        self.model_config.parameter_count()
+    }
+
     /// Where this client serves results and `/metrics`.
     pub fn endpoint(&self) -> SocketAddr {
         self.endpoint

@@ -1,0 +1,260 @@
+//! `demeter local`: the main job. A centralized coordinator and N trainer clients as separate
+//! processes on loopback, on the shipped corpus: no cluster, no chain.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+
+use super::table::Table;
+use super::train::{ClientSummary, RunModelArgs};
+use crate::coordinator::Identity;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct LocalArgs {
+    /// Trainer clients, each its own process with its own replica.
+    #[arg(long, default_value_t = 3)]
+    pub clients: usize,
+    /// Optimizer steps of the run.
+    #[arg(long, default_value_t = 100)]
+    pub steps: u64,
+    /// Samples per step, over all clients.
+    #[arg(long, default_value_t = 24)]
+    pub global_batch: u64,
+    /// Where the run's files go (run.toml, wallets, logs, state, summaries); default: a fresh
+    /// temporary directory, removed at the end.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub model: RunModelArgs,
+}
+
+/// A free loopback port (bound and released; the child binds it a moment later).
+fn free_port() -> anyhow::Result<SocketAddr> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+/// Children are killed when the job ends, however it ends.
+struct Children(Vec<(String, Child)>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn run_file(args: &LocalArgs) -> String {
+    let clients = args.clients.max(1);
+    format!(
+        r#"# Written by `demeter local`.
+run_id = "demeter-local"
+
+[config]
+warmup_time = 30
+cooldown_time = 1
+max_round_train_time = 30
+round_witness_time = 1
+epoch_time = 3600
+join_window = 0
+total_steps = {steps}
+global_batch_size_start = {batch}
+global_batch_size_end = {batch}
+global_batch_size_ramp_steps = 0
+points_per_epoch = 100
+init_min_clients = {clients}
+min_clients = {min}
+witness_nodes = {witnesses}
+"#,
+        steps = args.steps,
+        batch = args.global_batch,
+        min = clients.div_ceil(2),
+        witnesses = clients.min(3),
+    )
+}
+
+/// Reads one gauge from a client's `/metrics` (a tiny blocking HTTP/1.0 GET: no runtime needed).
+fn gauge(address: SocketAddr, name: &str) -> Option<f64> {
+    use std::io::{Read, Write};
+    let mut stream =
+        std::net::TcpStream::connect_timeout(&address, Duration::from_millis(200)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .ok()?;
+    write!(stream, "GET /metrics HTTP/1.0\r\nHost: {address}\r\n\r\n").ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    text.lines().find_map(|line| {
+        line.strip_prefix(name)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+pub fn local(args: &LocalArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.clients >= 1, "--clients must be at least 1");
+    let temporary;
+    let dir: &Path = match &args.dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).with_context(|| format!("--dir {}", dir.display()))?;
+            dir
+        }
+        None => {
+            temporary = tempfile::tempdir()?;
+            temporary.path()
+        }
+    };
+    let exe = std::env::current_exe().context("finding the demeter binary")?;
+    let run_toml = dir.join("run.toml");
+    std::fs::write(&run_toml, run_file(args))?;
+    let coordinator = free_port()?;
+    let mut children = Children(Vec::new());
+    let log = |name: &str| -> anyhow::Result<Stdio> {
+        Ok(std::fs::File::create(dir.join(format!("{name}.log")))?.into())
+    };
+    children.0.push((
+        "coordinator".into(),
+        Command::new(&exe)
+            .args(["coordinator", "serve", "--config"])
+            .arg(&run_toml)
+            .arg(format!("--listen={coordinator}"))
+            .arg("--state")
+            .arg(dir.join("coordinator.state"))
+            .arg("--tick-ms=50")
+            .stdout(Stdio::null())
+            .stderr(log("coordinator")?)
+            .spawn()
+            .context("starting the coordinator")?,
+    ));
+
+    let mut endpoints = Vec::new();
+    for index in 0..args.clients {
+        let wallet = dir.join(format!("client-{index}.json"));
+        if !wallet.exists() {
+            Identity::generate()?.write(&wallet)?;
+        }
+        let endpoint = free_port()?;
+        endpoints.push(endpoint);
+        children.0.push((
+            format!("client {index}"),
+            Command::new(&exe)
+                .args(["--threads=1", "train"])
+                .arg(format!("--coordinator=tcp://{coordinator}"))
+                .arg("--wallet")
+                .arg(&wallet)
+                .arg(format!("--listen={endpoint}"))
+                .arg("--summary")
+                .arg(dir.join(format!("client-{index}.summary.json")))
+                .args(args.model.to_args())
+                .stdout(Stdio::null())
+                .stderr(log(&format!("client-{index}"))?)
+                .spawn()
+                .with_context(|| format!("starting client {index}"))?,
+        ));
+    }
+    println!(
+        "coordinator tcp://{coordinator}; logs and state in {}",
+        dir.display()
+    );
+    for (index, endpoint) in endpoints.iter().enumerate() {
+        println!("client {index}: metrics at http://{endpoint}/metrics");
+    }
+
+    let bars = MultiProgress::new();
+    let style = ProgressStyle::with_template("{prefix:>9} {bar:30} {pos}/{len} steps  {msg}")
+        .expect("valid template");
+    let client_bars: Vec<ProgressBar> = (0..args.clients)
+        .map(|index| {
+            let bar = bars.add(ProgressBar::new(args.steps));
+            bar.set_style(style.clone());
+            bar.set_prefix(format!("client {index}"));
+            bar
+        })
+        .collect();
+    let started = Instant::now();
+    loop {
+        for (index, (name, child)) in children.0.iter_mut().enumerate() {
+            if let Some(status) = child.try_wait()? {
+                let is_client = index > 0;
+                if !(is_client && status.success()) {
+                    anyhow::bail!("{name} exited ({status}); see its log in {}", dir.display());
+                }
+            }
+        }
+        let mut done = true;
+        for (index, endpoint) in endpoints.iter().enumerate() {
+            let summary = dir.join(format!("client-{index}.summary.json"));
+            if summary.exists() {
+                client_bars[index].set_position(args.steps);
+                client_bars[index].set_message("done");
+                continue;
+            }
+            done = false;
+            if let Some(step) = gauge(*endpoint, "demeter_applied_step") {
+                client_bars[index].set_position(step as u64);
+            }
+            if let Some(loss) = gauge(*endpoint, "demeter_loss") {
+                client_bars[index].set_message(format!("loss {loss:.3}"));
+            }
+        }
+        if done {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    for bar in &client_bars {
+        bar.finish();
+    }
+    let seconds = started.elapsed().as_secs_f64();
+
+    let summaries: Vec<ClientSummary> = (0..args.clients)
+        .map(|index| {
+            let path = dir.join(format!("client-{index}.summary.json"));
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            Ok(serde_json::from_str(&text)?)
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let identical = summaries
+        .iter()
+        .all(|s| s.replica_hash == summaries[0].replica_hash);
+    // A ring all-reduce of bf16 gradients sends 2(n-1)/n of the model per client per step.
+    let n = args.clients.max(2);
+    let all_reduce = 2 * (n - 1) * summaries[0].parameters * 2 / n;
+    let mut table = Table::new(&[
+        "client",
+        "loss first -> last",
+        "tokens",
+        "bytes/step (payload)",
+        "vs bf16 all-reduce",
+    ]);
+    for (index, s) in summaries.iter().enumerate() {
+        table.row(vec![
+            index.to_string(),
+            format!(
+                "{:.3} -> {:.3}",
+                s.first_loss.unwrap_or(f64::NAN),
+                s.last_loss.unwrap_or(f64::NAN)
+            ),
+            s.tokens.to_string(),
+            s.payload_bytes.to_string(),
+            format!("{:.2}%", 100.0 * s.payload_bytes as f64 / all_reduce as f64),
+        ]);
+    }
+    print!("{table}");
+    println!(
+        "{} clients, {} steps in {seconds:.0} s; replicas bitwise identical: {}",
+        args.clients,
+        summaries[0].steps,
+        if identical { "yes" } else { "NO" }
+    );
+    anyhow::ensure!(identical, "the replicas diverged");
+    Ok(())
+}
