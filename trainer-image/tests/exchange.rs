@@ -27,6 +27,7 @@ async fn peer() -> Peer {
         store: Arc::new(ResultStore::default()),
         registry,
         metrics,
+        snapshot: Default::default(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();

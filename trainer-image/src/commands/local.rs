@@ -79,7 +79,7 @@ witness_nodes = {witnesses}
 }
 
 /// Reads one gauge from a client's `/metrics` (a tiny blocking HTTP/1.0 GET: no runtime needed).
-fn gauge(address: SocketAddr, name: &str) -> Option<f64> {
+pub fn read_gauge(address: SocketAddr, name: &str) -> Option<f64> {
     use std::io::{Read, Write};
     let mut stream =
         std::net::TcpStream::connect_timeout(&address, Duration::from_millis(200)).ok()?;
@@ -197,10 +197,10 @@ pub fn local(args: &LocalArgs) -> anyhow::Result<()> {
                 continue;
             }
             done = false;
-            if let Some(step) = gauge(*endpoint, "demeter_applied_step") {
+            if let Some(step) = read_gauge(*endpoint, "demeter_applied_step") {
                 client_bars[index].set_position(step as u64);
             }
-            if let Some(loss) = gauge(*endpoint, "demeter_loss") {
+            if let Some(loss) = read_gauge(*endpoint, "demeter_loss") {
                 client_bars[index].set_message(format!("loss {loss:.3}"));
             }
         }

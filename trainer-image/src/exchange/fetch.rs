@@ -72,6 +72,34 @@ impl PeerClient {
         }
     }
 
+    /// `peer`'s latest snapshot (its step and safetensors bytes), if it has one of at most
+    /// `max_len` bytes.
+    pub async fn snapshot(&self, peer: SocketAddr, max_len: usize) -> Option<(u64, Bytes)> {
+        let response = self
+            .http
+            .get(format!("http://{peer}/v1/model"))
+            .timeout(Duration::from_secs(300))
+            .send()
+            .await
+            .ok()?;
+        if !response.status().is_success() {
+            return None;
+        }
+        let step: u64 = response
+            .headers()
+            .get(super::serve::SNAPSHOT_STEP)?
+            .to_str()
+            .ok()?
+            .parse()
+            .ok()?;
+        if response.content_length()? > max_len as u64 {
+            return None;
+        }
+        let model = response.bytes().await.ok()?;
+        self.metrics.bytes_down.inc_by(model.len() as u64);
+        Some((step, model))
+    }
+
     /// Downloads the payload with content hash `hash` (at most `max_len` bytes) from the first
     /// of `peers` that serves a copy matching it, trying each a few times. A copy that does not
     /// match is dropped and counted, never kept.

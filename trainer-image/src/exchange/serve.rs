@@ -65,12 +65,24 @@ impl ExchangeMetrics {
     }
 }
 
+/// The replica as of an epoch's end, for late joiners and restarted clients.
+#[derive(Clone)]
+pub struct Snapshot {
+    pub step: u64,
+    /// The weights as safetensors.
+    pub model: Bytes,
+}
+
+/// The header that carries a snapshot's step.
+pub const SNAPSHOT_STEP: &str = "x-demeter-step";
+
 /// What the routes share.
 pub struct Exchange {
     pub run_id: [u8; 32],
     pub store: Arc<ResultStore>,
     pub registry: Registry,
     pub metrics: ExchangeMetrics,
+    pub snapshot: std::sync::RwLock<Option<Snapshot>>,
 }
 
 /// The exchange's routes.
@@ -82,6 +94,7 @@ pub fn router(exchange: Arc<Exchange>) -> Router {
             post(announce).layer(DefaultBodyLimit::max(COMMITMENT_BODY_LIMIT)),
         )
         .route("/v1/commitments/{step}", get(commitments))
+        .route("/v1/model", get(model))
         .route("/metrics", get(metrics))
         .with_state(exchange)
 }
@@ -193,6 +206,28 @@ async fn commitments(State(exchange): State<Arc<Exchange>>, Path(step): Path<u64
     match postcard::to_allocvec(&exchange.store.commitments(step)) {
         Ok(body) => ([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response(),
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+async fn model(State(exchange): State<Arc<Exchange>>) -> Response {
+    let snapshot = exchange
+        .snapshot
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    match snapshot {
+        Some(snapshot) => (
+            [
+                (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
+                (
+                    header::HeaderName::from_static(SNAPSHOT_STEP),
+                    snapshot.step.to_string(),
+                ),
+            ],
+            snapshot.model,
+        )
+            .into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
     }
 }
 
