@@ -71,6 +71,17 @@ witness_nodes = 3
 
 impl Run {
     fn start(dir: &Path, total_steps: u64, epoch_time: u64, init_min_clients: u16) -> Self {
+        Self::start_with(dir, total_steps, epoch_time, init_min_clients, 3)
+    }
+
+    /// A run whose first `processes` clients are `demeter train` processes.
+    fn start_with(
+        dir: &Path,
+        total_steps: u64,
+        epoch_time: u64,
+        init_min_clients: u16,
+        processes: usize,
+    ) -> Self {
         std::fs::write(
             dir.join("run.toml"),
             run_file(total_steps, epoch_time, init_min_clients),
@@ -83,7 +94,7 @@ impl Run {
             clients: Vec::new(),
         };
         run.start_server();
-        for index in 0..3 {
+        for index in 0..processes {
             let wallet = dir.join(format!("client-{index}.json"));
             Identity::generate().unwrap().write(&wallet).unwrap();
             run.clients.push(Client {
@@ -179,10 +190,11 @@ impl Run {
 
     /// Every client's summary once all have finished: (steps, replica hash).
     fn finished(&self) -> Vec<(u64, String)> {
+        let clients = self.clients.len();
         self.wait("every client to finish", |run| {
-            (0..3).all(|index| run.summary_path(index).exists())
+            (0..clients).all(|index| run.summary_path(index).exists())
         });
-        (0..3)
+        (0..clients)
             .map(|index| {
                 let summary: serde_json::Value = serde_json::from_str(
                     &std::fs::read_to_string(self.summary_path(index)).unwrap(),
@@ -249,4 +261,120 @@ fn clients_go_on_after_the_coordinator_is_killed_and_restarted() {
         finished.iter().all(|(_, hash)| *hash == finished[0].1),
         "replicas differ: {finished:?}"
     );
+}
+
+/// A participant that commits to a hash and serves other bytes under it, and forges another
+/// client's commitment. It plays its part in the coordinator otherwise.
+async fn dishonest_client(coordinator: SocketAddr, victim: [u8; 32], honest: Vec<SocketAddr>) {
+    use std::sync::Arc;
+
+    use demeter_coordinator::{Bloom, RunState, WitnessReport};
+    use demeter_trainer::coordinator::{CoordinatorClient, Request};
+    use demeter_trainer::exchange::serve::{Exchange, ExchangeMetrics};
+    use demeter_trainer::exchange::{Commitment, PeerClient, ResultStore, router};
+
+    let identity = Identity::generate().unwrap();
+    let registry = prometheus::Registry::new();
+    let metrics = ExchangeMetrics::register(&registry).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = listener.local_addr().unwrap();
+    let mut client = loop {
+        match CoordinatorClient::connect(coordinator, &identity).await {
+            Ok(client) => break client,
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    };
+    let run_id = client.state().run_id;
+    let store = Arc::new(ResultStore::default());
+    let exchange = Arc::new(Exchange {
+        run_id,
+        store: store.clone(),
+        registry,
+        metrics: metrics.clone(),
+        snapshot: Default::default(),
+    });
+    tokio::spawn(async move { axum::serve(listener, router(exchange)).await });
+    let peers = PeerClient::new(metrics, Duration::from_secs(5)).unwrap();
+    client.request(Request::Join { endpoint }).await.unwrap();
+    let me = identity.public();
+    let mut published = None;
+    loop {
+        let state = client.state();
+        if state.run_state() == RunState::Finished {
+            return;
+        }
+        let slot = state.member_index(&me).unwrap();
+        match state.run_state() {
+            RunState::Warmup if state.members[slot].ready == 0 => {
+                let _ = client.request(Request::WarmupWitness).await;
+            }
+            RunState::RoundTrain => {
+                let round = *state.current_round().unwrap();
+                if round.is_participant(slot) && published != Some(round.step) {
+                    published = Some(round.step);
+                    let hash = [round.step as u8; 32];
+                    store.insert_payload(round.step, hash, vec![0xEE; 1000].into());
+                    let commitment = Commitment::sign(&identity, &run_id, round.step, hash);
+                    let mut forged = Commitment::sign(&identity, &run_id, round.step, [1; 32]);
+                    forged.client = victim;
+                    for peer in &honest {
+                        peers.announce(*peer, &commitment).await;
+                        peers.announce(*peer, &forged).await;
+                    }
+                    if let Some(position) = round.witness_position(slot) {
+                        let mut report = WitnessReport {
+                            participants: Bloom::default(),
+                            commitments: Bloom::default(),
+                        };
+                        report.participants.insert(&me, &round.seed);
+                        report.commitments.insert(&hash, &round.seed);
+                        let _ = client
+                            .request(Request::witness(round.step, position, &report))
+                            .await;
+                    }
+                }
+            }
+            _ => {}
+        }
+        let _ = client
+            .wait_for(Duration::from_millis(200), |now| *now != *state)
+            .await;
+    }
+}
+
+#[test]
+fn corrupted_and_forged_results_are_refused_counted_and_training_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = Run::start_with(dir.path(), 10, 600, 3, 2);
+    let victim = Identity::read(&run.clients[0].wallet).unwrap().public();
+    let honest: Vec<SocketAddr> = run.clients.iter().map(|c| c.endpoint).collect();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.spawn(dishonest_client(run.coordinator, victim, honest));
+
+    run.wait("the corrupted payload to be refused and counted", |run| {
+        run.gauge(
+            1,
+            r#"demeter_downloads_failed_total{reason="hash_mismatch"}"#,
+        )
+        .unwrap_or(0.0)
+            >= 1.0
+    });
+    run.wait("the forged commitment to be refused and counted", |run| {
+        run.gauge(
+            1,
+            r#"demeter_commitments_received_total{outcome="bad_signature"}"#,
+        )
+        .unwrap_or(0.0)
+            >= 1.0
+    });
+    run.wait("the health check to drop the dishonest client", |run| {
+        run.gauge(0, "demeter_members_active") == Some(2.0)
+    });
+    let finished = run.finished();
+    assert!(
+        finished.iter().all(|(steps, _)| *steps == 10),
+        "{finished:?}"
+    );
+    assert_eq!(finished[0].1, finished[1].1, "honest replicas identical");
+    runtime.shutdown_background();
 }
