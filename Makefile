@@ -25,6 +25,7 @@ test: lint
 bench: bootstrap
 	$(ENV) cargo bench --locked -p demeter-trainer --bench step_time
 	$(ENV) cargo bench --locked -p demeter-trainer --bench learning_quality
+	$(ENV) cargo bench --locked -p demeter-trainer --bench loopback
 
 fuzz: bootstrap
 	$(ENV) cargo bench --locked -p demeter-trainer --bench payload_fuzz

@@ -249,6 +249,7 @@ pub fn local(args: &LocalArgs) -> anyhow::Result<()> {
         ]);
     }
     print!("{table}");
+    print!("{}", phase_table(&summaries));
     println!(
         "{} clients, {} steps in {seconds:.0} s; replicas bitwise identical: {}",
         args.clients,
@@ -257,4 +258,27 @@ pub fn local(args: &LocalArgs) -> anyhow::Result<()> {
     );
     anyhow::ensure!(identical, "the replicas diverged");
     Ok(())
+}
+
+/// Milliseconds per step in each phase, as the mean over clients.
+pub fn phase_table(summaries: &[ClientSummary]) -> Table {
+    let phases: Vec<&str> = summaries[0]
+        .phase_seconds
+        .iter()
+        .map(|(phase, _)| phase.as_str())
+        .collect();
+    let mut header = vec!["ms per step"];
+    header.extend(&phases);
+    let mut table = Table::new(&header);
+    let mut row = vec!["mean over clients".to_owned()];
+    for (index, _) in phases.iter().enumerate() {
+        let ms: f64 = summaries
+            .iter()
+            .map(|s| 1000.0 * s.phase_seconds[index].1 / s.steps.max(1) as f64)
+            .sum::<f64>()
+            / summaries.len() as f64;
+        row.push(format!("{ms:.1}"));
+    }
+    table.row(row);
+    table
 }

@@ -11,7 +11,7 @@ mod train;
 
 pub use coordinator::{CoordinatorCommand, ServeArgs, coordinator};
 pub use data::{DataArgs, prepare_data};
-pub use local::{LocalArgs, local, read_gauge};
+pub use local::{LocalArgs, local, phase_table, read_gauge};
 pub use model::{ModelInitArgs, init_model};
 pub use payload::{PayloadCommand, payload};
 pub use simulate::{SimulateArgs, SimulationSummary, run_simulation, simulate};

@@ -142,6 +142,8 @@ pub struct ClientSummary {
     pub payload_bytes: usize,
     pub parameters: usize,
     pub replica_hash: String,
+    /// Seconds per phase (train, compress, publish, fetch, aggregate, apply), summed.
+    pub phase_seconds: Vec<(String, f64)>,
 }
 
 fn coordinator_address(text: &str) -> anyhow::Result<SocketAddr> {
@@ -195,6 +197,7 @@ pub fn train(args: &TrainArgs) -> anyhow::Result<()> {
             payload_bytes: summary.payload_bytes,
             parameters,
             replica_hash: hex::encode(summary.replica_hash),
+            phase_seconds: summary.phase_seconds,
         };
         std::fs::write(path, serde_json::to_string_pretty(&report)?)
             .with_context(|| format!("--summary {}", path.display()))?;

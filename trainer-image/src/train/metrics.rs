@@ -1,7 +1,19 @@
 //! The trainer's Prometheus metrics, served at `/metrics` beside the exchange's counters.
 
 use demeter_coordinator::{Coordinator, MemberStatus};
-use prometheus::{Gauge, IntCounter, IntGauge, Registry};
+use std::time::Duration;
+
+use prometheus::{CounterVec, Gauge, IntCounter, IntGauge, Opts, Registry};
+
+/// The phases of a step, as `demeter_phase_seconds_total{phase}` labels them.
+pub const PHASES: [&str; 6] = [
+    "train",
+    "compress",
+    "publish",
+    "fetch",
+    "aggregate",
+    "apply",
+];
 
 /// Gauges and counters of one client.
 #[derive(Clone)]
@@ -21,6 +33,10 @@ pub struct TrainerMetrics {
     pub members_active: IntGauge,
     /// Committed payloads that did not decode against this model.
     pub rejected_payloads: IntCounter,
+    /// Peers that took this client's last commitment.
+    pub peers_reachable: IntGauge,
+    /// Seconds spent per phase of the step (see [`PHASES`]).
+    pub phase_seconds: CounterVec,
 }
 
 impl TrainerMetrics {
@@ -93,7 +109,43 @@ impl TrainerMetrics {
                     "Committed payloads that did not fit this model",
                 )?,
             )?,
+            peers_reachable: add(
+                registry,
+                IntGauge::new(
+                    "demeter_peers_reachable",
+                    "Peers that took this client's last commitment",
+                )?,
+            )?,
+            phase_seconds: add(
+                registry,
+                CounterVec::new(
+                    Opts::new(
+                        "demeter_phase_seconds_total",
+                        "Seconds spent per phase: train (forward and backward), compress \
+                         (DeMo and payload encoding), publish, fetch (commitments and payloads, \
+                         verified), aggregate (decode and mean), apply (inverse DCT and sign)",
+                    ),
+                    &["phase"],
+                )?,
+            )?,
         })
+    }
+
+    pub fn time(&self, phase: &str, elapsed: Duration) {
+        self.phase_seconds
+            .with_label_values(&[phase])
+            .inc_by(elapsed.as_secs_f64());
+    }
+
+    /// Seconds spent in each phase so far.
+    pub fn phase_totals(&self) -> Vec<(String, f64)> {
+        PHASES
+            .iter()
+            .map(|phase| {
+                let seconds = self.phase_seconds.with_label_values(&[phase]).get();
+                ((*phase).to_owned(), seconds)
+            })
+            .collect()
     }
 
     pub fn observe_state(&self, state: &Coordinator) {

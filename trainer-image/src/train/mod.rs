@@ -69,6 +69,8 @@ pub struct TrainSummary {
     pub tokens: u64,
     pub payload_bytes: usize,
     pub replica_hash: [u8; 32],
+    /// Seconds per phase of the step, summed over the run.
+    pub phase_seconds: Vec<(String, f64)>,
 }
 
 /// The round this client is working on.
@@ -247,6 +249,7 @@ impl<B: CoordinatorBackend> Trainer<B> {
                     last_loss: self.last_loss,
                     tokens: self.tokens,
                     payload_bytes: self.payload_len(),
+                    phase_seconds: self.metrics.phase_totals(),
                     replica_hash: self.replica.hash(),
                 });
             }
@@ -339,7 +342,7 @@ impl<B: CoordinatorBackend> Trainer<B> {
             .collect();
         let lr = self.schedule(state).lr(round.step);
         let started = Instant::now();
-        let (loss, update) = tokio::task::block_in_place(|| -> anyhow::Result<_> {
+        let (loss, update, train_time) = tokio::task::block_in_place(|| -> anyhow::Result<_> {
             let gradients = if ranges.is_empty() {
                 // More participants than samples: nothing to learn from, but a result is due.
                 self.replica
@@ -357,10 +360,14 @@ impl<B: CoordinatorBackend> Trainer<B> {
                 self.metrics.loss.set(loss);
                 grads
             };
+            let train_time = started.elapsed();
             let update = self.demo.compress_step(&gradients, lr);
-            Ok((self.last_loss, update))
+            Ok((self.last_loss, update, train_time))
         })?;
         let bytes: Bytes = payload::encode(&update, self.demo.compressor().layouts()).into();
+        self.metrics.time("train", train_time);
+        self.metrics
+            .time("compress", started.elapsed() - train_time);
         let hash = payload::content_hash(&bytes).expect("an encoded payload has a trailer");
         let tokens = (ranges.len() * self.settings.seq_len) as u64;
         self.tokens += tokens;
@@ -384,17 +391,27 @@ impl<B: CoordinatorBackend> Trainer<B> {
         store.add_commitment(commitment.clone());
         self.work.received.insert(slot, (hash, bytes));
         self.work.published = true;
+        let publishing = Instant::now();
+        let mut reached = 0;
         for peer in participants(state, round).filter(|&(s, _)| s != slot) {
             if let Some(address) = peer.1 {
-                self.peers.announce(address, &commitment).await;
+                reached += i64::from(self.peers.announce(address, &commitment).await);
             }
         }
+        self.metrics.peers_reachable.set(reached);
+        self.metrics.time("publish", publishing.elapsed());
         Ok(())
     }
 
     /// Gathers the round's commitments and the payloads they name, checking each: a valid
     /// signature, a participant of the round, and a payload that decodes against this model.
     async fn collect(&mut self, state: &Coordinator, round: &Round) {
+        let started = Instant::now();
+        self.collect_missing(state, round).await;
+        self.metrics.time("fetch", started.elapsed());
+    }
+
+    async fn collect_missing(&mut self, state: &Coordinator, round: &Round) {
         let run_id = state.run_id;
         let missing: Vec<(usize, Option<SocketAddr>)> = participants(state, round)
             .filter(|(slot, _)| !self.work.received.contains_key(slot))
@@ -500,7 +517,10 @@ impl<B: CoordinatorBackend> Trainer<B> {
             let Some(&round) = state.held_round(step) else {
                 return Ok(());
             };
+            let fetching = Instant::now();
             let counted = self.counted_results(state, &round).await?;
+            self.metrics.time("fetch", fetching.elapsed());
+            let aggregating = Instant::now();
             let updates = {
                 let compressor = self.demo.compressor();
                 counted
@@ -519,7 +539,15 @@ impl<B: CoordinatorBackend> Trainer<B> {
             tokio::task::block_in_place(|| {
                 if !updates.is_empty() {
                     let refs: Vec<&SparseUpdate> = updates.iter().collect();
-                    tch::no_grad(|| self.demo.apply(&self.replica.tensors(), &refs, lr));
+                    let compressor = self.demo.compressor();
+                    let aggregate = tch::no_grad(|| compressor.aggregate_all(&refs));
+                    self.metrics.time("aggregate", aggregating.elapsed());
+                    let applying = Instant::now();
+                    tch::no_grad(|| {
+                        self.demo
+                            .apply_aggregate(&self.replica.tensors(), &aggregate, lr)
+                    });
+                    self.metrics.time("apply", applying.elapsed());
                 }
             });
             self.applied += 1;
