@@ -9,6 +9,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use demeter_trainer::commands::{ClientSummary, Table, phase_table};
+use demeter_trainer::simulate::ring_all_reduce_bytes;
 
 fn main() -> anyhow::Result<()> {
     let presets = std::env::var("LOOPBACK_PRESETS").unwrap_or_else(|_| "tiny,20m".into());
@@ -47,7 +48,7 @@ fn main() -> anyhow::Result<()> {
             })
             .collect::<anyhow::Result<_>>()?;
         let s = &summaries[0];
-        let all_reduce = 2 * 2 * s.parameters * 2 / 3;
+        let all_reduce = ring_all_reduce_bytes(s.parameters, 3);
         overview.row(vec![
             preset.to_owned(),
             s.parameters.to_string(),

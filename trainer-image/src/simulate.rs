@@ -80,6 +80,12 @@ struct Worker {
     optimizer: WorkerOptimizer,
 }
 
+/// Bytes each of `workers` sends per step in a ring all-reduce of `parameters` bf16 gradients:
+/// 2·(n−1)/n of the model, 2 bytes a value. What DeMo's payloads are compared against.
+pub fn ring_all_reduce_bytes(parameters: usize, workers: usize) -> usize {
+    2 * workers.saturating_sub(1) * parameters * 2 / workers.max(1)
+}
+
 /// A running simulation.
 pub struct Simulation {
     config: SimulationConfig,
@@ -156,8 +162,7 @@ impl Simulation {
 
     /// Bytes each worker would send per step in a bf16 ring all-reduce of the gradients.
     pub fn all_reduce_bytes_per_worker(&self) -> usize {
-        let n = self.config.workers;
-        2 * (n - 1) * self.model_config.parameter_count() * 2 / n.max(1)
+        ring_all_reduce_bytes(self.model_config.parameter_count(), self.config.workers)
     }
 
     /// Runs one step on every worker.

@@ -273,6 +273,17 @@ pub struct Coordinator {
 }
 
 impl Coordinator {
+    /// A state from its bytes as stored or sent (any alignment), on the heap: `None` when the
+    /// length is not a state's. Copies, because a state is too big for a stack.
+    pub fn boxed_from_bytes(bytes: &[u8]) -> Option<Box<Self>> {
+        if bytes.len() != core::mem::size_of::<Self>() {
+            return None;
+        }
+        let mut state: Box<Self> = bytemuck::zeroed_box();
+        bytemuck::bytes_of_mut(&mut *state).copy_from_slice(bytes);
+        Some(state)
+    }
+
     /// Where the run is.
     pub fn run_state(&self) -> RunState {
         RunState::from_byte(self.run_state).unwrap_or(RunState::Uninitialized)

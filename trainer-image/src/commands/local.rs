@@ -12,6 +12,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use super::table::Table;
 use super::train::{ClientSummary, RunModelArgs};
 use crate::coordinator::Identity;
+use crate::simulate::ring_all_reduce_bytes;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct LocalArgs {
@@ -225,9 +226,7 @@ pub fn local(args: &LocalArgs) -> anyhow::Result<()> {
     let identical = summaries
         .iter()
         .all(|s| s.replica_hash == summaries[0].replica_hash);
-    // A ring all-reduce of bf16 gradients sends 2(n-1)/n of the model per client per step.
-    let n = args.clients.max(2);
-    let all_reduce = 2 * (n - 1) * summaries[0].parameters * 2 / n;
+    let all_reduce = ring_all_reduce_bytes(summaries[0].parameters, args.clients.max(2));
     let mut table = Table::new(&[
         "client",
         "loss first -> last",

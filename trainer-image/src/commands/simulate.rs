@@ -151,10 +151,7 @@ pub struct SimulationSummary {
 
 /// Runs the simulation `args` describe, with a progress bar unless `quiet`.
 pub fn run_simulation(args: &SimulateArgs) -> anyhow::Result<SimulationSummary> {
-    let dataset = match &args.data {
-        Some(dir) => Dataset::open(dir)?,
-        None => Dataset::embedded(0.01),
-    };
+    let dataset = Dataset::open_or_embedded(args.data.as_deref())?;
     let mut simulation = Simulation::new(args.config(), dataset, default_device())?;
     if let Some(dir) = &args.resume {
         simulation.resume(dir)?;

@@ -164,10 +164,7 @@ fn coordinator_address(text: &str) -> anyhow::Result<SocketAddr> {
 pub fn train(args: &TrainArgs) -> anyhow::Result<()> {
     let address = coordinator_address(&args.coordinator)?;
     let identity = Arc::new(Identity::read(&args.wallet).context("--wallet")?);
-    let dataset = match &args.model.data {
-        Some(dir) => Dataset::open(dir)?,
-        None => Dataset::embedded(0.01),
-    };
+    let dataset = Dataset::open_or_embedded(args.model.data.as_deref())?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let summary = runtime.block_on(async {
         let backend = Centralized::connect(address, identity.clone(), Duration::from_secs(60))

@@ -148,16 +148,10 @@ pub fn decode<M: for<'de> Deserialize<'de>>(body: &BytesMut) -> Result<M, Protoc
 
 /// A pushed state as the run's state machine.
 pub fn decode_state(bytes: &[u8]) -> Result<Box<Coordinator>, ProtocolError> {
-    let want = size_of::<Coordinator>();
-    if bytes.len() != want {
-        return Err(ProtocolError::StateSize {
-            got: bytes.len(),
-            want,
-        });
-    }
-    let mut state: Box<Coordinator> = bytemuck::zeroed_box();
-    bytemuck::bytes_of_mut(&mut *state).copy_from_slice(bytes);
-    Ok(state)
+    Coordinator::boxed_from_bytes(bytes).ok_or(ProtocolError::StateSize {
+        got: bytes.len(),
+        want: size_of::<Coordinator>(),
+    })
 }
 
 /// A witness report from its bytes.

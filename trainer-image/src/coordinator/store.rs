@@ -76,9 +76,7 @@ impl StateStore {
         if Sha256::digest(body).as_slice() != digest {
             return Err(corrupt("checksum mismatch"));
         }
-        let mut state: Box<Coordinator> = bytemuck::zeroed_box();
-        bytemuck::bytes_of_mut(&mut *state).copy_from_slice(&body[HEADER..]);
-        Ok(Some(state))
+        Ok(Coordinator::boxed_from_bytes(&body[HEADER..]))
     }
 
     /// Replaces the saved state with `state`, atomically and durably.

@@ -240,6 +240,15 @@ impl Dataset {
         Ok(Self { meta, train, val })
     }
 
+    /// The prepared dataset in `dir`, or the shipped corpus (1% held out) without one: what
+    /// every command's `--data` means.
+    pub fn open_or_embedded(dir: Option<&Path>) -> Result<Self, DataError> {
+        match dir {
+            Some(dir) => Self::open(dir),
+            None => Ok(Self::embedded(0.01)),
+        }
+    }
+
     /// The shipped corpus, byte-tokenized in memory: the embedded default.
     pub fn embedded(val_fraction: f64) -> Self {
         let tokens = Tokenizer::Bytes

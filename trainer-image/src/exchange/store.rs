@@ -94,6 +94,13 @@ impl ResultStore {
         }
     }
 
+    /// `client`'s commitment for `step`, if held.
+    pub fn commitment(&self, step: u64, client: &[u8; 32]) -> Option<Commitment> {
+        self.read()
+            .get(&step)
+            .and_then(|entry| entry.commitments.get(client).cloned())
+    }
+
     /// The commitments held for `step`, by client key.
     pub fn commitments(&self, step: u64) -> Vec<Commitment> {
         let mut commitments: Vec<Commitment> = self

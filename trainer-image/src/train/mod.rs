@@ -412,34 +412,14 @@ impl<B: CoordinatorBackend> Trainer<B> {
     }
 
     async fn collect_missing(&mut self, state: &Coordinator, round: &Round) {
-        let run_id = state.run_id;
         let missing: Vec<(usize, Option<SocketAddr>)> = participants(state, round)
             .filter(|(slot, _)| !self.work.received.contains_key(slot))
             .collect();
         for (slot, address) in missing {
+            // While the round runs, only the owner is asked: it may simply not have published.
             let id = state.members[slot].id;
-            let known = self
-                .exchange
-                .store
-                .commitments(round.step)
-                .into_iter()
-                .find(|c| c.client == id);
-            let commitment = match (known, address) {
-                (Some(commitment), _) => commitment,
-                (None, Some(address)) => {
-                    let Some(commitment) = self
-                        .peers
-                        .commitments(address, round.step)
-                        .await
-                        .into_iter()
-                        .find(|c| c.client == id && c.is_valid(&run_id))
-                    else {
-                        continue;
-                    };
-                    self.exchange.store.add_commitment(commitment.clone());
-                    commitment
-                }
-                (None, None) => continue,
+            let Some(commitment) = self.commitment_of(state, round.step, id, address).await else {
+                continue;
             };
             if let Some(bytes) = self.fetch_verified(state, round, &commitment.hash).await {
                 self.work.received.insert(slot, (commitment.hash, bytes));
@@ -571,16 +551,10 @@ impl<B: CoordinatorBackend> Trainer<B> {
             let mut missing = 0;
             for (slot, address) in participants(state, round) {
                 let id = state.members[slot].id;
-                let commitment = match self
-                    .exchange
-                    .store
-                    .commitments(round.step)
-                    .into_iter()
-                    .find(|c| c.client == id)
-                {
-                    Some(commitment) => Some(commitment),
-                    None => self.ask_for_commitment(state, round, id, address).await,
-                };
+                // The round is closed: anyone may hold the commitment, so everyone is asked.
+                let others = participants(state, round).filter_map(|(_, address)| address);
+                let askable: Vec<SocketAddr> = address.into_iter().chain(others).collect();
+                let commitment = self.commitment_of(state, round.step, id, askable).await;
                 let Some(commitment) = commitment.filter(|c| round.result_counts(&c.hash)) else {
                     // No commitment at all: a quorum cannot have seen it either, unless every
                     // peer that holds it is unreachable; then the deadline below decides.
@@ -607,18 +581,22 @@ impl<B: CoordinatorBackend> Trainer<B> {
         }
     }
 
-    async fn ask_for_commitment(
+    /// `id`'s commitment for `step`: held already, or asked of `peers` in order, checked and
+    /// then kept.
+    async fn commitment_of(
         &mut self,
         state: &Coordinator,
-        round: &Round,
+        step: u64,
         id: [u8; 32],
-        owner: Option<SocketAddr>,
+        peers: impl IntoIterator<Item = SocketAddr>,
     ) -> Option<Commitment> {
-        let others = participants(state, round).filter_map(|(_, address)| address);
-        for address in owner.into_iter().chain(others) {
+        if let Some(commitment) = self.exchange.store.commitment(step, &id) {
+            return Some(commitment);
+        }
+        for address in peers {
             if let Some(commitment) = self
                 .peers
-                .commitments(address, round.step)
+                .commitments(address, step)
                 .await
                 .into_iter()
                 .find(|c| c.client == id && c.is_valid(&state.run_id))
