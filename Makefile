@@ -7,12 +7,18 @@ CARGO_FLAGS := --release --locked
 # Extra arguments for `make run`, e.g. make run ARGS="--steps 300 --preset 20m".
 ARGS ?=
 
-.PHONY: bootstrap run test lint bench fuzz
+.PHONY: bootstrap run run-chain test lint bench fuzz
 bootstrap:
 	scripts/bootstrap.sh
 
 run: bootstrap
 	$(ENV) cargo run $(CARGO_FLAGS) --bin demeter -- local --clients 3 $(ARGS)
+
+# The main job with the coordinator program on a local Solana validator (demeter-localnet, a
+# development binary from e2e/, kept out of demeter).
+run-chain: bootstrap
+	$(ENV) cargo build $(CARGO_FLAGS) -p demeter-e2e --bin demeter-localnet
+	$(ENV) cargo run $(CARGO_FLAGS) --bin demeter -- local --clients 3 --chain $(ARGS)
 
 lint: bootstrap
 	cargo fmt --all --check

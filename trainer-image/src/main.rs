@@ -25,7 +25,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// The main job: a coordinator and N trainer clients as processes on loopback, on the
-    /// shipped corpus (no cluster, no chain).
+    /// shipped corpus (no cluster; no chain unless --chain).
     Local(Box<LocalArgs>),
     /// One trainer client of a run.
     Train(Box<TrainArgs>),

@@ -286,16 +286,39 @@ fn train_names_what_is_wrong_with_its_arguments() {
     let dir = tempfile::tempdir().unwrap();
     let wallet = dir.path().join("id.json");
     std::fs::write(&wallet, "[1, 2, 3]").unwrap();
-    let output = demeter(&[
-        "train",
-        "--coordinator",
-        "solana",
-        "--wallet",
-        path(&wallet),
-    ]);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success());
-    assert!(stderr.contains("expected tcp://HOST:PORT"), "{stderr}");
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["--coordinator", "udp://127.0.0.1:9"],
+            "expected tcp://HOST:PORT (the centralized server) or solana",
+        ),
+        (
+            &["--coordinator", "solana", "--run-id", "r"],
+            "--coordinator solana needs --rpc URL",
+        ),
+        (
+            &["--coordinator", "solana", "--rpc", "http://127.0.0.1:9"],
+            "--coordinator solana needs --run-id NAME",
+        ),
+        (
+            &[
+                "--coordinator",
+                "solana",
+                "--rpc",
+                "http://127.0.0.1:9",
+                "--run-id",
+                "a-run-id-that-is-longer-than-32-bytes",
+            ],
+            "must be 1 to 32 bytes",
+        ),
+    ];
+    for (flags, expected) in cases {
+        let mut args = vec!["train", "--wallet", path(&wallet)];
+        args.extend(flags);
+        let output = demeter(&args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success());
+        assert!(stderr.contains(expected), "{flags:?}: {stderr}");
+    }
     let output = demeter(&[
         "train",
         "--coordinator",

@@ -103,6 +103,12 @@ impl RunAccount {
         self.join_authority != [0; 32]
     }
 
+    /// A heap copy of the run's state (too big for a stack).
+    pub fn coordinator_boxed(&self) -> Box<Coordinator> {
+        Coordinator::boxed_from_bytes(bytemuck::bytes_of(&self.coordinator))
+            .expect("a state's own bytes are a state")
+    }
+
     /// Decodes a run account's data as fetched over RPC (any alignment), checking its size and
     /// type. Off-chain callers (the operator, the trainer) read the run with this.
     pub fn decode(data: &[u8]) -> Result<Box<RunAccount>, ProgramError> {

@@ -7,10 +7,13 @@
 //! Both call this code.
 //!
 //! The Solana program around it lives in [`account`], [`instruction`] and [`processor`]; the
-//! `no-entrypoint` feature leaves out its entrypoint symbol for off-chain users.
+//! `no-entrypoint` feature leaves out its entrypoint symbol for off-chain users, and the `client`
+//! feature adds [`client`], the one way off-chain code reads and writes runs over JSON-RPC.
 
 pub mod account;
 pub mod bloom;
+#[cfg(feature = "client")]
+pub mod client;
 pub mod config;
 #[cfg(not(feature = "no-entrypoint"))]
 mod entrypoint;

@@ -7,7 +7,10 @@ use std::time::Duration;
 use anyhow::Context;
 
 use super::table::Table;
-use crate::coordinator::{RunFile, Server, ServerSettings};
+use demeter_coordinator::client::RunClient;
+
+use crate::coordinator::identity::to_base58;
+use crate::coordinator::{Identity, RunFile, Server, ServerSettings};
 
 #[derive(clap::Subcommand, Debug)]
 pub enum CoordinatorCommand {
@@ -15,6 +18,24 @@ pub enum CoordinatorCommand {
     CheckConfig { path: PathBuf },
     /// Run the coordinator for a run without a chain: the run state machine behind TCP.
     Serve(ServeArgs),
+    /// Create the run of a run file on a Solana cluster, with the coordinator program. Its
+    /// `clients` list becomes join grants; an existing run of the same name is left alone.
+    Create(CreateArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct CreateArgs {
+    /// The run file (see deploy/examples/coordinator-run.toml).
+    #[arg(long)]
+    pub config: PathBuf,
+    /// The cluster's JSON-RPC URL.
+    #[arg(long)]
+    pub rpc: String,
+    /// The run authority's wallet: it signs, pays the run account's rent (about 0.58 SOL,
+    /// returned when the run is closed) and is the only key that may pause the run. It must be
+    /// the run file's `authority` when that is set.
+    #[arg(long)]
+    pub authority: PathBuf,
 }
 
 #[derive(clap::Args, Debug)]
@@ -37,6 +58,11 @@ pub struct ServeArgs {
 pub fn coordinator(command: &CoordinatorCommand) -> anyhow::Result<()> {
     match command {
         CoordinatorCommand::Serve(args) => serve(args),
+        CoordinatorCommand::Create(args) => {
+            let run_account = create_on_chain(&args.config, &args.rpc, &args.authority)?;
+            println!("run_account: {run_account}");
+            Ok(())
+        }
         CoordinatorCommand::CheckConfig { path } => {
             let run = RunFile::read(path)?;
             let c = run.config;
@@ -125,4 +151,42 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = interrupt.await;
+}
+
+/// Creates the run of the run file at `config` on the cluster at `rpc`; returns its run account.
+pub fn create_on_chain(
+    config: &std::path::Path,
+    rpc: &str,
+    authority: &std::path::Path,
+) -> anyhow::Result<solana_sdk::pubkey::Pubkey> {
+    use solana_sdk::signer::Signer;
+
+    let run = RunFile::read(config)?;
+    let authority = Identity::read(authority).context("--authority")?;
+    if let Some(named) = run.authority_key()?
+        && named != authority.public()
+    {
+        anyhow::bail!(
+            "{} names authority {}, but --authority is {}: pass the authority's wallet",
+            config.display(),
+            to_base58(&named),
+            authority.pubkey()
+        );
+    }
+    let allowed: Option<Vec<solana_sdk::pubkey::Pubkey>> = run.client_keys()?.map(|keys| {
+        keys.into_iter()
+            .map(solana_sdk::pubkey::Pubkey::new_from_array)
+            .collect()
+    });
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let client = runtime
+        .block_on(RunClient::create(
+            rpc,
+            &authority,
+            run.run_id_bytes()?,
+            run.config,
+            allowed.as_deref(),
+        ))
+        .with_context(|| format!("creating run {:?} on {rpc}", run.run_id))?;
+    Ok(client.run_account())
 }

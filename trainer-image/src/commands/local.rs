@@ -1,5 +1,6 @@
 //! `demeter local`: the main job. A centralized coordinator and N trainer clients as separate
-//! processes on loopback, on the shipped corpus: no cluster, no chain.
+//! processes on loopback, on the shipped corpus: no cluster, no chain. With `--chain`, the
+//! coordinator is the Solana program on a local validator instead.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -29,9 +30,16 @@ pub struct LocalArgs {
     /// temporary directory, removed at the end.
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// Run the coordinator program on a local Solana validator (`demeter-localnet`, built from
+    /// the e2e crate) instead of the centralized server.
+    #[arg(long)]
+    pub chain: bool,
     #[command(flatten)]
     pub model: RunModelArgs,
 }
+
+/// The run's name in the run file, and on chain with --chain.
+const RUN_ID: &str = "demeter-local";
 
 /// A free loopback port (bound and released; the child binds it a moment later).
 fn free_port() -> anyhow::Result<SocketAddr> {
@@ -54,7 +62,7 @@ fn run_file(args: &LocalArgs) -> String {
     let clients = args.clients.max(1);
     format!(
         r#"# Written by `demeter local`.
-run_id = "demeter-local"
+run_id = "{RUN_ID}"
 
 [config]
 warmup_time = 30
@@ -77,6 +85,40 @@ witness_nodes = {witnesses}
         min = clients.div_ceil(2),
         witnesses = clients.min(3),
     )
+}
+
+/// `demeter-localnet` is development tooling, kept out of this binary: look beside it (one
+/// cargo target directory), then on PATH.
+fn localnet_binary(exe: &Path) -> anyhow::Result<PathBuf> {
+    let beside = exe.with_file_name("demeter-localnet");
+    if beside.is_file() {
+        return Ok(beside);
+    }
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+        .map(|dir| dir.join("demeter-localnet"))
+        .find(|candidate| candidate.is_file())
+        .context(
+            "--chain needs the demeter-localnet binary (development tooling, not part of \
+             demeter): build it with `cargo build --release -p demeter-e2e`, or run `make run-chain`",
+        )
+}
+
+/// Waits for the localnet's `ready` line and returns the RPC URL it printed before it.
+fn read_localnet_url(stdout: std::process::ChildStdout) -> anyhow::Result<String> {
+    use std::io::BufRead;
+    let mut rpc_url = None;
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line?;
+        if let Some(url) = line.strip_prefix("rpc_url: ") {
+            rpc_url = Some(url.to_owned());
+        }
+        if line == "ready" {
+            return rpc_url.context("the localnet printed no rpc_url");
+        }
+    }
+    anyhow::bail!("the localnet exited before it was ready")
 }
 
 /// Reads one gauge from a client's `/metrics` (a tiny blocking HTTP/1.0 GET: no runtime needed).
@@ -115,41 +157,79 @@ pub fn local(args: &LocalArgs) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("finding the demeter binary")?;
     let run_toml = dir.join("run.toml");
     std::fs::write(&run_toml, run_file(args))?;
-    let coordinator = free_port()?;
     let mut children = Children(Vec::new());
     let log = |name: &str| -> anyhow::Result<Stdio> {
         Ok(std::fs::File::create(dir.join(format!("{name}.log")))?.into())
     };
-    children.0.push((
-        "coordinator".into(),
-        Command::new(&exe)
-            .args(["coordinator", "serve", "--config"])
-            .arg(&run_toml)
-            .arg(format!("--listen={coordinator}"))
-            .arg("--state")
-            .arg(dir.join("coordinator.state"))
-            .arg("--tick-ms=50")
-            .stdout(Stdio::null())
-            .stderr(log("coordinator")?)
+    let wallets: Vec<PathBuf> = (0..args.clients)
+        .map(|index| {
+            let wallet = dir.join(format!("client-{index}.json"));
+            if !wallet.exists() {
+                Identity::generate()?.write(&wallet)?;
+            }
+            Ok(wallet)
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let coordinator_args = if args.chain {
+        let localnet = localnet_binary(&exe)?;
+        let authority = dir.join("authority.json");
+        if !authority.exists() {
+            Identity::generate()?.write(&authority)?;
+        }
+        let mut command = Command::new(&localnet);
+        command.arg("--ledger").arg(dir.join("ledger"));
+        for wallet in wallets.iter().chain([&authority]) {
+            command.arg("--fund").arg(wallet);
+        }
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(log("localnet")?)
             .spawn()
-            .context("starting the coordinator")?,
-    ));
+            .with_context(|| format!("starting {}", localnet.display()))?;
+        let stdout = child.stdout.take().expect("piped");
+        children.0.push(("the localnet".into(), child));
+        let rpc_url = read_localnet_url(stdout)
+            .with_context(|| format!("the localnet did not start; see {}", dir.display()))?;
+        let run_account = super::coordinator::create_on_chain(&run_toml, &rpc_url, &authority)?;
+        println!(
+            "coordinator program on a local validator at {rpc_url}, run account {run_account}"
+        );
+        vec![
+            "--coordinator=solana".to_owned(),
+            format!("--rpc={rpc_url}"),
+            format!("--run-id={RUN_ID}"),
+        ]
+    } else {
+        let coordinator = free_port()?;
+        children.0.push((
+            "coordinator".into(),
+            Command::new(&exe)
+                .args(["coordinator", "serve", "--config"])
+                .arg(&run_toml)
+                .arg(format!("--listen={coordinator}"))
+                .arg("--state")
+                .arg(dir.join("coordinator.state"))
+                .arg("--tick-ms=50")
+                .stdout(Stdio::null())
+                .stderr(log("coordinator")?)
+                .spawn()
+                .context("starting the coordinator")?,
+        ));
+        println!("coordinator at tcp://{coordinator}");
+        vec![format!("--coordinator=tcp://{coordinator}")]
+    };
 
     let mut endpoints = Vec::new();
-    for index in 0..args.clients {
-        let wallet = dir.join(format!("client-{index}.json"));
-        if !wallet.exists() {
-            Identity::generate()?.write(&wallet)?;
-        }
+    for (index, wallet) in wallets.iter().enumerate() {
         let endpoint = free_port()?;
         endpoints.push(endpoint);
         children.0.push((
             format!("client {index}"),
             Command::new(&exe)
                 .args(["--threads=1", "train"])
-                .arg(format!("--coordinator=tcp://{coordinator}"))
+                .args(&coordinator_args)
                 .arg("--wallet")
-                .arg(&wallet)
+                .arg(wallet)
                 .arg(format!("--listen={endpoint}"))
                 .arg("--summary")
                 .arg(dir.join(format!("client-{index}.summary.json")))
@@ -160,10 +240,7 @@ pub fn local(args: &LocalArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("starting client {index}"))?,
         ));
     }
-    println!(
-        "coordinator tcp://{coordinator}; logs and state in {}",
-        dir.display()
-    );
+    println!("logs and state in {}", dir.display());
     for (index, endpoint) in endpoints.iter().enumerate() {
         println!("client {index}: metrics at http://{endpoint}/metrics");
     }

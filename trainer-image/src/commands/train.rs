@@ -10,18 +10,31 @@ use serde::{Deserialize, Serialize};
 
 use super::simulate::ValueEncodingArg;
 use crate::coordinator::Identity;
+use crate::coordinator::run_id_bytes;
 use crate::data::Dataset;
 use crate::demo::DemoConfig;
+use crate::exchange::PeerDns;
 use crate::model::Preset;
 use crate::optim::{Schedule, ScheduleKind};
-use crate::train::backend::Centralized;
-use crate::train::{TrainSettings, Trainer};
+use crate::train::backend::{Centralized, CoordinatorBackend};
+use crate::train::on_chain::{ChainRun, OnChain};
+use crate::train::{TrainSettings, TrainSummary, Trainer};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct TrainArgs {
-    /// The coordinator: `tcp://HOST:PORT` for a centralized server.
+    /// The coordinator: `tcp://HOST:PORT` for a centralized server, or `solana` for the
+    /// coordinator program (with --rpc and --run-id).
     #[arg(long)]
     pub coordinator: String,
+    /// With `--coordinator solana`: the cluster's JSON-RPC URL.
+    #[arg(long)]
+    pub rpc: Option<String>,
+    /// With `--coordinator solana`: the coordinator program's address.
+    #[arg(long, default_value_t = demeter_coordinator::ID.to_string())]
+    pub program_id: String,
+    /// With `--coordinator solana`: the run's name (at most 32 bytes).
+    #[arg(long)]
+    pub run_id: Option<String>,
     /// This client's keypair (a Solana CLI wallet file: a JSON array of 64 bytes).
     #[arg(long)]
     pub wallet: PathBuf,
@@ -31,6 +44,10 @@ pub struct TrainArgs {
     /// The address peers should use (default: the listening address).
     #[arg(long)]
     pub advertise: Option<SocketAddr>,
+    /// Also find peers by DNS: `HOST:PORT`, every address of which is a peer (a Kubernetes
+    /// headless Service over the run's client pods resolves to each of them).
+    #[arg(long)]
+    pub peers_dns: Option<String>,
     /// Write a JSON summary here when the run finishes.
     #[arg(long)]
     pub summary: Option<PathBuf>,
@@ -146,44 +163,69 @@ pub struct ClientSummary {
     pub phase_seconds: Vec<(String, f64)>,
 }
 
-fn coordinator_address(text: &str) -> anyhow::Result<SocketAddr> {
-    let Some(address) = text.strip_prefix("tcp://") else {
-        anyhow::bail!(
-            "--coordinator {text:?}: expected tcp://HOST:PORT (the centralized server); the \
-             Solana backend is not available in this build yet"
-        );
-    };
-    use std::net::ToSocketAddrs;
-    address
-        .to_socket_addrs()
-        .with_context(|| format!("--coordinator {text:?}: not a reachable HOST:PORT"))?
-        .next()
-        .with_context(|| format!("--coordinator {text:?}: resolves to no address"))
+/// Where the run's coordinator is, as the flags say.
+enum CoordinatorChoice {
+    Centralized(SocketAddr),
+    Chain(ChainRun),
+}
+
+impl TrainArgs {
+    fn coordinator_choice(&self) -> anyhow::Result<CoordinatorChoice> {
+        let text = &self.coordinator;
+        if text == "solana" {
+            let rpc_url = self.rpc.clone().context(
+                "--coordinator solana needs --rpc URL (the cluster's JSON-RPC endpoint)",
+            )?;
+            let run_id = self
+                .run_id
+                .as_deref()
+                .context("--coordinator solana needs --run-id NAME (the run's name)")?;
+            let program_id = self.program_id.parse().map_err(|_| {
+                anyhow::anyhow!("--program-id {:?} is not a base58 address", self.program_id)
+            })?;
+            return Ok(CoordinatorChoice::Chain(ChainRun {
+                rpc_url,
+                program_id,
+                run_id: run_id_bytes(run_id).context("--run-id")?,
+            }));
+        }
+        let Some(address) = text.strip_prefix("tcp://") else {
+            anyhow::bail!(
+                "--coordinator {text:?}: expected tcp://HOST:PORT (the centralized server) or \
+                 solana (the coordinator program, with --rpc and --run-id)"
+            );
+        };
+        use std::net::ToSocketAddrs;
+        let address = address
+            .to_socket_addrs()
+            .with_context(|| format!("--coordinator {text:?}: not a reachable HOST:PORT"))?
+            .next()
+            .with_context(|| format!("--coordinator {text:?}: resolves to no address"))?;
+        Ok(CoordinatorChoice::Centralized(address))
+    }
 }
 
 pub fn train(args: &TrainArgs) -> anyhow::Result<()> {
-    let address = coordinator_address(&args.coordinator)?;
+    let choice = args.coordinator_choice()?;
     let identity = Arc::new(Identity::read(&args.wallet).context("--wallet")?);
     let dataset = Dataset::open_or_embedded(args.model.data.as_deref())?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    let summary = runtime.block_on(async {
-        let backend = Centralized::connect(address, identity.clone(), Duration::from_secs(60))
-            .await
-            .with_context(|| format!("connecting to {}", args.coordinator))?;
-        let trainer = Trainer::new(
-            identity,
-            backend,
-            args.model.settings(),
-            dataset,
-            args.listen,
-            args.advertise,
-        )
-        .await?;
-        let parameters = trainer.parameter_count();
-        let summary = trainer.run().await?;
-        anyhow::Ok((summary, parameters))
+    let (summary, parameters) = runtime.block_on(async {
+        match choice {
+            CoordinatorChoice::Centralized(address) => {
+                let backend =
+                    Centralized::connect(address, identity.clone(), Duration::from_secs(60))
+                        .await
+                        .with_context(|| format!("connecting to {}", args.coordinator))?;
+                run_client(args, identity, backend, dataset).await
+            }
+            CoordinatorChoice::Chain(run) => {
+                let backend = OnChain::open(&run, identity.clone()).await?;
+                tracing::info!(run_account = %backend.run_account(), "found the run on chain");
+                run_client(args, identity, backend, dataset).await
+            }
+        }
     })?;
-    let (summary, parameters) = summary;
     tracing::info!(steps = summary.steps, "the run finished");
     if let Some(path) = &args.summary {
         let report = ClientSummary {
@@ -200,4 +242,27 @@ pub fn train(args: &TrainArgs) -> anyhow::Result<()> {
             .with_context(|| format!("--summary {}", path.display()))?;
     }
     Ok(())
+}
+
+async fn run_client<B: CoordinatorBackend>(
+    args: &TrainArgs,
+    identity: Arc<Identity>,
+    backend: B,
+    dataset: Dataset,
+) -> anyhow::Result<(TrainSummary, usize)> {
+    let trainer = Trainer::new(
+        identity,
+        backend,
+        args.model.settings(),
+        dataset,
+        args.listen,
+        args.advertise,
+    )
+    .await?;
+    let trainer = match &args.peers_dns {
+        Some(name) => trainer.with_peer_dns(PeerDns::new(name.clone())),
+        None => trainer,
+    };
+    let parameters = trainer.parameter_count();
+    Ok((trainer.run().await?, parameters))
 }

@@ -76,6 +76,24 @@ impl Identity {
     }
 }
 
+/// A wallet signs Solana transactions without its secret leaving this type.
+impl solana_sdk::signer::Signer for Identity {
+    fn try_pubkey(&self) -> Result<solana_sdk::pubkey::Pubkey, solana_sdk::signer::SignerError> {
+        Ok(solana_sdk::pubkey::Pubkey::new_from_array(self.public()))
+    }
+
+    fn try_sign_message(
+        &self,
+        message: &[u8],
+    ) -> Result<solana_sdk::signature::Signature, solana_sdk::signer::SignerError> {
+        Ok(solana_sdk::signature::Signature::from(self.sign(message)))
+    }
+
+    fn is_interactive(&self) -> bool {
+        false
+    }
+}
+
 /// Whether `signature` is `public`'s signature of `message` (strict: no malleable encodings).
 pub fn verify(public: &[u8; 32], message: &[u8], signature: &[u8; 64]) -> bool {
     VerifyingKey::from_bytes(public).is_ok_and(|key| {

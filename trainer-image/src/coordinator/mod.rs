@@ -13,5 +13,5 @@ pub mod store;
 pub use client::{ClientError, CoordinatorClient, Rejection, RequestError};
 pub use identity::Identity;
 pub use protocol::Request;
-pub use run_file::RunFile;
+pub use run_file::{RunFile, run_id_bytes};
 pub use server::{Server, ServerSettings};

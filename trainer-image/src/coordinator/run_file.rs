@@ -47,14 +47,7 @@ impl RunFile {
 
     /// The run id, zero-padded to 32 bytes as the program stores it.
     pub fn run_id_bytes(&self) -> anyhow::Result<[u8; 32]> {
-        anyhow::ensure!(
-            !self.run_id.is_empty() && self.run_id.len() <= 32,
-            "run_id {:?} must be 1 to 32 bytes",
-            self.run_id
-        );
-        let mut id = [0u8; 32];
-        id[..self.run_id.len()].copy_from_slice(self.run_id.as_bytes());
-        Ok(id)
+        run_id_bytes(&self.run_id).context("run_id")
     }
 
     pub fn authority_key(&self) -> anyhow::Result<Option<[u8; 32]>> {
@@ -75,4 +68,15 @@ impl RunFile {
             })
             .transpose()
     }
+}
+
+/// A run's name zero-padded to 32 bytes, as the program stores it.
+pub fn run_id_bytes(name: &str) -> anyhow::Result<[u8; 32]> {
+    anyhow::ensure!(
+        !name.is_empty() && name.len() <= 32,
+        "{name:?} must be 1 to 32 bytes"
+    );
+    let mut id = [0u8; 32];
+    id[..name.len()].copy_from_slice(name.as_bytes());
+    Ok(id)
 }

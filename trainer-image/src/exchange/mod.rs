@@ -13,11 +13,13 @@
 //! | `GET /metrics` | Prometheus text |
 
 pub mod commitment;
+pub mod discovery;
 pub mod fetch;
 pub mod serve;
 pub mod store;
 
 pub use commitment::Commitment;
+pub use discovery::PeerDns;
 pub use fetch::{FetchError, PeerClient};
 pub use serve::router;
 pub use store::ResultStore;

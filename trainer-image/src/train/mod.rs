@@ -16,6 +16,7 @@
 
 pub mod backend;
 mod metrics;
+pub mod on_chain;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -36,7 +37,7 @@ use crate::coordinator::{Identity, Request};
 use crate::data::{BatchPlan, Dataset};
 use crate::demo::{Demo, DemoConfig, SparseUpdate};
 use crate::exchange::serve::{Exchange, ExchangeMetrics, Snapshot};
-use crate::exchange::{Commitment, PeerClient, ResultStore, router};
+use crate::exchange::{Commitment, PeerClient, PeerDns, ResultStore, router};
 use crate::model::{LlamaConfig, Preset, padded_vocab};
 use crate::optim::Schedule;
 use crate::payload;
@@ -95,6 +96,8 @@ pub struct Trainer<B: CoordinatorBackend> {
     plan: BatchPlan,
     exchange: Arc<Exchange>,
     peers: PeerClient,
+    /// More peers by DNS, beside the endpoints members announced.
+    peer_dns: Option<PeerDns>,
     endpoint: SocketAddr,
     metrics: TrainerMetrics,
     /// Steps applied to the replica: the next step to apply.
@@ -164,6 +167,7 @@ impl<B: CoordinatorBackend> Trainer<B> {
             plan,
             exchange,
             peers,
+            peer_dns: None,
             endpoint: advertise.unwrap_or(bound),
             metrics,
             applied: 0,
@@ -177,6 +181,26 @@ impl<B: CoordinatorBackend> Trainer<B> {
         };
         trainer.resume()?;
         Ok(trainer)
+    }
+
+    /// Also asks every address `dns` resolves to for results and snapshots.
+    pub fn with_peer_dns(mut self, dns: PeerDns) -> Self {
+        self.peer_dns = Some(dns);
+        self
+    }
+
+    /// The peers found by DNS, without this client.
+    async fn dns_peers(&mut self) -> Vec<SocketAddr> {
+        let Some(dns) = &mut self.peer_dns else {
+            return Vec::new();
+        };
+        let me = self.endpoint;
+        dns.addresses()
+            .await
+            .iter()
+            .copied()
+            .filter(|address| *address != me)
+            .collect()
     }
 
     /// Continues from the newest checkpoint in the checkpoint directory, if there is one: a
@@ -439,10 +463,11 @@ impl<B: CoordinatorBackend> Trainer<B> {
             return Some(bytes);
         }
         let max_len = self.payload_len();
-        let addresses: Vec<SocketAddr> = participants(state, round)
+        let mut addresses: Vec<SocketAddr> = participants(state, round)
             .filter_map(|(_, address)| address)
             .filter(|address| *address != self.endpoint)
             .collect();
+        addresses.extend(self.dns_peers().await);
         let bytes = self.peers.fetch(hash, &addresses, max_len).await.ok()?;
         let compressor = self.demo.compressor();
         if let Err(error) = payload::decode(
@@ -553,7 +578,8 @@ impl<B: CoordinatorBackend> Trainer<B> {
                 let id = state.members[slot].id;
                 // The round is closed: anyone may hold the commitment, so everyone is asked.
                 let others = participants(state, round).filter_map(|(_, address)| address);
-                let askable: Vec<SocketAddr> = address.into_iter().chain(others).collect();
+                let mut askable: Vec<SocketAddr> = address.into_iter().chain(others).collect();
+                askable.extend(self.dns_peers().await);
                 let commitment = self.commitment_of(state, round.step, id, askable).await;
                 let Some(commitment) = commitment.filter(|c| round.result_counts(&c.hash)) else {
                     // No commitment at all: a quorum cannot have seen it either, unless every
@@ -688,12 +714,13 @@ impl<B: CoordinatorBackend> Trainer<B> {
         }
         self.last_catch_up = Some(Instant::now());
         let me = self.me();
-        let peers: Vec<SocketAddr> = state
+        let mut peers: Vec<SocketAddr> = state
             .members
             .iter()
             .filter(|m| m.status() == MemberStatus::Active && m.id != me)
             .filter_map(|m| m.endpoint.socket_addr())
             .collect();
+        peers.extend(self.dns_peers().await);
         // Weights are f32: 4 bytes a parameter, plus the safetensors header.
         let max_len = self.model_config.parameter_count() * 4 + (1 << 20);
         for peer in peers {

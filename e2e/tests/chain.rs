@@ -1,0 +1,133 @@
+//! The Solana backend against a real validator: the coordinator program runs on a localnet, and
+//! three trainer clients find the run by name, join, train, witness and crank it through
+//! JSON-RPC transactions, exchanging results over HTTP on loopback.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use demeter_coordinator::client::RunClient;
+use demeter_coordinator::{Config, MemberStatus, RunState};
+use demeter_e2e::{Localnet, LocalnetOptions};
+use demeter_trainer::coordinator::{Identity, run_id_bytes};
+use demeter_trainer::data::Dataset;
+use demeter_trainer::demo::DemoConfig;
+use demeter_trainer::model::Preset;
+use demeter_trainer::optim::{Schedule, ScheduleKind};
+use demeter_trainer::train::on_chain::{ChainRun, OnChain};
+use demeter_trainer::train::{TrainSettings, Trainer};
+use solana_sdk::signer::Signer;
+
+const STEPS: u64 = 4;
+
+fn run_config() -> Config {
+    Config {
+        warmup_time: 15,
+        cooldown_time: 1,
+        max_round_train_time: 30,
+        round_witness_time: 2,
+        epoch_time: 600,
+        join_window: 0,
+        total_steps: STEPS,
+        global_batch_size_start: 12,
+        global_batch_size_end: 12,
+        global_batch_size_ramp_steps: 0,
+        points_per_epoch: 10,
+        init_min_clients: 3,
+        min_clients: 2,
+        witness_nodes: 3,
+        _padding: 0,
+    }
+}
+
+fn settings() -> TrainSettings {
+    TrainSettings {
+        preset: Preset::Tiny,
+        seq_len: 64,
+        seed: 5,
+        demo: DemoConfig::default(),
+        schedule: Schedule {
+            kind: ScheduleKind::Cosine,
+            peak_lr: 2e-3,
+            min_lr: 2e-4,
+            warmup_steps: 1,
+            total_steps: 0,
+            decay_fraction: 0.0,
+        },
+        grad_clip: Some(1.0),
+        checkpoint_dir: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_clients_train_through_the_coordinator_program() {
+    tch::set_num_threads(1);
+    let clients: Vec<Arc<Identity>> = (0..3)
+        .map(|_| Arc::new(Identity::generate().unwrap()))
+        .collect();
+    let authority = Identity::generate().unwrap();
+    let mut fund: Vec<_> = clients.iter().map(|client| client.pubkey()).collect();
+    fund.push(authority.pubkey());
+    let localnet = Localnet::start(LocalnetOptions {
+        fund,
+        sol_each: 10,
+        ..LocalnetOptions::default()
+    })
+    .await
+    .unwrap();
+    let run_id = run_id_bytes("chain-e2e").unwrap();
+    let run_client = RunClient::create(&localnet.rpc_url(), &authority, run_id, run_config(), None)
+        .await
+        .unwrap();
+    let run_account = run_client.run_account();
+
+    let run = ChainRun {
+        rpc_url: localnet.rpc_url(),
+        program_id: demeter_coordinator::ID,
+        run_id,
+    };
+    let mut tasks = Vec::new();
+    for identity in &clients {
+        let backend = OnChain::open(&run, identity.clone()).await.unwrap();
+        assert_eq!(backend.run_account(), run_account, "found by name");
+        let trainer = Trainer::new(
+            identity.clone(),
+            backend,
+            settings(),
+            Dataset::embedded(0.02),
+            "127.0.0.1:0".parse().unwrap(),
+            None,
+        )
+        .await
+        .unwrap();
+        tasks.push(tokio::spawn(trainer.run()));
+    }
+    let mut summaries = Vec::new();
+    for task in tasks {
+        let summary = tokio::time::timeout(Duration::from_secs(240), task)
+            .await
+            .expect("the run finishes")
+            .unwrap()
+            .unwrap();
+        summaries.push(summary);
+    }
+    for summary in &summaries {
+        assert_eq!(summary.steps, STEPS);
+        assert_eq!(
+            summary.replica_hash, summaries[0].replica_hash,
+            "replicas identical"
+        );
+        let (first, last) = (summary.first_loss.unwrap(), summary.last_loss.unwrap());
+        assert!(last < first, "loss falls: {first} -> {last}");
+    }
+
+    // The chain agrees: finished at the last step, every client a member with points.
+    let state = run_client.read().await.unwrap().run.coordinator_boxed();
+    assert_eq!(state.run_state(), RunState::Finished);
+    assert_eq!(state.step, STEPS);
+    for identity in &clients {
+        let slot = state.member_index(&identity.public()).expect("a member");
+        let member = &state.members[slot];
+        assert_ne!(member.status(), MemberStatus::Empty);
+        assert!(member.points > 0, "points earned on chain");
+    }
+}

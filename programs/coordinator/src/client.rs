@@ -1,0 +1,285 @@
+//! Off-chain access to a run through JSON-RPC (feature `client`): find a run by name, read and
+//! decode its state with the cluster's clock, send instructions, create a run. The trainer's
+//! on-chain backend, `demeter coordinator create`, the operator's chain sync and the e2e tools
+//! all go through this, so they read and write runs the same way.
+
+use solana_client::client_error::{ClientError, ClientErrorKind};
+use solana_client::nonblocking::rpc_client::RpcClient;
+use solana_client::rpc_request::{RpcError, RpcResponseErrorData};
+use solana_commitment_config::CommitmentConfig;
+use solana_program::clock::Clock;
+use solana_program::instruction::{Instruction, InstructionError};
+use solana_program::pubkey::Pubkey;
+use solana_sdk::signer::Signer;
+use solana_sdk::transaction::{Transaction, TransactionError};
+
+use crate::account::{RunAccount, RunInstance, Tagged, find_run_instance};
+use crate::{Config, Coordinator, instruction as ix};
+
+/// Why a run could not be read or an instruction did not land.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientFailure {
+    /// The program refused the instruction: its error code and its own log line.
+    #[error("the coordinator program refused it (code {code}): {message}")]
+    Refused { code: u32, message: String },
+    /// The transaction cannot run as sent (no SOL for fees, say); retrying will not help.
+    #[error("the cluster will not run the transaction: {0}")]
+    Transaction(TransactionError),
+    #[error("no run named {run_id:?}: its instance account {instance} does not exist")]
+    NoSuchRun { run_id: String, instance: Pubkey },
+    #[error("account {address} is not a coordinator {what}")]
+    NotA { what: &'static str, address: Pubkey },
+    /// The RPC node could not be reached or answered an error; retrying later may work.
+    #[error("{url}: {error}")]
+    Rpc {
+        url: String,
+        error: Box<ClientError>,
+    },
+}
+
+/// A run's state as read at one slot.
+pub struct RunSnapshot {
+    pub run: Box<RunAccount>,
+    /// The cluster's unix time at that slot.
+    pub cluster_time: i64,
+    pub slot: u64,
+}
+
+/// One run of the coordinator program on one cluster.
+pub struct RunClient {
+    rpc: RpcClient,
+    url: String,
+    run_account: Pubkey,
+}
+
+impl RunClient {
+    /// Finds the run named `run_id` through its instance PDA.
+    pub async fn find(url: &str, run_id: &[u8; 32]) -> Result<Self, ClientFailure> {
+        let rpc = RpcClient::new_with_commitment(url.to_owned(), CommitmentConfig::confirmed());
+        let (instance, _) = find_run_instance(run_id);
+        let account = rpc
+            .get_account_with_commitment(&instance, CommitmentConfig::confirmed())
+            .await
+            .map_err(|error| rpc_failure(url, error))?
+            .value
+            .ok_or_else(|| ClientFailure::NoSuchRun {
+                run_id: run_name(run_id),
+                instance,
+            })?;
+        let record = decode_instance(&account.data).ok_or(ClientFailure::NotA {
+            what: "run instance",
+            address: instance,
+        })?;
+        Ok(Self {
+            rpc,
+            url: url.to_owned(),
+            run_account: Pubkey::new_from_array(record.run_account),
+        })
+    }
+
+    /// Creates a run named `run_id` with `authority` as its run authority, paid by `authority`.
+    /// With `allowed_clients`, joins are gated: `authority` also becomes the join authority and
+    /// grants each of them. A run of that name that exists already is left as it is and found.
+    pub async fn create(
+        url: &str,
+        authority: &(dyn Signer + Sync),
+        run_id: [u8; 32],
+        config: Config,
+        allowed_clients: Option<&[Pubkey]>,
+    ) -> Result<Self, ClientFailure> {
+        match Self::find(url, &run_id).await {
+            Err(ClientFailure::NoSuchRun { .. }) => {}
+            found => return found,
+        }
+        let rpc = RpcClient::new_with_commitment(url.to_owned(), CommitmentConfig::confirmed());
+        let rent = rpc
+            .get_minimum_balance_for_rent_exemption(RunAccount::LEN)
+            .await
+            .map_err(|error| rpc_failure(url, error))?;
+        let run_account = solana_sdk::signature::Keypair::new();
+        let payer = authority.pubkey();
+        let client = Self {
+            rpc,
+            url: url.to_owned(),
+            run_account: run_account.pubkey(),
+        };
+        client
+            .send(
+                &[
+                    ix::create_run_account(&payer, &run_account.pubkey(), rent),
+                    ix::init_run(
+                        &payer,
+                        &run_account.pubkey(),
+                        run_id,
+                        allowed_clients.map(|_| payer),
+                        config,
+                    ),
+                ],
+                &[authority, &run_account],
+            )
+            .await?;
+        for member in allowed_clients.unwrap_or_default() {
+            client
+                .send(
+                    &[ix::grant_join(&payer, &run_account.pubkey(), member)],
+                    &[authority],
+                )
+                .await?;
+        }
+        Ok(client)
+    }
+
+    pub fn run_account(&self) -> Pubkey {
+        self.run_account
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Reads the run account and the clock in one request.
+    pub async fn read(&self) -> Result<RunSnapshot, ClientFailure> {
+        let response = self
+            .rpc
+            .get_multiple_accounts_with_commitment(
+                &[self.run_account, solana_program::sysvar::clock::ID],
+                CommitmentConfig::confirmed(),
+            )
+            .await
+            .map_err(|error| rpc_failure(&self.url, error))?;
+        let not_a_run = ClientFailure::NotA {
+            what: "run account (it may have been closed)",
+            address: self.run_account,
+        };
+        let [Some(run), Some(clock)] = &response.value[..] else {
+            return Err(not_a_run);
+        };
+        let run = RunAccount::decode(&run.data).map_err(|_| not_a_run)?;
+        let clock: Clock = decode_clock(&clock.data).ok_or(ClientFailure::NotA {
+            what: "clock sysvar",
+            address: solana_program::sysvar::clock::ID,
+        })?;
+        Ok(RunSnapshot {
+            run,
+            cluster_time: clock.unix_timestamp,
+            slot: response.context.slot,
+        })
+    }
+
+    /// Sends `instructions` in one transaction paid by the first signer, and waits until it
+    /// is confirmed.
+    pub async fn send(
+        &self,
+        instructions: &[Instruction],
+        signers: &[&(dyn Signer + Sync)],
+    ) -> Result<(), ClientFailure> {
+        let payer = signers.first().map(|signer| signer.pubkey());
+        let blockhash = self
+            .rpc
+            .get_latest_blockhash()
+            .await
+            .map_err(|error| rpc_failure(&self.url, error))?;
+        let transaction =
+            Transaction::new_signed_with_payer(instructions, payer.as_ref(), signers, blockhash);
+        self.rpc
+            .send_and_confirm_transaction(&transaction)
+            .await
+            .map(|_| ())
+            .map_err(|error| classify(&self.url, error))
+    }
+}
+
+/// Whether the state machine would advance at `cluster_time`: worth sending a tick. The program
+/// decides for real, from its own clock.
+pub fn tick_due(state: &Coordinator, cluster_time: i64) -> bool {
+    let mut copy = Coordinator::boxed_from_bytes(bytemuck::bytes_of(state))
+        .expect("a state's own bytes are a state");
+    copy.tick(cluster_time, &[0; 32]).is_ok()
+}
+
+fn decode_instance(data: &[u8]) -> Option<RunInstance> {
+    if data.len() != RunInstance::LEN || data[..8] != RunInstance::TAG {
+        return None;
+    }
+    bytemuck::try_pod_read_unaligned(data).ok()
+}
+
+/// The Clock sysvar's account data: five little-endian 64-bit fields.
+fn decode_clock(data: &[u8]) -> Option<Clock> {
+    let field =
+        |index: usize| -> Option<[u8; 8]> { data.get(index * 8..index * 8 + 8)?.try_into().ok() };
+    Some(Clock {
+        slot: u64::from_le_bytes(field(0)?),
+        epoch_start_timestamp: i64::from_le_bytes(field(1)?),
+        epoch: u64::from_le_bytes(field(2)?),
+        leader_schedule_epoch: u64::from_le_bytes(field(3)?),
+        unix_timestamp: i64::from_le_bytes(field(4)?),
+    })
+}
+
+fn run_name(run_id: &[u8; 32]) -> String {
+    let end = run_id.iter().position(|&b| b == 0).unwrap_or(run_id.len());
+    String::from_utf8_lossy(&run_id[..end]).into_owned()
+}
+
+fn rpc_failure(url: &str, error: ClientError) -> ClientFailure {
+    ClientFailure::Rpc {
+        url: url.to_owned(),
+        error: Box::new(error),
+    }
+}
+
+/// A program error becomes [`ClientFailure::Refused`] with the program's last log line; other
+/// transaction errors are [`ClientFailure::Transaction`]; the rest is the RPC's.
+fn classify(url: &str, error: ClientError) -> ClientFailure {
+    match error.get_transaction_error() {
+        Some(TransactionError::InstructionError(_, InstructionError::Custom(code))) => {
+            ClientFailure::Refused {
+                code,
+                message: program_log(&error).unwrap_or_else(|| format!("program error {code}")),
+            }
+        }
+        Some(transaction) => ClientFailure::Transaction(transaction),
+        None => rpc_failure(url, error),
+    }
+}
+
+/// The program's own words: the last `Program log:` line of the failed preflight simulation.
+fn program_log(error: &ClientError) -> Option<String> {
+    let ClientErrorKind::RpcError(RpcError::RpcResponseError {
+        data: RpcResponseErrorData::SendTransactionPreflightFailure(simulation),
+        ..
+    }) = error.kind()
+    else {
+        return None;
+    };
+    simulation
+        .logs
+        .as_ref()?
+        .iter()
+        .rev()
+        .find_map(|line| line.strip_prefix("Program log: "))
+        .map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_clock_sysvar_layout() {
+        let clock = Clock {
+            slot: 7,
+            epoch_start_timestamp: -3,
+            epoch: 2,
+            leader_schedule_epoch: 3,
+            unix_timestamp: 1_700_000_000,
+        };
+        let mut data = Vec::new();
+        for field in [7u64, (-3i64) as u64, 2, 3, 1_700_000_000] {
+            data.extend_from_slice(&field.to_le_bytes());
+        }
+        assert_eq!(decode_clock(&data), Some(clock));
+        assert_eq!(decode_clock(&data[..39]), None);
+    }
+}

@@ -1,0 +1,186 @@
+//! The coordinator program on a Solana cluster as a [`CoordinatorBackend`]: the run is read and
+//! written through the coordinator crate's JSON-RPC client, and every input is a transaction
+//! signed with the client's wallet. Clients also crank the run: when the state machine says a
+//! tick is due at the cluster's clock, they send one (the first to land wins; the others fail
+//! preflight, which costs no fee).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use demeter_coordinator::client::{ClientFailure, RunClient, tick_due};
+use demeter_coordinator::instruction as ix;
+use demeter_coordinator::{Coordinator, Endpoint, WitnessReport};
+use solana_sdk::instruction::Instruction;
+use solana_sdk::pubkey::Pubkey;
+use solana_sdk::signer::Signer;
+
+use super::backend::{BackendError, CoordinatorBackend};
+use crate::coordinator::{Identity, Rejection, Request};
+
+/// How often the run account is read while waiting: about one slot.
+const POLL: Duration = Duration::from_millis(400);
+
+/// Where a run lives on chain.
+#[derive(Clone, Debug)]
+pub struct ChainRun {
+    /// A JSON-RPC URL, e.g. `http://127.0.0.1:8899`.
+    pub rpc_url: String,
+    pub program_id: Pubkey,
+    /// The run's name, zero-padded to 32 bytes.
+    pub run_id: [u8; 32],
+}
+
+/// A report that could not be encoded never reaches the chain; numbered like the centralized
+/// server's own refusals (2000+), beside the program's codes.
+const MALFORMED_REPORT: u32 = 2001;
+
+/// A run's coordinator program as one client sees it.
+pub struct OnChain {
+    run: RunClient,
+    identity: Arc<Identity>,
+    last: Arc<Coordinator>,
+    /// The cluster's unix time at the last read, for deciding whether a tick is due.
+    cluster_time: i64,
+}
+
+impl OnChain {
+    /// Finds the run by name and reads its state.
+    pub async fn open(run: &ChainRun, identity: Arc<Identity>) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            run.program_id == demeter_coordinator::ID,
+            "--program-id {}: this build of demeter speaks to the coordinator program at {}; \
+             pass that id, or build demeter for the program deployed at {}",
+            run.program_id,
+            demeter_coordinator::ID,
+            run.program_id
+        );
+        let client =
+            RunClient::find(&run.rpc_url, &run.run_id)
+                .await
+                .map_err(|error| match error {
+                    ClientFailure::NoSuchRun { .. } => anyhow::anyhow!(
+                        "{error} on {}: create it first (`demeter coordinator create`, or the \
+                     operator with an authority secret)",
+                        run.rpc_url
+                    ),
+                    error => error.into(),
+                })?;
+        let snapshot = client.read().await?;
+        Ok(Self {
+            last: Arc::from(snapshot.run.coordinator_boxed()),
+            cluster_time: snapshot.cluster_time,
+            run: client,
+            identity,
+        })
+    }
+
+    /// The run account's address.
+    pub fn run_account(&self) -> Pubkey {
+        self.run.run_account()
+    }
+
+    async fn read(&mut self) -> Result<Arc<Coordinator>, BackendError> {
+        let snapshot = self.run.read().await.map_err(unavailable)?;
+        self.cluster_time = snapshot.cluster_time;
+        if snapshot.run.coordinator != *self.last {
+            self.last = Arc::from(snapshot.run.coordinator_boxed());
+        }
+        Ok(self.last.clone())
+    }
+
+    async fn submit(&self, instruction: Instruction) -> Result<(), BackendError> {
+        match self
+            .run
+            .send(&[instruction], &[self.identity.as_ref()])
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(ClientFailure::Refused { code, message }) => {
+                Err(BackendError::Rejected(Rejection { code, message }))
+            }
+            Err(ClientFailure::Transaction(error)) => {
+                tracing::warn!(
+                    wallet = %self.identity.pubkey(),
+                    %error,
+                    "the cluster will not run this client's transactions; fund the wallet with SOL"
+                );
+                Err(BackendError::Unavailable(error.to_string()))
+            }
+            Err(error) => Err(unavailable(error)),
+        }
+    }
+
+    fn instruction(&self, request: Request) -> Result<Instruction, BackendError> {
+        let me = self.identity.pubkey();
+        let run = &self.run.run_account();
+        Ok(match request {
+            Request::Join { endpoint } => ix::join(&me, run, Endpoint::from(endpoint)),
+            Request::Withdraw => ix::withdraw(&me, run),
+            Request::WarmupWitness => ix::warmup_witness(&me, run),
+            Request::Witness {
+                step,
+                position,
+                report,
+            } => {
+                let report: WitnessReport =
+                    bytemuck::try_pod_read_unaligned(&report).map_err(|_| {
+                        BackendError::Rejected(Rejection {
+                            code: MALFORMED_REPORT,
+                            message: format!(
+                                "a witness report is {} bytes, not {}",
+                                report.len(),
+                                size_of::<WitnessReport>()
+                            ),
+                        })
+                    })?;
+                ix::witness(&me, run, step, position, &report)
+            }
+            Request::HealthCheck { step, target } => {
+                ix::health_check(&me, run, step, &Pubkey::new_from_array(target))
+            }
+            Request::Pause => ix::pause(&me, run),
+            Request::Resume => ix::resume(&me, run),
+        })
+    }
+}
+
+fn unavailable(error: ClientFailure) -> BackendError {
+    BackendError::Unavailable(error.to_string())
+}
+
+impl CoordinatorBackend for OnChain {
+    fn state(&self) -> Arc<Coordinator> {
+        self.last.clone()
+    }
+
+    async fn changed(&mut self, timeout: Duration) -> Result<Arc<Coordinator>, BackendError> {
+        let before = self.last.clone();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let state = self.read().await;
+            if let Ok(state) = &state {
+                if !Arc::ptr_eq(state, &before) {
+                    return Ok(state.clone());
+                }
+                if tick_due(state, self.cluster_time) {
+                    match self.submit(ix::tick(&self.run.run_account())).await {
+                        Ok(()) => continue,
+                        Err(BackendError::Rejected(_)) => {}
+                        Err(error) => tracing::debug!(%error, "tick not sent"),
+                    }
+                }
+            }
+            if tokio::time::Instant::now() + POLL > deadline {
+                return state;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    async fn send(&mut self, request: Request) -> Result<(), BackendError> {
+        let instruction = self.instruction(request)?;
+        self.submit(instruction).await?;
+        // The client must see its own change before it acts again, as with the server.
+        self.read().await.map(|_| ())
+    }
+}
