@@ -22,6 +22,7 @@ run-chain: bootstrap
 
 lint: bootstrap
 	cargo fmt --all --check
+	$(ENV) "$$DEMETER_PYTHON" -m kubernetes_validate --kubernetes-version 1.33.0 --strict --quiet deploy/crds/*.yaml
 	$(ENV) cargo clippy $(CARGO_FLAGS) --workspace --all-targets -- -D warnings
 
 test: lint

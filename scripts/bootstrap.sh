@@ -3,12 +3,13 @@
 #
 # tch =0.24.0 links against libtorch 2.11.0; PyPI's torch==2.11.0 wheel ships it (the CUDA 13.0
 # build, which also runs on CPU), so one binary runs on CPU machines and on GPU machines alike.
-# transformers, safetensors and numpy are there for the cross-checks against the PyTorch ecosystem.
+# transformers, safetensors and numpy are there for the cross-checks against the PyTorch ecosystem;
+# kubernetes-validate checks deploy/ against Kubernetes' own OpenAPI schemas, offline.
 set -euo pipefail
 
 cache="${DEMETER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/demeter}"
 pyenv="$cache/venv"
-requirements="torch==2.11.0 transformers==5.24.0 safetensors numpy"
+requirements="torch==2.11.0 transformers==5.24.0 safetensors numpy kubernetes-validate==1.37.0"
 stamp="$pyenv/.demeter-requirements"
 
 if [[ -f "$stamp" && "$(cat "$stamp")" == "$requirements" ]]; then
