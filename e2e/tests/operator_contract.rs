@@ -1,0 +1,78 @@
+//! The operator and the trainer agree: the `demeter train` arguments the operator puts in a
+//! client pod parse as the trainer's flags, and the run file it writes for the centralized
+//! coordinator is one the coordinator accepts. Both sides are the real code.
+
+use clap::Parser;
+use demeter_operator::children;
+use demeter_operator::crd::TrainingRun;
+use demeter_trainer::commands::TrainArgs;
+use demeter_trainer::coordinator::identity::to_base58;
+use demeter_trainer::coordinator::{Identity, RunFile};
+
+#[derive(Parser)]
+struct Demeter {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    Train(Box<TrainArgs>),
+}
+
+fn example(file: &str) -> TrainingRun {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy/examples")
+        .join(file);
+    let mut run: TrainingRun =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    run.metadata.namespace = Some("ml".into());
+    run.metadata.uid = Some("uid".into());
+    run
+}
+
+#[test]
+fn client_pod_arguments_are_demeter_train_flags() {
+    for file in ["trainingrun.yaml", "trainingrun-solana.yaml"] {
+        let run = example(file);
+        // The kubelet expands $(POD_IP) from the container's environment before exec.
+        let args = children::client_args(&run, 1)
+            .unwrap()
+            .into_iter()
+            .map(|arg| arg.replace("$(POD_IP)", "10.0.0.7"));
+        let parsed = Demeter::try_parse_from(std::iter::once("demeter".to_owned()).chain(args))
+            .unwrap_or_else(|error| panic!("{file}: {error}"));
+        let Command::Train(train) = parsed.command;
+        assert_eq!(
+            train.model.seq_len, run.spec.data.sequence_length as usize,
+            "{file}"
+        );
+        assert_eq!(train.model.topk, run.spec.optimizer.topk as usize, "{file}");
+        assert_eq!(
+            train.model.lr, run.spec.optimizer.learning_rate.peak,
+            "{file}"
+        );
+        assert!(train.peers_dns.is_some(), "{file}");
+        assert_eq!(
+            train.advertise,
+            Some("10.0.0.7:7070".parse().unwrap()),
+            "{file}"
+        );
+    }
+}
+
+#[test]
+fn the_operators_run_file_is_accepted_by_the_coordinator() {
+    let run = example("trainingrun.yaml");
+    let keys: Vec<String> = (0..3)
+        .map(|_| to_base58(&Identity::generate().unwrap().public()))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("run.toml");
+    std::fs::write(&path, children::run_file(&run, &keys).unwrap()).unwrap();
+    let parsed = RunFile::read(&path).unwrap();
+    assert_eq!(parsed.run_id, "moby-150m");
+    assert_eq!(parsed.client_keys().unwrap().unwrap().len(), 3);
+    assert_eq!(parsed.config.total_steps, run.spec.schedule.total_steps);
+    assert_eq!(parsed.config.witness_nodes, run.spec.schedule.witness_nodes);
+}
