@@ -1,0 +1,471 @@
+//! An in-memory Kubernetes API server, as test infrastructure: an HTTP server speaking the
+//! Kubernetes REST and watch protocol for the kinds the operator uses, so that the real
+//! `kube::Client` and `kube::runtime::Controller` run against it unchanged through a
+//! kubeconfig.
+//!
+//! What it implements: list and watch with `resourceVersion` (resuming from the change log,
+//! 410 Expired past it), label and field selectors, get, create (`generateName` too), replace
+//! with conflict detection, merge, JSON and server-side-apply patches, the `/status`
+//! subresource, generations, delete with finalizers and `deletionTimestamp`, and the owner
+//! cascade of the garbage collector. What it leaves out: authentication and RBAC, schema and
+//! CEL validation (tests write malformed objects on purpose), admission, field-manager
+//! conflicts (every apply is forced, as the operator's are), strategic merge keys (treated as a
+//! merge patch), pagination (one page), and any controller of its own (pods run nowhere;
+//! tests play the kubelet by writing pod status).
+
+mod selector;
+mod store;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
+
+pub use selector::{FieldSelector, LabelSelector};
+use store::{Filter, Patch, Scope, resource};
+pub use store::{RESOURCES, Store, StoreError};
+
+/// A request as the server received it, for tests that check exactly what a client sent.
+#[derive(Debug, Clone)]
+pub struct RecordedRequest {
+    pub method: Method,
+    pub path: String,
+    pub query: String,
+    pub content_type: Option<String>,
+    pub body: Value,
+}
+
+#[derive(Default)]
+struct Shared {
+    store: Mutex<Store>,
+    requests: Mutex<Vec<RecordedRequest>>,
+}
+
+/// A running server on a loopback port; it stops when dropped.
+pub struct ApiServer {
+    address: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown: Option<oneshot::Sender<()>>,
+}
+
+impl ApiServer {
+    pub async fn start() -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let address = listener.local_addr()?;
+        let shared = Arc::new(Shared::default());
+        let (shutdown, stopped) = oneshot::channel::<()>();
+        let app = Router::new().fallback(handle).with_state(shared.clone());
+        tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async {
+                let _ = stopped.await;
+            });
+            if let Err(error) = serve.await {
+                tracing::error!(%error, "the in-memory API server stopped");
+            }
+        });
+        Ok(Self {
+            address,
+            shared,
+            shutdown: Some(shutdown),
+        })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    /// A kubeconfig for this server, with `namespace` as the context's default.
+    pub fn kubeconfig(&self, namespace: &str) -> String {
+        format!(
+            "apiVersion: v1\n\
+             kind: Config\n\
+             clusters:\n\
+             - name: in-memory\n  cluster:\n    server: {}\n\
+             users:\n\
+             - name: test\n  user: {{}}\n\
+             contexts:\n\
+             - name: in-memory\n  context:\n    cluster: in-memory\n    user: test\n    namespace: {namespace}\n\
+             current-context: in-memory\n",
+            self.url()
+        )
+    }
+
+    /// A `kube::Client` built from [`Self::kubeconfig`], as a real deployment builds one.
+    pub async fn client(&self, namespace: &str) -> anyhow::Result<kube::Client> {
+        let kubeconfig = kube::config::Kubeconfig::from_yaml(&self.kubeconfig(namespace))?;
+        let config = kube::Config::from_custom_kubeconfig(
+            kubeconfig,
+            &kube::config::KubeConfigOptions::default(),
+        )
+        .await?;
+        Ok(kube::Client::try_from(config)?)
+    }
+
+    /// The objects and their history, for tests to read or to write as a kubelet would.
+    pub fn store(&self) -> MutexGuard<'_, Store> {
+        self.shared.store.lock().expect("store lock")
+    }
+
+    /// Every request received so far, oldest first.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.shared.requests.lock().expect("requests lock").clone()
+    }
+
+    /// Forgets the recorded requests (the benchmark's memory should not grow with them).
+    pub fn clear_requests(&self) {
+        self.shared.requests.lock().expect("requests lock").clear();
+    }
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+}
+
+/// Where a request points.
+struct Target {
+    resource: usize,
+    namespace: Option<String>,
+    name: Option<String>,
+    scope: Scope,
+}
+
+fn parse_path(path: &str) -> Result<Target, StoreError> {
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let (group, version, rest) = match segments.as_slice() {
+        ["api", version, rest @ ..] => ("", *version, rest),
+        ["apis", group, version, rest @ ..] => (*group, *version, rest),
+        _ => return Err(unknown_path(path)),
+    };
+    let (namespace, plural, name, subresource) = match rest {
+        [plural] => (None, *plural, None, None),
+        ["namespaces", ns, plural] => (Some(*ns), *plural, None, None),
+        ["namespaces", ns, plural, name] => (Some(*ns), *plural, Some(*name), None),
+        ["namespaces", ns, plural, name, sub] => (Some(*ns), *plural, Some(*name), Some(*sub)),
+        _ => return Err(unknown_path(path)),
+    };
+    let resource = resource(group, version, plural).ok_or_else(|| unknown_path(path))?;
+    let scope = match subresource {
+        None => Scope::Main,
+        Some("status") if RESOURCES[resource].status_subresource => Scope::Status,
+        Some(_) => return Err(unknown_path(path)),
+    };
+    Ok(Target {
+        resource,
+        namespace: namespace.map(str::to_owned),
+        name: name.map(str::to_owned),
+        scope,
+    })
+}
+
+fn unknown_path(path: &str) -> StoreError {
+    StoreError::NotFound {
+        kind: "resource",
+        name: path.to_owned(),
+    }
+}
+
+type Params = std::collections::HashMap<String, String>;
+
+async fn handle(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    Query(params): Query<Params>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or(v).trim().to_owned());
+    let parsed = parse_body(&body, content_type.as_deref());
+    shared
+        .requests
+        .lock()
+        .expect("requests lock")
+        .push(RecordedRequest {
+            method: method.clone(),
+            path: uri.path().to_owned(),
+            query: uri.query().unwrap_or_default().to_owned(),
+            content_type: content_type.clone(),
+            body: parsed.as_ref().cloned().unwrap_or(Value::Null),
+        });
+    let result = async {
+        let target = parse_path(uri.path())?;
+        let body = parsed?;
+        route(
+            &shared,
+            method,
+            target,
+            &params,
+            content_type.as_deref(),
+            body,
+        )
+        .await
+    };
+    result.await.unwrap_or_else(error_response)
+}
+
+fn parse_body(body: &[u8], content_type: Option<&str>) -> Result<Value, StoreError> {
+    if body.is_empty() {
+        return Ok(Value::Null);
+    }
+    serde_json::from_slice(body).or_else(|json_error| {
+        if content_type == Some("application/apply-patch+yaml") {
+            serde_yaml_ng::from_slice(body)
+                .map_err(|e| StoreError::BadRequest(format!("the apply body is not YAML: {e}")))
+        } else {
+            Err(StoreError::BadRequest(format!(
+                "the body is not JSON: {json_error}"
+            )))
+        }
+    })
+}
+
+async fn route(
+    shared: &Arc<Shared>,
+    method: Method,
+    target: Target,
+    params: &Params,
+    content_type: Option<&str>,
+    body: Value,
+) -> Result<Response, StoreError> {
+    let filter = Filter {
+        namespace: target.namespace.clone(),
+        labels: LabelSelector::parse(params.get("labelSelector").map_or("", String::as_str))
+            .map_err(StoreError::BadRequest)?,
+        fields: FieldSelector::parse(params.get("fieldSelector").map_or("", String::as_str))
+            .map_err(StoreError::BadRequest)?,
+    };
+    let Target {
+        resource,
+        namespace,
+        name,
+        scope,
+    } = target;
+    let needs_namespace = || {
+        namespace
+            .clone()
+            .ok_or_else(|| StoreError::BadRequest("this verb needs a namespace".into()))
+    };
+    let lock = || shared.store.lock().expect("store lock");
+    match (method, name) {
+        (Method::GET, None) if params.get("watch").is_some_and(|w| w == "true" || w == "1") => {
+            let since = params
+                .get("resourceVersion")
+                .and_then(|v| v.parse::<u64>().ok())
+                .filter(|&v| v > 0);
+            let timeout = params
+                .get("timeoutSeconds")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(1800);
+            Ok(watch(shared.clone(), resource, filter, since, timeout))
+        }
+        (Method::GET, None) => {
+            let store = lock();
+            let rules = &RESOURCES[resource];
+            Ok(json_response(
+                StatusCode::OK,
+                json!({
+                    "apiVersion": rules.api_version(),
+                    "kind": format!("{}List", rules.kind),
+                    "metadata": {"resourceVersion": store.revision().to_string()},
+                    "items": store.list(resource, &filter),
+                }),
+            ))
+        }
+        (Method::GET, Some(name)) => {
+            let object = lock().get(resource, &needs_namespace()?, &name)?;
+            Ok(json_response(StatusCode::OK, object))
+        }
+        (Method::POST, None) => {
+            let object = lock().create(resource, &needs_namespace()?, body)?;
+            Ok(json_response(StatusCode::CREATED, object))
+        }
+        (Method::PUT, Some(name)) => {
+            let object = lock().replace(resource, &needs_namespace()?, &name, body, scope)?;
+            Ok(json_response(StatusCode::OK, object))
+        }
+        (Method::PATCH, Some(name)) => {
+            let patch = match content_type {
+                Some("application/merge-patch+json")
+                | Some("application/strategic-merge-patch+json") => Patch::Merge(body),
+                Some("application/json-patch+json") => {
+                    Patch::Json(serde_json::from_value(body).map_err(|e| {
+                        StoreError::BadRequest(format!("the JSON patch is malformed: {e}"))
+                    })?)
+                }
+                Some("application/apply-patch+yaml") => Patch::Apply {
+                    manager: params.get("fieldManager").cloned().ok_or_else(|| {
+                        StoreError::BadRequest("fieldManager is required for apply requests".into())
+                    })?,
+                    object: body,
+                },
+                other => {
+                    return Err(StoreError::BadRequest(format!(
+                        "unsupported patch content type {other:?}"
+                    )));
+                }
+            };
+            let object = lock().patch(resource, &needs_namespace()?, &name, patch, scope)?;
+            Ok(json_response(StatusCode::OK, object))
+        }
+        (Method::DELETE, name) => {
+            let orphan = body["propagationPolicy"] == "Orphan"
+                || params
+                    .get("propagationPolicy")
+                    .is_some_and(|p| p == "Orphan");
+            let namespace = needs_namespace()?;
+            let mut store = lock();
+            match name {
+                Some(name) => {
+                    let object = store.delete(resource, &namespace, &name, orphan)?;
+                    Ok(json_response(StatusCode::OK, object))
+                }
+                None => {
+                    let mut deleted = Vec::new();
+                    for object in store.list(resource, &filter) {
+                        let name = object["metadata"]["name"].as_str().unwrap_or_default();
+                        deleted.push(store.delete(resource, &namespace, name, orphan)?);
+                    }
+                    let rules = &RESOURCES[resource];
+                    Ok(json_response(
+                        StatusCode::OK,
+                        json!({
+                            "apiVersion": rules.api_version(),
+                            "kind": format!("{}List", rules.kind),
+                            "metadata": {"resourceVersion": store.revision().to_string()},
+                            "items": deleted,
+                        }),
+                    ))
+                }
+            }
+        }
+        (method, _) => Err(StoreError::BadRequest(format!(
+            "{method} is not supported on this path"
+        ))),
+    }
+}
+
+/// A watch: the changes after `since` (or every current object as ADDED), then each new
+/// change as it happens, one JSON event per line, until `timeout_seconds`.
+fn watch(
+    shared: Arc<Shared>,
+    resource: usize,
+    filter: Filter,
+    since: Option<u64>,
+    timeout_seconds: u64,
+) -> Response {
+    let (lines, received) = mpsc::channel::<Bytes>(64);
+    tokio::spawn(async move {
+        let (mut notified, initial, mut cursor) = {
+            let store = shared.store.lock().expect("store lock");
+            let notified = store.subscribe();
+            let initial = match since {
+                Some(revision) => store
+                    .changes_since(resource, revision, &filter)
+                    .map(|changes| {
+                        changes
+                            .into_iter()
+                            .map(|c| event(c.kind.as_str(), c.object))
+                            .collect()
+                    })
+                    .unwrap_or_else(|expired| vec![event("ERROR", status_body(&expired))]),
+                None => store
+                    .list(resource, &filter)
+                    .into_iter()
+                    .map(|object| event("ADDED", object))
+                    .collect::<Vec<_>>(),
+            };
+            (notified, initial, store.revision())
+        };
+        for line in initial {
+            if lines.send(line).await.is_err() {
+                return;
+            }
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout_seconds);
+        loop {
+            tokio::select! {
+                changed = notified.changed() => if changed.is_err() { return },
+                _ = tokio::time::sleep_until(deadline) => return,
+                _ = lines.closed() => return,
+            }
+            let batch = {
+                let store = shared.store.lock().expect("store lock");
+                let batch = store.changes_since(resource, cursor, &filter);
+                cursor = store.revision();
+                batch
+            };
+            let batch = match batch {
+                Ok(changes) => changes
+                    .into_iter()
+                    .map(|c| event(c.kind.as_str(), c.object))
+                    .collect(),
+                Err(expired) => vec![event("ERROR", status_body(&expired))],
+            };
+            for line in batch {
+                if lines.send(line).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    let stream = futures_util::stream::unfold(received, |mut rx| async move {
+        rx.recv().await.map(|line| (Ok::<_, Infallible>(line), rx))
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from_stream(stream))
+        .expect("a valid watch response")
+}
+
+fn event(kind: &str, object: Value) -> Bytes {
+    let mut line =
+        serde_json::to_vec(&json!({"type": kind, "object": object})).expect("events serialize");
+    line.push(b'\n');
+    Bytes::from(line)
+}
+
+fn status_body(error: &StoreError) -> Value {
+    let (code, reason) = error.code_and_reason();
+    json!({
+        "apiVersion": "v1",
+        "kind": "Status",
+        "metadata": {},
+        "status": "Failure",
+        "message": error.to_string(),
+        "reason": reason,
+        "code": code,
+    })
+}
+
+fn error_response(error: StoreError) -> Response {
+    let (code, _) = error.code_and_reason();
+    json_response(
+        StatusCode::from_u16(code).expect("a valid status code"),
+        status_body(&error),
+    )
+}
+
+fn json_response(status: StatusCode, body: Value) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::to_vec(&body).expect("values serialize"),
+    )
+        .into_response()
+}
