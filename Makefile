@@ -7,7 +7,7 @@ CARGO_FLAGS := --release --locked
 # Extra arguments for `make run`, e.g. make run ARGS="--steps 300 --preset 20m".
 ARGS ?=
 
-.PHONY: bootstrap run run-chain test lint bench fuzz
+.PHONY: bootstrap run run-chain test lint bench bench-operator fuzz
 bootstrap:
 	scripts/bootstrap.sh
 
@@ -22,7 +22,7 @@ run-chain: bootstrap
 
 lint: bootstrap
 	cargo fmt --all --check
-	$(ENV) "$$DEMETER_PYTHON" -m kubernetes_validate --kubernetes-version 1.33.0 --strict --quiet deploy/crds/*.yaml
+	$(ENV) "$$DEMETER_PYTHON" -m kubernetes_validate --kubernetes-version 1.33.0 --strict --quiet deploy/crds/*.yaml deploy/operator/*.yaml
 	$(ENV) for run in deploy/examples/trainingrun*.yaml; do \
 	    cargo run $(CARGO_FLAGS) --quiet -p demeter-operator -- render "$$run" > target/rendered.yaml; \
 	    "$$DEMETER_PYTHON" -m kubernetes_validate --kubernetes-version 1.33.0 --strict --quiet target/rendered.yaml; \
@@ -37,6 +37,10 @@ bench: bootstrap
 	$(ENV) cargo bench --locked -p demeter-trainer --bench step_time
 	$(ENV) cargo bench --locked -p demeter-trainer --bench learning_quality
 	$(ENV) cargo bench --locked -p demeter-trainer --bench loopback
+
+# 1,000 TrainingRuns against the in-memory API server: reconcile latency and operator RSS.
+bench-operator:
+	cargo bench --locked -p demeter-operator --bench scale
 
 fuzz: bootstrap
 	$(ENV) cargo bench --locked -p demeter-trainer --bench payload_fuzz

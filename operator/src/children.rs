@@ -107,6 +107,14 @@ fn metadata(run: &TrainingRun, name: String, component: &str) -> ObjectMeta {
     }
 }
 
+/// Checks what the CRD's schema cannot: everything the builders need from the spec and the
+/// object. A run that passes gets all its children built.
+pub fn validate(run: &TrainingRun) -> Result<(), SpecError> {
+    centralized_run_id(run)?;
+    run.namespace().ok_or(SpecError::NoNamespace)?;
+    Ok(())
+}
+
 /// The run's id on the centralized coordinator: its name.
 pub fn centralized_run_id(run: &TrainingRun) -> Result<String, SpecError> {
     let name = run.name_any();

@@ -511,6 +511,27 @@ pub struct TrainingRunStatus {
     /// The on-chain run, in solana mode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chain: Option<ChainStatus>,
+    /// Clients the operator restarted after a failure, since the spec last changed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["index"]))]
+    pub restarts: Vec<ClientRestarts>,
+}
+
+/// One client's restarts: its failed pods, each deleted and recreated after a backoff.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientRestarts {
+    /// The client's index (its pod is `RUN-client-INDEX`).
+    pub index: u16,
+    /// Failures since the spec last changed; past failurePolicy.maxRestarts the client is not
+    /// restarted again.
+    pub count: u32,
+    /// When the last failure was seen.
+    pub last_failure_time: Time,
+    /// Why the last pod failed, e.g. `OOMKilled (exit code 137)`.
+    pub last_failure: String,
+    /// The spec generation the count belongs to.
+    pub generation: i64,
 }
 
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]

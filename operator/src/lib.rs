@@ -2,7 +2,14 @@
 //! training run and reports the run's health back.
 
 pub mod children;
+pub mod clients;
+pub mod conditions;
+pub mod controller;
 pub mod crd;
+pub mod http;
+pub mod identity;
+pub mod leader;
+pub mod metrics;
 
 /// The CRD as YAML, as `demeter-operator crd` prints it and `deploy/crds/` holds it.
 pub fn crd_yaml() -> Result<String, serde_yaml_ng::Error> {

@@ -1,0 +1,631 @@
+//! The TrainingRun controller: `reconcile` turns a run into its children and reports its
+//! state; `error_policy` backs off per object when that fails.
+//!
+//! The controller watches TrainingRuns as untyped objects and parses each one itself, so that
+//! one malformed object (written under an older CRD, or with a field the schema could not
+//! catch) is reported on that object as `Invalid` instead of failing the watch of every run.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Pod, Secret, Service};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use kube::core::{ApiResource, ObjectMeta};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
+use kube::runtime::finalizer::{Event as Finalizing, finalizer};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use crate::children::{self, SpecError};
+use crate::clients::{self, Plan};
+use crate::conditions::{self, DEGRADED, PROGRESSING, READY};
+use crate::crd::{ClientCounts, Phase, TrainingRun, TrainingRunStatus};
+use crate::identity::{self, IdentityError};
+use crate::metrics::Metrics;
+
+/// Held on every TrainingRun while its cleanup is pending.
+pub const FINALIZER: &str = "trainingruns.demeter.dev/cleanup";
+/// The one field manager of everything the operator applies.
+pub const MANAGER: &str = "demeter-operator";
+/// How often a healthy run is looked at again without any change.
+const RESYNC: Duration = Duration::from_secs(300);
+/// The longest per-object backoff after errors.
+const MAX_ERROR_BACKOFF: Duration = Duration::from_secs(300);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    /// A builder refused a spec that `validate` accepted; retried like any other failure.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error(transparent)]
+    Finalizer(Box<kube::runtime::finalizer::Error<Error>>),
+}
+
+impl Error {
+    /// The `error` label of the failure counter.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "kube",
+            Error::Identity(_) => "identity",
+            Error::Spec(_) => "spec",
+            Error::Finalizer(inner) => match inner.as_ref() {
+                kube::runtime::finalizer::Error::ApplyFailed(e)
+                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.metric_label(),
+                _ => "finalizer",
+            },
+        }
+    }
+}
+
+/// What every reconciliation shares.
+pub struct Context {
+    pub client: Client,
+    pub metrics: Arc<Metrics>,
+    recorder: Recorder,
+    /// Consecutive failures per run, for `error_policy`'s backoff.
+    failures: Mutex<HashMap<(String, String), u32>>,
+}
+
+impl Context {
+    /// `instance` names this replica in the Events it writes (its pod name).
+    pub fn new(client: Client, metrics: Arc<Metrics>, instance: &str) -> Self {
+        let reporter = Reporter {
+            controller: MANAGER.into(),
+            instance: Some(instance.into()),
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            metrics,
+            failures: Mutex::default(),
+        }
+    }
+
+    async fn publish(
+        &self,
+        reference: &ObjectReference,
+        type_: EventType,
+        reason: &str,
+        note: String,
+    ) {
+        let event = KubeEvent {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        // An event that cannot be written is not worth failing the reconcile over.
+        if let Err(error) = self.recorder.publish(&event, reference).await {
+            tracing::warn!(%error, reason, "cannot publish an event");
+        }
+    }
+}
+
+/// The TrainingRun kind, for the untyped watch.
+pub fn training_run_resource() -> ApiResource {
+    ApiResource::erase::<TrainingRun>(&())
+}
+
+/// Runs the controller until the process is told to stop. `namespace`: watch one namespace,
+/// or all of them.
+pub async fn run(ctx: Arc<Context>, namespace: Option<&str>, running: Arc<AtomicBool>) {
+    let client = ctx.client.clone();
+    let resource = training_run_resource();
+    let runs = match namespace {
+        Some(ns) => Api::<DynamicObject>::namespaced_with(client.clone(), ns, &resource),
+        None => Api::all_with(client.clone(), &resource),
+    };
+    let children =
+        watcher::Config::default().labels("app.kubernetes.io/managed-by=demeter-operator");
+    running.store(true, Ordering::SeqCst);
+    Controller::new_with(runs, watcher::Config::default(), resource)
+        .owns(scoped::<Pod>(&client, namespace), children.clone())
+        .owns(scoped::<Service>(&client, namespace), children.clone())
+        .owns(scoped::<ConfigMap>(&client, namespace), children.clone())
+        .owns(scoped::<Deployment>(&client, namespace), children)
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(%error, "reconcile did not complete");
+            }
+        })
+        .await;
+    running.store(false, Ordering::SeqCst);
+}
+
+fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+pub async fn reconcile(object: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let namespace = object.namespace().unwrap_or_default();
+    let key = (namespace.clone(), object.name_any());
+    let api = Api::<DynamicObject>::namespaced_with(
+        ctx.client.clone(),
+        &namespace,
+        &training_run_resource(),
+    );
+    let result = finalizer(&api, FINALIZER, object, |event| async {
+        match event {
+            Finalizing::Apply(object) => apply(&object, &ctx).await,
+            Finalizing::Cleanup(object) => cleanup(&object, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|error| Error::Finalizer(Box::new(error)));
+    ctx.metrics.reconciled(started.elapsed());
+    if result.is_ok() {
+        ctx.failures.lock().expect("failures lock").remove(&key);
+    }
+    result
+}
+
+/// Retries a failed run with its own exponential backoff (1 s doubling to 5 min), so one
+/// broken run neither storms the API nor slows the others.
+pub fn error_policy(object: Arc<DynamicObject>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.failed(error.metric_label());
+    let key = (object.namespace().unwrap_or_default(), object.name_any());
+    let failures = {
+        let mut failures = ctx.failures.lock().expect("failures lock");
+        let count = failures.entry(key.clone()).or_insert(0);
+        *count = count.saturating_add(1);
+        *count
+    };
+    let wait =
+        Duration::from_secs(1u64 << failures.min(9).saturating_sub(1)).min(MAX_ERROR_BACKOFF);
+    tracing::warn!(namespace = %key.0, run = %key.1, %error, failures, ?wait, "reconcile failed");
+    Action::requeue(wait)
+}
+
+/// Reads a TrainingRun out of its untyped object, naming the field that does not fit.
+pub fn parse(object: &DynamicObject) -> Result<TrainingRun, String> {
+    let value = serde_json::to_value(object).map_err(|e| e.to_string())?;
+    serde_path_to_error::deserialize(value).map_err(|error| {
+        let path = error.path().to_string();
+        format!("{path}: {}", error.into_inner())
+    })
+}
+
+async fn apply(cached: &DynamicObject, ctx: &Context) -> Result<Action, Error> {
+    // The watch's copy may predate our own last status write; planning restarts from it
+    // would forget the ones recorded since. So plan from a fresh read, and write status only
+    // if the run has not changed since (its resourceVersion), or retry.
+    let namespace = cached.namespace().unwrap_or_default();
+    let object = Api::<DynamicObject>::namespaced_with(
+        ctx.client.clone(),
+        &namespace,
+        &training_run_resource(),
+    )
+    .get(&cached.name_any())
+    .await?;
+    let object = &object;
+    let run = match parse(object) {
+        Ok(run) => run,
+        Err(why) => return report_invalid(object, why, ctx).await,
+    };
+    if let Err(why) = children::validate(&run) {
+        return report_invalid(object, why.to_string(), ctx).await;
+    }
+    let name = run.name_any();
+    let client = &ctx.client;
+    let keys =
+        identity::ensure(&Api::<Secret>::namespaced(client.clone(), &namespace), &run).await?;
+    apply_child(client, &namespace, &children::config_map(&run, &keys)?).await?;
+    apply_child(client, &namespace, &children::peer_service(&run)).await?;
+    if let Some(deployment) = children::coordinator_deployment(&run) {
+        apply_child(client, &namespace, &deployment).await?;
+    }
+    if let Some(service) = children::coordinator_service(&run) {
+        apply_child(client, &namespace, &service).await?;
+    }
+
+    let pods_api = Api::<Pod>::namespaced(client.clone(), &namespace);
+    let selector = format!("demeter.dev/run={name},app.kubernetes.io/component=client");
+    let pods = pods_api
+        .list(&ListParams::default().labels(&selector))
+        .await?
+        .items;
+    let now = Timestamp::now();
+    let mut plan = clients::plan(&run, &pods, now)?;
+    let previous = run.status.clone().unwrap_or_default();
+    let status = status_of(&run, &plan, now);
+    if status.phase == Some(Phase::Failed) {
+        // A run that cannot go on gives its GPUs back.
+        plan.create.clear();
+        for pod in &pods {
+            let terminal = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+            if pod.metadata.deletion_timestamp.is_none()
+                && !matches!(terminal, Some("Failed" | "Succeeded"))
+                && !plan.delete.contains(&pod.name_any())
+            {
+                plan.delete.push(pod.name_any());
+            }
+        }
+    }
+    // Restart counts are in status before any pod is deleted, so none is lost.
+    Api::<TrainingRun>::namespaced(client.clone(), &namespace)
+        .patch_status(
+            &name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(json!({
+                "apiVersion": "demeter.dev/v1alpha1",
+                "kind": "TrainingRun",
+                "metadata": {"resourceVersion": run.resource_version()},
+                "status": status,
+            })),
+        )
+        .await?;
+    ctx.metrics.observe(&namespace, &name, &status);
+    report_changes(&run, &previous, &status, &plan, ctx).await;
+
+    for pod in &plan.delete {
+        match pods_api.delete(pod, &DeleteParams::background()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+    for &index in &plan.create {
+        let pod = clients::desired_pod(&run, index)?;
+        apply_child(client, &namespace, &pod).await?;
+        ctx.publish(
+            &run.object_ref(&()),
+            EventType::Normal,
+            "SuccessfulCreate",
+            format!("Created pod {}", pod.name_any()),
+        )
+        .await;
+    }
+    Ok(Action::requeue(
+        plan.retry_after.map_or(RESYNC, |wait| wait.min(RESYNC)),
+    ))
+}
+
+async fn apply_child<K>(client: &Client, namespace: &str, object: &K) -> Result<(), kube::Error>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + Serialize
+        + std::fmt::Debug,
+{
+    Api::<K>::namespaced(client.clone(), namespace)
+        .patch(
+            &object.name_any(),
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(object),
+        )
+        .await
+        .map(|_| ())
+}
+
+/// The status a plan leads to. Training progress (epoch, step, loss) is kept from the last
+/// status; chain sync and the clients' reports write it.
+fn status_of(run: &TrainingRun, plan: &Plan, now: Timestamp) -> TrainingRunStatus {
+    let spec = &run.spec;
+    let generation = run.metadata.generation.unwrap_or(0);
+    let previous = run.status.clone().unwrap_or_default();
+    let desired = spec.clients.replicas;
+    let able = desired.saturating_sub(u16::try_from(plan.given_up.len()).unwrap_or(u16::MAX));
+    let finished_before = previous.observed_generation == Some(generation)
+        && matches!(previous.phase, Some(Phase::Succeeded | Phase::Failed));
+    let phase = if spec.suspend {
+        Phase::Suspended
+    } else if finished_before {
+        previous.phase.unwrap_or(Phase::Failed)
+    } else if able < spec.schedule.min_clients {
+        Phase::Failed
+    } else if plan.succeeded == desired {
+        Phase::Succeeded
+    } else if plan.running > 0 {
+        Phase::Running
+    } else {
+        Phase::Pending
+    };
+
+    let mut conditions = previous.conditions.clone();
+    let ready_text = format!("{}/{desired}", plan.ready);
+    let all_ready = plan.ready == desired && phase == Phase::Running;
+    let (ready_reason, ready_message) = match phase {
+        Phase::Suspended => ("Suspended", "the run is suspended".to_owned()),
+        Phase::Succeeded => ("Succeeded", "the run finished".to_owned()),
+        Phase::Failed => ("Failed", failed_message(run, plan)),
+        _ if all_ready => ("AllClientsReady", format!("{ready_text} clients ready")),
+        _ => ("ClientsNotReady", format!("{ready_text} clients ready")),
+    };
+    conditions::set(
+        &mut conditions,
+        READY,
+        all_ready,
+        ready_reason,
+        ready_message,
+        generation,
+        now,
+    );
+    let (progressing, progress_reason, progress_message) = match phase {
+        Phase::Pending => (
+            true,
+            "CreatingClients",
+            "waiting for client pods to run".to_owned(),
+        ),
+        Phase::Running => (
+            true,
+            "Training",
+            format!("{} client pods running", plan.running),
+        ),
+        Phase::Suspended => (false, "Suspended", "the run is suspended".to_owned()),
+        Phase::Succeeded => (false, "Succeeded", "the run finished".to_owned()),
+        Phase::Failed | Phase::Invalid => (false, "Failed", failed_message(run, plan)),
+    };
+    conditions::set(
+        &mut conditions,
+        PROGRESSING,
+        progressing,
+        progress_reason,
+        progress_message,
+        generation,
+        now,
+    );
+    let (degraded, degraded_reason, degraded_message) =
+        if let Some((index, why)) = plan.stuck.first() {
+            let reason = why.split(':').next().unwrap_or("ContainerCannotStart");
+            (true, reason.to_owned(), format!("client {index}: {why}"))
+        } else if !plan.given_up.is_empty() {
+            (true, "ClientGaveUp".to_owned(), failed_message(run, plan))
+        } else if let Some(failure) = plan.failures.first() {
+            (
+                true,
+                "ClientFailed".to_owned(),
+                format!("client {} failed: {}", failure.index, failure.reason),
+            )
+        } else if let Some(restarts) = plan
+            .backing_off
+            .first()
+            .and_then(|index| plan.restarts.iter().find(|r| r.index == *index))
+        {
+            (
+                true,
+                "ClientRestarting".to_owned(),
+                format!(
+                    "client {} failed ({}); restart {} of {} waits for its backoff",
+                    restarts.index,
+                    restarts.last_failure,
+                    restarts.count,
+                    spec.failure_policy.max_restarts
+                ),
+            )
+        } else {
+            (false, "AsExpected".to_owned(), String::new())
+        };
+    conditions::set(
+        &mut conditions,
+        DEGRADED,
+        degraded,
+        &degraded_reason,
+        degraded_message,
+        generation,
+        now,
+    );
+
+    TrainingRunStatus {
+        phase: Some(phase),
+        conditions,
+        observed_generation: Some(generation),
+        clients: ClientCounts {
+            desired,
+            ready: plan.ready,
+            ready_text,
+            ..previous.clients.clone()
+        },
+        restarts: plan.restarts.clone(),
+        ..previous
+    }
+}
+
+fn failed_message(run: &TrainingRun, plan: &Plan) -> String {
+    let given_up: Vec<String> = plan.given_up.iter().map(u16::to_string).collect();
+    format!(
+        "client(s) {} failed more than failurePolicy.maxRestarts ({}) times; {} of {} clients \
+         can run and schedule.minClients is {}; fix the cause (see the Events) and edit the \
+         spec to try again",
+        given_up.join(", "),
+        run.spec.failure_policy.max_restarts,
+        run.spec.clients.replicas as usize - plan.given_up.len(),
+        run.spec.clients.replicas,
+        run.spec.schedule.min_clients,
+    )
+}
+
+/// Events for what changed: failures, restarts, clients given up, containers that cannot
+/// start, and phase transitions.
+async fn report_changes(
+    run: &TrainingRun,
+    previous: &TrainingRunStatus,
+    status: &TrainingRunStatus,
+    plan: &Plan,
+    ctx: &Context,
+) {
+    let reference = run.object_ref(&());
+    let policy = &run.spec.failure_policy;
+    for failure in &plan.failures {
+        let pod = children::Names(&run.name_any()).client(failure.index);
+        let note = if failure.gave_up {
+            format!(
+                "Pod {pod} failed: {}; that is failure {} and failurePolicy.maxRestarts is {}, \
+                 so client {} is not restarted again",
+                failure.reason, failure.count, policy.max_restarts, failure.index
+            )
+        } else {
+            let wait = clients::backoff(policy.backoff_seconds, failure.count);
+            format!(
+                "Pod {pod} failed: {}; restart {} of {} in {}s",
+                failure.reason,
+                failure.count,
+                policy.max_restarts,
+                wait.as_secs()
+            )
+        };
+        let reason = if failure.gave_up {
+            "ClientGaveUp"
+        } else {
+            "ClientRestarting"
+        };
+        ctx.publish(&reference, EventType::Warning, reason, note)
+            .await;
+    }
+    for (index, why) in &plan.stuck {
+        let reason = why.split(':').next().unwrap_or("ContainerCannotStart");
+        ctx.publish(
+            &reference,
+            EventType::Warning,
+            reason,
+            format!("client {index}: {why}"),
+        )
+        .await;
+    }
+    if previous.phase != status.phase {
+        let phase = status.phase.unwrap_or(Phase::Pending);
+        let (type_, note) = match phase {
+            Phase::Failed => (EventType::Warning, failed_message(run, plan)),
+            Phase::Suspended => (
+                EventType::Normal,
+                "Suspended: client pods deleted".to_owned(),
+            ),
+            _ => (
+                EventType::Normal,
+                format!(
+                    "{} -> {}",
+                    previous.phase.map_or("new", crate::metrics::phase_name),
+                    crate::metrics::phase_name(phase)
+                ),
+            ),
+        };
+        let reason = if previous.phase == Some(Phase::Suspended) && phase != Phase::Suspended {
+            "Resumed"
+        } else {
+            crate::metrics::phase_name(phase)
+        };
+        ctx.publish(&reference, type_, reason, note).await;
+    }
+}
+
+/// Reports a spec the operator cannot act on: phase Invalid, the reason in the Ready
+/// condition and one Warning Event per generation. It is not retried until the spec changes.
+async fn report_invalid(
+    object: &DynamicObject,
+    why: String,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    let namespace = object.namespace().unwrap_or_default();
+    let name = object.name_any();
+    let generation = object.metadata.generation.unwrap_or(0);
+    let status = &object.data["status"];
+    let reported = status["phase"] == "Invalid"
+        && status["observedGeneration"] == generation
+        && status["conditions"].as_array().is_some_and(|c| {
+            c.iter()
+                .any(|c| c["type"] == READY && c["message"] == why.as_str())
+        });
+    ctx.metrics.observe(
+        &namespace,
+        &name,
+        &TrainingRunStatus {
+            phase: Some(Phase::Invalid),
+            ..TrainingRunStatus::default()
+        },
+    );
+    if reported {
+        return Ok(Action::await_change());
+    }
+    tracing::info!(%namespace, run = %name, %why, "invalid TrainingRun");
+    let now = Timestamp::now();
+    let mut conditions = serde_json::from_value(status["conditions"].clone()).unwrap_or_default();
+    conditions::set(
+        &mut conditions,
+        READY,
+        false,
+        "InvalidSpec",
+        why.clone(),
+        generation,
+        now,
+    );
+    conditions::set(
+        &mut conditions,
+        PROGRESSING,
+        false,
+        "InvalidSpec",
+        why.clone(),
+        generation,
+        now,
+    );
+    conditions::set(
+        &mut conditions,
+        DEGRADED,
+        true,
+        "InvalidSpec",
+        why.clone(),
+        generation,
+        now,
+    );
+    Api::<DynamicObject>::namespaced_with(ctx.client.clone(), &namespace, &training_run_resource())
+        .patch_status(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {
+                "phase": "Invalid",
+                "observedGeneration": generation,
+                "conditions": conditions,
+            }})),
+        )
+        .await?;
+    let reference = ObjectReference {
+        api_version: Some("demeter.dev/v1alpha1".into()),
+        kind: Some("TrainingRun".into()),
+        name: Some(name),
+        namespace: Some(namespace),
+        uid: object.metadata.uid.clone(),
+        resource_version: object.metadata.resource_version.clone(),
+        ..ObjectReference::default()
+    };
+    ctx.publish(&reference, EventType::Warning, "InvalidSpec", why)
+        .await;
+    Ok(Action::await_change())
+}
+
+/// Before a run goes away: its metrics series go with it. Children are deleted by the
+/// garbage collector through their owner references; identity Secrets stay unless the spec
+/// said Delete.
+async fn cleanup(object: &DynamicObject, ctx: &Context) -> Result<Action, Error> {
+    let ObjectMeta {
+        namespace, name, ..
+    } = &object.metadata;
+    let (namespace, name) = (
+        namespace.clone().unwrap_or_default(),
+        name.clone().unwrap_or_default(),
+    );
+    ctx.metrics.forget(&namespace, &name);
+    tracing::info!(%namespace, run = %name, "TrainingRun deleted");
+    Ok(Action::await_change())
+}

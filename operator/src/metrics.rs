@@ -1,0 +1,299 @@
+//! The operator's Prometheus metrics: its own reconcile loop, and per run the health of
+//! aggregation (clients by state, step, loss, round time, chain sync). A deleted run's series
+//! are removed with it.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::crd::{Phase, TrainingRunStatus};
+
+const RUN_LABELS: &[&str] = &["namespace", "name"];
+const PHASES: [Phase; 6] = [
+    Phase::Pending,
+    Phase::Running,
+    Phase::Suspended,
+    Phase::Succeeded,
+    Phase::Failed,
+    Phase::Invalid,
+];
+
+pub struct Metrics {
+    registry: Registry,
+    reconciles: IntCounter,
+    failures: IntCounterVec,
+    duration: HistogramVec,
+    runs: IntGaugeVec,
+    step: IntGaugeVec,
+    epoch: IntGaugeVec,
+    tokens: IntGaugeVec,
+    loss: GaugeVec,
+    clients: IntGaugeVec,
+    witness_quorum: GaugeVec,
+    round_seconds: GaugeVec,
+    restarts: IntGaugeVec,
+    chain_sync_errors: IntCounterVec,
+    slot_lag: IntGaugeVec,
+    /// Each run's phase, to count runs by phase.
+    phases: Mutex<BTreeMap<(String, String), Phase>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new_custom(Some("demeter_operator".into()), None)
+            .expect("a valid registry prefix");
+        let run_gauge = |name: &str, help: &str| {
+            IntGaugeVec::new(Opts::new(name, help), RUN_LABELS).expect("valid metric")
+        };
+        let metrics = Self {
+            reconciles: IntCounter::new("reconciles_total", "Reconciliations of TrainingRuns.")
+                .expect("valid metric"),
+            failures: IntCounterVec::new(
+                Opts::new(
+                    "reconcile_failures_total",
+                    "Failed reconciliations, by error.",
+                ),
+                &["error"],
+            )
+            .expect("valid metric"),
+            duration: HistogramVec::new(
+                HistogramOpts::new("reconcile_duration_seconds", "Time to reconcile one run.")
+                    .buckets(vec![
+                        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+                    ]),
+                &[],
+            )
+            .expect("valid metric"),
+            runs: IntGaugeVec::new(Opts::new("runs", "TrainingRuns by phase."), &["phase"])
+                .expect("valid metric"),
+            step: run_gauge("run_step", "The run's optimizer step."),
+            epoch: run_gauge("run_epoch", "The run's epoch."),
+            tokens: run_gauge("run_tokens", "Tokens trained over all clients."),
+            loss: GaugeVec::new(
+                Opts::new("run_loss", "The last loss a client reported."),
+                RUN_LABELS,
+            )
+            .expect("valid metric"),
+            clients: IntGaugeVec::new(
+                Opts::new(
+                    "run_clients",
+                    "Clients by state: desired, ready, joined, witnessed, dropped.",
+                ),
+                &["namespace", "name", "state"],
+            )
+            .expect("valid metric"),
+            witness_quorum: GaugeVec::new(
+                Opts::new(
+                    "run_witness_quorum_ratio",
+                    "Witnessed clients over joined clients in the last closed round.",
+                ),
+                RUN_LABELS,
+            )
+            .expect("valid metric"),
+            round_seconds: GaugeVec::new(
+                Opts::new(
+                    "run_round_duration_seconds",
+                    "How long the last round took.",
+                ),
+                RUN_LABELS,
+            )
+            .expect("valid metric"),
+            restarts: run_gauge(
+                "run_client_restarts",
+                "Client pod restarts since the spec last changed.",
+            ),
+            chain_sync_errors: IntCounterVec::new(
+                Opts::new(
+                    "run_chain_sync_errors_total",
+                    "Failed reads of the on-chain run.",
+                ),
+                RUN_LABELS,
+            )
+            .expect("valid metric"),
+            slot_lag: run_gauge(
+                "run_chain_slot_lag",
+                "Slots between the cluster's tip and the last read of the run.",
+            ),
+            registry,
+            phases: Mutex::default(),
+        };
+        let r = &metrics.registry;
+        for collector in [
+            Box::new(metrics.reconciles.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(metrics.failures.clone()),
+            Box::new(metrics.duration.clone()),
+            Box::new(metrics.runs.clone()),
+            Box::new(metrics.step.clone()),
+            Box::new(metrics.epoch.clone()),
+            Box::new(metrics.tokens.clone()),
+            Box::new(metrics.loss.clone()),
+            Box::new(metrics.clients.clone()),
+            Box::new(metrics.witness_quorum.clone()),
+            Box::new(metrics.round_seconds.clone()),
+            Box::new(metrics.restarts.clone()),
+            Box::new(metrics.chain_sync_errors.clone()),
+            Box::new(metrics.slot_lag.clone()),
+        ] {
+            r.register(collector).expect("metric names are unique");
+        }
+        for phase in PHASES {
+            metrics.runs.with_label_values(&[phase_name(phase)]).set(0);
+        }
+        metrics
+    }
+
+    /// One reconciliation and how long it took.
+    pub fn reconciled(&self, took: Duration) {
+        self.reconciles.inc();
+        self.duration
+            .with_label_values(&[] as &[&str])
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn failed(&self, error: &str) {
+        self.failures.with_label_values(&[error]).inc();
+    }
+
+    pub fn chain_sync_failed(&self, namespace: &str, name: &str) {
+        self.chain_sync_errors
+            .with_label_values(&[namespace, name])
+            .inc();
+    }
+
+    pub fn slot_lag(&self, namespace: &str, name: &str, lag: u64) {
+        self.slot_lag
+            .with_label_values(&[namespace, name])
+            .set(i64::try_from(lag).unwrap_or(i64::MAX));
+    }
+
+    /// Mirrors a run's status.
+    pub fn observe(&self, namespace: &str, name: &str, status: &TrainingRunStatus) {
+        let labels = [namespace, name];
+        let int = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.step.with_label_values(&labels).set(int(status.step));
+        self.epoch.with_label_values(&labels).set(int(status.epoch));
+        self.tokens
+            .with_label_values(&labels)
+            .set(int(status.tokens));
+        if let Some(loss) = status.last_loss {
+            self.loss.with_label_values(&labels).set(loss);
+        }
+        if let Some(seconds) = status.last_round_seconds {
+            self.round_seconds.with_label_values(&labels).set(seconds);
+        }
+        let c = &status.clients;
+        for (state, count) in [
+            ("desired", c.desired),
+            ("ready", c.ready),
+            ("joined", c.joined),
+            ("witnessed", c.witnessed),
+            ("dropped", c.dropped),
+        ] {
+            self.clients
+                .with_label_values(&[namespace, name, state])
+                .set(i64::from(count));
+        }
+        if c.joined > 0 {
+            self.witness_quorum
+                .with_label_values(&labels)
+                .set(f64::from(c.witnessed) / f64::from(c.joined));
+        }
+        let restarts: u32 = status.restarts.iter().map(|r| r.count).sum();
+        self.restarts
+            .with_label_values(&labels)
+            .set(i64::from(restarts));
+        if let Some(phase) = status.phase {
+            let mut phases = self.phases.lock().expect("phases lock");
+            phases.insert((namespace.to_owned(), name.to_owned()), phase);
+            self.count_phases(&phases);
+        }
+    }
+
+    /// Removes every series of a deleted run.
+    pub fn forget(&self, namespace: &str, name: &str) {
+        let labels = [namespace, name];
+        for gauge in [
+            &self.step,
+            &self.epoch,
+            &self.tokens,
+            &self.restarts,
+            &self.slot_lag,
+        ] {
+            let _ = gauge.remove_label_values(&labels);
+        }
+        for gauge in [&self.loss, &self.witness_quorum, &self.round_seconds] {
+            let _ = gauge.remove_label_values(&labels);
+        }
+        let _ = self.chain_sync_errors.remove_label_values(&labels);
+        for state in ["desired", "ready", "joined", "witnessed", "dropped"] {
+            let _ = self.clients.remove_label_values(&[namespace, name, state]);
+        }
+        let mut phases = self.phases.lock().expect("phases lock");
+        phases.remove(&(namespace.to_owned(), name.to_owned()));
+        self.count_phases(&phases);
+    }
+
+    fn count_phases(&self, phases: &BTreeMap<(String, String), Phase>) {
+        for phase in PHASES {
+            let count = phases.values().filter(|p| **p == phase).count();
+            self.runs
+                .with_label_values(&[phase_name(phase)])
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("metrics encode");
+        String::from_utf8(out).expect("the text format is UTF-8")
+    }
+}
+
+pub fn phase_name(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Pending => "Pending",
+        Phase::Running => "Running",
+        Phase::Suspended => "Suspended",
+        Phase::Succeeded => "Succeeded",
+        Phase::Failed => "Failed",
+        Phase::Invalid => "Invalid",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_is_counted_by_phase_and_forgotten_when_deleted() {
+        let metrics = Metrics::new();
+        let status = TrainingRunStatus {
+            phase: Some(Phase::Running),
+            step: 42,
+            last_loss: Some(3.5),
+            ..TrainingRunStatus::default()
+        };
+        metrics.observe("ml", "r1", &status);
+        let text = metrics.render();
+        assert!(text.contains("demeter_operator_run_step{name=\"r1\",namespace=\"ml\"} 42"));
+        assert!(text.contains("demeter_operator_runs{phase=\"Running\"} 1"));
+        metrics.forget("ml", "r1");
+        let text = metrics.render();
+        assert!(!text.contains("r1"), "{text}");
+        assert!(text.contains("demeter_operator_runs{phase=\"Running\"} 0"));
+    }
+}

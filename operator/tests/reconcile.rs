@@ -1,0 +1,577 @@
+//! The reconciler against the in-memory API server (e2e's `ApiServer`), through the real
+//! `kube::Client` and `Controller`: what a run turns into, deletion with the finalizer,
+//! suspend and resume, pods deleted and failing, invalid specs, and two replicas of which one
+//! leads. The tests play the kubelet by writing pod status.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use demeter_e2e::ApiServer;
+use demeter_operator::controller::{self, Context, FINALIZER};
+use demeter_operator::crd::{IdentityPolicy, Phase, TrainingRun};
+use demeter_operator::leader::{LeaderElection, Timing};
+use demeter_operator::metrics::Metrics;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+
+const NAMESPACE: &str = "ml";
+
+struct Operator {
+    ctx: Arc<Context>,
+    leading: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A replica of the operator: leader election, then the controller, as `demeter-operator run`
+/// starts them.
+async fn operator(server: &ApiServer, identity: &str, timing: Timing) -> Operator {
+    let client = server.client(NAMESPACE).await.unwrap();
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        Arc::new(Metrics::new()),
+        identity,
+    ));
+    let leading = Arc::new(AtomicBool::new(false));
+    let election = LeaderElection::new(
+        Api::namespaced(client, "demeter-system"),
+        "demeter-operator",
+        identity,
+        timing,
+    );
+    let (task_ctx, task_leading) = (ctx.clone(), leading.clone());
+    let task = tokio::spawn(async move {
+        let _ = election
+            .run(controller::run(task_ctx, None, task_leading))
+            .await;
+    });
+    Operator { ctx, leading, task }
+}
+
+fn fast() -> Timing {
+    Timing {
+        lease_duration: Duration::from_secs(3),
+        renew_every: Duration::from_millis(500),
+        retry_every: Duration::from_millis(200),
+    }
+}
+
+/// The example run on the tiny preset with three clients that restart after 1 s.
+fn example() -> TrainingRun {
+    let mut run: TrainingRun =
+        serde_yaml_ng::from_str(include_str!("../../deploy/examples/trainingrun.yaml")).unwrap();
+    run.metadata.namespace = Some(NAMESPACE.into());
+    run.spec.clients.replicas = 3;
+    run.spec.schedule.init_min_clients = 3;
+    run.spec.schedule.min_clients = 3;
+    run.spec.failure_policy.max_restarts = 1;
+    run.spec.failure_policy.backoff_seconds = 1;
+    run
+}
+
+/// Polls `check` until it returns Some, or fails after 20 s with `what`.
+async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn client_pods(client: &Client, run: &str) -> Vec<Pod> {
+    let pods = Api::<Pod>::namespaced(client.clone(), NAMESPACE);
+    let selector = format!("demeter.dev/run={run},app.kubernetes.io/component=client");
+    let mut items = pods
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .unwrap()
+        .items;
+    items.sort_by_key(|p| p.name_any());
+    items
+}
+
+async fn run_status(
+    client: &Client,
+    name: &str,
+) -> Option<demeter_operator::crd::TrainingRunStatus> {
+    let runs = Api::<TrainingRun>::namespaced(client.clone(), NAMESPACE);
+    runs.get_opt(name).await.unwrap().and_then(|r| r.status)
+}
+
+/// The kubelet's part: the pod runs and passes its readiness probe.
+async fn kubelet_runs(client: &Client, pod: &str) {
+    let status = json!({"status": {
+        "phase": "Running",
+        "conditions": [{"type": "Ready", "status": "True"}],
+    }});
+    Api::<Pod>::namespaced(client.clone(), NAMESPACE)
+        .patch_status(pod, &PatchParams::default(), &Patch::Merge(status))
+        .await
+        .unwrap();
+}
+
+async fn kubelet_oom_kills(client: &Client, pod: &str) {
+    let status = json!({"status": {
+        "phase": "Failed",
+        "containerStatuses": [{
+            "name": "trainer", "image": "", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}},
+        }],
+    }});
+    Api::<Pod>::namespaced(client.clone(), NAMESPACE)
+        .patch_status(pod, &PatchParams::default(), &Patch::Merge(status))
+        .await
+        .unwrap();
+}
+
+async fn events(client: &Client, reason: &str) -> Vec<Event> {
+    let events = Api::<Event>::namespaced(client.clone(), NAMESPACE);
+    events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_run_becomes_its_children_then_goes_away_keeping_its_identities() {
+    let server = ApiServer::start().await.unwrap();
+    let client = server.client(NAMESPACE).await.unwrap();
+    let _operator = operator(&server, "operator-0", fast()).await;
+    let runs = Api::<TrainingRun>::namespaced(client.clone(), NAMESPACE);
+    runs.create(&PostParams::default(), &example())
+        .await
+        .unwrap();
+
+    let pods = eventually("three client pods", || async {
+        let pods = client_pods(&client, "moby-150m").await;
+        (pods.len() == 3).then_some(pods)
+    })
+    .await;
+    let run = runs.get("moby-150m").await.unwrap();
+    assert!(run.finalizers().contains(&FINALIZER.to_owned()));
+    for pod in &pods {
+        let owner = &pod.owner_references()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.uid.as_str()),
+            ("TrainingRun", run.uid().unwrap().as_str())
+        );
+    }
+
+    // One identity per client, and the run file allows exactly those keys.
+    let secrets = Api::<Secret>::namespaced(client.clone(), NAMESPACE);
+    let mut keys = Vec::new();
+    for index in 0..3 {
+        let secret = secrets
+            .get(&format!("moby-150m-client-{index}-identity"))
+            .await
+            .unwrap();
+        let wallet = &secret.data.unwrap()["keypair.json"].0;
+        keys.push(demeter_operator::identity::public_key(wallet).unwrap());
+    }
+    let config = Api::<ConfigMap>::namespaced(client.clone(), NAMESPACE)
+        .get("moby-150m-config")
+        .await
+        .unwrap();
+    let run_file = &config.data.unwrap()["run.toml"];
+    for key in &keys {
+        assert!(run_file.contains(key.as_str()), "{key} in {run_file}");
+    }
+    let services = Api::<Service>::namespaced(client.clone(), NAMESPACE);
+    assert!(services.get_opt("moby-150m-peers").await.unwrap().is_some());
+    assert!(
+        services
+            .get_opt("moby-150m-coordinator")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let deployments = Api::<Deployment>::namespaced(client.clone(), NAMESPACE);
+    assert!(
+        deployments
+            .get_opt("moby-150m-coordinator")
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    // Children are applied server-side under one field manager, status through /status.
+    let requests = server.requests();
+    let applies: Vec<_> = requests
+        .iter()
+        .filter(|r| r.content_type.as_deref() == Some("application/apply-patch+yaml"))
+        .collect();
+    assert!(applies.iter().all(
+        |r| r.query.contains("fieldManager=demeter-operator") && r.query.contains("force=true")
+    ));
+    assert!(
+        applies
+            .iter()
+            .any(|r| r.path == "/api/v1/namespaces/ml/pods/moby-150m-client-2")
+    );
+    let status_apply = applies
+        .iter()
+        .find(|r| r.path.ends_with("/trainingruns/moby-150m/status"))
+        .expect("status is applied on the status subresource");
+    assert_eq!(status_apply.body["status"]["clients"]["desired"], 3);
+
+    let status = run_status(&client, "moby-150m").await.unwrap();
+    assert_eq!(status.phase, Some(Phase::Pending));
+    assert_eq!(status.observed_generation, Some(1));
+
+    for pod in &pods {
+        kubelet_runs(&client, &pod.name_any()).await;
+    }
+    let status = eventually("the run Running with 3/3 ready", || async {
+        run_status(&client, "moby-150m")
+            .await
+            .filter(|s| s.phase == Some(Phase::Running) && s.clients.ready == 3)
+    })
+    .await;
+    assert_eq!(status.clients.ready_text, "3/3");
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("True", "AllClientsReady")
+    );
+
+    runs.delete("moby-150m", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the run and its children gone", || async {
+        let run_gone = runs.get_opt("moby-150m").await.unwrap().is_none();
+        let pods_gone = client_pods(&client, "moby-150m").await.is_empty();
+        let config_gone = Api::<ConfigMap>::namespaced(client.clone(), NAMESPACE)
+            .get_opt("moby-150m-config")
+            .await
+            .unwrap()
+            .is_none();
+        (run_gone && pods_gone && config_gone).then_some(())
+    })
+    .await;
+    // The keys hold the clients' points: they stay.
+    assert_eq!(
+        secrets
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        3
+    );
+}
+
+#[tokio::test]
+async fn identities_go_with_the_run_when_the_spec_says_delete() {
+    let server = ApiServer::start().await.unwrap();
+    let client = server.client(NAMESPACE).await.unwrap();
+    let _operator = operator(&server, "operator-0", fast()).await;
+    let runs = Api::<TrainingRun>::namespaced(client.clone(), NAMESPACE);
+    let mut run = example();
+    run.spec.identity_policy = IdentityPolicy::Delete;
+    runs.create(&PostParams::default(), &run).await.unwrap();
+    eventually("three client pods", || async {
+        (client_pods(&client, "moby-150m").await.len() == 3).then_some(())
+    })
+    .await;
+    runs.delete("moby-150m", &DeleteParams::default())
+        .await
+        .unwrap();
+    let secrets = Api::<Secret>::namespaced(client.clone(), NAMESPACE);
+    eventually("the identities deleted", || async {
+        secrets
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_deleted_pod_is_recreated_and_suspend_resume_round_trips() {
+    let server = ApiServer::start().await.unwrap();
+    let client = server.client(NAMESPACE).await.unwrap();
+    let _operator = operator(&server, "operator-0", fast()).await;
+    let runs = Api::<TrainingRun>::namespaced(client.clone(), NAMESPACE);
+    runs.create(&PostParams::default(), &example())
+        .await
+        .unwrap();
+    let pods = Api::<Pod>::namespaced(client.clone(), NAMESPACE);
+    let first = eventually("client 1", || async {
+        pods.get_opt("moby-150m-client-1").await.unwrap()
+    })
+    .await;
+    pods.delete("moby-150m-client-1", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("client 1 recreated", || async {
+        pods.get_opt("moby-150m-client-1")
+            .await
+            .unwrap()
+            .filter(|p| p.uid() != first.uid())
+    })
+    .await;
+
+    let suspend = Patch::Merge(json!({"spec": {"suspend": true}}));
+    runs.patch("moby-150m", &PatchParams::default(), &suspend)
+        .await
+        .unwrap();
+    eventually("client pods deleted and the run Suspended", || async {
+        let status = run_status(&client, "moby-150m").await?;
+        let empty = client_pods(&client, "moby-150m").await.is_empty();
+        (empty && status.phase == Some(Phase::Suspended)).then_some(())
+    })
+    .await;
+    let coordinator = Api::<Deployment>::namespaced(client.clone(), NAMESPACE)
+        .get("moby-150m-coordinator")
+        .await
+        .unwrap();
+    assert_eq!(coordinator.spec.unwrap().replicas, Some(0));
+
+    let resume = Patch::Merge(json!({"spec": {"suspend": false}}));
+    runs.patch("moby-150m", &PatchParams::default(), &resume)
+        .await
+        .unwrap();
+    eventually("three pods again", || async {
+        (client_pods(&client, "moby-150m").await.len() == 3).then_some(())
+    })
+    .await;
+    eventually("a Resumed event", || async {
+        (!events(&client, "Resumed").await.is_empty()).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_failing_client_is_restarted_with_backoff_then_the_run_fails() {
+    let server = ApiServer::start().await.unwrap();
+    let client = server.client(NAMESPACE).await.unwrap();
+    let _operator = operator(&server, "operator-0", fast()).await;
+    let runs = Api::<TrainingRun>::namespaced(client.clone(), NAMESPACE);
+    runs.create(&PostParams::default(), &example())
+        .await
+        .unwrap();
+    let pods = Api::<Pod>::namespaced(client.clone(), NAMESPACE);
+    let first = eventually("client 0", || async {
+        pods.get_opt("moby-150m-client-0").await.unwrap()
+    })
+    .await;
+
+    kubelet_oom_kills(&client, "moby-150m-client-0").await;
+    let status = eventually("the restart recorded", || async {
+        run_status(&client, "moby-150m")
+            .await
+            .filter(|s| !s.restarts.is_empty())
+    })
+    .await;
+    assert_eq!(status.restarts[0].count, 1);
+    assert_eq!(status.restarts[0].last_failure, "OOMKilled (exit code 137)");
+    let degraded = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Degraded")
+        .unwrap();
+    assert_eq!(degraded.status, "True");
+    let restarted = eventually("client 0 back after its backoff", || async {
+        pods.get_opt("moby-150m-client-0")
+            .await
+            .unwrap()
+            .filter(|p| p.uid() != first.uid())
+    })
+    .await;
+    let note = events(&client, "ClientRestarting").await[0]
+        .note
+        .clone()
+        .unwrap();
+    assert!(
+        note.contains("OOMKilled (exit code 137); restart 1 of 1 in 1s"),
+        "{note}"
+    );
+
+    // The second failure is past maxRestarts (1): three clients are needed, two can run.
+    kubelet_oom_kills(&client, &restarted.name_any()).await;
+    let status = eventually("the run Failed", || async {
+        run_status(&client, "moby-150m")
+            .await
+            .filter(|s| s.phase == Some(Phase::Failed))
+    })
+    .await;
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert!(
+        ready.message.contains("failurePolicy.maxRestarts (1)"),
+        "{}",
+        ready.message
+    );
+    eventually("the other clients' pods deleted", || async {
+        client_pods(&client, "moby-150m")
+            .await
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    assert_eq!(events(&client, "ClientGaveUp").await.len(), 1);
+    assert!(!events(&client, "Failed").await.is_empty());
+}
+
+#[tokio::test]
+async fn invalid_and_malformed_runs_are_reported_on_the_object_and_break_nothing() {
+    let server = ApiServer::start().await.unwrap();
+    let client = server.client(NAMESPACE).await.unwrap();
+    let _operator = operator(&server, "operator-0", fast()).await;
+
+    // Passes the schema but not the operator: a centralized run's name is its 32-byte id.
+    let mut long = example();
+    long.metadata.name = Some("a-run-name-longer-than-thirty-two-bytes".into());
+    let runs = Api::<TrainingRun>::namespaced(client.clone(), NAMESPACE);
+    runs.create(&PostParams::default(), &long).await.unwrap();
+
+    // Does not even parse (the API server would refuse it; one written under an older CRD
+    // would not be): it must not stop the watch of the other runs.
+    let resource = controller::training_run_resource();
+    let untyped = Api::<DynamicObject>::namespaced_with(client.clone(), NAMESPACE, &resource);
+    let mut malformed = serde_json::to_value(example()).unwrap();
+    malformed["metadata"]["name"] = "malformed".into();
+    malformed["spec"]["clients"]["replicas"] = "three".into();
+    let malformed: DynamicObject = serde_json::from_value(malformed).unwrap();
+    untyped
+        .create(&PostParams::default(), &malformed)
+        .await
+        .unwrap();
+    runs.create(&PostParams::default(), &example())
+        .await
+        .unwrap();
+
+    let status = eventually("the long name reported", || async {
+        run_status(&client, &long.name_any())
+            .await
+            .filter(|s| s.phase == Some(Phase::Invalid))
+    })
+    .await;
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert_eq!(ready.reason, "InvalidSpec");
+    assert!(
+        ready.message.contains("at most 32 bytes"),
+        "{}",
+        ready.message
+    );
+
+    let reported = eventually("the malformed run reported", || async {
+        let object = untyped.get("malformed").await.unwrap();
+        (object.data["status"]["phase"] == "Invalid").then_some(object)
+    })
+    .await;
+    let message = reported.data["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .unwrap()["message"]
+        .clone();
+    assert!(
+        message
+            .as_str()
+            .unwrap()
+            .starts_with("spec.clients.replicas: "),
+        "{message}"
+    );
+
+    eventually("the valid run's pods", || async {
+        (client_pods(&client, "moby-150m").await.len() == 3).then_some(())
+    })
+    .await;
+    // One event each, no requeue storm: a second look changes nothing.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(events(&client, "InvalidSpec").await.len(), 2);
+    assert!(client_pods(&client, &long.name_any()).await.is_empty());
+}
+
+#[tokio::test]
+async fn of_two_replicas_one_leads_and_the_other_takes_over_when_it_stops() {
+    let server = ApiServer::start().await.unwrap();
+    let client = server.client(NAMESPACE).await.unwrap();
+    let first = operator(&server, "operator-a", fast()).await;
+    eventually("a leader", || async {
+        first.leading.load(Ordering::SeqCst).then_some(())
+    })
+    .await;
+    let second = operator(&server, "operator-b", fast()).await;
+
+    let runs = Api::<TrainingRun>::namespaced(client.clone(), NAMESPACE);
+    runs.create(&PostParams::default(), &example())
+        .await
+        .unwrap();
+    eventually("three client pods", || async {
+        (client_pods(&client, "moby-150m").await.len() == 3).then_some(())
+    })
+    .await;
+    assert!(
+        !second.leading.load(Ordering::SeqCst),
+        "the standby does not act"
+    );
+    let reporters: Vec<String> = events(&client, "SuccessfulCreate")
+        .await
+        .into_iter()
+        .filter_map(|e| e.reporting_instance)
+        .collect();
+    assert!(
+        !reporters.is_empty() && reporters.iter().all(|r| r == "operator-a"),
+        "{reporters:?}"
+    );
+    drop(first);
+
+    // Without renewals the lease expires (3 s) and the standby takes over.
+    eventually("the standby leading", || async {
+        second.leading.load(Ordering::SeqCst).then_some(())
+    })
+    .await;
+    let pods = Api::<Pod>::namespaced(client.clone(), NAMESPACE);
+    pods.delete("moby-150m-client-0", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("client 0 recreated by the new leader", || async {
+        pods.get_opt("moby-150m-client-0").await.unwrap()
+    })
+    .await;
+    let metrics = second.ctx.metrics.render();
+    let desired =
+        r#"demeter_operator_run_clients{name="moby-150m",namespace="ml",state="desired"} 3"#;
+    assert!(metrics.contains(desired), "{metrics}");
+}
