@@ -38,6 +38,9 @@ pub const FINALIZER: &str = "trainingruns.demeter.dev/cleanup";
 pub const MANAGER: &str = "demeter-operator";
 /// How often a healthy run is looked at again without any change.
 const RESYNC: Duration = Duration::from_secs(300);
+/// Runs reconciled at once: bounds the operator's memory and its load on the API server
+/// when many runs change together (a restart lists every run).
+const CONCURRENCY: u16 = 16;
 /// The longest per-object backoff after errors.
 const MAX_ERROR_BACKOFF: Duration = Duration::from_secs(300);
 
@@ -133,6 +136,7 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<&str>, running: Arc<Atomic
         watcher::Config::default().labels("app.kubernetes.io/managed-by=demeter-operator");
     running.store(true, Ordering::SeqCst);
     Controller::new_with(runs, watcher::Config::default(), resource)
+        .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENCY))
         .owns(scoped::<Pod>(&client, namespace), children.clone())
         .owns(scoped::<Service>(&client, namespace), children.clone())
         .owns(scoped::<ConfigMap>(&client, namespace), children.clone())
@@ -232,14 +236,26 @@ async fn apply(cached: &DynamicObject, ctx: &Context) -> Result<Action, Error> {
     let client = &ctx.client;
     let keys =
         identity::ensure(&Api::<Secret>::namespaced(client.clone(), &namespace), &run).await?;
-    apply_child(client, &namespace, &children::config_map(&run, &keys)?).await?;
-    apply_child(client, &namespace, &children::peer_service(&run)).await?;
-    if let Some(deployment) = children::coordinator_deployment(&run) {
-        apply_child(client, &namespace, &deployment).await?;
-    }
-    if let Some(service) = children::coordinator_service(&run) {
-        apply_child(client, &namespace, &service).await?;
-    }
+    let config = children::config_map(&run, &keys)?;
+    let deployment = children::coordinator_deployment(&run);
+    let coordinator = children::coordinator_service(&run);
+    let peers = children::peer_service(&run);
+    futures_util::try_join!(
+        apply_child(client, &namespace, &config),
+        apply_child(client, &namespace, &peers),
+        async {
+            match &deployment {
+                Some(deployment) => apply_child(client, &namespace, deployment).await,
+                None => Ok(()),
+            }
+        },
+        async {
+            match &coordinator {
+                Some(service) => apply_child(client, &namespace, service).await,
+                None => Ok(()),
+            }
+        },
+    )?;
 
     let pods_api = Api::<Pod>::namespaced(client.clone(), &namespace);
     let selector = format!("demeter.dev/run={name},app.kubernetes.io/component=client");
@@ -287,9 +303,10 @@ async fn apply(cached: &DynamicObject, ctx: &Context) -> Result<Action, Error> {
             Err(error) => return Err(error.into()),
         }
     }
-    for &index in &plan.create {
-        let pod = clients::desired_pod(&run, index)?;
-        apply_child(client, &namespace, &pod).await?;
+    let (run, namespace) = (&run, &namespace);
+    let creates = plan.create.iter().map(|&index| async move {
+        let pod = clients::desired_pod(run, index)?;
+        apply_child(client, namespace, &pod).await?;
         ctx.publish(
             &run.object_ref(&()),
             EventType::Normal,
@@ -297,7 +314,9 @@ async fn apply(cached: &DynamicObject, ctx: &Context) -> Result<Action, Error> {
             format!("Created pod {}", pod.name_any()),
         )
         .await;
-    }
+        Ok::<_, Error>(())
+    });
+    futures_util::future::try_join_all(creates).await?;
     Ok(Action::requeue(
         plan.retry_after.map_or(RESYNC, |wait| wait.min(RESYNC)),
     ))

@@ -51,29 +51,32 @@ pub async fn ensure(
     secrets: &Api<Secret>,
     run: &TrainingRun,
 ) -> Result<Vec<String>, IdentityError> {
-    let name = kube::ResourceExt::name_any(run);
-    let names = Names(&name);
-    let mut keys = Vec::with_capacity(usize::from(run.spec.clients.replicas));
-    for index in 0..run.spec.clients.replicas {
-        let secret_name = names.identity(index);
-        let secret = match secrets.get_opt(&secret_name).await? {
-            Some(secret) => secret,
-            None => {
-                let new = children::identity_secret(run, index, generate_keypair_json()?);
-                match secrets.create(&PostParams::default(), &new).await {
-                    Ok(created) => created,
-                    // Another writer made it first (a previous operator that stopped before
-                    // it saw the answer): theirs stands.
-                    Err(kube::Error::Api(status)) if status.code == 409 => {
-                        secrets.get(&secret_name).await?
-                    }
-                    Err(error) => return Err(error.into()),
+    let clients = (0..run.spec.clients.replicas).map(|index| ensure_one(secrets, run, index));
+    futures_util::future::try_join_all(clients).await
+}
+
+async fn ensure_one(
+    secrets: &Api<Secret>,
+    run: &TrainingRun,
+    index: u16,
+) -> Result<String, IdentityError> {
+    let secret_name = Names(&kube::ResourceExt::name_any(run)).identity(index);
+    let secret = match secrets.get_opt(&secret_name).await? {
+        Some(secret) => secret,
+        None => {
+            let new = children::identity_secret(run, index, generate_keypair_json()?);
+            match secrets.create(&PostParams::default(), &new).await {
+                Ok(created) => created,
+                // Another writer made it first (a previous operator that stopped before it
+                // saw the answer): theirs stands.
+                Err(kube::Error::Api(status)) if status.code == 409 => {
+                    secrets.get(&secret_name).await?
                 }
+                Err(error) => return Err(error.into()),
             }
-        };
-        keys.push(read_public_key(&secret, &secret_name)?);
-    }
-    Ok(keys)
+        }
+    };
+    read_public_key(&secret, &secret_name)
 }
 
 fn read_public_key(secret: &Secret, secret_name: &str) -> Result<String, IdentityError> {

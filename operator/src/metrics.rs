@@ -1,5 +1,5 @@
 //! The operator's Prometheus metrics: its own reconcile loop, and per run the health of
-//! aggregation (clients by state, step, loss, round time, chain sync). A deleted run's series
+//! aggregation (clients by state, step, loss, round time). A deleted run's series
 //! are removed with it.
 
 use std::collections::BTreeMap;
@@ -37,8 +37,6 @@ pub struct Metrics {
     witness_quorum: GaugeVec,
     round_seconds: GaugeVec,
     restarts: IntGaugeVec,
-    chain_sync_errors: IntCounterVec,
-    slot_lag: IntGaugeVec,
     /// Each run's phase, to count runs by phase.
     phases: Mutex<BTreeMap<(String, String), Phase>>,
 }
@@ -113,18 +111,6 @@ impl Metrics {
                 "run_client_restarts",
                 "Client pod restarts since the spec last changed.",
             ),
-            chain_sync_errors: IntCounterVec::new(
-                Opts::new(
-                    "run_chain_sync_errors_total",
-                    "Failed reads of the on-chain run.",
-                ),
-                RUN_LABELS,
-            )
-            .expect("valid metric"),
-            slot_lag: run_gauge(
-                "run_chain_slot_lag",
-                "Slots between the cluster's tip and the last read of the run.",
-            ),
             registry,
             phases: Mutex::default(),
         };
@@ -142,8 +128,6 @@ impl Metrics {
             Box::new(metrics.witness_quorum.clone()),
             Box::new(metrics.round_seconds.clone()),
             Box::new(metrics.restarts.clone()),
-            Box::new(metrics.chain_sync_errors.clone()),
-            Box::new(metrics.slot_lag.clone()),
         ] {
             r.register(collector).expect("metric names are unique");
         }
@@ -163,18 +147,6 @@ impl Metrics {
 
     pub fn failed(&self, error: &str) {
         self.failures.with_label_values(&[error]).inc();
-    }
-
-    pub fn chain_sync_failed(&self, namespace: &str, name: &str) {
-        self.chain_sync_errors
-            .with_label_values(&[namespace, name])
-            .inc();
-    }
-
-    pub fn slot_lag(&self, namespace: &str, name: &str, lag: u64) {
-        self.slot_lag
-            .with_label_values(&[namespace, name])
-            .set(i64::try_from(lag).unwrap_or(i64::MAX));
     }
 
     /// Mirrors a run's status.
@@ -223,19 +195,12 @@ impl Metrics {
     /// Removes every series of a deleted run.
     pub fn forget(&self, namespace: &str, name: &str) {
         let labels = [namespace, name];
-        for gauge in [
-            &self.step,
-            &self.epoch,
-            &self.tokens,
-            &self.restarts,
-            &self.slot_lag,
-        ] {
+        for gauge in [&self.step, &self.epoch, &self.tokens, &self.restarts] {
             let _ = gauge.remove_label_values(&labels);
         }
         for gauge in [&self.loss, &self.witness_quorum, &self.round_seconds] {
             let _ = gauge.remove_label_values(&labels);
         }
-        let _ = self.chain_sync_errors.remove_label_values(&labels);
         for state in ["desired", "ready", "joined", "witnessed", "dropped"] {
             let _ = self.clients.remove_label_values(&[namespace, name, state]);
         }

@@ -4,14 +4,14 @@
 //! kubeconfig.
 //!
 //! What it implements: list and watch with `resourceVersion` (resuming from the change log,
-//! 410 Expired past it), label and field selectors, get, create (`generateName` too), replace
+//! 410 Expired past it), label and field selectors, get, create (`generateName` too), paged lists, replace
 //! with conflict detection, merge, JSON and server-side-apply patches, the `/status`
 //! subresource, generations, delete with finalizers and `deletionTimestamp`, and the owner
 //! cascade of the garbage collector. What it leaves out: authentication and RBAC, schema and
 //! CEL validation (tests write malformed objects on purpose), admission, field-manager
 //! conflicts (every apply is forced, as the operator's are), strategic merge keys (treated as a
-//! merge patch), pagination (one page), and any controller of its own (pods run nowhere;
-//! tests play the kubelet by writing pod status).
+//! merge patch), list snapshots (pages are cut from the current objects), and any controller
+//! of its own (pods run nowhere; tests play the kubelet by writing pod status).
 
 mod selector;
 mod store;
@@ -276,13 +276,14 @@ async fn route(
         (Method::GET, None) => {
             let store = lock();
             let rules = &RESOURCES[resource];
+            let (items, metadata) = page(store.list(resource, &filter), store.revision(), params)?;
             Ok(json_response(
                 StatusCode::OK,
                 json!({
                     "apiVersion": rules.api_version(),
                     "kind": format!("{}List", rules.kind),
-                    "metadata": {"resourceVersion": store.revision().to_string()},
-                    "items": store.list(resource, &filter),
+                    "metadata": metadata,
+                    "items": items,
                 }),
             ))
         }
@@ -357,6 +358,44 @@ async fn route(
             "{method} is not supported on this path"
         ))),
     }
+}
+
+/// One page of a list (`limit`, `continue`). The continue token carries the first page's
+/// revision, and every page reports it, so a watch started from a paged list replays every
+/// change since the first page (the real API server serves all pages from one snapshot
+/// instead; the store converges to the same objects either way).
+fn page(
+    items: Vec<Value>,
+    revision: u64,
+    params: &Params,
+) -> Result<(Vec<Value>, Value), StoreError> {
+    let invalid = || StoreError::BadRequest("continue: not a token this server issued".into());
+    let (revision, offset) = match params.get("continue").filter(|c| !c.is_empty()) {
+        Some(token) => {
+            let (revision, offset) = token.split_once(':').ok_or_else(invalid)?;
+            (
+                revision.parse::<u64>().map_err(|_| invalid())?,
+                offset.parse::<usize>().map_err(|_| invalid())?,
+            )
+        }
+        None => (revision, 0),
+    };
+    let limit = params
+        .get("limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .filter(|&l| l > 0)
+        .unwrap_or(usize::MAX);
+    let end = offset.saturating_add(limit).min(items.len());
+    let mut metadata = json!({"resourceVersion": revision.to_string()});
+    if end < items.len() {
+        metadata["continue"] = format!("{revision}:{end}").into();
+    }
+    let page = items
+        .into_iter()
+        .skip(offset)
+        .take(end.saturating_sub(offset))
+        .collect();
+    Ok((page, metadata))
 }
 
 /// A watch: the changes after `since` (or every current object as ADDED), then each new

@@ -250,9 +250,18 @@ impl Store {
     }
 
     pub fn list(&self, resource: usize, filter: &Filter) -> Vec<Value> {
+        // Keys sort by kind, then namespace: a list reads only its own range.
+        let start = key(resource, filter.namespace.as_deref().unwrap_or(""), "");
         self.objects
-            .iter()
-            .filter(|(key, object)| key.resource == resource && filter.matches(object))
+            .range(start..)
+            .take_while(|(key, _)| {
+                key.resource == resource
+                    && filter
+                        .namespace
+                        .as_ref()
+                        .is_none_or(|ns| key.namespace == *ns)
+            })
+            .filter(|(_, object)| filter.matches(object))
             .map(|(_, object)| object.clone())
             .collect()
     }
@@ -482,6 +491,16 @@ impl Store {
         }
         if object.get("status").is_some_and(Value::is_null) {
             object.as_object_mut().map(|o| o.remove("status"));
+        }
+        if let Some(current) = &current {
+            // A write that changes nothing is no change: no new revision, no watch event (or
+            // every status write would wake its own controller again).
+            let mut unchanged = object.clone();
+            unchanged["metadata"]["resourceVersion"] =
+                current["metadata"]["resourceVersion"].clone();
+            if unchanged == *current {
+                return unchanged;
+            }
         }
         let deleting = !object["metadata"]["deletionTimestamp"].is_null();
         if deleting && !has_finalizers(&object) {
@@ -779,6 +798,30 @@ mod tests {
         let kinds: Vec<_> = changes.iter().map(|c| c.kind).collect();
         assert_eq!(kinds, [ChangeKind::Added, ChangeKind::Deleted]);
         assert_eq!(changes[1].object["metadata"]["name"], "a");
+    }
+
+    #[test]
+    fn a_write_that_changes_nothing_is_not_a_revision() {
+        let mut store = Store::default();
+        store.create(PODS, "ns", pod("a")).unwrap();
+        let before = store.revision();
+        let same = Patch::Merge(json!({"spec": {"containers": []}}));
+        store.patch(PODS, "ns", "a", same, Scope::Main).unwrap();
+        assert_eq!(store.revision(), before);
+    }
+
+    #[test]
+    fn lists_are_scoped_to_their_namespace() {
+        let mut store = Store::default();
+        store.create(PODS, "a", pod("x")).unwrap();
+        store.create(PODS, "b", pod("y")).unwrap();
+        store.create(TRAINING_RUNS, "a", pod("r")).unwrap();
+        let in_a = Filter {
+            namespace: Some("a".into()),
+            ..Filter::default()
+        };
+        assert_eq!(store.list(PODS, &in_a).len(), 1);
+        assert_eq!(store.list(PODS, &Filter::default()).len(), 2);
     }
 
     #[test]
