@@ -581,33 +581,17 @@ async fn report_invalid(
     tracing::info!(%namespace, run = %name, %why, "invalid TrainingRun");
     let now = Timestamp::now();
     let mut conditions = serde_json::from_value(status["conditions"].clone()).unwrap_or_default();
-    conditions::set(
-        &mut conditions,
-        READY,
-        false,
-        "InvalidSpec",
-        why.clone(),
-        generation,
-        now,
-    );
-    conditions::set(
-        &mut conditions,
-        PROGRESSING,
-        false,
-        "InvalidSpec",
-        why.clone(),
-        generation,
-        now,
-    );
-    conditions::set(
-        &mut conditions,
-        DEGRADED,
-        true,
-        "InvalidSpec",
-        why.clone(),
-        generation,
-        now,
-    );
+    for (type_, status) in [(READY, false), (PROGRESSING, false), (DEGRADED, true)] {
+        conditions::set(
+            &mut conditions,
+            type_,
+            status,
+            "InvalidSpec",
+            why.clone(),
+            generation,
+            now,
+        );
+    }
     Api::<DynamicObject>::namespaced_with(ctx.client.clone(), &namespace, &training_run_resource())
         .patch_status(
             &name,

@@ -66,7 +66,17 @@ fn fast() -> Timing {
     }
 }
 
-/// The example run on the tiny preset with three clients that restart after 1 s.
+/// A server, a client of it, one operator replica leading, and the TrainingRun API.
+async fn start() -> (ApiServer, Client, Operator, Api<TrainingRun>) {
+    let server = ApiServer::start().await.unwrap();
+    let client = server.client(NAMESPACE).await.unwrap();
+    let operator = operator(&server, "operator-0", fast()).await;
+    let runs = Api::<TrainingRun>::namespaced(client.clone(), NAMESPACE);
+    (server, client, operator, runs)
+}
+
+/// The example run with three clients, all of them needed, each restarted at most once, 1 s
+/// after its failure.
 fn example() -> TrainingRun {
     let mut run: TrainingRun =
         serde_yaml_ng::from_str(include_str!("../../deploy/examples/trainingrun.yaml")).unwrap();
@@ -158,10 +168,7 @@ async fn events(client: &Client, reason: &str) -> Vec<Event> {
 
 #[tokio::test]
 async fn a_run_becomes_its_children_then_goes_away_keeping_its_identities() {
-    let server = ApiServer::start().await.unwrap();
-    let client = server.client(NAMESPACE).await.unwrap();
-    let _operator = operator(&server, "operator-0", fast()).await;
-    let runs = Api::<TrainingRun>::namespaced(client.clone(), NAMESPACE);
+    let (server, client, _operator, runs) = start().await;
     runs.create(&PostParams::default(), &example())
         .await
         .unwrap();
@@ -290,10 +297,7 @@ async fn a_run_becomes_its_children_then_goes_away_keeping_its_identities() {
 
 #[tokio::test]
 async fn identities_go_with_the_run_when_the_spec_says_delete() {
-    let server = ApiServer::start().await.unwrap();
-    let client = server.client(NAMESPACE).await.unwrap();
-    let _operator = operator(&server, "operator-0", fast()).await;
-    let runs = Api::<TrainingRun>::namespaced(client.clone(), NAMESPACE);
+    let (_server, client, _operator, runs) = start().await;
     let mut run = example();
     run.spec.identity_policy = IdentityPolicy::Delete;
     runs.create(&PostParams::default(), &run).await.unwrap();
@@ -319,10 +323,7 @@ async fn identities_go_with_the_run_when_the_spec_says_delete() {
 
 #[tokio::test]
 async fn a_deleted_pod_is_recreated_and_suspend_resume_round_trips() {
-    let server = ApiServer::start().await.unwrap();
-    let client = server.client(NAMESPACE).await.unwrap();
-    let _operator = operator(&server, "operator-0", fast()).await;
-    let runs = Api::<TrainingRun>::namespaced(client.clone(), NAMESPACE);
+    let (_server, client, _operator, runs) = start().await;
     runs.create(&PostParams::default(), &example())
         .await
         .unwrap();
@@ -374,10 +375,7 @@ async fn a_deleted_pod_is_recreated_and_suspend_resume_round_trips() {
 
 #[tokio::test]
 async fn a_failing_client_is_restarted_with_backoff_then_the_run_fails() {
-    let server = ApiServer::start().await.unwrap();
-    let client = server.client(NAMESPACE).await.unwrap();
-    let _operator = operator(&server, "operator-0", fast()).await;
-    let runs = Api::<TrainingRun>::namespaced(client.clone(), NAMESPACE);
+    let (_server, client, _operator, runs) = start().await;
     runs.create(&PostParams::default(), &example())
         .await
         .unwrap();
