@@ -76,3 +76,16 @@ fn the_operators_run_file_is_accepted_by_the_coordinator() {
     assert_eq!(parsed.config.total_steps, run.spec.schedule.total_steps);
     assert_eq!(parsed.config.witness_nodes, run.spec.schedule.witness_nodes);
 }
+
+#[test]
+fn the_operators_keypairs_are_wallets_the_trainer_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keypair.json");
+    let wallet = demeter_operator::identity::generate_keypair_json().unwrap();
+    std::fs::write(&path, &wallet).unwrap();
+    let identity = Identity::read(&path).unwrap();
+    assert_eq!(
+        to_base58(&identity.public()),
+        demeter_operator::identity::public_key(wallet.as_bytes()).unwrap()
+    );
+}
