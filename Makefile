@@ -23,9 +23,10 @@ run-chain: bootstrap
 lint: bootstrap
 	cargo fmt --all --check
 	$(ENV) "$$DEMETER_PYTHON" -m kubernetes_validate --kubernetes-version 1.33.0 --strict --quiet deploy/crds/*.yaml deploy/operator/*.yaml
-	$(ENV) for run in deploy/examples/trainingrun*.yaml; do \
-	    cargo run $(CARGO_FLAGS) --quiet -p demeter-operator -- render "$$run" > target/rendered.yaml; \
-	    "$$DEMETER_PYTHON" -m kubernetes_validate --kubernetes-version 1.33.0 --strict --quiet target/rendered.yaml; \
+	$(ENV) rendered=$$(mktemp --suffix=.yaml) && trap 'rm -f "$$rendered"' EXIT && \
+	for run in deploy/examples/trainingrun*.yaml; do \
+	    cargo run $(CARGO_FLAGS) --quiet -p demeter-operator -- render "$$run" > "$$rendered"; \
+	    "$$DEMETER_PYTHON" -m kubernetes_validate --kubernetes-version 1.33.0 --strict --quiet "$$rendered"; \
 	done
 	$(ENV) cargo clippy $(CARGO_FLAGS) --workspace --all-targets -- -D warnings
 
