@@ -27,6 +27,17 @@ pub const RUN_ACCOUNT_TAG: [u8; 8] = *b"dmtr:run";
 pub const RUN_INSTANCE_TAG: [u8; 8] = *b"dmtr:ins";
 pub const JOIN_GRANT_TAG: [u8; 8] = *b"dmtr:grt";
 
+/// A run's name as the program stores it: its UTF-8 bytes, zero-padded to 32. `None` when the
+/// name is empty or longer than 32 bytes.
+pub fn run_id_from_name(name: &str) -> Option<[u8; 32]> {
+    if name.is_empty() || name.len() > 32 {
+        return None;
+    }
+    let mut id = [0u8; 32];
+    id[..name.len()].copy_from_slice(name.as_bytes());
+    Some(id)
+}
+
 /// Finds a run by name: the address and bump of its run instance.
 pub fn find_run_instance(run_id: &[u8; 32]) -> (Pubkey, u8) {
     Pubkey::find_program_address(&[RUN_SEED, run_id], &crate::ID)

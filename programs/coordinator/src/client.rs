@@ -13,7 +13,7 @@ use solana_program::pubkey::Pubkey;
 use solana_sdk::signer::Signer;
 use solana_sdk::transaction::{Transaction, TransactionError};
 
-use crate::account::{RunAccount, RunInstance, Tagged, find_run_instance};
+use crate::account::{RunAccount, RunInstance, Tagged, find_join_grant, find_run_instance};
 use crate::{Config, Coordinator, instruction as ix};
 
 /// Why a run could not be read or an instruction did not land.
@@ -164,6 +164,41 @@ impl RunClient {
             cluster_time: clock.unix_timestamp,
             slot: response.context.slot,
         })
+    }
+
+    /// The clients among `clients` that hold no join grant for this run.
+    pub async fn missing_grants(&self, clients: &[Pubkey]) -> Result<Vec<Pubkey>, ClientFailure> {
+        let grants: Vec<Pubkey> = clients
+            .iter()
+            .map(|client| find_join_grant(&self.run_account, client).0)
+            .collect();
+        let mut missing = Vec::new();
+        // getMultipleAccounts takes at most 100 addresses.
+        for (clients, grants) in clients.chunks(100).zip(grants.chunks(100)) {
+            let accounts = self
+                .rpc
+                .get_multiple_accounts_with_commitment(grants, CommitmentConfig::confirmed())
+                .await
+                .map_err(|error| rpc_failure(&self.url, error))?
+                .value;
+            missing.extend(
+                clients
+                    .iter()
+                    .zip(accounts)
+                    .filter(|(_, account)| account.is_none())
+                    .map(|(client, _)| *client),
+            );
+        }
+        Ok(missing)
+    }
+
+    /// The newest slot the RPC node has processed: how far a read at `confirmed` trails it is
+    /// the reader's slot lag.
+    pub async fn processed_slot(&self) -> Result<u64, ClientFailure> {
+        self.rpc
+            .get_slot_with_commitment(CommitmentConfig::processed())
+            .await
+            .map_err(|error| rpc_failure(&self.url, error))
     }
 
     /// Sends `instructions` in one transaction paid by the first signer, and waits until it

@@ -72,11 +72,6 @@ impl RunFile {
 
 /// A run's name zero-padded to 32 bytes, as the program stores it.
 pub fn run_id_bytes(name: &str) -> anyhow::Result<[u8; 32]> {
-    anyhow::ensure!(
-        !name.is_empty() && name.len() <= 32,
-        "{name:?} must be 1 to 32 bytes"
-    );
-    let mut id = [0u8; 32];
-    id[..name.len()].copy_from_slice(name.as_bytes());
-    Ok(id)
+    demeter_coordinator::account::run_id_from_name(name)
+        .with_context(|| format!("{name:?} must be 1 to 32 bytes"))
 }
