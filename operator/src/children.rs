@@ -22,8 +22,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 
+use demeter_coordinator::Config;
+
 use crate::crd::{
-    IdentityPolicy, LrSchedule, ModelPreset, TrainingRun, TrainingRunSpec, ValueEncoding,
+    IdentityPolicy, LrSchedule, ModelPreset, SolanaCoordinator, TrainingRun, TrainingRunSpec,
+    ValueEncoding,
 };
 
 /// The centralized coordinator's TCP port.
@@ -48,6 +51,19 @@ pub enum SpecError {
     NameTooLong(String, usize),
     #[error("the TrainingRun has no namespace")]
     NoNamespace,
+    /// The coordinator would refuse the config the schedule makes.
+    #[error("{0}: fix the schedule")]
+    Schedule(String),
+    #[error(
+        "coordinator.solana.programId {given:?}: this operator speaks to the coordinator \
+         program at {expected}; use that address, or an operator built for your deployment"
+    )]
+    ProgramId { given: String, expected: String },
+    #[error(
+        "coordinator.solana.runId {0:?} is {1} bytes in UTF-8; the program stores at most 32: \
+         choose a shorter id"
+    )]
+    RunIdTooLong(String, usize),
 }
 
 /// The names of a run's objects.
@@ -112,7 +128,53 @@ fn metadata(run: &TrainingRun, name: String, component: &str) -> ObjectMeta {
 pub fn validate(run: &TrainingRun) -> Result<(), SpecError> {
     centralized_run_id(run)?;
     run.namespace().ok_or(SpecError::NoNamespace)?;
+    coordinator_config(&run.spec)
+        .validate()
+        .map_err(|error| SpecError::Schedule(in_spec_terms(&error.to_string())))?;
+    if let Some(solana) = &run.spec.coordinator.solana {
+        solana_run_id(solana)?;
+        if solana.program_id != demeter_coordinator::ID.to_string() {
+            return Err(SpecError::ProgramId {
+                given: solana.program_id.clone(),
+                expected: demeter_coordinator::ID.to_string(),
+            });
+        }
+    }
     Ok(())
+}
+
+/// The run's id on chain, zero-padded to 32 bytes as the program stores it.
+pub fn solana_run_id(solana: &SolanaCoordinator) -> Result<[u8; 32], SpecError> {
+    demeter_coordinator::account::run_id_from_name(&solana.run_id)
+        .ok_or_else(|| SpecError::RunIdTooLong(solana.run_id.clone(), solana.run_id.len()))
+}
+
+/// A coordinator config error with the spec's field names in place of the config's.
+fn in_spec_terms(message: &str) -> String {
+    // Longest first: `min_clients` is inside `init_min_clients`.
+    const FIELDS: [(&str, &str); 13] = [
+        (
+            "global_batch_size_ramp_steps",
+            "schedule.globalBatch.rampSteps",
+        ),
+        ("global_batch_size_start", "schedule.globalBatch.start"),
+        ("global_batch_size_end", "schedule.globalBatch.end"),
+        ("max_round_train_time", "schedule.roundTrainSeconds"),
+        ("round_witness_time", "schedule.roundWitnessSeconds"),
+        ("init_min_clients", "schedule.initMinClients"),
+        ("points_per_epoch", "schedule.pointsPerEpoch"),
+        ("cooldown_time", "schedule.cooldownSeconds"),
+        ("witness_nodes", "schedule.witnessNodes"),
+        ("warmup_time", "schedule.warmupSeconds"),
+        ("total_steps", "schedule.totalSteps"),
+        ("min_clients", "schedule.minClients"),
+        ("epoch_time", "schedule.epochSeconds"),
+    ];
+    let mut message = message.replace("join_window", "schedule.joinWindowSeconds");
+    for (config, spec) in FIELDS {
+        message = message.replace(config, spec);
+    }
+    message
 }
 
 /// The run's id on the centralized coordinator: its name.
@@ -124,11 +186,34 @@ pub fn centralized_run_id(run: &TrainingRun) -> Result<String, SpecError> {
     Ok(name)
 }
 
+/// The coordinator's config from the spec's schedule: what the run file carries and what the
+/// operator writes on chain.
+pub fn coordinator_config(spec: &TrainingRunSpec) -> Config {
+    let s = &spec.schedule;
+    Config {
+        warmup_time: s.warmup_seconds,
+        cooldown_time: s.cooldown_seconds,
+        max_round_train_time: s.round_train_seconds,
+        round_witness_time: s.round_witness_seconds,
+        epoch_time: s.epoch_seconds,
+        join_window: s.join_window_seconds,
+        total_steps: s.total_steps,
+        global_batch_size_start: s.global_batch.start,
+        global_batch_size_end: s.global_batch.end,
+        global_batch_size_ramp_steps: s.global_batch.ramp_steps,
+        points_per_epoch: s.points_per_epoch,
+        init_min_clients: s.init_min_clients,
+        min_clients: s.min_clients,
+        witness_nodes: s.witness_nodes,
+        _padding: 0,
+    }
+}
+
 /// The run file `demeter coordinator serve` reads: the run's id, the coordinator config from
 /// the schedule, and the clients' public keys as the allowlist.
 pub fn run_file(run: &TrainingRun, client_keys: &[String]) -> Result<String, SpecError> {
     let run_id = centralized_run_id(run)?;
-    let s = &run.spec.schedule;
+    let c = coordinator_config(&run.spec);
     let clients = client_keys
         .iter()
         .map(|key| format!("{key:?}"))
@@ -154,20 +239,20 @@ pub fn run_file(run: &TrainingRun, client_keys: &[String]) -> Result<String, Spe
          init_min_clients = {}\n\
          min_clients = {}\n\
          witness_nodes = {}\n",
-        s.warmup_seconds,
-        s.cooldown_seconds,
-        s.round_train_seconds,
-        s.round_witness_seconds,
-        s.epoch_seconds,
-        s.join_window_seconds,
-        s.total_steps,
-        s.global_batch.start,
-        s.global_batch.end,
-        s.global_batch.ramp_steps,
-        s.points_per_epoch,
-        s.init_min_clients,
-        s.min_clients,
-        s.witness_nodes,
+        c.warmup_time,
+        c.cooldown_time,
+        c.max_round_train_time,
+        c.round_witness_time,
+        c.epoch_time,
+        c.join_window,
+        c.total_steps,
+        c.global_batch_size_start,
+        c.global_batch_size_end,
+        c.global_batch_size_ramp_steps,
+        c.points_per_epoch,
+        c.init_min_clients,
+        c.min_clients,
+        c.witness_nodes,
     ))
 }
 

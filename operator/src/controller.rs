@@ -25,12 +25,16 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
+use crate::chain::{self, ChainError, Synced, Transaction};
 use crate::children::{self, SpecError};
 use crate::clients::{self, Plan};
-use crate::conditions::{self, DEGRADED, PROGRESSING, READY};
-use crate::crd::{ClientCounts, Phase, TrainingRun, TrainingRunStatus};
+use crate::conditions::{self, CHAIN_SYNCED, DEGRADED, PROGRESSING, READY};
+use crate::crd::{
+    ChainStatus, ClientCounts, Phase, SolanaCoordinator, TrainingRun, TrainingRunStatus,
+};
 use crate::identity::{self, IdentityError};
 use crate::metrics::Metrics;
+use crate::progress::{self, Progress};
 
 /// Held on every TrainingRun while its cleanup is pending.
 pub const FINALIZER: &str = "trainingruns.demeter.dev/cleanup";
@@ -38,6 +42,8 @@ pub const FINALIZER: &str = "trainingruns.demeter.dev/cleanup";
 pub const MANAGER: &str = "demeter-operator";
 /// How often a healthy run is looked at again without any change.
 const RESYNC: Duration = Duration::from_secs(300);
+/// How often a running run's progress is read from its clients.
+const PROGRESS_RESYNC: Duration = Duration::from_secs(30);
 /// Runs reconciled at once: bounds the operator's memory and its load on the API server
 /// when many runs change together (a restart lists every run).
 const CONCURRENCY: u16 = 16;
@@ -53,6 +59,9 @@ pub enum Error {
     /// A builder refused a spec that `validate` accepted; retried like any other failure.
     #[error(transparent)]
     Spec(#[from] SpecError),
+    /// The on-chain run could not be paused before its TrainingRun goes away.
+    #[error(transparent)]
+    Chain(#[from] ChainError),
     #[error(transparent)]
     Finalizer(Box<kube::runtime::finalizer::Error<Error>>),
 }
@@ -64,6 +73,7 @@ impl Error {
             Error::Kube(_) => "kube",
             Error::Identity(_) => "identity",
             Error::Spec(_) => "spec",
+            Error::Chain(_) => "chain",
             Error::Finalizer(inner) => match inner.as_ref() {
                 kube::runtime::finalizer::Error::ApplyFailed(e)
                 | kube::runtime::finalizer::Error::CleanupFailed(e) => e.metric_label(),
@@ -80,6 +90,11 @@ pub struct Context {
     recorder: Recorder,
     /// Consecutive failures per run, for `error_policy`'s backoff.
     failures: Mutex<HashMap<(String, String), u32>>,
+    /// Reads the clients' `/metrics`.
+    http: reqwest::Client,
+    /// Consecutive chain sync failures per run and when to sync again: a cluster that cannot
+    /// be reached slows the sync, not the pods, and events in the cluster do not hurry it.
+    chain_failures: Mutex<HashMap<(String, String), (u32, Instant)>>,
 }
 
 impl Context {
@@ -94,7 +109,17 @@ impl Context {
             client,
             metrics,
             failures: Mutex::default(),
+            http: reqwest::Client::new(),
+            chain_failures: Mutex::default(),
         }
+    }
+
+    /// How long until the run's chain sync may be retried after failures; `None`: now.
+    fn chain_backoff(&self, key: &(String, String)) -> Option<Duration> {
+        let failures = self.chain_failures.lock().expect("failures lock");
+        let (_, retry_at) = failures.get(key)?;
+        let wait = retry_at.saturating_duration_since(Instant::now());
+        (!wait.is_zero()).then_some(wait)
     }
 
     async fn publish(
@@ -197,10 +222,14 @@ pub fn error_policy(object: Arc<DynamicObject>, error: &Error, ctx: Arc<Context>
         *count = count.saturating_add(1);
         *count
     };
-    let wait =
-        Duration::from_secs(1u64 << failures.min(9).saturating_sub(1)).min(MAX_ERROR_BACKOFF);
+    let wait = error_backoff(failures);
     tracing::warn!(namespace = %key.0, run = %key.1, %error, failures, ?wait, "reconcile failed");
     Action::requeue(wait)
+}
+
+/// 1 s after the first failure, doubling to 5 minutes.
+fn error_backoff(failures: u32) -> Duration {
+    Duration::from_secs(1u64 << failures.min(9).saturating_sub(1)).min(MAX_ERROR_BACKOFF)
 }
 
 /// Reads a TrainingRun out of its untyped object, naming the field that does not fit.
@@ -263,10 +292,21 @@ async fn apply(cached: &DynamicObject, ctx: &Context) -> Result<Action, Error> {
         .list(&ListParams::default().labels(&selector))
         .await?
         .items;
+    let key = (namespace.clone(), name.clone());
+    let chain_backoff = ctx.chain_backoff(&key);
+    let chain = match &run.spec.coordinator.solana {
+        Some(solana) if chain_backoff.is_none() => {
+            let run_id = children::solana_run_id(solana)?;
+            Some(sync_chain(&run, solana, run_id, &keys, ctx).await)
+        }
+        _ => None,
+    };
+    let reports = progress::scrape(&ctx.http, &pods, run.spec.clients.port).await;
+    let progress = progress::combine(&reports);
     let now = Timestamp::now();
     let mut plan = clients::plan(&run, &pods, now)?;
     let previous = run.status.clone().unwrap_or_default();
-    let status = status_of(&run, &plan, now);
+    let status = status_of(&run, &plan, chain.as_ref(), progress.as_ref(), now);
     if status.phase == Some(Phase::Failed) {
         // A run that cannot go on gives its GPUs back.
         plan.create.clear();
@@ -295,6 +335,10 @@ async fn apply(cached: &DynamicObject, ctx: &Context) -> Result<Action, Error> {
         .await?;
     ctx.metrics.observe(&namespace, &name, &status);
     report_changes(&run, &previous, &status, &plan, ctx).await;
+    let chain_wait = match &chain {
+        Some(chain) => Some(report_chain(&run, &previous, chain, ctx).await),
+        None => chain_backoff,
+    };
 
     for pod in &plan.delete {
         match pods_api.delete(pod, &DeleteParams::background()).await {
@@ -317,9 +361,124 @@ async fn apply(cached: &DynamicObject, ctx: &Context) -> Result<Action, Error> {
         Ok::<_, Error>(())
     });
     futures_util::future::try_join_all(creates).await?;
-    Ok(Action::requeue(
-        plan.retry_after.map_or(RESYNC, |wait| wait.min(RESYNC)),
-    ))
+    // A training run is looked at again soon, for its progress.
+    let training = (status.phase == Some(Phase::Running)).then_some(PROGRESS_RESYNC);
+    let wait = [plan.retry_after, chain_wait, training]
+        .into_iter()
+        .flatten()
+        .fold(RESYNC, Duration::min);
+    Ok(Action::requeue(wait))
+}
+
+/// Reads and steers the run on chain (see [`chain`]).
+async fn sync_chain(
+    run: &TrainingRun,
+    solana: &SolanaCoordinator,
+    run_id: [u8; 32],
+    client_keys: &[String],
+    ctx: &Context,
+) -> Result<Synced, ChainError> {
+    let secrets =
+        Api::<Secret>::namespaced(ctx.client.clone(), &run.namespace().unwrap_or_default());
+    let authority = match &solana.authority_secret_ref {
+        Some(key) => Some(chain::authority(&secrets, key).await?),
+        None => None,
+    };
+    let desired = chain::Desired {
+        config: children::coordinator_config(&run.spec),
+        clients: client_keys
+            .iter()
+            .map(|key| {
+                key.parse()
+                    .expect("identity::ensure returns base58 public keys")
+            })
+            .collect(),
+        suspend: run.spec.suspend,
+        crank: solana.crank,
+    };
+    chain::sync(solana, run_id, authority.as_ref(), &desired).await
+}
+
+/// Metrics and Events for one chain sync; returns when to sync again: soon with a crank, and
+/// after failures with a backoff of their own.
+async fn report_chain(
+    run: &TrainingRun,
+    previous: &TrainingRunStatus,
+    chain: &Result<Synced, ChainError>,
+    ctx: &Context,
+) -> Duration {
+    let (namespace, name) = (run.namespace().unwrap_or_default(), run.name_any());
+    let key = (namespace.clone(), name.clone());
+    let reference = run.object_ref(&());
+    let failure = match chain {
+        Ok(synced) => {
+            ctx.metrics.chain_synced(&namespace, &name, &synced.view);
+            for transaction in &synced.sent {
+                ctx.metrics
+                    .chain_sent(&namespace, &name, transaction.name());
+                let (reason, note) = match transaction {
+                    // Routine: counted, not announced.
+                    Transaction::Tick => continue,
+                    Transaction::Create => (
+                        "CreatedOnChain",
+                        format!(
+                            "Created the run; its account is {}",
+                            synced.view.run_account
+                        ),
+                    ),
+                    Transaction::Grant(member) => {
+                        ("GrantedJoin", format!("Granted client {member} a join"))
+                    }
+                    Transaction::UpdateConfig => (
+                        "UpdatedOnChain",
+                        "Wrote the schedule to the run's config".to_owned(),
+                    ),
+                    Transaction::Pause => ("PausedOnChain", "Asked the run to pause".to_owned()),
+                    Transaction::Resume => ("ResumedOnChain", "Resumed the run".to_owned()),
+                };
+                ctx.publish(&reference, EventType::Normal, reason, note)
+                    .await;
+            }
+            synced.failed.as_ref()
+        }
+        Err(error) => Some(error),
+    };
+    let Some(error) = failure else {
+        ctx.chain_failures
+            .lock()
+            .expect("failures lock")
+            .remove(&key);
+        let crank = run
+            .spec
+            .coordinator
+            .solana
+            .as_ref()
+            .is_some_and(|s| s.crank);
+        return if crank {
+            chain::CRANK_RESYNC
+        } else {
+            chain::RESYNC
+        };
+    };
+    ctx.metrics.chain_failed(&namespace, &name, error.reason());
+    let failures = {
+        let mut failures = ctx.chain_failures.lock().expect("failures lock");
+        let entry = failures.entry(key).or_insert((0, Instant::now()));
+        entry.0 = entry.0.saturating_add(1);
+        entry.1 = Instant::now() + error_backoff(entry.0);
+        entry.0
+    };
+    tracing::warn!(%namespace, run = %name, %error, failures, "chain sync failed");
+    let message = error.to_string();
+    let reported = previous
+        .conditions
+        .iter()
+        .any(|c| c.type_ == CHAIN_SYNCED && c.status == "False" && c.message == message);
+    if !reported {
+        ctx.publish(&reference, EventType::Warning, error.reason(), message)
+            .await;
+    }
+    error_backoff(failures)
 }
 
 async fn apply_child<K>(client: &Client, namespace: &str, object: &K) -> Result<(), kube::Error>
@@ -340,12 +499,22 @@ where
         .map(|_| ())
 }
 
-/// The status a plan leads to. Training progress (epoch, step, loss) is kept from the last
-/// status; chain sync and the clients' reports write it.
-fn status_of(run: &TrainingRun, plan: &Plan, now: Timestamp) -> TrainingRunStatus {
+/// The status a plan, a chain sync and the clients' reports lead to. The chain, when there is
+/// one, says where the run is (epoch, step, members); the clients say the loss, and where the
+/// run is in centralized mode. What no source answered this time is kept from the last status.
+fn status_of(
+    run: &TrainingRun,
+    plan: &Plan,
+    chain: Option<&Result<Synced, ChainError>>,
+    progress: Option<&Progress>,
+    now: Timestamp,
+) -> TrainingRunStatus {
     let spec = &run.spec;
     let generation = run.metadata.generation.unwrap_or(0);
-    let previous = run.status.clone().unwrap_or_default();
+    let mut previous = run.status.clone().unwrap_or_default();
+    let view = chain.and_then(|chain| chain.as_ref().ok()).map(|s| &s.view);
+    let finished_on_chain =
+        view.is_some_and(|v| v.state == demeter_coordinator::RunState::Finished);
     let desired = spec.clients.replicas;
     let able = desired.saturating_sub(u16::try_from(plan.given_up.len()).unwrap_or(u16::MAX));
     let finished_before = previous.observed_generation == Some(generation)
@@ -356,7 +525,7 @@ fn status_of(run: &TrainingRun, plan: &Plan, now: Timestamp) -> TrainingRunStatu
         previous.phase.unwrap_or(Phase::Failed)
     } else if able < spec.schedule.min_clients {
         Phase::Failed
-    } else if plan.succeeded == desired {
+    } else if plan.succeeded == desired || finished_on_chain {
         Phase::Succeeded
     } else if plan.running > 0 {
         Phase::Running
@@ -447,6 +616,69 @@ fn status_of(run: &TrainingRun, plan: &Plan, now: Timestamp) -> TrainingRunStatu
         generation,
         now,
     );
+
+    if let Some(chain) = chain {
+        let (synced, reason, message) = match chain {
+            Ok(Synced {
+                failed: Some(error),
+                ..
+            })
+            | Err(error) => (false, error.reason(), error.to_string()),
+            Ok(Synced { view, .. }) => (
+                true,
+                "Synced",
+                format!(
+                    "{} at slot {}{}",
+                    view.state_name(),
+                    view.slot,
+                    if view.pause_pending {
+                        ", pause pending"
+                    } else {
+                        ""
+                    }
+                ),
+            ),
+        };
+        conditions::set(
+            &mut conditions,
+            CHAIN_SYNCED,
+            synced,
+            reason,
+            message,
+            generation,
+            now,
+        );
+    }
+    if let Some(progress) = progress {
+        previous.last_loss = progress.loss.or(previous.last_loss);
+        if spec.coordinator.solana.is_none() {
+            // A restarted client counts its tokens from zero; the run's count never goes back.
+            previous.epoch = progress.epoch;
+            previous.step = progress.step;
+            previous.tokens = previous.tokens.max(progress.tokens);
+            previous.clients.joined = progress.joined;
+            previous.clients.witnessed = progress.witnessed;
+        }
+    }
+    if let Some(view) = view {
+        previous.epoch = view.epoch;
+        previous.step = view.step;
+        previous.tokens = view
+            .samples
+            .saturating_mul(u64::from(spec.data.sequence_length));
+        previous.clients.joined = view.joined;
+        previous.clients.witnessed = view.witnessed;
+        previous.clients.dropped = view.dropped;
+        previous.last_round_seconds = view.last_round_seconds.or(previous.last_round_seconds);
+        previous.chain = Some(ChainStatus {
+            run_account: Some(view.run_account.to_string()),
+            state: Some(view.state_name().to_owned()),
+            pause_pending: view.pause_pending,
+            points: view.points,
+            slot: view.slot,
+            last_sync_time: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now)),
+        });
+    }
 
     TrainingRunStatus {
         phase: Some(phase),
@@ -628,7 +860,61 @@ async fn cleanup(object: &DynamicObject, ctx: &Context) -> Result<Action, Error>
         namespace.clone().unwrap_or_default(),
         name.clone().unwrap_or_default(),
     );
+    if let Ok(run) = parse(object)
+        && let Some(solana) = &run.spec.coordinator.solana
+        && let Some(key) = &solana.authority_secret_ref
+    {
+        pause_before_deletion(&run, solana, key, ctx).await?;
+    }
     ctx.metrics.forget(&namespace, &name);
+    ctx.chain_failures
+        .lock()
+        .expect("failures lock")
+        .remove(&(namespace.clone(), name.clone()));
     tracing::info!(%namespace, run = %name, "TrainingRun deleted");
     Ok(Action::await_change())
+}
+
+/// Asks the on-chain run to pause before its TrainingRun goes away, so that no epoch starts
+/// without an owner; the run account and its points stay. RPC failures are retried (the
+/// finalizer holds the object); a missing or wrong authority cannot get better, so the object
+/// goes with a Warning that the run was left as it is.
+async fn pause_before_deletion(
+    run: &TrainingRun,
+    solana: &SolanaCoordinator,
+    key: &k8s_openapi::api::core::v1::SecretKeySelector,
+    ctx: &Context,
+) -> Result<(), Error> {
+    let reference = run.object_ref(&());
+    let secrets =
+        Api::<Secret>::namespaced(ctx.client.clone(), &run.namespace().unwrap_or_default());
+    let paused = match chain::authority(&secrets, key).await {
+        Ok(authority) => {
+            let run_id = children::solana_run_id(solana)?;
+            chain::pause_for_deletion(solana, run_id, &authority).await
+        }
+        Err(error) => Err(error),
+    };
+    match paused {
+        Ok(true) => {
+            let note = format!(
+                "Asked run {:?} to pause before deletion; its account and points stay on chain",
+                solana.run_id
+            );
+            ctx.publish(&reference, EventType::Normal, "PausedOnChain", note)
+                .await;
+            Ok(())
+        }
+        Ok(false) => Ok(()),
+        Err(error @ (ChainError::Authority(_) | ChainError::NotTheAuthority { .. })) => {
+            let note = format!(
+                "Run {:?} was left as it is on chain: {error}",
+                solana.run_id
+            );
+            ctx.publish(&reference, EventType::Warning, "RunLeftOnChain", note)
+                .await;
+            Ok(())
+        }
+        Err(error) => Err(error.into()),
+    }
 }

@@ -405,6 +405,7 @@ pub struct CentralizedCoordinator {
 /// A run on a Solana cluster.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!self.crank || has(self.authoritySecretRef)").message("coordinator.solana.crank needs authoritySecretRef: that wallet pays for the ticks").field_path(".crank"))]
 pub struct SolanaCoordinator {
     /// The cluster's JSON-RPC URL.
     pub rpc_url: String,
@@ -416,12 +417,17 @@ pub struct SolanaCoordinator {
     /// The run's name on chain, at most 32 bytes.
     #[schemars(length(min = 1, max = 32))]
     pub run_id: String,
-    /// A Secret key holding the run authority's keypair (a Solana CLI wallet file). With it the
-    /// operator creates the run on chain if it does not exist, and pauses, resumes and closes
-    /// it. Without it the run must exist already and the operator only follows it.
+    /// A Secret key holding the run authority's keypair (a Solana CLI wallet file), which pays
+    /// the operator's transactions. With it the operator creates the run on chain if it does
+    /// not exist (joins gated to this run's clients), grants joins to clients added later,
+    /// writes schedule changes while the run waits or is paused, pauses it on suspend and when
+    /// the TrainingRun is deleted, and resumes it. It never closes the run: the run account
+    /// holds the clients' points. Without it the run must exist already and the operator only
+    /// follows it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authority_secret_ref: Option<SecretKeySelector>,
-    /// Send the tick transactions that advance the run when they are due (clients do too).
+    /// Send the tick transactions that advance the run when they are due (clients do too),
+    /// paid by the authority's wallet.
     #[serde(default)]
     pub crank: bool,
 }
@@ -562,13 +568,24 @@ pub struct ClientCounts {
     pub ready_text: String,
 }
 
-/// The run on chain.
+/// The run on chain, as last read.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ChainStatus {
     /// The run account's address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_account: Option<String>,
+    /// The coordinator's state: WaitingForMembers, Warmup, RoundTrain, RoundWitness,
+    /// Cooldown, Finished or Paused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// A pause was asked for; it takes effect when the round under way and the epoch's
+    /// cooldown end.
+    #[serde(default)]
+    pub pause_pending: bool,
+    /// Points recorded for all members (the treasurer pays against them).
+    #[serde(default)]
+    pub points: u64,
     /// The slot of the last read.
     #[serde(default)]
     pub slot: u64,

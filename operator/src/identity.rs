@@ -33,16 +33,35 @@ pub fn generate_keypair_json() -> Result<String, IdentityError> {
     Ok(serde_json::to_string(&bytes).expect("bytes serialize"))
 }
 
-/// The base58 public key of a wallet file, checked against its secret half.
-pub fn public_key(keypair_json: &[u8]) -> Result<String, String> {
+/// The keypair of a wallet file, its public half checked against its secret half.
+pub fn parse_keypair(keypair_json: &[u8]) -> Result<SigningKey, String> {
     let bytes: Vec<u8> =
         serde_json::from_slice(keypair_json).map_err(|_| "not a JSON array of bytes".to_owned())?;
     let bytes: [u8; 64] = bytes
         .try_into()
         .map_err(|b: Vec<u8>| format!("{} bytes, not 64", b.len()))?;
-    let key = SigningKey::from_keypair_bytes(&bytes)
-        .map_err(|_| "its public half does not match its secret half".to_owned())?;
+    SigningKey::from_keypair_bytes(&bytes)
+        .map_err(|_| "its public half does not match its secret half".to_owned())
+}
+
+/// The base58 public key of a wallet file, checked against its secret half.
+pub fn public_key(keypair_json: &[u8]) -> Result<String, String> {
+    let key = parse_keypair(keypair_json)?;
     Ok(bs58::encode(key.verifying_key().as_bytes()).into_string())
+}
+
+/// The bytes under `key` of a Secret, from `data` or, before the API server has folded it in,
+/// `stringData`.
+pub fn secret_value(secret: &Secret, key: &str) -> Option<Vec<u8>> {
+    secret
+        .data
+        .as_ref()
+        .and_then(|data| data.get(key))
+        .map(|value| value.0.clone())
+        .or_else(|| {
+            let text = secret.string_data.as_ref()?.get(key)?;
+            Some(text.as_bytes().to_vec())
+        })
 }
 
 /// Makes sure every client of `run` has its keypair Secret and returns their public keys, in
@@ -84,16 +103,8 @@ fn read_public_key(secret: &Secret, secret_name: &str) -> Result<String, Identit
         secret: secret_name.to_owned(),
         why,
     };
-    let bytes = secret
-        .data
-        .as_ref()
-        .and_then(|data| data.get(KEYPAIR_KEY))
-        .map(|value| value.0.clone())
-        .or_else(|| {
-            let text = secret.string_data.as_ref()?.get(KEYPAIR_KEY)?;
-            Some(text.as_bytes().to_vec())
-        })
-        .ok_or_else(|| malformed("the key is missing".into()))?;
+    let bytes =
+        secret_value(secret, KEYPAIR_KEY).ok_or_else(|| malformed("the key is missing".into()))?;
     public_key(&bytes).map_err(malformed)
 }
 

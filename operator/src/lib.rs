@@ -1,6 +1,7 @@
 //! The Demeter operator: reconciles `TrainingRun` resources into the pods of a decentralized
 //! training run and reports the run's health back.
 
+pub mod chain;
 pub mod children;
 pub mod clients;
 pub mod conditions;
@@ -10,6 +11,7 @@ pub mod http;
 pub mod identity;
 pub mod leader;
 pub mod metrics;
+pub mod progress;
 
 /// The CRD as YAML, as `demeter-operator crd` prints it and `deploy/crds/` holds it.
 pub fn crd_yaml() -> Result<String, serde_yaml_ng::Error> {

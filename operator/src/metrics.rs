@@ -11,6 +11,7 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
+use crate::chain::ChainView;
 use crate::crd::{Phase, TrainingRunStatus};
 
 const RUN_LABELS: &[&str] = &["namespace", "name"];
@@ -37,6 +38,12 @@ pub struct Metrics {
     witness_quorum: GaugeVec,
     round_seconds: GaugeVec,
     restarts: IntGaugeVec,
+    points: IntGaugeVec,
+    chain_slot: IntGaugeVec,
+    chain_slot_lag: IntGaugeVec,
+    chain_last_sync: GaugeVec,
+    chain_errors: IntCounterVec,
+    chain_transactions: IntCounterVec,
     /// Each run's phase, to count runs by phase.
     phases: Mutex<BTreeMap<(String, String), Phase>>,
 }
@@ -111,6 +118,42 @@ impl Metrics {
                 "run_client_restarts",
                 "Client pod restarts since the spec last changed.",
             ),
+            points: run_gauge(
+                "run_points",
+                "Points the coordinator recorded for the run's members (solana mode).",
+            ),
+            chain_slot: run_gauge(
+                "run_chain_slot",
+                "The slot of the last read of the run account.",
+            ),
+            chain_slot_lag: run_gauge(
+                "run_chain_slot_lag",
+                "Slots the last read of the run account trailed the RPC node's newest slot.",
+            ),
+            chain_last_sync: GaugeVec::new(
+                Opts::new(
+                    "run_chain_last_sync_timestamp_seconds",
+                    "When the run account was last read (unix time); alert on its age.",
+                ),
+                RUN_LABELS,
+            )
+            .expect("valid metric"),
+            chain_errors: IntCounterVec::new(
+                Opts::new(
+                    "run_chain_sync_errors_total",
+                    "Chain syncs that failed, by reason (the ChainSynced condition's).",
+                ),
+                &["namespace", "name", "reason"],
+            )
+            .expect("valid metric"),
+            chain_transactions: IntCounterVec::new(
+                Opts::new(
+                    "run_chain_transactions_total",
+                    "Transactions the operator landed for the run, by instruction.",
+                ),
+                &["namespace", "name", "instruction"],
+            )
+            .expect("valid metric"),
             registry,
             phases: Mutex::default(),
         };
@@ -128,6 +171,12 @@ impl Metrics {
             Box::new(metrics.witness_quorum.clone()),
             Box::new(metrics.round_seconds.clone()),
             Box::new(metrics.restarts.clone()),
+            Box::new(metrics.points.clone()),
+            Box::new(metrics.chain_slot.clone()),
+            Box::new(metrics.chain_slot_lag.clone()),
+            Box::new(metrics.chain_last_sync.clone()),
+            Box::new(metrics.chain_errors.clone()),
+            Box::new(metrics.chain_transactions.clone()),
         ] {
             r.register(collector).expect("metric names are unique");
         }
@@ -192,14 +241,68 @@ impl Metrics {
         }
     }
 
+    /// A read of the run on chain.
+    pub fn chain_synced(&self, namespace: &str, name: &str, view: &ChainView) {
+        let labels = [namespace, name];
+        let int = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.points.with_label_values(&labels).set(int(view.points));
+        self.chain_slot
+            .with_label_values(&labels)
+            .set(int(view.slot));
+        self.chain_slot_lag
+            .with_label_values(&labels)
+            .set(int(view.slot_lag));
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        self.chain_last_sync
+            .with_label_values(&labels)
+            .set(now.as_secs_f64());
+    }
+
+    pub fn chain_failed(&self, namespace: &str, name: &str, reason: &str) {
+        self.chain_errors
+            .with_label_values(&[namespace, name, reason])
+            .inc();
+    }
+
+    pub fn chain_sent(&self, namespace: &str, name: &str, instruction: &str) {
+        self.chain_transactions
+            .with_label_values(&[namespace, name, instruction])
+            .inc();
+    }
+
     /// Removes every series of a deleted run.
     pub fn forget(&self, namespace: &str, name: &str) {
         let labels = [namespace, name];
-        for gauge in [&self.step, &self.epoch, &self.tokens, &self.restarts] {
+        for gauge in [
+            &self.step,
+            &self.epoch,
+            &self.tokens,
+            &self.restarts,
+            &self.points,
+            &self.chain_slot,
+            &self.chain_slot_lag,
+        ] {
             let _ = gauge.remove_label_values(&labels);
         }
-        for gauge in [&self.loss, &self.witness_quorum, &self.round_seconds] {
+        for gauge in [
+            &self.loss,
+            &self.witness_quorum,
+            &self.round_seconds,
+            &self.chain_last_sync,
+        ] {
             let _ = gauge.remove_label_values(&labels);
+        }
+        for reason in crate::chain::REASONS {
+            let _ = self
+                .chain_errors
+                .remove_label_values(&[namespace, name, reason]);
+        }
+        for instruction in crate::chain::INSTRUCTIONS {
+            let _ = self
+                .chain_transactions
+                .remove_label_values(&[namespace, name, instruction]);
         }
         for state in ["desired", "ready", "joined", "witnessed", "dropped"] {
             let _ = self.clients.remove_label_values(&[namespace, name, state]);
