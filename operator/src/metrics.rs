@@ -344,6 +344,8 @@ pub fn phase_name(phase: Phase) -> &'static str {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
 
     #[test]
@@ -363,5 +365,72 @@ mod tests {
         let text = metrics.render();
         assert!(!text.contains("r1"), "{text}");
         assert!(text.contains("demeter_operator_runs{phase=\"Running\"} 0"));
+    }
+
+    /// Every series `deploy/dashboards/demeter-operator.json` queries is one the operator
+    /// exports, so a renamed metric cannot leave a panel silently empty.
+    #[test]
+    fn the_dashboard_queries_only_exported_series() {
+        let metrics = Metrics::new();
+        let status = TrainingRunStatus {
+            phase: Some(Phase::Running),
+            last_loss: Some(2.0),
+            last_round_seconds: Some(9.0),
+            clients: crate::crd::ClientCounts {
+                joined: 3,
+                ..Default::default()
+            },
+            ..TrainingRunStatus::default()
+        };
+        metrics.observe("ml", "r1", &status);
+        metrics.reconciled(Duration::from_millis(3));
+        metrics.failed("kube");
+        metrics.chain_synced(
+            "ml",
+            "r1",
+            &ChainView {
+                run_account: solana_sdk::pubkey::Pubkey::new_unique(),
+                slot: 10,
+                slot_lag: 1,
+                state: demeter_coordinator::RunState::RoundTrain,
+                pause_pending: false,
+                epoch: 1,
+                step: 5,
+                samples: 40,
+                joined: 3,
+                witnessed: 3,
+                dropped: 0,
+                points: 30,
+                last_round_seconds: Some(9.0),
+            },
+        );
+        metrics.chain_failed("ml", "r1", "RpcError");
+        metrics.chain_sent("ml", "r1", "tick");
+        let rendered = metrics.render();
+        let exported: BTreeSet<&str> = rendered
+            .lines()
+            .filter(|line| !line.starts_with('#'))
+            .filter_map(|line| line.split(['{', ' ']).next())
+            .collect();
+
+        let dashboard: serde_json::Value = serde_json::from_str(include_str!(
+            "../../deploy/dashboards/demeter-operator.json"
+        ))
+        .expect("the dashboard is JSON");
+        let text = dashboard.to_string();
+        let queried: BTreeSet<&str> = text
+            .match_indices("demeter_operator_")
+            .map(|(at, _)| {
+                let rest = &text[at..];
+                let end = rest
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(rest.len());
+                &rest[..end]
+            })
+            .filter(|name| *name != "demeter_operator_")
+            .collect();
+        assert!(queried.len() >= 15, "{queried:?}");
+        let missing: Vec<_> = queried.difference(&exported).collect();
+        assert!(missing.is_empty(), "not exported: {missing:?}");
     }
 }
