@@ -177,20 +177,16 @@ impl ChainView {
     }
 
     pub fn state_name(&self) -> &'static str {
-        state_name(self.state)
-    }
-}
-
-pub fn state_name(state: RunState) -> &'static str {
-    match state {
-        RunState::Uninitialized => "Uninitialized",
-        RunState::WaitingForMembers => "WaitingForMembers",
-        RunState::Warmup => "Warmup",
-        RunState::RoundTrain => "RoundTrain",
-        RunState::RoundWitness => "RoundWitness",
-        RunState::Cooldown => "Cooldown",
-        RunState::Finished => "Finished",
-        RunState::Paused => "Paused",
+        match self.state {
+            RunState::Uninitialized => "Uninitialized",
+            RunState::WaitingForMembers => "WaitingForMembers",
+            RunState::Warmup => "Warmup",
+            RunState::RoundTrain => "RoundTrain",
+            RunState::RoundWitness => "RoundWitness",
+            RunState::Cooldown => "Cooldown",
+            RunState::Finished => "Finished",
+            RunState::Paused => "Paused",
+        }
     }
 }
 
