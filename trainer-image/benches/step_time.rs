@@ -62,6 +62,8 @@ fn main() -> anyhow::Result<()> {
             demo: DemoConfig::default(),
             adamw: AdamWConfig::default(),
             grad_clip: None,
+            // One thread, so that each phase's time is the workers' own, not shared cores'.
+            worker_threads: 1,
         };
         let mut simulation = Simulation::new(config, Dataset::embedded(0.01), device)?;
         simulation.step()?;

@@ -42,6 +42,9 @@ pub struct SimulationConfig {
     pub adamw: AdamWConfig,
     /// Global gradient-norm limit per worker, if any.
     pub grad_clip: Option<f64>,
+    /// OS threads the workers' steps run on. Workers share nothing mutable, so this changes
+    /// only the speed, never a result (libtorch's own thread count is the caller's to set).
+    pub worker_threads: usize,
 }
 
 /// Seconds spent in each phase, summed over workers and steps.
@@ -57,6 +60,17 @@ pub struct PhaseTimes {
     pub aggregate: Duration,
     /// Sign and parameter update (DeMo) or the AdamW update.
     pub apply: Duration,
+}
+
+impl std::ops::AddAssign<&PhaseTimes> for PhaseTimes {
+    fn add_assign(&mut self, other: &PhaseTimes) {
+        self.forward_backward += other.forward_backward;
+        self.compress += other.compress;
+        self.wire_encode += other.wire_encode;
+        self.wire_decode += other.wire_decode;
+        self.aggregate += other.aggregate;
+        self.apply += other.apply;
+    }
 }
 
 /// What one step did.
@@ -78,6 +92,52 @@ enum WorkerOptimizer {
 struct Worker {
     replica: Replica,
     optimizer: WorkerOptimizer,
+}
+
+/// What a worker hands to the exchange after its local step.
+enum LocalOutput {
+    /// DeMo: its serialized payload.
+    Payload(Vec<u8>),
+    /// AdamW: its gradients, for the all-reduce.
+    Gradients(Vec<Tensor>),
+}
+
+/// Runs `work` on every worker with its own input, spread over up to `threads` OS threads in
+/// contiguous runs of workers, and returns the results in worker order. Workers share nothing
+/// mutable, so the results do not depend on `threads`.
+fn for_each_worker<I: Send, T: Send>(
+    workers: &mut [Worker],
+    inputs: Vec<I>,
+    threads: usize,
+    work: impl Fn(usize, &mut Worker, I) -> T + Sync,
+) -> Vec<T> {
+    let mut jobs: Vec<_> = workers.iter_mut().zip(inputs).enumerate().collect();
+    let per_thread = jobs.len().div_ceil(threads.max(1)).max(1);
+    let run = |jobs: Vec<(usize, (&mut Worker, I))>| -> Vec<T> {
+        jobs.into_iter()
+            .map(|(index, (worker, input))| work(index, worker, input))
+            .collect()
+    };
+    if per_thread >= jobs.len() {
+        return run(jobs);
+    }
+    let mut chunks = Vec::new();
+    while jobs.len() > per_thread {
+        let rest = jobs.split_off(per_thread);
+        chunks.push(std::mem::replace(&mut jobs, rest));
+    }
+    chunks.push(jobs);
+    let run = &run;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = chunks
+            .into_iter()
+            .map(|chunk| scope.spawn(move || run(chunk)))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|handle| handle.join().expect("a worker thread panicked"))
+            .collect()
+    })
 }
 
 /// Bytes each of `workers` sends per step in a ring all-reduce of `parameters` bf16 gradients:
@@ -168,25 +228,51 @@ impl Simulation {
     /// Runs one step on every worker.
     pub fn step(&mut self) -> anyhow::Result<StepReport> {
         let lr = self.config.schedule.lr(self.step);
-        let mut loss_sum = 0.0;
-        let mut gradients = Vec::with_capacity(self.workers.len());
-        for (index, worker) in self.workers.iter().enumerate() {
-            let start = Instant::now();
-            let first = (index * self.config.batch_per_worker) as u64;
-            let ranges: Vec<_> = (first..first + self.config.batch_per_worker as u64)
-                .map(|id| self.plan.token_range(self.step, id))
-                .collect();
-            let (inputs, targets) = self.dataset.training_batch(&ranges);
-            let (loss, grads) = worker
-                .replica
-                .gradients(&inputs, &targets, self.config.grad_clip);
-            loss_sum += loss;
-            gradients.push(grads);
-            self.times.forward_backward += start.elapsed();
+        let (dataset, plan, config, step) = (&self.dataset, &self.plan, &self.config, self.step);
+        let workers = self.workers.len();
+        let local = for_each_worker(
+            &mut self.workers,
+            vec![(); workers],
+            config.worker_threads,
+            |index, worker, ()| {
+                let start = Instant::now();
+                let first = (index * config.batch_per_worker) as u64;
+                let ranges: Vec<_> = (first..first + config.batch_per_worker as u64)
+                    .map(|id| plan.token_range(step, id))
+                    .collect();
+                let (inputs, targets) = dataset.training_batch(&ranges);
+                let (loss, grads) = worker
+                    .replica
+                    .gradients(&inputs, &targets, config.grad_clip);
+                let mut times = PhaseTimes {
+                    forward_backward: start.elapsed(),
+                    ..PhaseTimes::default()
+                };
+                // DeMo compresses on the worker itself: its momentum never leaves it.
+                let output = match &mut worker.optimizer {
+                    WorkerOptimizer::Demo(demo) => {
+                        let start = Instant::now();
+                        let update = demo.compress_step(&grads, lr);
+                        times.compress = start.elapsed();
+                        let start = Instant::now();
+                        let bytes = payload::encode(&update, demo.compressor().layouts());
+                        times.wire_encode = start.elapsed();
+                        LocalOutput::Payload(bytes)
+                    }
+                    WorkerOptimizer::AdamW(_) => LocalOutput::Gradients(grads),
+                };
+                (loss, output, times)
+            },
+        );
+        let loss_sum: f64 = local.iter().map(|(loss, _, _)| loss).sum();
+        let mut outputs = Vec::with_capacity(local.len());
+        for (_, output, times) in local {
+            self.times += &times;
+            outputs.push(output);
         }
         let bytes_per_worker = match self.config.optimizer {
-            OptimizerKind::Demo => self.demo_exchange(&gradients, lr)?,
-            OptimizerKind::Adamw => self.adamw_exchange(&gradients, lr),
+            OptimizerKind::Demo => self.demo_exchange(&outputs, lr)?,
+            OptimizerKind::Adamw => self.adamw_exchange(&outputs, lr),
         };
         self.step += 1;
         Ok(StepReport {
@@ -197,51 +283,65 @@ impl Simulation {
         })
     }
 
-    fn demo_exchange(&mut self, gradients: &[Vec<Tensor>], lr: f64) -> anyhow::Result<usize> {
-        // Every worker compresses its momentum and serializes its payload.
-        let mut payloads = Vec::with_capacity(self.workers.len());
-        for (worker, grads) in self.workers.iter_mut().zip(gradients) {
-            let WorkerOptimizer::Demo(demo) = &mut worker.optimizer else {
-                unreachable!("demo run")
-            };
-            let start = Instant::now();
-            let update = demo.compress_step(grads, lr);
-            self.times.compress += start.elapsed();
-            let start = Instant::now();
-            payloads.push(payload::encode(&update, demo.compressor().layouts()));
-            self.times.wire_encode += start.elapsed();
-        }
-        // Every replica decodes every payload and applies the same aggregate on its own.
-        for worker in &self.workers {
-            let WorkerOptimizer::Demo(demo) = &worker.optimizer else {
-                unreachable!("demo run")
-            };
-            let compressor = demo.compressor();
-            let start = Instant::now();
-            let updates = payloads
-                .iter()
-                .map(|bytes| {
-                    payload::decode(
-                        bytes,
-                        compressor.layouts(),
-                        compressor.values(),
-                        worker.replica.device(),
-                    )
-                })
-                .collect::<Result<Vec<SparseUpdate>, _>>()?;
-            self.times.wire_decode += start.elapsed();
-            let start = Instant::now();
-            let update_refs: Vec<&SparseUpdate> = updates.iter().collect();
-            let aggregate = tch::no_grad(|| compressor.aggregate_all(&update_refs));
-            self.times.aggregate += start.elapsed();
-            let start = Instant::now();
-            demo.apply_aggregate(&worker.replica.tensors(), &aggregate, lr);
-            self.times.apply += start.elapsed();
+    /// Every replica decodes every payload and applies the same aggregate on its own.
+    fn demo_exchange(&mut self, outputs: &[LocalOutput], lr: f64) -> anyhow::Result<usize> {
+        let payloads: Vec<&[u8]> = outputs
+            .iter()
+            .map(|output| match output {
+                LocalOutput::Payload(bytes) => bytes.as_slice(),
+                LocalOutput::Gradients(_) => unreachable!("demo run"),
+            })
+            .collect();
+        let workers = self.workers.len();
+        let applied = for_each_worker(
+            &mut self.workers,
+            vec![(); workers],
+            self.config.worker_threads,
+            |_, worker, ()| -> anyhow::Result<PhaseTimes> {
+                let WorkerOptimizer::Demo(demo) = &mut worker.optimizer else {
+                    unreachable!("demo run")
+                };
+                let compressor = demo.compressor();
+                let start = Instant::now();
+                let updates = payloads
+                    .iter()
+                    .map(|bytes| {
+                        payload::decode(
+                            bytes,
+                            compressor.layouts(),
+                            compressor.values(),
+                            worker.replica.device(),
+                        )
+                    })
+                    .collect::<Result<Vec<SparseUpdate>, _>>()?;
+                let mut times = PhaseTimes {
+                    wire_decode: start.elapsed(),
+                    ..PhaseTimes::default()
+                };
+                let start = Instant::now();
+                let update_refs: Vec<&SparseUpdate> = updates.iter().collect();
+                let aggregate = tch::no_grad(|| compressor.aggregate_all(&update_refs));
+                times.aggregate = start.elapsed();
+                let start = Instant::now();
+                demo.apply_aggregate(&worker.replica.tensors(), &aggregate, lr);
+                times.apply = start.elapsed();
+                Ok(times)
+            },
+        );
+        for times in applied {
+            self.times += &times?;
         }
         Ok(payloads[0].len())
     }
 
-    fn adamw_exchange(&mut self, gradients: &[Vec<Tensor>], lr: f64) -> usize {
+    fn adamw_exchange(&mut self, outputs: &[LocalOutput], lr: f64) -> usize {
+        let gradients: Vec<&[Tensor]> = outputs
+            .iter()
+            .map(|output| match output {
+                LocalOutput::Gradients(grads) => grads.as_slice(),
+                LocalOutput::Payload(_) => unreachable!("adamw run"),
+            })
+            .collect();
         let start = Instant::now();
         // The all-reduce: the same sum, in worker order, for every replica.
         let workers = gradients.len() as f64;
@@ -255,15 +355,28 @@ impl Simulation {
             })
             .collect();
         self.times.wire_encode += start.elapsed();
-        let start = Instant::now();
-        for worker in &mut self.workers {
-            let tensors = worker.replica.tensors();
-            let WorkerOptimizer::AdamW(adamw) = &mut worker.optimizer else {
-                unreachable!("adamw run")
-            };
-            adamw.step(&tensors, &mean, lr);
-        }
-        self.times.apply += start.elapsed();
+        // Tensors cannot be shared between threads, so each worker gets its own handle on the
+        // mean (a shallow clone: the same storage).
+        let means = self
+            .workers
+            .iter()
+            .map(|_| mean.iter().map(Tensor::shallow_clone).collect::<Vec<_>>())
+            .collect();
+        let applied = for_each_worker(
+            &mut self.workers,
+            means,
+            self.config.worker_threads,
+            |_, worker, mean| {
+                let start = Instant::now();
+                let tensors = worker.replica.tensors();
+                let WorkerOptimizer::AdamW(adamw) = &mut worker.optimizer else {
+                    unreachable!("adamw run")
+                };
+                adamw.step(&tensors, &mean, lr);
+                start.elapsed()
+            },
+        );
+        self.times.apply += applied.into_iter().sum::<Duration>();
         self.all_reduce_bytes_per_worker()
     }
 

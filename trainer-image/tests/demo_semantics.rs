@@ -234,3 +234,30 @@ fn resume_continues_bit_for_bit() {
         }
     }
 }
+
+#[test]
+fn results_do_not_depend_on_worker_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    for optimizer in ["demo", "adamw"] {
+        // Three workers: two threads run them as [2, 1], three as [1, 1, 1]. Both settings run
+        // each worker's ops single-threaded, so any difference would come from the spreading.
+        let runs: Vec<_> = [2, 3]
+            .into_iter()
+            .map(|threads| {
+                let mut args = simulate_args(4);
+                args.optimizer = clap::ValueEnum::from_str(optimizer, true).unwrap();
+                args.worker_threads = Some(threads);
+                let checkpoint = dir.path().join(format!("{optimizer}-{threads}"));
+                args.checkpoint = Some(checkpoint.clone());
+                let summary = run_simulation(&args).unwrap();
+                let model = std::fs::read(checkpoint.join("model.safetensors")).unwrap();
+                (summary, model)
+            })
+            .collect();
+        let ((two, two_model), (three, three_model)) = (&runs[0], &runs[1]);
+        assert_eq!(two.last_loss, three.last_loss, "{optimizer}: training loss");
+        assert_eq!(two.val_loss, three.val_loss, "{optimizer}: validation loss");
+        assert!(two_model == three_model, "{optimizer}: weights differ");
+        assert!(two.phase_times.forward_backward > std::time::Duration::ZERO);
+    }
+}

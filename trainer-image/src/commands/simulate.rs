@@ -10,7 +10,7 @@ use crate::data::Dataset;
 use crate::demo::{DemoConfig, ValueEncoding};
 use crate::model::{Preset, default_device};
 use crate::optim::{AdamWConfig, Schedule, ScheduleKind};
-use crate::simulate::{OptimizerKind, Simulation, SimulationConfig};
+use crate::simulate::{OptimizerKind, PhaseTimes, Simulation, SimulationConfig};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct SimulateArgs {
@@ -66,6 +66,13 @@ pub struct SimulateArgs {
     pub grad_clip: Option<f64>,
     #[arg(long, default_value_t = 1234)]
     pub seed: u64,
+    /// OS threads the workers run on (default: one per core, at most one per worker; 1 on CUDA).
+    /// With more than one, each worker's tensor ops run single-threaded: on a small model the
+    /// workers fill the cores better than libtorch's intra-op threads do. Any count above 1 gives
+    /// the same results; 1 leaves libtorch its own threads, whose reductions may round
+    /// differently.
+    #[arg(long)]
+    pub worker_threads: Option<usize>,
     /// Validation windows evaluated at the end.
     #[arg(long, default_value_t = 64)]
     pub eval_samples: usize,
@@ -100,8 +107,8 @@ impl From<ValueEncodingArg> for ValueEncoding {
 }
 
 impl SimulateArgs {
-    /// The simulation these arguments describe.
-    pub fn config(&self) -> SimulationConfig {
+    /// The simulation these arguments describe, its workers on `worker_threads` threads.
+    pub fn config(&self, worker_threads: usize) -> SimulationConfig {
         let peak_lr = self.lr.unwrap_or(1e-3);
         SimulationConfig {
             workers: self.workers,
@@ -130,6 +137,7 @@ impl SimulateArgs {
                 ..AdamWConfig::default()
             },
             grad_clip: self.grad_clip,
+            worker_threads,
         }
     }
 }
@@ -147,12 +155,27 @@ pub struct SimulationSummary {
     pub all_reduce_bytes_per_worker: usize,
     pub replicas_identical: bool,
     pub seconds: f64,
+    /// Time per phase over all workers and steps of this run.
+    pub phase_times: PhaseTimes,
 }
 
 /// Runs the simulation `args` describe, with a progress bar unless `quiet`.
 pub fn run_simulation(args: &SimulateArgs) -> anyhow::Result<SimulationSummary> {
     let dataset = Dataset::open_or_embedded(args.data.as_deref())?;
-    let mut simulation = Simulation::new(args.config(), dataset, default_device())?;
+    let device = default_device();
+    let worker_threads = match args.worker_threads {
+        Some(0) => anyhow::bail!("--worker-threads must be at least 1"),
+        Some(threads) => threads,
+        None if device.is_cuda() => 1,
+        None => std::thread::available_parallelism()
+            .map_or(1, usize::from)
+            .min(args.workers),
+    };
+    if worker_threads > 1 {
+        // Threads libtorch starts later (the workers') take this setting on their first op.
+        tch::set_num_threads(1);
+    }
+    let mut simulation = Simulation::new(args.config(worker_threads), dataset, device)?;
     if let Some(dir) = &args.resume {
         simulation.resume(dir)?;
     }
@@ -198,11 +221,27 @@ pub fn run_simulation(args: &SimulateArgs) -> anyhow::Result<SimulationSummary> 
         all_reduce_bytes_per_worker: simulation.all_reduce_bytes_per_worker(),
         replicas_identical: hashes.windows(2).all(|pair| pair[0] == pair[1]),
         seconds,
+        phase_times: simulation.phase_times().clone(),
     };
     if let Some(dir) = &args.checkpoint {
         simulation.save_checkpoint(dir)?;
     }
     Ok(summary)
+}
+
+/// Milliseconds per step of each phase, summed over the workers, in the order of the row's label.
+fn phase_split(times: &PhaseTimes, steps: u64) -> String {
+    let per_step = |phase: std::time::Duration| phase.as_secs_f64() * 1e3 / steps.max(1) as f64;
+    [
+        times.forward_backward,
+        times.compress,
+        times.wire_encode,
+        times.wire_decode,
+        times.aggregate,
+        times.apply,
+    ]
+    .map(|phase| format!("{:.1}", per_step(phase)))
+    .join(" / ")
 }
 
 /// `demeter simulate`: runs and prints the summary table.
@@ -259,6 +298,10 @@ pub fn simulate(args: &SimulateArgs) -> anyhow::Result<()> {
             },
         ),
         ("wall time", format!("{:.2} s", summary.seconds)),
+        (
+            "ms per step: fwd+bwd, compress, encode, decode, aggregate, apply",
+            phase_split(&summary.phase_times, summary.steps),
+        ),
         (
             "throughput",
             format!("{:.0} tokens/s", summary.tokens as f64 / summary.seconds),
