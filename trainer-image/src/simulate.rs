@@ -303,17 +303,11 @@ impl Simulation {
                 };
                 let compressor = demo.compressor();
                 let start = Instant::now();
-                let updates = payloads
-                    .iter()
-                    .map(|bytes| {
-                        payload::decode(
-                            bytes,
-                            compressor.layouts(),
-                            compressor.values(),
-                            worker.replica.device(),
-                        )
-                    })
-                    .collect::<Result<Vec<SparseUpdate>, _>>()?;
+                let updates = payload::decode_all(
+                    payloads.iter().copied(),
+                    compressor,
+                    worker.replica.device(),
+                )?;
                 let mut times = PhaseTimes {
                     wire_decode: start.elapsed(),
                     ..PhaseTimes::default()

@@ -5,7 +5,9 @@ use sha2::{Digest, Sha256};
 use tch::{Device, Tensor};
 
 use super::error::PayloadError;
-use crate::demo::{BlockLayout, SparseBlocks, SparseUpdate, TensorLayout, ValueEncoding};
+use crate::demo::{
+    BlockLayout, Compressor, SparseBlocks, SparseUpdate, TensorLayout, ValueEncoding,
+};
 
 const MAGIC: [u8; 4] = *b"DMPL";
 /// The payload format version this build writes and reads.
@@ -277,6 +279,18 @@ fn open(bytes: &[u8]) -> Result<(ValueEncoding, u32, Cursor<'_>), PayloadError> 
     }
     let count = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
     Ok((encoding, count, cursor))
+}
+
+/// Decodes peers' payloads for a replica whose codec is `compressor`, onto `device`, in order.
+pub fn decode_all<'a>(
+    payloads: impl IntoIterator<Item = &'a [u8]>,
+    compressor: &Compressor,
+    device: Device,
+) -> Result<Vec<SparseUpdate>, PayloadError> {
+    payloads
+        .into_iter()
+        .map(|bytes| decode(bytes, compressor.layouts(), compressor.values(), device))
+        .collect()
 }
 
 /// Decodes a payload that must follow `layouts` and `encoding`, onto `device`.

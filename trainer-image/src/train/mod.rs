@@ -526,20 +526,11 @@ impl<B: CoordinatorBackend> Trainer<B> {
             let counted = self.counted_results(state, &round).await?;
             self.metrics.time("fetch", fetching.elapsed());
             let aggregating = Instant::now();
-            let updates = {
-                let compressor = self.demo.compressor();
-                counted
-                    .iter()
-                    .map(|bytes| {
-                        payload::decode(
-                            bytes,
-                            compressor.layouts(),
-                            compressor.values(),
-                            self.replica.device(),
-                        )
-                    })
-                    .collect::<Result<Vec<SparseUpdate>, _>>()?
-            };
+            let updates = payload::decode_all(
+                counted.iter().map(AsRef::as_ref),
+                self.demo.compressor(),
+                self.replica.device(),
+            )?;
             let lr = self.schedule(state).lr(step);
             tokio::task::block_in_place(|| {
                 if !updates.is_empty() {
