@@ -3,11 +3,11 @@
 //! The optimizer, `demeter payload` and the networked trainer all go through this one type, so a
 //! coefficient means the same thing wherever it is produced or consumed.
 
-use tch::{Device, Tensor};
+use tch::{Device, Kind, Tensor};
 
 use super::dct::DctTransform;
 use super::layout::BlockLayout;
-use super::sparse::{SparseBlocks, ValueEncoding, mean_of_selections};
+use super::sparse::{SparseBlocks, ValueEncoding, weighted_picks};
 
 /// A named parameter and its blocking.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -125,16 +125,32 @@ impl Compressor {
 
     /// The tensor that a selection of parameter `index` stands for.
     pub fn decode(&self, index: usize, selection: &SparseBlocks) -> Tensor {
-        let blocks = &self.layouts[index].blocks;
-        self.transform.decode(&selection.to_dense(blocks), blocks)
+        self.decode_picks(index, &selection.indices, &selection.values)
     }
 
     /// The decoded mean of many clients' selections of parameter `index`: each coefficient
     /// averaged over the clients that selected it, then the inverse DCT.
     pub fn aggregate(&self, index: usize, selections: &[&SparseBlocks]) -> Tensor {
+        let (indices, values) = weighted_picks(selections, &self.layouts[index].blocks);
+        self.decode_picks(index, &indices, &values)
+    }
+
+    /// The inverse DCT of coefficients given as picks (`[block_count, terms]` positions and
+    /// values; repeats add up), by whichever of the sparse and the dense inverse costs fewer
+    /// multiply-adds. The choice depends only on the shapes, so every replica makes the same one.
+    fn decode_picks(&self, index: usize, indices: &Tensor, values: &Tensor) -> Tensor {
         let blocks = &self.layouts[index].blocks;
-        self.transform
-            .decode(&mean_of_selections(selections, blocks), blocks)
+        let terms = indices.size().last().copied().unwrap_or(0) as usize;
+        if terms < blocks.block_rows + blocks.block_cols {
+            self.transform.decode_sparse(indices, values, blocks)
+        } else {
+            let dense = Tensor::zeros(
+                [blocks.block_count() as i64, blocks.block_len() as i64],
+                (Kind::Float, values.device()),
+            )
+            .scatter_add(-1, indices, &values.to_kind(Kind::Float));
+            self.transform.decode(&dense, blocks)
+        }
     }
 
     /// Compresses every tensor of `tensors` (in layout order) as a momentum buffer.
@@ -160,5 +176,51 @@ impl Compressor {
                 self.aggregate(index, &selections)
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each coefficient's sum over the clients that picked it, divided by how many did.
+    fn dense_mean(selections: &[&SparseBlocks], layout: &BlockLayout) -> Tensor {
+        let shape = [layout.block_count() as i64, layout.block_len() as i64];
+        let mut sum = Tensor::zeros(shape, (Kind::Float, Device::Cpu));
+        let mut count = Tensor::zeros(shape, (Kind::Float, Device::Cpu));
+        for selection in selections {
+            let _ = sum.scatter_add_(-1, &selection.indices, &selection.values);
+            let _ = count.scatter_add_(-1, &selection.indices, &selection.values.ones_like());
+        }
+        sum / count.clamp_min(1.0)
+    }
+
+    #[test]
+    fn aggregate_is_the_decoded_mean_on_the_sparse_and_the_dense_path() {
+        tch::manual_seed(3);
+        // 128 x 128 in 64 x 64 blocks: three clients with k = 8 (24 picks per block) take the
+        // sparse inverse, with k = 48 (144 picks) the dense one.
+        for topk in [8, 48] {
+            let tensors = [(
+                "w".to_owned(),
+                Tensor::zeros([128, 128], (Kind::Float, Device::Cpu)),
+            )];
+            let compressor = Compressor::for_tensors(&tensors, 64, topk, ValueEncoding::F32);
+            let momenta: Vec<Tensor> = (0..3)
+                .map(|_| Tensor::randn([128, 128], (Kind::Float, Device::Cpu)))
+                .collect();
+            let selections: Vec<SparseBlocks> = momenta
+                .iter()
+                .map(|momentum| compressor.select(0, momentum).0)
+                .collect();
+            let selections: Vec<&SparseBlocks> = selections.iter().collect();
+            let layout = &compressor.layouts()[0].blocks;
+            let expected = compressor
+                .transform
+                .decode(&dense_mean(&selections, layout), layout);
+            let aggregate = compressor.aggregate(0, &selections);
+            let difference = (aggregate - expected).abs().max().double_value(&[]);
+            assert!(difference < 1e-5, "topk {topk}: {difference}");
+        }
     }
 }

@@ -13,5 +13,5 @@ pub use compressor::{Compressor, SparseUpdate, TensorLayout};
 pub use dct::{DctTransform, dct_matrix};
 pub use layout::BlockLayout;
 pub use optimizer::{Demo, DemoConfig, DemoConfigError};
-pub use sparse::{SparseBlocks, ValueEncoding, mean_of_selections};
+pub use sparse::{SparseBlocks, ValueEncoding};
 pub use split::block_side;

@@ -67,23 +67,37 @@ impl SparseBlocks {
     }
 }
 
-/// The mean, per coefficient, over the clients that selected it (zero where none did).
+/// Every client's picks, in client order, each value divided by the number of clients that
+/// picked the same coefficient: summed per coefficient, they are the mean over the clients that
+/// selected it. Returns `[block_count, Σk]` indices and values.
 ///
-/// Sums and counts are accumulated client by client in the order given, and each client selects a
+/// Counts are accumulated client by client in the order given, and each client selects a
 /// coefficient at most once per block, so no two additions race: every replica that passes the
 /// same results in the same order computes the same bits, on CPU and on CUDA.
-pub fn mean_of_selections(selections: &[&SparseBlocks], layout: &BlockLayout) -> Tensor {
-    let shape = [layout.block_count() as i64, layout.block_len() as i64];
+pub fn weighted_picks(selections: &[&SparseBlocks], layout: &BlockLayout) -> (Tensor, Tensor) {
     let device = selections
         .first()
         .map_or(tch::Device::Cpu, |selection| selection.values.device());
-    let mut sum = Tensor::zeros(shape, (Kind::Float, device));
-    let mut count = Tensor::zeros(shape, (Kind::Float, device));
+    let blocks = layout.block_count() as i64;
+    let mut count = Tensor::zeros([blocks, layout.block_len() as i64], (Kind::Float, device));
     for selection in selections {
-        let _ = sum.scatter_add_(-1, &selection.indices, &selection.values);
         let _ = count.scatter_add_(-1, &selection.indices, &selection.values.ones_like());
     }
-    sum / count.clamp_min(1.0)
+    let picked = |part: fn(&SparseBlocks) -> &Tensor| {
+        let parts: Vec<&Tensor> = selections
+            .iter()
+            .map(|&selection| part(selection))
+            .collect();
+        if parts.is_empty() {
+            Tensor::zeros([blocks, 0], (Kind::Int64, device))
+        } else {
+            Tensor::cat(&parts, -1)
+        }
+    };
+    let indices = picked(|selection| &selection.indices);
+    let values = picked(|selection| &selection.values).to_kind(Kind::Float)
+        / count.gather(-1, &indices, false);
+    (indices, values)
 }
 
 #[cfg(test)]
@@ -96,6 +110,16 @@ mod tests {
             indices: Tensor::from_slice(indices).view([1, -1]),
             values: Tensor::from_slice(values).view([1, -1]),
         }
+    }
+
+    /// The weighted picks summed into dense coefficients: the mean per coefficient.
+    fn mean_of_selections(selections: &[&SparseBlocks], layout: &BlockLayout) -> Tensor {
+        let (indices, values) = weighted_picks(selections, layout);
+        Tensor::zeros(
+            [layout.block_count() as i64, layout.block_len() as i64],
+            (Kind::Float, Device::Cpu),
+        )
+        .scatter_add(-1, &indices, &values)
     }
 
     fn to_vec(t: &Tensor) -> Vec<f32> {
