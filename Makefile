@@ -34,14 +34,16 @@ test: lint
 	$(ENV) cargo test $(CARGO_FLAGS) --workspace
 
 # Benchmarks print markdown tables; docs/benchmarks.md records them with these commands.
+# `--workspace --bench NAME` resolves features as the test build does, so it reuses the build;
+# `-p demeter-trainer` alone would rebuild the Solana tree with other features.
 bench: bootstrap
-	$(ENV) cargo bench --locked -p demeter-trainer --bench step_time
-	$(ENV) cargo bench --locked -p demeter-trainer --bench learning_quality
-	$(ENV) cargo bench --locked -p demeter-trainer --bench loopback
+	$(ENV) cargo bench --locked --workspace --bench step_time
+	$(ENV) cargo bench --locked --workspace --bench learning_quality
+	$(ENV) cargo bench --locked --workspace --bench loopback
 
 # 1,000 TrainingRuns against the in-memory API server: reconcile latency and operator RSS.
 bench-operator:
 	cargo bench --locked -p demeter-operator --bench scale
 
 fuzz: bootstrap
-	$(ENV) cargo bench --locked -p demeter-trainer --bench payload_fuzz
+	$(ENV) cargo bench --locked --workspace --bench payload_fuzz
