@@ -98,8 +98,8 @@ impl DctTransform {
     pub fn decode_sparse(&self, indices: &Tensor, values: &Tensor, layout: &BlockLayout) -> Tensor {
         let block_count = layout.block_count() as i64;
         let (rows, cols) = (layout.block_rows as i64, layout.block_cols as i64);
+        let terms = indices.size()[1];
         let positions = indices.flatten(0, -1);
-        let terms = positions.size()[0] / block_count.max(1);
         let row_bases = self
             .basis(layout.block_rows)
             .index_select(0, &positions.floor_divide_scalar(cols))
