@@ -3,11 +3,11 @@
 //! The optimizer, `demeter payload` and the networked trainer all go through this one type, so a
 //! coefficient means the same thing wherever it is produced or consumed.
 
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
 use super::dct::DctTransform;
 use super::layout::BlockLayout;
-use super::sparse::{SparseBlocks, ValueEncoding, weighted_picks};
+use super::sparse::{SparseBlocks, ValueEncoding, dense_from_picks, weighted_picks};
 
 /// A named parameter and its blocking.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -144,12 +144,8 @@ impl Compressor {
         if terms < blocks.block_rows + blocks.block_cols {
             self.transform.decode_sparse(indices, values, blocks)
         } else {
-            let dense = Tensor::zeros(
-                [blocks.block_count() as i64, blocks.block_len() as i64],
-                (Kind::Float, values.device()),
-            )
-            .scatter_add(-1, indices, &values.to_kind(Kind::Float));
-            self.transform.decode(&dense, blocks)
+            self.transform
+                .decode(&dense_from_picks(indices, values, blocks), blocks)
         }
     }
 
@@ -182,6 +178,7 @@ impl Compressor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tch::Kind;
 
     /// Each coefficient's sum over the clients that picked it, divided by how many did.
     fn dense_mean(selections: &[&SparseBlocks], layout: &BlockLayout) -> Tensor {

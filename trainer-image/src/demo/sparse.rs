@@ -56,15 +56,16 @@ impl SparseBlocks {
     pub fn k(&self) -> usize {
         self.indices.size().last().copied().unwrap_or(0) as usize
     }
+}
 
-    /// The dense `[block_count, block_len]` coefficients holding this selection and zeros.
-    pub fn to_dense(&self, layout: &BlockLayout) -> Tensor {
-        Tensor::zeros(
-            [layout.block_count() as i64, layout.block_len() as i64],
-            (Kind::Float, self.values.device()),
-        )
-        .scatter(-1, &self.indices, &self.values)
-    }
+/// The dense `[block_count, block_len]` coefficients of picks (`[block_count, terms]` positions
+/// and values): zeros elsewhere, and a position listed more than once holds the sum.
+pub fn dense_from_picks(indices: &Tensor, values: &Tensor, layout: &BlockLayout) -> Tensor {
+    Tensor::zeros(
+        [layout.block_count() as i64, layout.block_len() as i64],
+        (Kind::Float, values.device()),
+    )
+    .scatter_add(-1, indices, &values.to_kind(Kind::Float))
 }
 
 /// Every client's picks, in client order, each value divided by the number of clients that
@@ -115,11 +116,7 @@ mod tests {
     /// The weighted picks summed into dense coefficients: the mean per coefficient.
     fn mean_of_selections(selections: &[&SparseBlocks], layout: &BlockLayout) -> Tensor {
         let (indices, values) = weighted_picks(selections, layout);
-        Tensor::zeros(
-            [layout.block_count() as i64, layout.block_len() as i64],
-            (Kind::Float, Device::Cpu),
-        )
-        .scatter_add(-1, &indices, &values)
+        dense_from_picks(&indices, &values, layout)
     }
 
     fn to_vec(t: &Tensor) -> Vec<f32> {
