@@ -4,6 +4,11 @@ SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
 ENV := . scripts/env.sh &&
 CARGO_FLAGS := --release --locked
+# Each step of `make lint` and `make test` is timed; .ci/run prints the phases at its end.
+TIMED := scripts/timed
+# Clippy lints the workspace while `make lint` builds it (see scripts/clippy-rustc), so lints,
+# tests and binaries share one build of the dependency tree.
+LINT_ENV := export RUSTC_WORKSPACE_WRAPPER="$(CURDIR)/scripts/clippy-rustc" &&
 # Extra arguments for `make run`, e.g. make run ARGS="--steps 300 --preset 20m".
 ARGS ?=
 
@@ -21,17 +26,13 @@ run-chain: bootstrap
 	$(ENV) cargo run $(CARGO_FLAGS) --bin demeter -- local --clients 3 --chain $(ARGS)
 
 lint: bootstrap
-	cargo fmt --all --check
-	$(ENV) "$$DEMETER_PYTHON" -m kubernetes_validate --kubernetes-version 1.33.0 --strict --quiet deploy/crds/*.yaml deploy/operator/*.yaml
-	$(ENV) rendered=$$(mktemp --suffix=.yaml) && trap 'rm -f "$$rendered"' EXIT && \
-	for run in deploy/examples/trainingrun*.yaml; do \
-	    cargo run $(CARGO_FLAGS) --quiet -p demeter-operator -- render "$$run" > "$$rendered"; \
-	    "$$DEMETER_PYTHON" -m kubernetes_validate --kubernetes-version 1.33.0 --strict --quiet "$$rendered"; \
-	done
-	$(ENV) cargo clippy $(CARGO_FLAGS) --workspace --all-targets -- -D warnings
+	$(TIMED) fmt cargo fmt --all --check
+	$(ENV) $(TIMED) "manifests: deploy/" "$$DEMETER_PYTHON" -m kubernetes_validate --kubernetes-version 1.33.0 --strict --quiet deploy/crds/*.yaml deploy/operator/*.yaml
+	$(ENV) $(LINT_ENV) $(TIMED) "build + clippy (workspace, all targets)" cargo build $(CARGO_FLAGS) --workspace --all-targets
+	$(ENV) $(TIMED) "manifests: rendered examples" scripts/check-rendered.sh
 
 test: lint
-	$(ENV) cargo test $(CARGO_FLAGS) --workspace
+	$(ENV) $(LINT_ENV) scripts/test.sh
 
 # Benchmarks print markdown tables; docs/benchmarks.md records them with these commands.
 # `--workspace --bench NAME` resolves features as the test build does, so it reuses the build;
@@ -43,7 +44,7 @@ bench: bootstrap
 
 # 1,000 TrainingRuns against the in-memory API server: reconcile latency and operator RSS.
 bench-operator:
-	cargo bench --locked -p demeter-operator --bench scale
+	$(ENV) cargo bench --locked -p demeter-operator --bench scale
 
 fuzz: bootstrap
 	$(ENV) cargo bench --locked --workspace --bench payload_fuzz

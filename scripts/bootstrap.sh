@@ -6,6 +6,10 @@
 # transformers, safetensors and numpy are there for the cross-checks against the PyTorch ecosystem;
 # kubernetes-validate checks deploy/ against Kubernetes' own OpenAPI schemas, offline.
 set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# The Debian packages the build loads (a no-op when all are there).
+scripts/prerequisites.sh
 
 cache="${DEMETER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/demeter}"
 pyenv="$cache/venv"

@@ -9,3 +9,6 @@ export LIBTORCH
 # The binaries carry an rpath to $LIBTORCH/lib (see trainer-image/build.rs); this covers tools
 # that load libtorch some other way.
 export LD_LIBRARY_PATH="$LIBTORCH/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+# Build products live in the cache, outside the clone, shared by `make` and CI: a new clone (CI
+# clones afresh) rebuilds only the workspace's own crates, not the dependency tree.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$cache/target}"

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the build loads, when (and only when) they are missing.
+#
+# Each package is tested for what the build actually uses, not by a loose glob: the machine image
+# ships libclang-cpp14 (/usr/lib/x86_64-linux-gnu/libclang-cpp.so.14), which a `libclang*.so*`
+# glob matches, while clang-sys (rocksdb's bindgen, under solana-test-validator) loads
+# libclang.so, which only libclang-dev provides.
+set -euo pipefail
+
+# package: why the build needs it
+declare -A needed=(
+    [gcc]="cc for the -sys crates (zstd, lz4, bzip2, oniguruma)"
+    [g++]="rocksdb's C++ (librocksdb-sys, under solana-test-validator)"
+    [make]="the Makefile: README.md's two commands"
+    [pkg-config]="openssl-sys finds libssl through pkg-config"
+    [libssl-dev]="openssl-sys (solana-client's HTTP stack)"
+    [libclang-dev]="libclang.so for bindgen (librocksdb-sys)"
+    [ca-certificates]="HTTPS to crates.io and PyPI"
+)
+
+installed() { [[ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" == "install ok installed" ]]; }
+
+missing=()
+for package in "${!needed[@]}"; do
+    installed "$package" || missing+=("$package")
+done
+# python3-venv is needed only when the Python on PATH cannot make a venv with pip (Debian's
+# python3 without python3-venv); a pyenv or python.org build carries ensurepip itself.
+if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+    missing+=(python3-venv)
+fi
+
+if ((${#missing[@]} == 0)); then
+    exit 0
+fi
+for package in "${missing[@]}"; do
+    echo "prerequisites: missing $package: ${needed[$package]:-the libtorch bootstrap makes a venv with pip}" >&2
+done
+sudo_cmd=()
+if [[ $(id -u) != 0 ]]; then
+    command -v sudo >/dev/null || {
+        echo "prerequisites: run as root or install sudo, or install them yourself: apt-get install ${missing[*]}" >&2
+        exit 1
+    }
+    sudo_cmd=(sudo)
+fi
+"${sudo_cmd[@]}" apt-get update -qq
+DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"

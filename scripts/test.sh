@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# `make test` after `make lint`: every test of the workspace, one timed phase per group (unit
+# tests, doc tests, each integration test binary), all with the features `--workspace` resolves,
+# so nothing is rebuilt between groups.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo_test=(cargo test --release --locked --workspace)
+
+scripts/timed "test: unit (lib, bins)" "${cargo_test[@]}" --lib --bins
+scripts/timed "test: doc" "${cargo_test[@]}" --doc
+for file in */tests/*.rs programs/*/tests/*.rs; do
+    package_dir=${file%/tests/*}
+    name=$(basename "$file" .rs)
+    scripts/timed "test: $package_dir/$name" "${cargo_test[@]}" --test "$name"
+done
