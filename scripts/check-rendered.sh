@@ -6,6 +6,6 @@ cd "$(dirname "$0")/.."
 rendered=$(mktemp --suffix=.yaml)
 trap 'rm -f "$rendered"' EXIT
 for run in deploy/examples/trainingrun*.yaml; do
-    "$CARGO_TARGET_DIR/release/demeter-operator" render "$run" > "$rendered"
+    "$CARGO_TARGET_DIR/debug/demeter-operator" render "$run" > "$rendered"
     "$DEMETER_PYTHON" -m kubernetes_validate --kubernetes-version 1.33.0 --strict --quiet "$rendered"
 done

@@ -4,7 +4,7 @@
 # so nothing is rebuilt between groups.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo_test=(cargo test --release --locked --workspace)
+cargo_test=(cargo test --locked --workspace)
 
 scripts/timed "test: unit (lib, bins)" "${cargo_test[@]}" --lib --bins
 scripts/timed "test: doc" "${cargo_test[@]}" --doc
