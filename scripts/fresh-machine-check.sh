@@ -48,6 +48,18 @@ rm -rf "$root"
 mkdir -p "$root"
 tar -C "$root" -xf "$pristine"
 cp /etc/resolv.conf "$root/etc/resolv.conf"
+# The machine's network trust, which every machine of this kind has before any project step: its
+# registries are reached through an egress proxy whose CA is in the system bundle, and pip is told
+# so (/etc/pip.conf, PIP_CERT). Copied in, not installed by CI; the environment variables that
+# name the bundle are passed through below.
+mkdir -p "$root/etc/ssl/certs" "$root/usr/local/share/ca-certificates"
+cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
+cp -a /usr/local/share/ca-certificates/. "$root/usr/local/share/ca-certificates/"
+[[ -f /etc/pip.conf ]] && cp /etc/pip.conf "$root/etc/pip.conf"
+trust_env=()
+for name in SSL_CERT_FILE SSL_CERT_DIR PIP_CERT REQUESTS_CA_BUNDLE CURL_CA_BUNDLE GIT_SSL_CAINFO; do
+    [[ -n "${!name:-}" ]] && trust_env+=("$name=${!name}")
+done
 
 mkdir -p "$root/root/.rustup" "$root/root/.pyenv" "$root/root/.cargo"
 mount --bind -o ro "$rustup_home" "$root/root/.rustup"
@@ -63,7 +75,7 @@ git -C "$root/work/demeter" log --oneline -1 >&2
 
 start=$(date +%s)
 set +e
-chroot "$root" /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 \
+chroot "$root" /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 "${trust_env[@]}" \
     PATH="/root/.cargo/bin:${python_bin/#$HOME//root}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
     bash -c 'cd /work/demeter && exec "$@"' fresh "${command[@]}"
 rc=$?
