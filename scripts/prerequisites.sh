@@ -11,7 +11,8 @@ set -euo pipefail
 declare -A needed=(
     [gcc]="cc for the -sys crates (zstd, lz4, bzip2, oniguruma)"
     [g++]="rocksdb's C++ (librocksdb-sys, under solana-test-validator)"
-    [make]="the Makefile: README.md's two commands"
+    [make]="the Makefile: README.md's two commands; openssl-src's build of OpenSSL"
+    [perl]="openssl-src configures OpenSSL with perl and its core modules (FindBin), which perl-base lacks"
     [pkg-config]="openssl-sys finds libssl through pkg-config"
     [libssl-dev]="openssl-sys (solana-client's HTTP stack)"
     [libclang-dev]="libclang.so for bindgen (librocksdb-sys)"
