@@ -47,7 +47,9 @@ cleanup
 rm -rf "$root"
 mkdir -p "$root"
 tar -C "$root" -xf "$pristine"
-cp /etc/resolv.conf "$root/etc/resolv.conf"
+# Name resolution as on any installed machine (debootstrap's minbase has no /etc/hosts, so not
+# even `localhost` resolves there).
+cp /etc/resolv.conf /etc/hosts "$root/etc/"
 # The machine's network trust, which every machine of this kind has before any project step: its
 # registries are reached through an egress proxy whose CA is in the system bundle, and pip is told
 # so (/etc/pip.conf, PIP_CERT). Copied in, not installed by CI; the environment variables that
