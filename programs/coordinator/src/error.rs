@@ -21,7 +21,9 @@ pub enum CoordinatorError {
     NothingDue,
     #[error("time went backwards: {now} is before {last}")]
     ClockWentBackwards { now: i64, last: i64 },
-    #[error("the run has 256 members already")]
+    #[error(
+        "the run has 256 members, none of them a dropped member without points: no slot is free"
+    )]
     RunFull,
     #[error("this client has joined already")]
     AlreadyJoined,

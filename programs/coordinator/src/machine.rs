@@ -13,10 +13,12 @@
 //! WaitingForMembers | Warmup ──pause──► Paused ──resume──► WaitingForMembers
 //! ```
 
+use bytemuck::Zeroable;
+
 use crate::config::Config;
 use crate::error::CoordinatorError;
 use crate::state::{
-    Coordinator, Endpoint, MAX_CLIENTS, MemberStatus, ROUNDS_KEPT, RunState, WitnessReport,
+    Coordinator, Endpoint, MAX_CLIENTS, Member, MemberStatus, ROUNDS_KEPT, RunState, WitnessReport,
 };
 
 type Result<T> = core::result::Result<T, CoordinatorError>;
@@ -109,6 +111,11 @@ impl Coordinator {
     /// Adds a client serving its results at `endpoint` (or re-admits one that was dropped or
     /// withdrew, at its new endpoint). In WaitingForMembers it joins the coming epoch; otherwise
     /// the one after the current.
+    ///
+    /// A new client takes an empty slot, or else the slot of a member that was dropped or
+    /// withdrew without ever earning a point and that no held round names: such a member has
+    /// nothing to lose, and keeping its slot would let throwaway keys that join and never train
+    /// fill the run for good. Members with points keep their slots for the run's life.
     pub fn join(&mut self, id: [u8; 32], endpoint: Endpoint, now: i64) -> Result<()> {
         self.check_clock(now)?;
         if self.run_state() == RunState::Finished {
@@ -121,11 +128,16 @@ impl Coordinator {
                 }
                 _ => slot,
             },
-            None => self
-                .members
-                .iter()
-                .position(|m| m.status() == MemberStatus::Empty)
-                .ok_or(CoordinatorError::RunFull)?,
+            None => {
+                let slot = self
+                    .members
+                    .iter()
+                    .position(|m| m.status() == MemberStatus::Empty)
+                    .or_else(|| (0..MAX_CLIENTS).find(|&slot| self.is_reclaimable(slot)))
+                    .ok_or(CoordinatorError::RunFull)?;
+                self.members[slot] = Member::zeroed();
+                slot
+            }
         };
         let waiting = self.run_state() == RunState::WaitingForMembers;
         let member = &mut self.members[slot];
@@ -142,6 +154,17 @@ impl Coordinator {
             self.update_join_window(now);
         }
         Ok(())
+    }
+
+    /// Whether a new client may take `slot`: its member was dropped or withdrew without a
+    /// point, and no round still held names the slot (replicas that apply a held round look up
+    /// its participants by slot, so the slot must keep its key until the round is gone).
+    fn is_reclaimable(&self, slot: usize) -> bool {
+        self.members[slot].is_reclaimable()
+            && self
+                .rounds
+                .iter()
+                .all(|round| round.in_use == 0 || !round.is_participant(slot))
     }
 
     /// A client leaves; it gets no further batches and no points for the current epoch.
@@ -348,6 +371,11 @@ impl Coordinator {
             });
         }
         let slot = self.member_index(&id).ok_or(CoordinatorError::NotAMember)?;
+        // Elected is not enough: a witness that withdrew or was dropped since the election no
+        // longer stands for the epoch, and its report would still count toward the quorum.
+        if self.members[slot].status() != MemberStatus::Active {
+            return Err(CoordinatorError::NotInEpoch);
+        }
         let round = &mut self.rounds[self.step as usize % ROUNDS_KEPT];
         if round.elected(position) != Some(slot) {
             return Err(CoordinatorError::NotAWitness);

@@ -100,7 +100,8 @@ impl Endpoint {
     }
 }
 
-/// One client of the run, kept for the run's life so its points are never lost.
+/// One client of the run, kept for the run's life once it has earned a point, so its points are
+/// never lost (see [`Member::is_reclaimable`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
 pub struct Member {
@@ -117,6 +118,14 @@ pub struct Member {
 }
 
 impl Member {
+    /// Dropped or withdrawn without a point earned: its slot may go to a new client.
+    pub fn is_reclaimable(&self) -> bool {
+        matches!(
+            self.status(),
+            MemberStatus::Dropped | MemberStatus::Withdrawn
+        ) && self.points == 0
+    }
+
     pub fn status(&self) -> MemberStatus {
         match self.status {
             1 => MemberStatus::Pending,

@@ -235,6 +235,122 @@ fn warmup_time_out_drops_members_that_are_not_ready() {
 }
 
 #[test]
+fn throwaway_keys_cannot_fill_a_run_for_good() {
+    let mut run = Run::new(config());
+    let throwaway = |n: usize| {
+        let mut key = [0xEE; 32];
+        key[..2].copy_from_slice(&(n as u16).to_le_bytes());
+        key
+    };
+    for n in 0..demeter_coordinator::state::MAX_CLIENTS {
+        let now = run.at(0);
+        run.c.join(throwaway(n), endpoint(1), now).unwrap();
+    }
+    let now = run.at(1);
+    assert_eq!(
+        run.c.join(id(1), endpoint(1), now),
+        Err(CoordinatorError::RunFull),
+        "full while they are members"
+    );
+    // None of them reports ready: all are dropped at the warmup time-out.
+    assert_eq!(run.tick(5), Ok(RunState::Warmup));
+    assert_eq!(run.tick(30), Ok(RunState::WaitingForMembers));
+    // One of them had earned points once: its slot stays, whatever its status.
+    let earner = run.c.member_index(&throwaway(7)).unwrap();
+    run.c.members[earner].points = 5;
+
+    for m in 1..=3 {
+        let now = run.at(1);
+        run.c.join(id(m), endpoint(m), now).unwrap();
+    }
+    assert_eq!(run.c.members[earner].id, throwaway(7));
+    assert_eq!(run.c.members[earner].points, 5);
+    let joined = run.c.member_index(&id(1)).unwrap();
+    assert_eq!(run.c.members[joined].points, 0);
+    assert_eq!(run.c.members[joined].status(), MemberStatus::Active);
+    assert_eq!(run.c.count(MemberStatus::Active), 3);
+    assert_eq!(
+        run.c.member_index(&throwaway(0)),
+        None,
+        "its slot went to a new client"
+    );
+}
+
+/// Closes the current round with a report from every elected witness that is still Active.
+fn close_round_with_active_witnesses(run: &mut Run, seen: &[u8]) {
+    let round = *run.c.current_round().unwrap();
+    let mut report = WitnessReport {
+        participants: Bloom::default(),
+        commitments: Bloom::default(),
+    };
+    for &m in seen {
+        report.participants.insert(&id(m), &round.seed);
+        report
+            .commitments
+            .insert(&commitment(m, round.step), &round.seed);
+    }
+    for position in 0..round.witness_count {
+        let witness = run.c.members[round.elected(position).unwrap()];
+        if witness.status() == MemberStatus::Active {
+            let now = run.at(1);
+            run.c
+                .witness(witness.id, round.step, position, &report, now)
+                .unwrap();
+        }
+    }
+    for _ in 0..20 {
+        if run.c.step != round.step {
+            return;
+        }
+        let _ = run.tick(10);
+    }
+    panic!("round {} did not close", round.step);
+}
+
+#[test]
+fn a_slot_named_by_a_held_round_keeps_its_key_until_the_round_is_gone() {
+    let mut run = Run::started(config(), &[1, 2, 3]);
+    for n in 0..demeter_coordinator::state::MAX_CLIENTS - 3 {
+        let mut key = [0xEE; 32];
+        key[..2].copy_from_slice(&(n as u16).to_le_bytes());
+        let now = run.at(0);
+        run.c.join(key, endpoint(1), now).unwrap();
+    }
+    let now = run.at(1);
+    run.c.withdraw(id(3), now).unwrap();
+    let slot = run.c.member_index(&id(3)).unwrap();
+    assert_eq!(
+        run.c.join(id(4), endpoint(4), now),
+        Err(CoordinatorError::RunFull),
+        "round 0 names the slot of member 3"
+    );
+    // A witness that withdrew no longer reports.
+    let round = *run.c.current_round().unwrap();
+    if let Some(position) = round.witness_position(slot) {
+        let now = run.at(1);
+        assert_eq!(
+            run.c.witness(
+                id(3),
+                round.step,
+                position,
+                &WitnessReport {
+                    participants: Bloom::default(),
+                    commitments: Bloom::default(),
+                },
+                now
+            ),
+            Err(CoordinatorError::NotInEpoch)
+        );
+    }
+    for _ in 0..demeter_coordinator::state::ROUNDS_KEPT {
+        close_round_with_active_witnesses(&mut run, &[1, 2]);
+    }
+    let now = run.at(1);
+    run.c.join(id(4), endpoint(4), now).unwrap();
+    assert_eq!(run.c.member_index(&id(4)), Some(slot));
+}
+
+#[test]
 fn an_aborted_warmup_goes_back_to_waiting_and_pays_nothing() {
     let mut run = Run::new(config());
     for m in 1..=3 {
@@ -394,9 +510,10 @@ fn health_checks_drop_members_a_quorum_did_not_see() {
         Err(CoordinatorError::NotInEpoch),
         "dropped members cannot accuse"
     );
-    // Dropped mid-round: it keeps this round's batches, gets none after, and no points.
-    run.witness_all(&[1, 2, 3]);
-    assert_eq!(run.tick(10), Ok(RunState::RoundTrain));
+    // Dropped mid-round: it keeps this round's batches, gets none after, and no points. If
+    // it was elected a witness of this round, it no longer reports.
+    close_round_with_active_witnesses(&mut run, &[1, 2, 3]);
+    assert_eq!(run.c.run_state(), RunState::RoundTrain);
     assert_eq!(run.c.current_round().unwrap().assignment(slot), None);
     while run.c.run_state() != RunState::Cooldown {
         run.witness_all(&[1, 2, 3]);
