@@ -64,6 +64,63 @@ pub enum SpecError {
          choose a shorter id"
     )]
     RunIdTooLong(String, usize),
+    #[error("coordinator: set exactly one of coordinator.centralized and coordinator.solana")]
+    CoordinatorChoice,
+    #[error(
+        "clients.replicas {replicas} is below schedule.initMinClients {init_min_clients}: the run \
+         could never start; raise replicas or lower initMinClients"
+    )]
+    TooFewReplicas {
+        replicas: u16,
+        init_min_clients: u16,
+    },
+    /// A setting every client would refuse at start, with its field path.
+    #[error("{0}")]
+    Trainer(String),
+}
+
+/// The largest DCT block side a client accepts (`demeter train --chunk`).
+pub const MAX_CHUNK: u32 = 1024;
+/// The shortest training sequence the CRD allows.
+pub const MIN_SEQUENCE_LENGTH: u32 = 8;
+
+/// What `demeter train` would refuse of the spec's optimizer and data, so a run that cannot
+/// start is Invalid at once instead of a crash loop of client pods.
+fn check_trainer_settings(spec: &TrainingRunSpec) -> Result<(), SpecError> {
+    let o = &spec.optimizer;
+    let lr = &o.learning_rate;
+    let problem = if !(lr.peak.is_finite() && lr.peak > 0.0) {
+        format!("optimizer.learningRate.peak {}: must be above 0", lr.peak)
+    } else if !(0.0..=1.0).contains(&lr.min_ratio) {
+        format!(
+            "optimizer.learningRate.minRatio {}: must be in [0, 1]",
+            lr.min_ratio
+        )
+    } else if lr.warmup_steps >= spec.schedule.total_steps {
+        format!(
+            "optimizer.learningRate.warmupSteps {}: must be below schedule.totalSteps {}",
+            lr.warmup_steps, spec.schedule.total_steps
+        )
+    } else if !(1..=MAX_CHUNK).contains(&o.chunk) {
+        format!("optimizer.chunk {}: must be in 1..={MAX_CHUNK}", o.chunk)
+    } else if o.topk == 0 {
+        "optimizer.topk 0: at least one coefficient per block must be shared".to_owned()
+    } else if !(0.0..=1.0).contains(&o.beta) {
+        format!("optimizer.beta {}: must be in [0, 1]", o.beta)
+    } else if !(o.grad_clip.is_finite() && o.grad_clip >= 0.0) {
+        format!(
+            "optimizer.gradClip {}: must be finite and >= 0",
+            o.grad_clip
+        )
+    } else if spec.data.sequence_length < MIN_SEQUENCE_LENGTH {
+        format!(
+            "data.sequenceLength {}: must be at least {MIN_SEQUENCE_LENGTH}",
+            spec.data.sequence_length
+        )
+    } else {
+        return Ok(());
+    };
+    Err(SpecError::Trainer(problem))
 }
 
 /// The names of a run's objects.
@@ -128,9 +185,24 @@ fn metadata(run: &TrainingRun, name: String, component: &str) -> ObjectMeta {
 pub fn validate(run: &TrainingRun) -> Result<(), SpecError> {
     centralized_run_id(run)?;
     run.namespace().ok_or(SpecError::NoNamespace)?;
+    let coordinator = &run.spec.coordinator;
+    if coordinator.centralized.is_some() == coordinator.solana.is_some() {
+        return Err(SpecError::CoordinatorChoice);
+    }
     coordinator_config(&run.spec)
         .validate()
         .map_err(|error| SpecError::Schedule(in_spec_terms(&error.to_string())))?;
+    let (replicas, init_min_clients) = (
+        run.spec.clients.replicas,
+        run.spec.schedule.init_min_clients,
+    );
+    if replicas < init_min_clients {
+        return Err(SpecError::TooFewReplicas {
+            replicas,
+            init_min_clients,
+        });
+    }
+    check_trainer_settings(&run.spec)?;
     if let Some(solana) = &run.spec.coordinator.solana {
         solana_run_id(solana)?;
         if solana.program_id != demeter_coordinator::ID.to_string() {
@@ -787,6 +859,61 @@ mod tests {
             run_file(&long, &[]),
             Err(SpecError::NameTooLong("a".repeat(40), 40))
         );
+    }
+
+    #[test]
+    fn specs_clients_would_refuse_are_invalid_with_the_field_named() {
+        assert_eq!(validate(&example_run()), Ok(()));
+        let invalid = |change: &dyn Fn(&mut TrainingRun)| {
+            let mut run = example_run();
+            change(&mut run);
+            validate(&run).unwrap_err()
+        };
+        assert_eq!(
+            invalid(&|run| run.spec.clients.replicas = 1),
+            SpecError::TooFewReplicas {
+                replicas: 1,
+                init_min_clients: 3
+            }
+        );
+        let solana = {
+            let text = include_str!("../../deploy/examples/trainingrun-solana.yaml");
+            serde_yaml_ng::from_str::<TrainingRun>(text)
+                .unwrap()
+                .spec
+                .coordinator
+                .solana
+        };
+        assert_eq!(
+            invalid(&|run| run.spec.coordinator.solana = solana.clone()),
+            SpecError::CoordinatorChoice
+        );
+        assert_eq!(
+            invalid(&|run| run.spec.coordinator.centralized = None),
+            SpecError::CoordinatorChoice
+        );
+        for (change, field) in [
+            (
+                (&|run: &mut TrainingRun| run.spec.optimizer.learning_rate.peak = -0.5)
+                    as &dyn Fn(&mut TrainingRun),
+                "optimizer.learningRate.peak -0.5",
+            ),
+            (
+                &|run: &mut TrainingRun| run.spec.optimizer.chunk = 4096,
+                "optimizer.chunk 4096",
+            ),
+            (
+                &|run: &mut TrainingRun| run.spec.optimizer.learning_rate.warmup_steps = 1 << 40,
+                "optimizer.learningRate.warmupSteps",
+            ),
+            (
+                &|run: &mut TrainingRun| run.spec.data.sequence_length = 0,
+                "data.sequenceLength 0",
+            ),
+        ] {
+            let error = invalid(change).to_string();
+            assert!(error.contains(field), "{error}");
+        }
     }
 
     #[test]

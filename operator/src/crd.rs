@@ -102,7 +102,7 @@ fn default_seed() -> u64 {
 }
 
 /// The token data.
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DataSpec {
     /// A volume with a dataset prepared by `demeter data prepare` (token shards, a validation
@@ -118,6 +118,17 @@ pub struct DataSpec {
 
 fn default_sequence_length() -> u32 {
     128
+}
+
+// By hand, not derived: a derived default would have `sequenceLength: 0`, below the schema's
+// minimum, both in the CRD's `default` and in the pods of a run without `data`.
+impl Default for DataSpec {
+    fn default() -> Self {
+        Self {
+            volume: None,
+            sequence_length: default_sequence_length(),
+        }
+    }
 }
 
 /// A PersistentVolumeClaim holding a prepared dataset.
@@ -142,7 +153,7 @@ pub struct OptimizerSpec {
     pub topk: u32,
     /// The DCT block side.
     #[serde(default = "default_chunk")]
-    #[schemars(range(min = 1, max = 4096))]
+    #[schemars(range(min = 1, max = 1024))]
     pub chunk: u32,
     /// The momentum decay β.
     #[serde(default = "default_beta")]

@@ -78,3 +78,135 @@ fn the_examples_are_valid_training_runs() {
         assert!(run.spec.clients.replicas >= run.spec.schedule.init_min_clients);
     }
 }
+
+/// Why `value` breaks `schema`, for the parts of OpenAPI v3 structural schemas the CRD uses
+/// (type, bounds, enum, lengths, required, properties, items); `None` when it conforms.
+fn violation(value: &serde_json::Value, schema: &serde_json::Value, path: &str) -> Option<String> {
+    use serde_json::Value;
+    let fail = |why: String| Some(format!("{path}: {why} (value {value})"));
+    let type_ok = match schema["type"].as_str() {
+        Some("object") => value.is_object(),
+        Some("array") => value.is_array(),
+        Some("string") => value.is_string(),
+        Some("boolean") => value.is_boolean(),
+        Some("integer") => value.is_i64() || value.is_u64(),
+        Some("number") => value.is_number(),
+        _ => true,
+    };
+    let null_allowed = value.is_null() && schema["nullable"] == true;
+    if !(type_ok || null_allowed) {
+        return fail(format!("not of type {}", schema["type"]));
+    }
+    if let (Some(number), Some(minimum)) = (value.as_f64(), schema["minimum"].as_f64())
+        && number < minimum
+    {
+        return fail(format!("below the minimum {minimum}"));
+    }
+    if let (Some(number), Some(maximum)) = (value.as_f64(), schema["maximum"].as_f64())
+        && number > maximum
+    {
+        return fail(format!("above the maximum {maximum}"));
+    }
+    if let Some(allowed) = schema["enum"].as_array()
+        && !allowed.contains(value)
+    {
+        return fail(format!("not one of {}", schema["enum"]));
+    }
+    if let Some(text) = value.as_str() {
+        let len = text.chars().count() as u64;
+        if schema["minLength"].as_u64().is_some_and(|min| len < min)
+            || schema["maxLength"].as_u64().is_some_and(|max| len > max)
+        {
+            return fail("length out of bounds".into());
+        }
+    }
+    if let Value::Object(fields) = value {
+        for required in schema["required"].as_array().into_iter().flatten() {
+            if !fields.contains_key(required.as_str().unwrap()) {
+                return fail(format!("lacks required {required}"));
+            }
+        }
+        for (name, field) in fields {
+            let sub = &schema["properties"][name];
+            if let Some(why) = violation(field, sub, &format!("{path}.{name}")) {
+                return Some(why);
+            }
+        }
+    }
+    if let Value::Array(items) = value {
+        for (index, item) in items.iter().enumerate() {
+            if let Some(why) = violation(item, &schema["items"], &format!("{path}[{index}]")) {
+                return Some(why);
+            }
+        }
+    }
+    None
+}
+
+/// Every `default` in `schema`, with the schema it must satisfy and its path.
+fn defaults<'a>(
+    schema: &'a serde_json::Value,
+    path: String,
+    found: &mut Vec<(String, &'a serde_json::Value, &'a serde_json::Value)>,
+) {
+    if schema.get("default").is_some() {
+        found.push((path.clone(), &schema["default"], schema));
+    }
+    if let Some(properties) = schema["properties"].as_object() {
+        for (name, sub) in properties {
+            defaults(sub, format!("{path}.{name}"), found);
+        }
+    }
+    if schema.get("items").is_some() {
+        defaults(&schema["items"], format!("{path}[]"), found);
+    }
+}
+
+#[test]
+fn every_default_of_the_crd_satisfies_its_own_schema() {
+    // A real API server checks defaults against the schema and may refuse a CRD that breaks
+    // them; the operator would also act on the default (`--seq-len=0` in every client pod).
+    let crd = serde_json::to_value(TrainingRun::crd()).unwrap();
+    let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+    let mut found = Vec::new();
+    defaults(schema, String::new(), &mut found);
+    assert!(found.len() >= 10, "only {} defaults found", found.len());
+    for (path, default, schema) in found {
+        assert_eq!(violation(default, schema, &path), None);
+    }
+}
+
+#[test]
+fn a_minimal_run_defaults_to_a_spec_its_schema_accepts() {
+    let crd = serde_json::to_value(TrainingRun::crd()).unwrap();
+    let spec_schema =
+        &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+    for example in [
+        "deploy/examples/trainingrun.yaml",
+        "deploy/examples/trainingrun-solana.yaml",
+    ] {
+        let text = std::fs::read_to_string(repo(example)).unwrap();
+        let run: TrainingRun = serde_yaml_ng::from_str(&text).unwrap();
+        let spec = serde_json::to_value(&run.spec).unwrap();
+        assert_eq!(violation(&spec, spec_schema, "spec"), None, "{example}");
+    }
+    // The example without any of its optional sections: everything else is defaulted.
+    let text = std::fs::read_to_string(repo("deploy/examples/trainingrun.yaml")).unwrap();
+    let example: serde_json::Value = serde_yaml_ng::from_str(&text).unwrap();
+    let mut minimal = example["spec"].clone();
+    let fields = minimal.as_object_mut().unwrap();
+    for optional in [
+        "data",
+        "optimizer",
+        "checkpoint",
+        "suspend",
+        "failurePolicy",
+        "identityPolicy",
+    ] {
+        fields.remove(optional);
+    }
+    let spec: demeter_operator::crd::TrainingRunSpec = serde_json::from_value(minimal).unwrap();
+    assert_eq!(spec.data.sequence_length, 128);
+    let spec = serde_json::to_value(&spec).unwrap();
+    assert_eq!(violation(&spec, spec_schema, "spec"), None);
+}
