@@ -12,7 +12,7 @@ use demeter_coordinator::{
 };
 use demeter_trainer::coordinator::protocol::{self, ClientMessage, ServerMessage};
 use demeter_trainer::coordinator::{
-    CoordinatorClient, Identity, Request, RequestError, Server, ServerSettings,
+    ConnectionLimits, CoordinatorClient, Identity, Request, RequestError, Server, ServerSettings,
 };
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::oneshot;
@@ -56,6 +56,7 @@ fn settings(dir: &Path, config: Config) -> ServerSettings {
         allowed_clients: None,
         state_path: dir.join("run.coordinator-state"),
         tick_interval: Duration::from_millis(50),
+        limits: ConnectionLimits::default(),
     }
 }
 
@@ -435,6 +436,103 @@ async fn hostile_connections_are_closed_and_the_server_goes_on() {
     boss.request(Request::Pause).await.unwrap();
     let mut boss = boss;
     boss.wait_for(PATIENCE, |s| s.run_state() == RunState::Paused)
+        .await
+        .unwrap();
+    server.stop().await;
+}
+
+type RawFrames = Framed<tokio::net::TcpStream, tokio_util::codec::LengthDelimitedCodec>;
+
+/// A connection that has proven `identity` and received the first state, by hand.
+async fn authenticated(address: SocketAddr, identity: &Identity) -> RawFrames {
+    let mut frames = raw(address).await;
+    let client = identity.public();
+    frames
+        .send(protocol::encode(&ClientMessage::Hello { client }))
+        .await
+        .unwrap();
+    let body = frames.next().await.unwrap().unwrap();
+    let ServerMessage::Challenge { run_id, nonce } = protocol::decode(&body).unwrap() else {
+        panic!("no challenge");
+    };
+    let signature = identity
+        .sign(&protocol::challenge_message(&run_id, &nonce, &client))
+        .to_vec();
+    frames
+        .send(protocol::encode(&ClientMessage::Prove { signature }))
+        .await
+        .unwrap();
+    let body = frames.next().await.unwrap().unwrap();
+    assert!(matches!(
+        protocol::decode::<ServerMessage>(&body).unwrap(),
+        ServerMessage::State { .. }
+    ));
+    frames
+}
+
+/// Whether the server closed `frames` without a word (a refused connection).
+async fn closed_silently(frames: &mut RawFrames) -> bool {
+    tokio::time::timeout(PATIENCE, frames.next())
+        .await
+        .is_ok_and(|next| next.is_none_or(|frame| frame.is_err()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_frames_sessions_and_idle_time_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = settings(dir.path(), config());
+    settings.limits = ConnectionLimits {
+        max_connections: 16,
+        max_per_ip: 4,
+        max_sessions_per_key: 2,
+        max_client_frame: 4096,
+        idle_timeout: Duration::from_secs(2),
+    };
+    let server = start(settings).await;
+
+    // A frame longer than any client message is refused by its header, before its body is
+    // read (the probe sent 1,000 of these, each with 1 MiB-1 of body).
+    let mut stream = tokio::net::TcpStream::connect(server.address)
+        .await
+        .unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut stream, &((1u32 << 20) - 1).to_be_bytes())
+        .await
+        .unwrap();
+    let mut frames = Framed::new(stream, protocol::codec());
+    let message = closed_with_error(&mut frames).await;
+    assert!(message.contains("frame size too big"), "{message}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Four connections from one address are all it gets; the fifth is closed at once.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(raw(server.address).await);
+    }
+    let mut fifth = raw(server.address).await;
+    assert!(closed_silently(&mut fifth).await, "a fifth connection");
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // A third session of one key closes its oldest; the newer ones go on.
+    let identity = Identity::generate().unwrap();
+    let mut oldest = authenticated(server.address, &identity).await;
+    let _second = authenticated(server.address, &identity).await;
+    let _third = authenticated(server.address, &identity).await;
+    let message = closed_with_error(&mut oldest).await;
+    assert!(message.contains("newer session"), "{message}");
+
+    // A session that sends nothing for the idle time-out is closed; a client reconnects.
+    let started = Instant::now();
+    let mut idle = authenticated(server.address, &Identity::generate().unwrap()).await;
+    let message = closed_with_error(&mut idle).await;
+    assert!(message.contains("no request for 2 s"), "{message}");
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    let member = Member::connect(server.address, Identity::generate().unwrap()).await;
+    member
+        .client
+        .request(Request::Join {
+            endpoint: endpoint(),
+        })
         .await
         .unwrap();
     server.stop().await;

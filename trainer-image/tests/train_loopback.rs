@@ -65,6 +65,7 @@ async fn three_clients_train_together_and_stay_identical() {
         allowed_clients: None,
         state_path: dir.path().join("run.state"),
         tick_interval: Duration::from_millis(50),
+        limits: Default::default(),
     })
     .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod identity;
+pub mod limits;
 pub mod protocol;
 pub mod run_file;
 pub mod server;
@@ -12,6 +13,7 @@ pub mod store;
 
 pub use client::{ClientError, CoordinatorClient, Rejection, RequestError};
 pub use identity::Identity;
+pub use limits::ConnectionLimits;
 pub use protocol::Request;
 pub use run_file::{RunFile, run_id_bytes};
 pub use server::{Server, ServerSettings};

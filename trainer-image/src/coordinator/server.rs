@@ -15,9 +15,11 @@ use demeter_coordinator::{AccessError, Config, Coordinator, CoordinatorError, En
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tokio_util::codec::Framed;
+use bytes::{Bytes, BytesMut};
+use tokio_util::codec::{Decoder, Encoder, Framed, LengthDelimitedCodec};
 
 use super::identity::{to_base58, verify};
+use super::limits::{Admitted, ConnectionLimits, Connections};
 use super::protocol::{self, ClientMessage, Request, ServerMessage};
 use super::run_file::RunFile;
 use super::store::StateStore;
@@ -43,6 +45,8 @@ pub struct ServerSettings {
     pub allowed_clients: Option<Vec<[u8; 32]>>,
     pub state_path: PathBuf,
     pub tick_interval: Duration,
+    /// What connections may cost the server.
+    pub limits: ConnectionLimits,
 }
 
 impl ServerSettings {
@@ -58,6 +62,7 @@ impl ServerSettings {
             allowed_clients: run.client_keys()?,
             state_path,
             tick_interval,
+            limits: ConnectionLimits::default(),
         })
     }
 }
@@ -70,6 +75,7 @@ pub struct Server {
 
 struct Shared {
     settings: ServerSettings,
+    connections: Arc<Connections>,
     store: StateStore,
     state: Mutex<Box<Coordinator>>,
     updates: watch::Sender<Arc<Vec<u8>>>,
@@ -142,6 +148,7 @@ impl Server {
         let (updates, _) = watch::channel(Arc::new(bytemuck::bytes_of(&*state).to_vec()));
         Ok(Self {
             shared: Arc::new(Shared {
+                connections: Connections::new(settings.limits.clone()),
                 settings,
                 store,
                 state: Mutex::new(state),
@@ -185,9 +192,18 @@ impl Server {
                     }
                 };
                 while connections.try_join_next().is_some() {}
+                // Over the limits: closed at once, before a byte is read.
+                let Some(admitted) = self.shared.connections.admit(peer.ip()) else {
+                    tracing::debug!(
+                        %peer,
+                        open = self.shared.connections.open(),
+                        "connection refused: at the connection limit"
+                    );
+                    continue;
+                };
                 let shared = self.shared.clone();
                 connections.spawn(async move {
-                    if let Err(error) = shared.connection(stream).await {
+                    if let Err(error) = shared.connection(stream, admitted).await {
                         tracing::info!(%peer, %error, "connection closed");
                     }
                 });
@@ -300,9 +316,11 @@ impl Shared {
     }
 
     /// One client connection: the handshake, then requests and state pushes until either side
-    /// closes.
-    async fn connection(&self, stream: TcpStream) -> anyhow::Result<()> {
-        let mut frames = Framed::new(stream, protocol::codec());
+    /// closes, the session goes idle, or a newer session of the same key replaces it. Holds
+    /// its place among the live connections until it ends.
+    async fn connection(&self, stream: TcpStream, _admitted: Admitted) -> anyhow::Result<()> {
+        let limits = self.connections.limits().clone();
+        let mut frames = Framed::new(stream, ServerCodec::new(limits.max_client_frame));
         let client = match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.handshake(&mut frames))
             .await
             .unwrap_or_else(|_| Err(anyhow::anyhow!("handshake timed out")))
@@ -317,6 +335,9 @@ impl Shared {
             }
         };
         tracing::info!(client = %to_base58(&client), "client connected");
+        let mut session = self.connections.session(client);
+        let idle = tokio::time::sleep(limits.idle_timeout);
+        tokio::pin!(idle);
         let mut updates = self.updates.subscribe();
         let state = updates.borrow_and_update().clone();
         frames
@@ -328,6 +349,7 @@ impl Shared {
             tokio::select! {
                 frame = frames.next() => {
                     let Some(frame) = frame else { return Ok(()) };
+                    idle.as_mut().reset(tokio::time::Instant::now() + limits.idle_timeout);
                     let reply = match frame
                         .map_err(anyhow::Error::from)
                         .and_then(|body| Ok(protocol::decode::<ClientMessage>(&body)?))
@@ -365,6 +387,19 @@ impl Shared {
                     changed?;
                     let state = updates.borrow_and_update().clone();
                     frames.send(protocol::encode(&ServerMessage::State { coordinator: state.to_vec() })).await?;
+                }
+                _ = &mut session.replaced => {
+                    let message = "a newer session of this key replaced this one".to_owned();
+                    let _ = frames.send(protocol::encode(&ServerMessage::Error { message: message.clone() })).await;
+                    anyhow::bail!(message);
+                }
+                () = &mut idle => {
+                    let message = format!(
+                        "no request for {} s: closed (connect again when needed)",
+                        limits.idle_timeout.as_secs()
+                    );
+                    let _ = frames.send(protocol::encode(&ServerMessage::Error { message: message.clone() })).await;
+                    anyhow::bail!(message);
                 }
             }
         }
@@ -411,7 +446,44 @@ impl Shared {
     }
 }
 
-type Frames = Framed<TcpStream, tokio_util::codec::LengthDelimitedCodec>;
+type Frames = Framed<TcpStream, ServerCodec>;
+
+/// The protocol's framing with a tighter bound on what the client may send: its frames are
+/// capped at the size of its largest message, while the server's own state pushes (~83 KB)
+/// go out under [`protocol::MAX_FRAME`]. One `LengthDelimitedCodec` bounds both directions
+/// alike, hence two.
+struct ServerCodec {
+    from_client: LengthDelimitedCodec,
+    to_client: LengthDelimitedCodec,
+}
+
+impl ServerCodec {
+    fn new(max_client_frame: usize) -> Self {
+        let mut from_client = protocol::codec();
+        from_client.set_max_frame_length(max_client_frame);
+        Self {
+            from_client,
+            to_client: protocol::codec(),
+        }
+    }
+}
+
+impl Decoder for ServerCodec {
+    type Item = BytesMut;
+    type Error = std::io::Error;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<BytesMut>, std::io::Error> {
+        self.from_client.decode(src)
+    }
+}
+
+impl Encoder<Bytes> for ServerCodec {
+    type Error = std::io::Error;
+
+    fn encode(&mut self, frame: Bytes, dst: &mut BytesMut) -> Result<(), std::io::Error> {
+        self.to_client.encode(frame, dst)
+    }
+}
 
 async fn receive(frames: &mut Frames) -> anyhow::Result<ClientMessage> {
     let body = frames
