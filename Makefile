@@ -12,7 +12,8 @@ TIMED := scripts/timed
 # Clippy lints the workspace while `make lint` builds it (see scripts/clippy-rustc), so lints,
 # tests and binaries share one build of the dependency tree.
 LINT_ENV := export RUSTC_WORKSPACE_WRAPPER="$(CURDIR)/scripts/clippy-rustc" &&
-# Extra arguments for `make run`, e.g. make run ARGS="--steps 300 --preset 20m".
+# Extra arguments for `make run`, e.g. make run ARGS="--clients 4 --steps 300 --preset 20m"
+# (`demeter local` runs 3 clients unless told otherwise).
 ARGS ?=
 
 .PHONY: bootstrap run run-chain test lint bench bench-operator fuzz
@@ -20,13 +21,13 @@ bootstrap:
 	scripts/bootstrap.sh
 
 run: bootstrap
-	$(ENV) cargo run $(CARGO_FLAGS) --bin demeter -- local --clients 3 $(ARGS)
+	$(ENV) cargo run $(CARGO_FLAGS) --bin demeter -- local $(ARGS)
 
 # The main job with the coordinator program on a local Solana validator (demeter-localnet, a
 # development binary from e2e/, kept out of demeter).
 run-chain: bootstrap
 	$(ENV) cargo build $(CARGO_FLAGS) -p demeter-e2e --bin demeter-localnet
-	$(ENV) cargo run $(CARGO_FLAGS) --bin demeter -- local --clients 3 --chain $(ARGS)
+	$(ENV) cargo run $(CARGO_FLAGS) --bin demeter -- local --chain $(ARGS)
 
 lint: bootstrap
 	$(TIMED) fmt cargo fmt --all --check

@@ -34,6 +34,37 @@ fn dataset_meta(dir: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(dir.join("dataset.json")).unwrap()).unwrap()
 }
 
+/// Fails with a message that names `flag`, having written nothing.
+fn refused(output: Output, flag: &str) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "succeeded:\n{stderr}");
+    assert!(stderr.contains(flag), "does not name {flag}:\n{stderr}");
+}
+
+#[test]
+fn settings_that_would_flood_the_machine_are_refused_up_front() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("data");
+    refused(
+        demeter(&[
+            "data",
+            "prepare",
+            "--shard-tokens",
+            "0",
+            "--out",
+            path(&out),
+        ]),
+        "--shard-tokens 0",
+    );
+    assert!(!out.exists() || std::fs::read_dir(&out).unwrap().count() == 0);
+    let run = dir.path().join("run");
+    refused(
+        demeter(&["local", "--clients", "300", "--dir", path(&run)]),
+        "--clients 300",
+    );
+    assert!(!run.exists(), "no run directory, no process");
+}
+
 #[test]
 fn payload_compress_inspect_and_expand() {
     let dir = tempfile::tempdir().unwrap();

@@ -240,6 +240,65 @@ fn rejects_bad_headers() {
     ));
 }
 
+/// A one-tensor f32 payload that declares `shape` cut into `block` blocks with k = 1. With
+/// `records`, it holds the indices (all 0) and values it implies; without, only the header: the
+/// 80-odd bytes a hostile file needs to declare any size.
+fn declaring(shape: &[u32], block: (u32, u32), records: bool) -> Vec<u8> {
+    use sha2::Digest;
+    let numel: u64 = shape.iter().map(|&d| u64::from(d)).product();
+    let block_len = u64::from(block.0) * u64::from(block.1);
+    let blocks = numel / block_len;
+    let mut bytes = b"DMPL".to_vec();
+    bytes.extend(payload::VERSION.to_le_bytes());
+    bytes.extend([0, 0]);
+    bytes.extend(1u32.to_le_bytes());
+    bytes.extend(1u16.to_le_bytes());
+    bytes.push(b'w');
+    bytes.push(shape.len() as u8);
+    for dim in shape {
+        bytes.extend(dim.to_le_bytes());
+    }
+    for field in [block.0, block.1, blocks as u32, 1] {
+        bytes.extend(field.to_le_bytes());
+    }
+    if records {
+        let width = payload::index_width(block_len as usize);
+        bytes.extend(std::iter::repeat_n(0u8, blocks as usize * (width + 4)));
+    }
+    let hash: [u8; 32] = sha2::Sha256::digest(&bytes).into();
+    bytes.extend(hash);
+    bytes
+}
+
+#[test]
+fn describe_bounds_what_a_payload_declares_before_allocating() {
+    // The probe's files: one 65536x65536 block (a 17 GB DCT basis), one block of a vector of
+    // 2^32-1 elements, an 8192x8192 block; and 2^32 elements in ordinary 64x64 blocks.
+    for (shape, block) in [
+        (vec![65536, 65536], (65536, 65536)),
+        (vec![u32::MAX], (1, u32::MAX)),
+        (vec![8192, 8192], (8192, 8192)),
+        (vec![4, 1 << 15, 1 << 15], (64, 64)),
+    ] {
+        for records in [false, true] {
+            if records && shape.len() == 3 {
+                continue; // 6 MB of records; the header alone is refused
+            }
+            let bytes = declaring(&shape, block, records);
+            let error = describe(&bytes).unwrap_err();
+            assert!(
+                matches!(error, PayloadError::Layout { index: 0, .. }),
+                "{shape:?} in {} bytes: {error}",
+                bytes.len()
+            );
+        }
+    }
+    // What a real model declares still passes: a 64x64-blocked 1024x1024 matrix.
+    let ordinary = declaring(&[1024, 1024], (64, 64), true);
+    let (_, layouts) = describe(&ordinary).unwrap();
+    assert_eq!(layouts[0].blocks.shape, vec![1024, 1024]);
+}
+
 /// Random edits of valid payloads, and random bytes: decode and describe never panic. `make
 /// fuzz` runs the same property over millions of cases.
 fn fuzz_config(cases: u32) -> ProptestConfig {

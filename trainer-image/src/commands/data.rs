@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use crate::data::{Tokenizer, moby_dick, prepare};
+use crate::data::{DEFAULT_SHARD_TOKENS, Tokenizer, moby_dick, prepare};
 
 #[derive(clap::Args, Debug)]
 pub struct DataArgs {
@@ -18,7 +18,7 @@ pub struct DataArgs {
     #[arg(long, default_value_t = 0.01)]
     pub val_fraction: f64,
     /// Most tokens per training shard.
-    #[arg(long, default_value_t = 1 << 26)]
+    #[arg(long, default_value_t = DEFAULT_SHARD_TOKENS)]
     pub shard_tokens: usize,
 }
 

@@ -14,6 +14,7 @@ use super::table::Table;
 use super::train::{ClientSummary, RunModelArgs};
 use crate::coordinator::Identity;
 use crate::simulate::ring_all_reduce_bytes;
+use demeter_coordinator::state::MAX_CLIENTS;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct LocalArgs {
@@ -141,19 +142,49 @@ pub fn read_gauge(address: SocketAddr, name: &str) -> Option<f64> {
     })
 }
 
+/// Client processes per core `demeter local` starts at most: each is a whole trainer with its
+/// own replica and libtorch threads, and the machine, not the coordinator, is then the limit.
+const CLIENTS_PER_CORE: usize = 4;
+
+/// The most clients this machine may run: the coordinator's member limit, and
+/// [`CLIENTS_PER_CORE`] per core.
+fn max_clients() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    MAX_CLIENTS.min(CLIENTS_PER_CORE * cores)
+}
+
 pub fn local(args: &LocalArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(args.clients >= 1, "--clients must be at least 1");
-    let temporary;
-    let dir: &Path = match &args.dir {
-        Some(dir) => {
-            std::fs::create_dir_all(dir).with_context(|| format!("--dir {}", dir.display()))?;
-            dir
-        }
-        None => {
-            temporary = tempfile::tempdir()?;
-            temporary.path()
-        }
-    };
+    let max = max_clients();
+    anyhow::ensure!(
+        (1..=max).contains(&args.clients),
+        "--clients {}: must be in 1..={max} here (each client is a process with its own replica: \
+         {CLIENTS_PER_CORE} per core on this machine, and the coordinator takes at most \
+         {MAX_CLIENTS} members)",
+        args.clients
+    );
+    if let Some(dir) = &args.dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("--dir {}", dir.display()))?;
+        return run(args, dir, "");
+    }
+    // A fresh directory, removed after a run that succeeds and kept after one that fails: its
+    // logs are what the error message points at.
+    let temporary = tempfile::Builder::new()
+        .prefix("demeter-local-")
+        .tempdir()?;
+    let result = run(
+        args,
+        temporary.path(),
+        " (removed at the end unless the run fails; --dir keeps them)",
+    );
+    if result.is_err() {
+        let kept = temporary.keep();
+        return result.with_context(|| format!("the run's logs are kept in {}", kept.display()));
+    }
+    result
+}
+
+/// The run in `dir`; `dir_note` says what becomes of it.
+fn run(args: &LocalArgs, dir: &Path, dir_note: &str) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("finding the demeter binary")?;
     let run_toml = dir.join("run.toml");
     std::fs::write(&run_toml, run_file(args))?;
@@ -240,7 +271,7 @@ pub fn local(args: &LocalArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("starting client {index}"))?,
         ));
     }
-    println!("logs and state in {}", dir.display());
+    println!("logs and state in {}{dir_note}", dir.display());
     for (index, endpoint) in endpoints.iter().enumerate() {
         println!("client {index}: metrics at http://{endpoint}/metrics");
     }
@@ -275,11 +306,12 @@ pub fn local(args: &LocalArgs) -> anyhow::Result<()> {
                 continue;
             }
             done = false;
-            if let Some(step) = read_gauge(*endpoint, "demeter_applied_step") {
-                client_bars[index].set_position(step as u64);
-            }
-            if let Some(loss) = read_gauge(*endpoint, "demeter_loss") {
-                client_bars[index].set_message(format!("loss {loss:.3}"));
+            let step = read_gauge(*endpoint, "demeter_applied_step").unwrap_or(0.0);
+            client_bars[index].set_position(step as u64);
+            // The loss gauge reads 0 until the client has trained a batch.
+            match read_gauge(*endpoint, "demeter_loss").filter(|&loss| loss > 0.0) {
+                Some(loss) => client_bars[index].set_message(format!("loss {loss:.3}")),
+                None => client_bars[index].set_message("waiting for the first round"),
             }
         }
         if done {

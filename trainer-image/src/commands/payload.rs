@@ -6,7 +6,7 @@ use anyhow::{Context, ensure};
 use tch::{Device, Tensor};
 
 use super::table::Table;
-use crate::demo::{Compressor, SparseUpdate, ValueEncoding};
+use crate::demo::{Compressor, MAX_BLOCK_SIDE, SparseUpdate, ValueEncoding};
 use crate::model::{load_safetensors, save_safetensors};
 use crate::payload;
 
@@ -55,7 +55,10 @@ pub fn payload(command: &PayloadCommand) -> anyhow::Result<()> {
                 (_, true) => ValueEncoding::Bf16,
                 _ => ValueEncoding::F32,
             };
-            ensure!(*chunk > 0, "--chunk must be at least 1");
+            ensure!(
+                (1..=MAX_BLOCK_SIDE).contains(chunk),
+                "--chunk {chunk}: the DCT block side must be in 1..={MAX_BLOCK_SIDE}"
+            );
             ensure!(*topk > 0, "--topk must be at least 1");
             let tensors = load_safetensors(input)?;
             ensure!(!tensors.is_empty(), "{}: holds no tensor", input.display());

@@ -38,7 +38,8 @@ pub struct TrainArgs {
     /// This client's keypair (a Solana CLI wallet file: a JSON array of 64 bytes).
     #[arg(long)]
     pub wallet: PathBuf,
-    /// Where to serve results and /metrics.
+    /// Where to serve results and /metrics. On every interface (the default), peers need
+    /// --advertise to know where to reach this client.
     #[arg(long, default_value = "0.0.0.0:0")]
     pub listen: SocketAddr,
     /// The address peers should use (default: the listening address).
@@ -58,32 +59,43 @@ pub struct TrainArgs {
 /// What every client of a run must agree on; `demeter local` passes the same to each.
 #[derive(clap::Args, Debug, Clone)]
 pub struct RunModelArgs {
+    /// Model size: a LLaMA-style preset.
     #[arg(long, value_enum, default_value = "tiny")]
     pub preset: Preset,
     /// Prepared dataset directory (`demeter data prepare`); default: the shipped corpus.
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// Tokens per training sequence.
     #[arg(long, default_value_t = 128)]
     pub seq_len: usize,
     /// Seeds the initial weights and the data order.
     #[arg(long, default_value_t = 1234)]
     pub seed: u64,
+    /// Peak learning rate: each step moves every weight by lr times the sign of the aggregate.
     #[arg(long, default_value_t = 2e-3)]
     pub lr: f64,
+    /// Learning-rate schedule after the warmup.
     #[arg(long, value_enum, default_value = "cosine")]
     pub schedule: ScheduleKind,
+    /// Steps of linear learning-rate warmup from 0 to --lr.
     #[arg(long, default_value_t = 5)]
     pub warmup: u64,
+    /// The learning rate at the end of the schedule, as a fraction of --lr.
     #[arg(long, default_value_t = 0.1)]
     pub min_lr_ratio: f64,
+    /// DeMo: DCT coefficients each client shares per block.
     #[arg(long, default_value_t = 32)]
     pub topk: usize,
+    /// DeMo: target side of the DCT blocks (the largest divisor of each dimension up to it).
     #[arg(long, default_value_t = 64)]
     pub chunk: usize,
+    /// DeMo: momentum decay of each client's own momentum.
     #[arg(long, default_value_t = 0.999)]
     pub beta: f64,
+    /// DeMo: how the shared coefficients are sent (f32, bf16, or 1-bit signs).
     #[arg(long, value_enum, default_value = "f32")]
     pub values: ValueEncodingArg,
+    /// Clip each client's gradient to this global L2 norm before DeMo.
     #[arg(long, default_value_t = 1.0)]
     pub grad_clip: f64,
     /// Write a checkpoint at every epoch's end into this directory.

@@ -8,7 +8,8 @@ mod tokenizer;
 pub use batches::{BatchPlan, PlanError, TokenRange};
 pub use corpus::moby_dick;
 pub use shards::{
-    DataError, Dataset, DatasetMeta, TokenFile, TokenWidth, prepare, split_validation,
+    DEFAULT_SHARD_TOKENS, DataError, Dataset, DatasetMeta, TokenFile, TokenWidth, prepare,
+    split_validation,
 };
 pub use tokenizer::{Tokenizer, TokenizerError};
 

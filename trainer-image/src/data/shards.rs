@@ -49,7 +49,25 @@ pub enum DataError {
     Tokenizer(#[from] TokenizerError),
     #[error("--val-fraction {0}: must be in (0, 0.5]")]
     ValFraction(f64),
+    #[error(
+        "--shard-tokens {0}: a shard must hold at least {MIN_SHARD_TOKENS} tokens (default \
+         {DEFAULT_SHARD_TOKENS})"
+    )]
+    ShardTokens(usize),
+    #[error(
+        "the input has {0} token(s); a dataset needs at least {MIN_DATASET_TOKENS} (check --input)"
+    )]
+    TooFewTokens(usize),
 }
+
+/// Tokens per shard unless told otherwise: 128 MiB of u16 ids.
+pub const DEFAULT_SHARD_TOKENS: usize = 1 << 26;
+/// The smallest shard `prepare` writes: a smaller one would turn a typo into a million files
+/// (`--shard-tokens 1` on the shipped corpus), and holds too few training windows to matter.
+pub const MIN_SHARD_TOKENS: usize = 4096;
+/// The fewest tokens a dataset may have: a training window of the smallest sequence length and
+/// a validation tail.
+pub const MIN_DATASET_TOKENS: usize = 64;
 
 /// What `dataset.json` records about a prepared dataset.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -180,7 +198,13 @@ pub fn prepare(
     val_fraction: f64,
     shard_tokens: usize,
 ) -> Result<DatasetMeta, DataError> {
+    if shard_tokens < MIN_SHARD_TOKENS {
+        return Err(DataError::ShardTokens(shard_tokens));
+    }
     let tokens = tokenizer.encode(text)?;
+    if tokens.len() < MIN_DATASET_TOKENS {
+        return Err(DataError::TooFewTokens(tokens.len()));
+    }
     let (train, val) = split_validation(&tokens, val_fraction)?;
     let width = TokenWidth::for_vocab(tokenizer.vocab_size());
     let io = |path: &Path| {
@@ -189,7 +213,7 @@ pub fn prepare(
     };
     std::fs::create_dir_all(out).map_err(io(out))?;
     let mut train_shards = Vec::new();
-    for (index, shard) in train.chunks(shard_tokens.max(1)).enumerate() {
+    for (index, shard) in train.chunks(shard_tokens).enumerate() {
         let name = format!("train-{index:05}.bin");
         let path = out.join(&name);
         std::fs::write(&path, to_bytes(shard, width)).map_err(io(&path))?;
@@ -267,5 +291,32 @@ impl Dataset {
             train: vec![TokenFile::from_tokens(train, TokenWidth::U16)],
             val: TokenFile::from_tokens(val, TokenWidth::U16),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prepare_refuses_tiny_shards_and_empty_input_before_writing() {
+        let out = tempfile::tempdir().unwrap();
+        let tokenizer = Tokenizer::from_spec("bytes").unwrap();
+        let text = "call me Ishmael. ".repeat(100);
+        for shard_tokens in [0, 1, MIN_SHARD_TOKENS - 1] {
+            let error = prepare(&text, &tokenizer, out.path(), 0.01, shard_tokens).unwrap_err();
+            assert!(matches!(error, DataError::ShardTokens(n) if n == shard_tokens));
+            assert!(error.to_string().contains("--shard-tokens"), "{error}");
+        }
+        let error = prepare("", &tokenizer, out.path(), 0.01, MIN_SHARD_TOKENS).unwrap_err();
+        assert!(matches!(error, DataError::TooFewTokens(0)), "{error}");
+        assert_eq!(
+            std::fs::read_dir(out.path()).unwrap().count(),
+            0,
+            "nothing written"
+        );
+
+        let meta = prepare(&text, &tokenizer, out.path(), 0.01, MIN_SHARD_TOKENS).unwrap();
+        assert_eq!(meta.train_shards.len(), 1);
     }
 }

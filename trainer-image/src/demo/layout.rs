@@ -6,6 +6,11 @@
 
 use super::split::block_side;
 
+/// The largest DCT block side: each side's transform is a `side x side` f32 matrix (4 MiB at
+/// 1024), and the paper's runs use 64. A chunk or a payload's block beyond it is refused before
+/// anything is allocated.
+pub const MAX_BLOCK_SIDE: usize = 1024;
+
 /// The blocking of one parameter tensor.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct BlockLayout {

@@ -11,7 +11,7 @@ mod split;
 
 pub use compressor::{Compressor, SparseUpdate, TensorLayout};
 pub use dct::{DctTransform, dct_matrix};
-pub use layout::BlockLayout;
+pub use layout::{BlockLayout, MAX_BLOCK_SIDE};
 pub use optimizer::{Demo, DemoConfig, DemoConfigError};
 pub use sparse::{SparseBlocks, ValueEncoding};
 pub use split::block_side;

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
 use super::compressor::{Compressor, SparseUpdate};
+use super::layout::MAX_BLOCK_SIDE;
 use super::sparse::ValueEncoding;
 
 /// DeMo's hyperparameters.
@@ -50,8 +51,8 @@ pub enum DemoConfigError {
     MomentumDecay(f64),
     #[error("demo.topk = 0: at least one coefficient per block must be shared (default 32)")]
     TopK,
-    #[error("demo.chunk = 0: the DCT block side must be at least 1 (default 64)")]
-    Chunk,
+    #[error("demo.chunk = {0}: the DCT block side must be in 1..={max} (default 64)", max = MAX_BLOCK_SIDE)]
+    Chunk(usize),
     #[error("demo.weight_decay = {0}: must be finite and >= 0")]
     WeightDecay(f64),
 }
@@ -65,8 +66,8 @@ impl DemoConfig {
         if self.topk == 0 {
             return Err(DemoConfigError::TopK);
         }
-        if self.chunk == 0 {
-            return Err(DemoConfigError::Chunk);
+        if !(1..=MAX_BLOCK_SIDE).contains(&self.chunk) {
+            return Err(DemoConfigError::Chunk(self.chunk));
         }
         if !self.weight_decay.is_finite() || self.weight_decay < 0.0 {
             return Err(DemoConfigError::WeightDecay(self.weight_decay));

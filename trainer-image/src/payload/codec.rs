@@ -6,7 +6,8 @@ use tch::{Device, Tensor};
 
 use super::error::PayloadError;
 use crate::demo::{
-    BlockLayout, Compressor, SparseBlocks, SparseUpdate, TensorLayout, ValueEncoding,
+    BlockLayout, Compressor, MAX_BLOCK_SIDE, SparseBlocks, SparseUpdate, TensorLayout,
+    ValueEncoding,
 };
 
 const MAGIC: [u8; 4] = *b"DMPL";
@@ -19,6 +20,10 @@ const HEADER_LEN: usize = 12;
 const MIN_TENSOR_RECORD: usize = 2 + 1 + 4 * 4;
 /// Ranks above this are rejected before the shape is read.
 const MAX_RANK: usize = 8;
+/// The most elements the tensors of one payload may declare when no model is at hand to check
+/// them against ([`describe`]): 2^31, above the 1b preset's parameters, so a tool that expands a
+/// payload never allocates more than 8 GiB of f32 on an 80-byte file's say-so.
+pub const MAX_DECLARED_ELEMENTS: u64 = 1 << 31;
 
 /// A payload's SHA-256: what peers sign, announce and fetch it by.
 pub type ContentHash = [u8; HASH_LEN];
@@ -461,12 +466,14 @@ pub fn describe(bytes: &[u8]) -> Result<(ValueEncoding, Vec<TensorLayout>), Payl
     let (encoding, count, mut cursor) = open(bytes)?;
     let count = count as usize;
     if count > cursor.bytes.len() / MIN_TENSOR_RECORD {
-        return Err(PayloadError::TensorCount {
+        return Err(PayloadError::DeclaredCount {
             found: count as u64,
-            expected: cursor.bytes.len() / MIN_TENSOR_RECORD,
+            len: bytes.len(),
+            max: cursor.bytes.len() / MIN_TENSOR_RECORD,
         });
     }
     let mut layouts = Vec::with_capacity(count);
+    let mut declared = 0u64;
     for index in 0..count {
         let header = read_record_header(&mut cursor, index)?;
         let layout_error = |problem: String| PayloadError::Layout { index, problem };
@@ -480,6 +487,20 @@ pub fn describe(bytes: &[u8]) -> Result<(ValueEncoding, Vec<TensorLayout>), Payl
             .ok_or_else(|| layout_error(format!("shape {shape:?} overflows")))?;
         if numel == 0 {
             return Err(layout_error(format!("shape {shape:?} is empty")));
+        }
+        declared = declared.saturating_add(numel);
+        if declared > MAX_DECLARED_ELEMENTS {
+            return Err(layout_error(format!(
+                "shape {shape:?} brings the payload to {declared} elements, more than the \
+                 {MAX_DECLARED_ELEMENTS} a payload may declare without a model to check it against"
+            )));
+        }
+        let side = header.block_rows.max(header.block_cols) as usize;
+        if side > MAX_BLOCK_SIDE {
+            return Err(layout_error(format!(
+                "blocks {}x{} exceed {MAX_BLOCK_SIDE} per side, the largest DCT block",
+                header.block_rows, header.block_cols
+            )));
         }
         let blocks = BlockLayout::with_blocks(
             &shape,

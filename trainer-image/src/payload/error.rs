@@ -19,6 +19,8 @@ pub enum PayloadError {
     Encoding { found: String, expected: String },
     #[error("payload has {found} tensors, the model has {expected}")]
     TensorCount { found: u64, expected: usize },
+    #[error("payload declares {found} tensors; its {len} bytes can hold at most {max}")]
+    DeclaredCount { found: u64, len: usize, max: usize },
     #[error("tensor {index}: {field} is {found}, the model expects {expected}")]
     Field {
         index: usize,

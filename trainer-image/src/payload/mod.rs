@@ -24,7 +24,7 @@ mod codec;
 mod error;
 
 pub use codec::{
-    ContentHash, HASH_LEN, VERSION, content_hash, decode, decode_all, describe, encode,
-    encoded_len, index_width, record_len, verified_hash,
+    ContentHash, HASH_LEN, MAX_DECLARED_ELEMENTS, VERSION, content_hash, decode, decode_all,
+    describe, encode, encoded_len, index_width, record_len, verified_hash,
 };
 pub use error::PayloadError;
