@@ -7,12 +7,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use demeter_trainer::coordinator::Identity;
-use demeter_trainer::exchange::serve::{Exchange, ExchangeMetrics};
+use demeter_trainer::exchange::serve::{Exchange, ExchangeMetrics, serve};
 use demeter_trainer::exchange::{Commitment, PeerClient, ResultStore, router};
 use prometheus::Registry;
 use sha2::{Digest, Sha256};
 
 const RUN: [u8; 32] = [7; 32];
+/// The peers' header time-out here (clients use `HEADER_READ_TIMEOUT`).
+const HEADER_TIMEOUT: Duration = Duration::from_secs(1);
 
 struct Peer {
     address: SocketAddr,
@@ -32,7 +34,7 @@ async fn peer() -> Peer {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let app = router(exchange.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    tokio::spawn(serve(listener, app, HEADER_TIMEOUT));
     Peer { address, exchange }
 }
 
@@ -53,6 +55,7 @@ async fn commitments_are_verified_before_they_are_kept() {
     let peer = peer().await;
     let (client, _) = client();
     let identity = Identity::generate().unwrap();
+    peer.exchange.store.follow(5, [identity.public()]);
     let good = Commitment::sign(&identity, &RUN, 5, [1; 32]);
     assert!(client.announce(peer.address, &good).await);
     assert!(client.announce(peer.address, &good).await, "again: known");
@@ -71,6 +74,57 @@ async fn commitments_are_verified_before_they_are_kept() {
     assert_eq!(outcomes.with_label_values(&["new"]).get(), 1);
     assert_eq!(outcomes.with_label_values(&["bad_signature"]).get(), 2);
     assert_eq!(outcomes.with_label_values(&["conflicting"]).get(), 1);
+}
+
+#[tokio::test]
+async fn commitments_from_strangers_far_steps_or_with_trailing_bytes_are_refused() {
+    let peer = peer().await;
+    let member = Identity::generate().unwrap();
+    peer.exchange.store.follow(5, [member.public()]);
+    let url = format!("http://{}/v1/commitments", peer.address);
+    let post = |body: Vec<u8>| {
+        let url = url.clone();
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    let encode = |c: &Commitment| postcard::to_allocvec(c).unwrap();
+
+    let stranger = Identity::generate().unwrap();
+    for step in [5, 6, u64::MAX] {
+        let forged = Commitment::sign(&stranger, &RUN, step, [1; 32]);
+        assert_eq!(
+            post(encode(&forged)).await,
+            403,
+            "a stranger at step {step}"
+        );
+    }
+    let far = Commitment::sign(&member, &RUN, 5 + 2, [1; 32]);
+    assert_eq!(post(encode(&far)).await, 410, "a member, two steps ahead");
+    let good = Commitment::sign(&member, &RUN, 5, [1; 32]);
+    let mut trailing = encode(&good);
+    trailing.push(0);
+    assert_eq!(post(trailing).await, 400, "trailing bytes");
+    assert_eq!(post(encode(&good)).await, 204);
+
+    let outcomes = &peer.exchange.metrics.commitments;
+    let count = |label: &str| outcomes.with_label_values(&[label]).get();
+    assert_eq!(
+        [
+            count("not_member"),
+            count("out_of_window"),
+            count("malformed"),
+            count("new")
+        ],
+        [3, 1, 1, 1]
+    );
 }
 
 #[tokio::test]
@@ -152,4 +206,22 @@ async fn payloads_serve_single_ranges_and_metrics_are_text() {
         .await
         .unwrap();
     assert!(text.contains("demeter_payloads_served_total 2"), "{text}");
+}
+
+#[tokio::test]
+async fn a_connection_that_never_finishes_its_headers_is_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let peer = peer().await;
+    let mut slow = tokio::net::TcpStream::connect(peer.address).await.unwrap();
+    slow.write_all(b"GET /metrics HTTP/1.1\r\nHost: peer\r\n")
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), slow.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "still open 10 s after its last byte");
+    // Everyone else is still served.
+    let metrics = reqwest::get(format!("http://{}/metrics", peer.address))
+        .await
+        .unwrap();
+    assert_eq!(metrics.status(), 200);
 }

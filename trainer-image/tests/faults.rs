@@ -1,5 +1,6 @@
 //! Faults a run must survive, with real processes on loopback: a client killed with SIGKILL in
-//! the middle of a round (and restarted), and the coordinator server killed and restarted.
+//! the middle of a round (and restarted), the coordinator server killed and restarted, a dishonest
+//! participant, and a stranger flooding the clients with commitments.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -376,5 +377,77 @@ fn corrupted_and_forged_results_are_refused_counted_and_training_goes_on() {
         "{finished:?}"
     );
     assert_eq!(finished[0].1, finished[1].1, "honest replicas identical");
+    runtime.shutdown_background();
+}
+
+/// Someone who is not a member of the run (it only reads the run's state, as anyone may) floods
+/// every client with validly signed commitments: one for step 2^64-1, and, from 256 throwaway
+/// keys, commitments for the steps just ahead of the run. Before the store took commitments only
+/// from members and near the run's step, either one evicted the members' results and stopped
+/// every replica.
+async fn stranger(coordinator: SocketAddr, clients: Vec<SocketAddr>) {
+    use demeter_coordinator::RunState;
+    use demeter_trainer::coordinator::CoordinatorClient;
+    use demeter_trainer::exchange::serve::ExchangeMetrics;
+    use demeter_trainer::exchange::{Commitment, PeerClient};
+
+    let observer = Identity::generate().unwrap();
+    let mut client = loop {
+        match CoordinatorClient::connect(coordinator, &observer).await {
+            Ok(client) => break client,
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    };
+    let metrics = ExchangeMetrics::register(&prometheus::Registry::new()).unwrap();
+    let peers = PeerClient::new(metrics, Duration::from_secs(5)).unwrap();
+    let keys: Vec<Identity> = (0..256).map(|_| Identity::generate().unwrap()).collect();
+    loop {
+        let state = client.state();
+        if state.run_state() == RunState::Finished {
+            return;
+        }
+        let far = Commitment::sign(&keys[0], &state.run_id, u64::MAX, [0xAB; 32]);
+        let near: Vec<Commitment> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, key)| {
+                let step = state.step + 3 + i as u64 % 3;
+                Commitment::sign(key, &state.run_id, step, [i as u8; 32])
+            })
+            .collect();
+        for &peer in &clients {
+            peers.announce(peer, &far).await;
+            for commitment in &near {
+                peers.announce(peer, commitment).await;
+            }
+        }
+        let _ = client
+            .wait_for(Duration::from_millis(500), |now| *now != *state)
+            .await;
+    }
+}
+
+#[test]
+fn commitments_from_strangers_are_refused_and_stop_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = Run::start(dir.path(), 10, 600, 3);
+    let clients: Vec<SocketAddr> = run.clients.iter().map(|c| c.endpoint).collect();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.spawn(stranger(run.coordinator, clients));
+
+    let refused = r#"demeter_commitments_received_total{outcome="not_member"}"#;
+    run.wait("every client to refuse the stranger's commitments", |run| {
+        (0..3).all(|index| run.gauge(index, refused).unwrap_or(0.0) >= 257.0)
+    });
+    let finished = run.finished();
+    assert!(
+        finished.iter().all(|(steps, _)| *steps == 10),
+        "{finished:?}\n{}",
+        run.logs()
+    );
+    assert!(
+        finished.iter().all(|(_, hash)| *hash == finished[0].1),
+        "replicas differ: {finished:?}"
+    );
     runtime.shutdown_background();
 }

@@ -1,6 +1,7 @@
 //! The HTTP side every client runs: its results, its commitments and its metrics.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -8,13 +9,20 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use prometheus::{IntCounter, IntCounterVec, Opts, Registry, TextEncoder};
+use tokio::net::TcpListener;
 
 use super::commitment::Commitment;
 use super::store::{Added, ResultStore};
 
 /// A commitment is about 150 bytes; nothing bigger is read.
 const COMMITMENT_BODY_LIMIT: usize = 4096;
+/// How long a peer has to send a request's headers; a connection that trickles them (or sends
+/// nothing) is closed instead of being held open forever.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Counters of the exchange, registered in the client's registry.
 #[derive(Clone)]
@@ -24,8 +32,8 @@ pub struct ExchangeMetrics {
     pub bytes_down: IntCounter,
     /// Failed downloads by reason: unreachable, status, too_large, hash_mismatch.
     pub downloads_failed: IntCounterVec,
-    /// Commitments received by outcome: new, known, conflicting, refused, bad_signature,
-    /// malformed.
+    /// Commitments received by outcome: new, known, conflicting, not_member, out_of_window,
+    /// bad_signature, malformed.
     pub commitments: IntCounterVec,
 }
 
@@ -85,6 +93,33 @@ pub struct Exchange {
     pub snapshot: std::sync::RwLock<Option<Snapshot>>,
 }
 
+/// Serves `app` on `listener` over HTTP/1.1 until the task is dropped, closing every
+/// connection whose request headers take longer than `header_timeout` (axum's own `serve` has
+/// no such bound).
+pub async fn serve(listener: TcpListener, app: Router, header_timeout: Duration) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                // Out of file descriptors and the like: wait and keep serving.
+                tracing::warn!(%error, "exchange: accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let service = TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let connection = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "exchange: connection ended");
+            }
+        });
+    }
+}
+
 /// The exchange's routes.
 pub fn router(exchange: Arc<Exchange>) -> Router {
     Router::new()
@@ -105,11 +140,15 @@ fn parse_hash(hex_text: &str) -> Option<[u8; 32]> {
     Some(hash)
 }
 
-/// `bytes=a-b` or `bytes=a-` within `len`, as an inclusive range; `None` when unsatisfiable
-/// or not a single range.
+/// `bytes=a-b`, `bytes=a-` or the suffix `bytes=-n` (the last n bytes) within `len`, as an
+/// inclusive range; `None` when unsatisfiable or not a single range.
 fn parse_range(value: &HeaderValue, len: usize) -> Option<(usize, usize)> {
     let spec = value.to_str().ok()?.strip_prefix("bytes=")?;
     let (start, end) = spec.split_once('-')?;
+    if start.trim().is_empty() {
+        let suffix: usize = end.trim().parse().ok()?;
+        return (suffix > 0 && len > 0).then(|| (len - suffix.min(len), len - 1));
+    }
     let start: usize = start.trim().parse().ok()?;
     let end = match end.trim() {
         "" => len.checked_sub(1)?,
@@ -174,7 +213,8 @@ async fn announce(State(exchange): State<Arc<Exchange>>, body: Bytes) -> StatusC
             .with_label_values(&[label])
             .inc()
     };
-    let Ok(commitment) = postcard::from_bytes::<Commitment>(&body) else {
+    // One commitment and nothing after it: trailing bytes are a malformed body.
+    let Ok((commitment, [])) = postcard::take_from_bytes::<Commitment>(&body) else {
         outcome("malformed");
         return StatusCode::BAD_REQUEST;
     };
@@ -195,8 +235,12 @@ async fn announce(State(exchange): State<Arc<Exchange>>, body: Bytes) -> StatusC
             outcome("conflicting");
             StatusCode::CONFLICT
         }
-        Added::Refused => {
-            outcome("refused");
+        Added::NotMember => {
+            outcome("not_member");
+            StatusCode::FORBIDDEN
+        }
+        Added::OutOfWindow => {
+            outcome("out_of_window");
             StatusCode::GONE
         }
     }
@@ -250,6 +294,10 @@ mod tests {
         assert_eq!(range("bytes=90-500"), Some((90, 99)));
         assert_eq!(range("bytes=100-"), None);
         assert_eq!(range("bytes=5-1"), None);
+        assert_eq!(range("bytes=-5"), Some((95, 99)), "the last five bytes");
+        assert_eq!(range("bytes=-500"), Some((0, 99)));
+        assert_eq!(range("bytes=-0"), None);
+        assert_eq!(range("bytes=-"), None);
         assert_eq!(range("bytes=0-1,5-6"), None);
         assert_eq!(range("items=0-1"), None);
     }

@@ -36,7 +36,7 @@ pub use self::metrics::TrainerMetrics;
 use crate::coordinator::{Identity, Request};
 use crate::data::{BatchPlan, Dataset};
 use crate::demo::{Demo, DemoConfig, SparseUpdate};
-use crate::exchange::serve::{Exchange, ExchangeMetrics, Snapshot};
+use crate::exchange::serve::{Exchange, ExchangeMetrics, HEADER_READ_TIMEOUT, Snapshot, serve};
 use crate::exchange::{Commitment, PeerClient, PeerDns, ResultStore, router};
 use crate::model::{LlamaConfig, Preset, padded_vocab};
 use crate::optim::Schedule;
@@ -137,9 +137,11 @@ impl<B: CoordinatorBackend> Trainer<B> {
         let registry = prometheus::Registry::new();
         let exchange_metrics = ExchangeMetrics::register(&registry)?;
         let metrics = TrainerMetrics::register(&registry)?;
+        let store = Arc::new(ResultStore::default());
+        follow_run(&store, &state);
         let exchange = Arc::new(Exchange {
             run_id: state.run_id,
-            store: Arc::new(ResultStore::default()),
+            store,
             registry,
             metrics: exchange_metrics.clone(),
             snapshot: Default::default(),
@@ -148,12 +150,14 @@ impl<B: CoordinatorBackend> Trainer<B> {
             .await
             .with_context(|| format!("--listen {listen}"))?;
         let bound = listener.local_addr()?;
+        let endpoint = advertise.unwrap_or(bound);
+        anyhow::ensure!(
+            !endpoint.ip().is_unspecified() && endpoint.port() != 0,
+            "peers cannot reach {endpoint}: pass --advertise HOST:PORT (the address peers should \
+             use), or --listen on a specific address"
+        );
         let app = router(exchange.clone());
-        tokio::spawn(async move {
-            if let Err(error) = axum::serve(listener, app).await {
-                tracing::error!(%error, "the exchange server stopped");
-            }
-        });
+        tokio::spawn(serve(listener, app, HEADER_READ_TIMEOUT));
         tracing::info!(metrics = %format!("http://{bound}/metrics"), "serving results and metrics");
         let peers = PeerClient::new(exchange_metrics, Duration::from_secs(10))?;
         let mut trainer = Self {
@@ -168,7 +172,7 @@ impl<B: CoordinatorBackend> Trainer<B> {
             exchange,
             peers,
             peer_dns: None,
-            endpoint: advertise.unwrap_or(bound),
+            endpoint,
             metrics,
             applied: 0,
             work: RoundWork::default(),
@@ -263,6 +267,7 @@ impl<B: CoordinatorBackend> Trainer<B> {
 
     /// Runs until the run finishes and this replica has applied every step.
     pub async fn run(mut self) -> anyhow::Result<TrainSummary> {
+        let mut outage = Outage::default();
         loop {
             let state = self.backend.state();
             if state.run_state() == RunState::Finished && self.applied >= state.step {
@@ -278,8 +283,9 @@ impl<B: CoordinatorBackend> Trainer<B> {
                 });
             }
             self.pass(&state).await?;
-            if let Err(error) = self.backend.changed(POLL).await {
-                tracing::warn!(%error, "waiting for the coordinator");
+            match self.backend.changed(POLL).await {
+                Ok(_) => outage.ended(),
+                Err(error) => outage.failed(&error).await,
             }
         }
     }
@@ -296,6 +302,7 @@ impl<B: CoordinatorBackend> Trainer<B> {
     /// One look at `state`: does whatever is due.
     async fn pass(&mut self, state: &Coordinator) -> anyhow::Result<()> {
         self.metrics.observe_state(state);
+        follow_run(&self.exchange.store, state);
         let slot = state.member_index(&self.me());
         let status = slot.map_or(MemberStatus::Empty, |slot| state.members[slot].status());
 
@@ -739,6 +746,51 @@ impl<B: CoordinatorBackend> Trainer<B> {
     }
 }
 
+/// A coordinator that cannot be reached: the client backs off between tries (up to
+/// [`Outage::MAX_BACKOFF`]) and says so once when it starts, then every
+/// [`Outage::LOG_EVERY`], and once when it ends, instead of a line per poll.
+#[derive(Default)]
+struct Outage {
+    started: Option<Instant>,
+    last_logged: Option<Instant>,
+    failures: u32,
+}
+
+impl Outage {
+    const MAX_BACKOFF: Duration = Duration::from_secs(5);
+    const LOG_EVERY: Duration = Duration::from_secs(30);
+
+    async fn failed(&mut self, error: &BackendError) {
+        let now = Instant::now();
+        let started = *self.started.get_or_insert(now);
+        self.failures += 1;
+        if self
+            .last_logged
+            .is_none_or(|at| at.elapsed() >= Self::LOG_EVERY)
+        {
+            self.last_logged = Some(now);
+            tracing::warn!(
+                %error,
+                tries = self.failures,
+                seconds = started.elapsed().as_secs(),
+                "waiting for the coordinator"
+            );
+        }
+        let backoff = POLL.saturating_mul(1 << self.failures.min(6));
+        tokio::time::sleep(backoff.min(Self::MAX_BACKOFF)).await;
+    }
+
+    fn ended(&mut self) {
+        if let Some(started) = self.started.take() {
+            tracing::info!(
+                seconds = started.elapsed().as_secs(),
+                "the coordinator is reachable again"
+            );
+        }
+        *self = Self::default();
+    }
+}
+
 /// The newest `step-N` checkpoint under `root`.
 fn latest_checkpoint(root: &std::path::Path) -> anyhow::Result<Option<(u64, PathBuf)>> {
     if !root.exists() {
@@ -757,6 +809,17 @@ fn latest_checkpoint(root: &std::path::Path) -> anyhow::Result<Option<(u64, Path
         }
     }
     Ok(newest)
+}
+
+/// Points the exchange's store at the run as the coordinator reports it: the steps it takes
+/// and the members whose commitments it takes.
+fn follow_run(store: &ResultStore, state: &Coordinator) {
+    let members = state
+        .members
+        .iter()
+        .filter(|m| m.status() != MemberStatus::Empty)
+        .map(|m| m.id);
+    store.follow(state.step, members);
 }
 
 /// The participants of `round` in slot order, with the endpoint each announced.
