@@ -7,6 +7,9 @@ CARGO_FLAGS := --release --locked
 # Lints and tests build in the dev profile (opt-level 1, see Cargo.toml): one build of the
 # dependency tree for both, a fraction of the release build's time.
 CHECK_FLAGS := --locked
+# BUILD_TIMINGS=--timings makes `make lint` write cargo's per-crate timing report
+# ($CARGO_TARGET_DIR/cargo-timings/).
+BUILD_TIMINGS ?=
 # Each step of `make lint` and `make test` is timed; .ci/run prints the phases at its end.
 TIMED := scripts/timed
 # Clippy lints the workspace while `make lint` builds it (see scripts/clippy-rustc), so lints,
@@ -32,7 +35,7 @@ run-chain: bootstrap
 lint: bootstrap
 	$(TIMED) fmt cargo fmt --all --check
 	$(ENV) $(TIMED) "manifests: deploy/" "$$DEMETER_PYTHON" -m kubernetes_validate --kubernetes-version 1.33.0 --strict --quiet deploy/crds/*.yaml deploy/operator/*.yaml
-	$(ENV) $(LINT_ENV) $(TIMED) "build + clippy (workspace, all targets)" cargo build $(CHECK_FLAGS) --workspace --all-targets
+	$(ENV) $(LINT_ENV) $(TIMED) "build + clippy (workspace, all targets)" cargo build $(CHECK_FLAGS) $(BUILD_TIMINGS) --workspace --all-targets
 	$(ENV) $(TIMED) "manifests: rendered examples" scripts/check-rendered.sh
 
 test: lint

@@ -748,11 +748,13 @@ async fn report_changes(
     }
     for (index, why) in &plan.stuck {
         let reason = why.split(':').next().unwrap_or("ContainerCannotStart");
+        // Every pod Event names its pod, as the restart and create Events do.
+        let pod = children::Names(&run.name_any()).client(*index);
         ctx.publish(
             &reference,
             EventType::Warning,
             reason,
-            format!("client {index}: {why}"),
+            format!("Pod {pod} (client {index}): {why}"),
         )
         .await;
     }
