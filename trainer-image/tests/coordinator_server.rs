@@ -527,13 +527,6 @@ async fn connections_frames_sessions_and_idle_time_are_bounded() {
     let message = closed_with_error(&mut idle).await;
     assert!(message.contains("no request for 2 s"), "{message}");
     assert!(started.elapsed() >= Duration::from_secs(2));
-    let member = Member::connect(server.address, Identity::generate().unwrap()).await;
-    member
-        .client
-        .request(Request::Join {
-            endpoint: endpoint(),
-        })
-        .await
-        .unwrap();
+    joined(server.address, 1).await;
     server.stop().await;
 }

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use demeter_trainer::commands::read_gauge;
-use demeter_trainer::coordinator::Identity;
+use demeter_trainer::coordinator::{CoordinatorClient, Identity};
 
 const PATIENCE: Duration = Duration::from_secs(150);
 
@@ -264,13 +264,23 @@ fn clients_go_on_after_the_coordinator_is_killed_and_restarted() {
     );
 }
 
+/// A connection to the coordinator as `identity`, retried until the server is up.
+async fn connect_when_up(coordinator: SocketAddr, identity: &Identity) -> CoordinatorClient {
+    loop {
+        match CoordinatorClient::connect(coordinator, identity).await {
+            Ok(client) => return client,
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
 /// A participant that commits to a hash and serves other bytes under it, and forges another
 /// client's commitment. It plays its part in the coordinator otherwise.
 async fn dishonest_client(coordinator: SocketAddr, victim: [u8; 32], honest: Vec<SocketAddr>) {
     use std::sync::Arc;
 
     use demeter_coordinator::{Bloom, RunState, WitnessReport};
-    use demeter_trainer::coordinator::{CoordinatorClient, Request};
+    use demeter_trainer::coordinator::Request;
     use demeter_trainer::exchange::serve::{Exchange, ExchangeMetrics};
     use demeter_trainer::exchange::{Commitment, PeerClient, ResultStore, router};
 
@@ -279,12 +289,7 @@ async fn dishonest_client(coordinator: SocketAddr, victim: [u8; 32], honest: Vec
     let metrics = ExchangeMetrics::register(&registry).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let endpoint = listener.local_addr().unwrap();
-    let mut client = loop {
-        match CoordinatorClient::connect(coordinator, &identity).await {
-            Ok(client) => break client,
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    };
+    let mut client = connect_when_up(coordinator, &identity).await;
     let run_id = client.state().run_id;
     let store = Arc::new(ResultStore::default());
     let exchange = Arc::new(Exchange {
@@ -387,17 +392,11 @@ fn corrupted_and_forged_results_are_refused_counted_and_training_goes_on() {
 /// every replica.
 async fn stranger(coordinator: SocketAddr, clients: Vec<SocketAddr>) {
     use demeter_coordinator::RunState;
-    use demeter_trainer::coordinator::CoordinatorClient;
     use demeter_trainer::exchange::serve::ExchangeMetrics;
     use demeter_trainer::exchange::{Commitment, PeerClient};
 
     let observer = Identity::generate().unwrap();
-    let mut client = loop {
-        match CoordinatorClient::connect(coordinator, &observer).await {
-            Ok(client) => break client,
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    };
+    let mut client = connect_when_up(coordinator, &observer).await;
     let metrics = ExchangeMetrics::register(&prometheus::Registry::new()).unwrap();
     let peers = PeerClient::new(metrics, Duration::from_secs(5)).unwrap();
     let keys: Vec<Identity> = (0..256).map(|_| Identity::generate().unwrap()).collect();

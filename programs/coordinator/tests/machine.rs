@@ -79,9 +79,9 @@ impl Run {
         run
     }
 
-    /// Every elected witness reports having seen `seen` (and their commitments).
-    fn witness_all(&mut self, seen: &[u8]) {
-        let round = *self.c.current_round().unwrap();
+    /// A witness report of the current round that saw `seen` (and their commitments).
+    fn report(&self, seen: &[u8]) -> WitnessReport {
+        let round = self.c.current_round().unwrap();
         let mut report = WitnessReport {
             participants: Bloom::default(),
             commitments: Bloom::default(),
@@ -92,6 +92,13 @@ impl Run {
                 .commitments
                 .insert(&commitment(m, round.step), &round.seed);
         }
+        report
+    }
+
+    /// Every elected witness reports having seen `seen` (and their commitments).
+    fn witness_all(&mut self, seen: &[u8]) {
+        let round = *self.c.current_round().unwrap();
+        let report = self.report(seen);
         for position in 0..round.witness_count {
             let witness = self.c.members[round.elected(position).unwrap()].id;
             let now = self.at(1);
@@ -279,16 +286,7 @@ fn throwaway_keys_cannot_fill_a_run_for_good() {
 /// Closes the current round with a report from every elected witness that is still Active.
 fn close_round_with_active_witnesses(run: &mut Run, seen: &[u8]) {
     let round = *run.c.current_round().unwrap();
-    let mut report = WitnessReport {
-        participants: Bloom::default(),
-        commitments: Bloom::default(),
-    };
-    for &m in seen {
-        report.participants.insert(&id(m), &round.seed);
-        report
-            .commitments
-            .insert(&commitment(m, round.step), &round.seed);
-    }
+    let report = run.report(seen);
     for position in 0..round.witness_count {
         let witness = run.c.members[round.elected(position).unwrap()];
         if witness.status() == MemberStatus::Active {
