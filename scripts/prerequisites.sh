@@ -1,21 +1,20 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the build loads, when (and only when) they are missing.
 #
-# Each package is tested for what the build actually uses, not by a loose glob: the machine image
-# ships libclang-cpp14 (/usr/lib/x86_64-linux-gnu/libclang-cpp.so.14), which a `libclang*.so*`
-# glob matches, while clang-sys (rocksdb's bindgen, under solana-test-validator) loads
-# libclang.so, which only libclang-dev provides.
+# Each package is tested by its installed status (dpkg), not by a loose glob over libraries: a
+# glob once took the image's libclang-cpp14 for the libclang.so a build script loads, and a
+# fresh machine failed. (Since e2e's localnet stopped building solana-test-validator, nothing
+# needs libclang or rocksdb's C++ any more.)
 set -euo pipefail
 
 # package: why the build needs it
 declare -A needed=(
     [gcc]="cc for the -sys crates (zstd, lz4, bzip2, oniguruma)"
-    [g++]="rocksdb's C++ (librocksdb-sys, under solana-test-validator)"
+    [g++]="torch-sys compiles tch's C++ shim over libtorch"
     [make]="the Makefile: README.md's two commands; openssl-src's build of OpenSSL"
     [perl]="openssl-src configures OpenSSL with perl and its core modules (FindBin), which perl-base lacks"
     [pkg-config]="openssl-sys finds libssl through pkg-config"
     [libssl-dev]="openssl-sys (solana-client's HTTP stack)"
-    [libclang-dev]="libclang.so for bindgen (librocksdb-sys)"
     [ca-certificates]="HTTPS to crates.io and PyPI"
 )
 

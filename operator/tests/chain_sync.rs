@@ -1,4 +1,4 @@
-//! Chain sync against the coordinator program on a local validator (`demeter-localnet`'s
+//! Chain sync against the coordinator program on a localnet (`demeter-localnet`'s
 //! `Localnet`): the operator creates the run from the spec with the authority's wallet, mirrors
 //! the run account into status and metrics, cranks it, pauses and resumes it with `suspend`,
 //! writes a longer schedule while it waits, and pauses it when the TrainingRun is deleted,
@@ -90,7 +90,7 @@ fn chain_state(status: &TrainingRunStatus) -> Option<&str> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_operator_creates_cranks_pauses_and_mirrors_a_run_on_a_local_validator() {
+async fn the_operator_creates_cranks_pauses_and_mirrors_a_run_on_a_localnet() {
     let authority = Keypair::new();
     let members = [Keypair::new(), Keypair::new()];
     let mut fund = vec![authority.pubkey()];

@@ -1,6 +1,8 @@
-//! `demeter-localnet`: a local Solana validator with Demeter's programs built in, for
-//! development and tests. It funds the wallets it is given, prints where everything is, and
-//! serves until interrupted. Create a run on it with `demeter coordinator create`.
+//! `demeter-localnet`: a local Solana chain with Demeter's programs built in, for development
+//! and tests (agave's bank behind a JSON-RPC endpoint; see the library's `localnet` module). It
+//! funds the wallets it is given, prints where everything is, and serves until interrupted.
+//! Create a run on it with `demeter coordinator create`. The chain lives in memory: a restart
+//! starts from genesis.
 //!
 //! ```text
 //! $ demeter-localnet --fund client-0.json --fund client-1.json
@@ -8,8 +10,6 @@
 //! program_id: fqHZ...
 //! ready
 //! ```
-
-use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
@@ -20,12 +20,9 @@ use solana_sdk::signer::Signer;
 #[derive(Parser, Debug)]
 #[command(
     version,
-    about = "A local Solana validator with Demeter's programs built in"
+    about = "A local Solana chain with Demeter's programs built in (in memory: a restart starts from genesis)"
 )]
 struct Args {
-    /// Keep the ledger here; starting again with the same directory resumes the chain.
-    #[arg(long)]
-    ledger: Option<PathBuf>,
     /// The JSON-RPC port (default: a free one).
     #[arg(long)]
     rpc_port: Option<u16>,
@@ -54,7 +51,6 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
         let localnet = Localnet::start(LocalnetOptions {
-            ledger: args.ledger.clone(),
             rpc_port: args.rpc_port,
             fund,
             sol_each: args.sol,
@@ -64,7 +60,7 @@ fn main() -> anyhow::Result<()> {
         println!("program_id: {}", demeter_coordinator::ID);
         println!("ready");
         shutdown_signal().await;
-        tracing::info!("stopping the validator");
+        tracing::info!("stopping the localnet");
         anyhow::Ok(())
     })
 }

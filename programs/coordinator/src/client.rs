@@ -216,11 +216,34 @@ impl RunClient {
             .map_err(|error| rpc_failure(&self.url, error))?;
         let transaction =
             Transaction::new_signed_with_payer(instructions, payer.as_ref(), signers, blockhash);
-        self.rpc
-            .send_and_confirm_transaction(&transaction)
-            .await
-            .map(|_| ())
-            .map_err(|error| classify(&self.url, error))
+        match self.rpc.send_and_confirm_transaction(&transaction).await {
+            Ok(_) => Ok(()),
+            // The same instructions from the same signers under one blockhash are the same
+            // transaction, byte for byte, and a cluster runs a transaction once. The earlier
+            // one's effect may since have been undone (a pause, then a resume), so this one is
+            // signed again under the next blockhash and sent: the caller asked for it now.
+            Err(error)
+                if error.get_transaction_error() == Some(TransactionError::AlreadyProcessed) =>
+            {
+                let blockhash = self
+                    .rpc
+                    .get_new_latest_blockhash(&blockhash)
+                    .await
+                    .map_err(|error| rpc_failure(&self.url, error))?;
+                let transaction = Transaction::new_signed_with_payer(
+                    instructions,
+                    payer.as_ref(),
+                    signers,
+                    blockhash,
+                );
+                self.rpc
+                    .send_and_confirm_transaction(&transaction)
+                    .await
+                    .map(|_| ())
+                    .map_err(|error| classify(&self.url, error))
+            }
+            Err(error) => Err(classify(&self.url, error)),
+        }
     }
 }
 

@@ -1,6 +1,6 @@
 //! `demeter local`: the main job. A centralized coordinator and N trainer clients as separate
 //! processes on loopback, on the shipped corpus: no cluster, no chain. With `--chain`, the
-//! coordinator is the Solana program on a local validator instead.
+//! coordinator is the Solana program on a local chain instead.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -31,7 +31,7 @@ pub struct LocalArgs {
     /// temporary directory, removed at the end.
     #[arg(long)]
     pub dir: Option<PathBuf>,
-    /// Run the coordinator program on a local Solana validator (`demeter-localnet`, built from
+    /// Run the coordinator program on a local Solana chain (`demeter-localnet`, built from
     /// the e2e crate) instead of the centralized server.
     #[arg(long)]
     pub chain: bool,
@@ -208,7 +208,6 @@ fn run(args: &LocalArgs, dir: &Path, dir_note: &str) -> anyhow::Result<()> {
             Identity::generate()?.write(&authority)?;
         }
         let mut command = Command::new(&localnet);
-        command.arg("--ledger").arg(dir.join("ledger"));
         for wallet in wallets.iter().chain([&authority]) {
             command.arg("--fund").arg(wallet);
         }
@@ -222,9 +221,7 @@ fn run(args: &LocalArgs, dir: &Path, dir_note: &str) -> anyhow::Result<()> {
         let rpc_url = read_localnet_url(stdout)
             .with_context(|| format!("the localnet did not start; see {}", dir.display()))?;
         let run_account = super::coordinator::create_on_chain(&run_toml, &rpc_url, &authority)?;
-        println!(
-            "coordinator program on a local validator at {rpc_url}, run account {run_account}"
-        );
+        println!("coordinator program on a local chain at {rpc_url}, run account {run_account}");
         vec![
             "--coordinator=solana".to_owned(),
             format!("--rpc={rpc_url}"),
