@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use demeter_coordinator::client::RunClient;
-use demeter_coordinator::{Config, MemberStatus, RunState};
+use demeter_coordinator_core::{Config, MemberStatus, RunState};
 use demeter_e2e::{Localnet, LocalnetOptions};
 use demeter_trainer::coordinator::{Identity, run_id_bytes};
 use demeter_trainer::data::Dataset;

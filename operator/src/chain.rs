@@ -12,8 +12,9 @@
 use std::time::Duration;
 
 use demeter_coordinator::client::{ClientFailure, RunClient, RunSnapshot, tick_due};
-use demeter_coordinator::{Config, Coordinator, CoordinatorError, MemberStatus, RunState};
-use demeter_coordinator::{account::RunAccount, instruction as ix};
+use demeter_coordinator::instruction as ix;
+use demeter_coordinator_core::accounts::RunAccount;
+use demeter_coordinator_core::{Config, Coordinator, CoordinatorError, MemberStatus, RunState};
 use k8s_openapi::api::core::v1::{Secret, SecretKeySelector};
 use kube::api::Api;
 use solana_sdk::pubkey::Pubkey;
@@ -148,7 +149,7 @@ impl ChainView {
         let count = |status| u16::try_from(state.count(status)).unwrap_or(u16::MAX);
         let last_closed = state.step.checked_sub(1).and_then(|s| state.held_round(s));
         let witnessed = last_closed.map_or(0, |round| {
-            (0..demeter_coordinator::state::MAX_CLIENTS)
+            (0..demeter_coordinator_core::state::MAX_CLIENTS)
                 .filter(|&slot| {
                     round.is_participant(slot) && round.was_seen(&state.members[slot].id)
                 })
@@ -409,7 +410,7 @@ pub async fn pause_for_deletion(
 #[cfg(test)]
 mod tests {
     use bytemuck::Zeroable;
-    use demeter_coordinator::{Bloom, Member};
+    use demeter_coordinator_core::{Bloom, Member};
 
     use super::*;
 

@@ -22,7 +22,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 
-use demeter_coordinator::Config;
+use demeter_coordinator_core::Config;
 
 use crate::crd::{
     IdentityPolicy, LrSchedule, ModelPreset, SolanaCoordinator, TrainingRun, TrainingRunSpec,
@@ -217,7 +217,7 @@ pub fn validate(run: &TrainingRun) -> Result<(), SpecError> {
 
 /// The run's id on chain, zero-padded to 32 bytes as the program stores it.
 pub fn solana_run_id(solana: &SolanaCoordinator) -> Result<[u8; 32], SpecError> {
-    demeter_coordinator::account::run_id_from_name(&solana.run_id)
+    demeter_coordinator_core::accounts::run_id_from_name(&solana.run_id)
         .ok_or_else(|| SpecError::RunIdTooLong(solana.run_id.clone(), solana.run_id.len()))
 }
 

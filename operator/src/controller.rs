@@ -514,7 +514,7 @@ fn status_of(
     let mut previous = run.status.clone().unwrap_or_default();
     let view = chain.and_then(|chain| chain.as_ref().ok()).map(|s| &s.view);
     let finished_on_chain =
-        view.is_some_and(|v| v.state == demeter_coordinator::RunState::Finished);
+        view.is_some_and(|v| v.state == demeter_coordinator_core::RunState::Finished);
     let desired = spec.clients.replicas;
     let able = desired.saturating_sub(u16::try_from(plan.given_up.len()).unwrap_or(u16::MAX));
     let finished_before = previous.observed_generation == Some(generation)

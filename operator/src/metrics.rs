@@ -392,7 +392,7 @@ mod tests {
                 run_account: solana_sdk::pubkey::Pubkey::new_unique(),
                 slot: 10,
                 slot_lag: 1,
-                state: demeter_coordinator::RunState::RoundTrain,
+                state: demeter_coordinator_core::RunState::RoundTrain,
                 pause_pending: false,
                 epoch: 1,
                 step: 5,

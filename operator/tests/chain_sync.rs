@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use demeter_coordinator::client::RunClient;
 use demeter_coordinator::instruction as ix;
-use demeter_coordinator::{Endpoint, MemberStatus, RunState};
+use demeter_coordinator_core::{Endpoint, MemberStatus, RunState};
 use demeter_e2e::{Localnet, LocalnetOptions};
 use demeter_operator::crd::{Phase, SolanaCoordinator, TrainingRun, TrainingRunStatus};
 use k8s_openapi::api::core::v1::{Secret, SecretKeySelector};
@@ -143,7 +143,7 @@ async fn the_operator_creates_cranks_pauses_and_mirrors_a_run_on_a_localnet() {
     })
     .await;
     assert_eq!(chain_synced(&status).unwrap().0, "True");
-    let run_id = demeter_coordinator::account::run_id_from_name(RUN_ID).unwrap();
+    let run_id = demeter_coordinator_core::accounts::run_id_from_name(RUN_ID).unwrap();
     let on_chain = RunClient::find(&url, &run_id).await.unwrap();
     assert_eq!(
         status.chain.as_ref().unwrap().run_account,

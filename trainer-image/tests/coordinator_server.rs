@@ -6,13 +6,13 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use demeter_coordinator::{
-    AccessError, Bloom, Config, Coordinator, CoordinatorError, MemberStatus, RunState,
+use demeter_coordinator_core::{
+    AccessError, Bloom, Config, Coordinator, CoordinatorError, Input, MemberStatus, RunState,
     WitnessReport,
 };
 use demeter_trainer::coordinator::protocol::{self, ClientMessage, ServerMessage};
 use demeter_trainer::coordinator::{
-    ConnectionLimits, CoordinatorClient, Identity, Request, RequestError, Server, ServerSettings,
+    ConnectionLimits, CoordinatorClient, Identity, RequestError, Server, ServerSettings,
 };
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::oneshot;
@@ -137,7 +137,7 @@ async fn drive(members: &mut [Member], done: impl Fn(&Coordinator) -> bool) -> B
                         state.members[slot].status() == MemberStatus::Active
                             && state.members[slot].ready == 0
                     }) {
-                        let _ = member.client.request(Request::WarmupWitness).await;
+                        let _ = member.client.request(Input::WarmupWitness).await;
                     }
                 }
             }
@@ -158,7 +158,11 @@ async fn drive(members: &mut [Member], done: impl Fn(&Coordinator) -> bool) -> B
                         continue;
                     }
                     if let Some(member) = members.iter().find(|m| m.id() == witness) {
-                        let request = Request::witness(round.step, position, &report);
+                        let request = Input::Witness {
+                            step: round.step,
+                            position,
+                            report: &report,
+                        };
                         let _ = member.client.request(request).await;
                     }
                 }
@@ -181,8 +185,8 @@ async fn joined(address: SocketAddr, count: usize) -> Vec<Member> {
         let member = Member::connect(address, Identity::generate().unwrap()).await;
         member
             .client
-            .request(Request::Join {
-                endpoint: endpoint(),
+            .request(Input::Join {
+                endpoint: endpoint().into(),
             })
             .await
             .unwrap();
@@ -229,8 +233,8 @@ async fn a_client_that_disconnects_is_dropped_and_can_rejoin() {
     let back = Member::connect(server.address, gone_identity).await;
     assert_eq!(back.status(), MemberStatus::Dropped);
     back.client
-        .request(Request::Join {
-            endpoint: endpoint(),
+        .request(Input::Join {
+            endpoint: endpoint().into(),
         })
         .await
         .unwrap();
@@ -263,8 +267,8 @@ async fn a_late_joiner_trains_from_the_next_epoch() {
 
     let late = Member::connect(server.address, Identity::generate().unwrap()).await;
     late.client
-        .request(Request::Join {
-            endpoint: endpoint(),
+        .request(Input::Join {
+            endpoint: endpoint().into(),
         })
         .await
         .unwrap();
@@ -359,12 +363,14 @@ async fn hostile_connections_are_closed_and_the_server_goes_on() {
     settings.allowed_clients = Some(vec![authority.public(), invited.public()]);
     let server = start(settings).await;
 
-    // Garbage instead of Hello.
+    // Garbage instead of Hello, under the right version.
     let mut frames = raw(server.address).await;
-    frames
-        .send(bytes::Bytes::from_static(b"\x01\x00\xff\xff\xff"))
-        .await
-        .unwrap();
+    let garbage = [
+        &protocol::PROTOCOL_VERSION.to_le_bytes()[..],
+        b"\xff\xff\xff",
+    ]
+    .concat();
+    frames.send(bytes::Bytes::from(garbage)).await.unwrap();
     let message = closed_with_error(&mut frames).await;
     assert!(message.contains("malformed"), "{message}");
 
@@ -408,15 +414,15 @@ async fn hostile_connections_are_closed_and_the_server_goes_on() {
         .await
         .unwrap();
     member
-        .request(Request::Join {
-            endpoint: endpoint(),
+        .request(Input::Join {
+            endpoint: endpoint().into(),
         })
         .await
         .unwrap();
     assert_eq!(
         member
-            .request(Request::Join {
-                endpoint: endpoint()
+            .request(Input::Join {
+                endpoint: endpoint().into()
             })
             .await,
         Err(RequestError::Rejected(
@@ -426,14 +432,14 @@ async fn hostile_connections_are_closed_and_the_server_goes_on() {
             }
         ))
     );
-    let Err(RequestError::Rejected(refusal)) = member.request(Request::Pause).await else {
+    let Err(RequestError::Rejected(refusal)) = member.request(Input::Pause).await else {
         panic!("a member paused the run");
     };
     assert_eq!(refusal.code, AccessError::NotRunAuthority.code());
     let boss = CoordinatorClient::connect(server.address, &authority)
         .await
         .unwrap();
-    boss.request(Request::Pause).await.unwrap();
+    boss.request(Input::Pause).await.unwrap();
     let mut boss = boss;
     boss.wait_for(PATIENCE, |s| s.run_state() == RunState::Paused)
         .await

@@ -279,8 +279,8 @@ async fn connect_when_up(coordinator: SocketAddr, identity: &Identity) -> Coordi
 async fn dishonest_client(coordinator: SocketAddr, victim: [u8; 32], honest: Vec<SocketAddr>) {
     use std::sync::Arc;
 
-    use demeter_coordinator::{Bloom, RunState, WitnessReport};
-    use demeter_trainer::coordinator::Request;
+    use demeter_coordinator_core::Input;
+    use demeter_coordinator_core::{Bloom, RunState, WitnessReport};
     use demeter_trainer::exchange::serve::{Exchange, ExchangeMetrics};
     use demeter_trainer::exchange::{Commitment, PeerClient, ResultStore, router};
 
@@ -301,7 +301,12 @@ async fn dishonest_client(coordinator: SocketAddr, victim: [u8; 32], honest: Vec
     });
     tokio::spawn(async move { axum::serve(listener, router(exchange)).await });
     let peers = PeerClient::new(metrics, Duration::from_secs(5)).unwrap();
-    client.request(Request::Join { endpoint }).await.unwrap();
+    client
+        .request(Input::Join {
+            endpoint: endpoint.into(),
+        })
+        .await
+        .unwrap();
     let me = identity.public();
     let mut published = None;
     loop {
@@ -312,7 +317,7 @@ async fn dishonest_client(coordinator: SocketAddr, victim: [u8; 32], honest: Vec
         let slot = state.member_index(&me).unwrap();
         match state.run_state() {
             RunState::Warmup if state.members[slot].ready == 0 => {
-                let _ = client.request(Request::WarmupWitness).await;
+                let _ = client.request(Input::WarmupWitness).await;
             }
             RunState::RoundTrain => {
                 let round = *state.current_round().unwrap();
@@ -335,7 +340,11 @@ async fn dishonest_client(coordinator: SocketAddr, victim: [u8; 32], honest: Vec
                         report.participants.insert(&me, &round.seed);
                         report.commitments.insert(&hash, &round.seed);
                         let _ = client
-                            .request(Request::witness(round.step, position, &report))
+                            .request(Input::Witness {
+                                step: round.step,
+                                position,
+                                report: &report,
+                            })
                             .await;
                     }
                 }
@@ -391,7 +400,7 @@ fn corrupted_and_forged_results_are_refused_counted_and_training_goes_on() {
 /// from members and near the run's step, either one evicted the members' results and stopped
 /// every replica.
 async fn stranger(coordinator: SocketAddr, clients: Vec<SocketAddr>) {
-    use demeter_coordinator::RunState;
+    use demeter_coordinator_core::RunState;
     use demeter_trainer::exchange::serve::ExchangeMetrics;
     use demeter_trainer::exchange::{Commitment, PeerClient};
 

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use demeter_coordinator::Config;
+use demeter_coordinator_core::Config;
 use demeter_trainer::coordinator::{Identity, Server, ServerSettings};
 use demeter_trainer::data::Dataset;
 use demeter_trainer::demo::DemoConfig;

@@ -1,6 +1,6 @@
 //! Why the coordinator refused an input: a rejection leaves the state exactly as it was.
 
-/// A rejected input. The on-chain program maps these to custom program errors.
+/// A rejected input. The on-chain program returns these as custom program errors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum CoordinatorError {
     #[error("{field} = 0: must be at least 1")]
@@ -83,10 +83,10 @@ impl CoordinatorError {
     }
 }
 
-/// Why the program refused who sent an instruction or which accounts came with it, where the
-/// runtime's own `ProgramError` variants (missing signature, illegal owner, invalid seeds, ...)
-/// do not say it. Returned as `Custom(code)`, numbered from 1000 so they never meet
-/// [`CoordinatorError`]'s codes.
+/// Why a host refused who sent an input or which accounts came with it, where the runtime's own
+/// `ProgramError` variants (missing signature, illegal owner, invalid seeds, ...) do not say it.
+/// The program returns them as `Custom(code)`, the centralized server beside the message;
+/// numbered from 1000 so they never meet [`CoordinatorError`]'s codes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum AccessError {
     #[error("the signer is not the run authority")]
@@ -112,16 +112,7 @@ impl AccessError {
     }
 }
 
-impl From<CoordinatorError> for solana_program::program_error::ProgramError {
-    fn from(error: CoordinatorError) -> Self {
-        solana_program::msg!("{}", error);
-        Self::Custom(error.code())
-    }
-}
-
-impl From<AccessError> for solana_program::program_error::ProgramError {
-    fn from(error: AccessError) -> Self {
-        solana_program::msg!("{}", error);
-        Self::Custom(error.code())
-    }
-}
+/// The code of an input that does not decode (a truncated or oversized witness report, an
+/// unknown tag): numbered apart from both enums above. The program answers the runtime's own
+/// `InvalidInstructionData` instead.
+pub const MALFORMED_INPUT: u32 = 2001;

@@ -1,12 +1,14 @@
 //! Random sequences of inputs never break the run's invariants.
 
-use demeter_coordinator::{
-    Bloom, Config, Coordinator, Endpoint, MemberStatus, RunState, WitnessReport,
+use demeter_coordinator_core::{
+    Bloom, Config, Coordinator, Endpoint, Input, MemberStatus, RunState, WitnessReport,
 };
 use proptest::prelude::*;
 
+/// What a generated client does; applied as the run's [`Input`] through
+/// [`Coordinator::apply`], the path every host takes.
 #[derive(Clone, Debug)]
-enum Input {
+enum Action {
     Join(u8),
     Withdraw(u8),
     Tick(i64),
@@ -28,16 +30,16 @@ enum Input {
 
 const CLIENTS: u8 = 6;
 
-fn input() -> impl Strategy<Value = Input> {
+fn action() -> impl Strategy<Value = Action> {
     prop_oneof![
-        3 => (0..CLIENTS).prop_map(Input::Join),
-        1 => (0..CLIENTS).prop_map(Input::Withdraw),
-        6 => prop_oneof![Just(0i64), 1..15i64, 15..90i64].prop_map(Input::Tick),
-        3 => (0..CLIENTS).prop_map(Input::WarmupWitness),
-        5 => (0..CLIENTS, 0..4u16, any::<u8>()).prop_map(|(client, position, seen)| Input::Witness { client, position, seen }),
-        1 => (0..CLIENTS, 1..3u64, 0..CLIENTS).prop_map(|(from, rounds_back, target)| Input::HealthCheck { from, rounds_back, target }),
-        1 => Just(Input::Pause),
-        1 => Just(Input::Resume),
+        3 => (0..CLIENTS).prop_map(Action::Join),
+        1 => (0..CLIENTS).prop_map(Action::Withdraw),
+        6 => prop_oneof![Just(0i64), 1..15i64, 15..90i64].prop_map(Action::Tick),
+        3 => (0..CLIENTS).prop_map(Action::WarmupWitness),
+        5 => (0..CLIENTS, 0..4u16, any::<u8>()).prop_map(|(client, position, seen)| Action::Witness { client, position, seen }),
+        1 => (0..CLIENTS, 1..3u64, 0..CLIENTS).prop_map(|(from, rounds_back, target)| Action::HealthCheck { from, rounds_back, target }),
+        1 => Just(Action::Pause),
+        1 => Just(Action::Resume),
     ]
 }
 
@@ -59,46 +61,60 @@ fn allowed(from: RunState, to: RunState) -> bool {
         )
 }
 
-fn apply(c: &mut Coordinator, input: &Input, now: &mut i64, counter: u64) -> bool {
+/// The run authority in these runs (hosts check it before `apply`; the machine does not).
+const AUTHORITY: [u8; 32] = [0; 32];
+
+fn apply(c: &mut Coordinator, action: &Action, now: &mut i64, counter: u64) -> bool {
     let mut seed = [0u8; 32];
     seed[..8].copy_from_slice(&counter.to_le_bytes());
-    let result = match *input {
-        Input::Join(client) => c.join(id(client), Endpoint::default(), *now),
-        Input::Withdraw(client) => c.withdraw(id(client), *now),
-        Input::Tick(seconds) => {
+    let mut report = WitnessReport {
+        participants: Bloom::default(),
+        commitments: Bloom::default(),
+    };
+    let (signer, input) = match *action {
+        Action::Join(client) => (
+            id(client),
+            Input::Join {
+                endpoint: Endpoint::default(),
+            },
+        ),
+        Action::Withdraw(client) => (id(client), Input::Withdraw),
+        Action::Tick(seconds) => {
             *now += seconds;
-            c.tick(*now, &seed).map(|_| ())
+            (AUTHORITY, Input::Tick)
         }
-        Input::WarmupWitness(client) => c.warmup_witness(id(client), *now, &seed),
-        Input::Witness {
+        Action::WarmupWitness(client) => (id(client), Input::WarmupWitness),
+        Action::Witness {
             client,
             position,
             seen,
         } => {
             let round_seed = c.rounds[c.step as usize % 4].seed;
-            let mut report = WitnessReport {
-                participants: Bloom::default(),
-                commitments: Bloom::default(),
-            };
             for other in (0..CLIENTS).filter(|other| seen & (1 << other) != 0) {
                 report.participants.insert(&id(other), &round_seed);
             }
-            c.witness(id(client), c.step, position, &report, *now)
+            let input = Input::Witness {
+                step: c.step,
+                position,
+                report: &report,
+            };
+            (id(client), input)
         }
-        Input::HealthCheck {
+        Action::HealthCheck {
             from,
             rounds_back,
             target,
-        } => c.health_check(
+        } => (
             id(from),
-            c.step.saturating_sub(rounds_back),
-            id(target),
-            *now,
+            Input::HealthCheck {
+                step: c.step.saturating_sub(rounds_back),
+                target: id(target),
+            },
         ),
-        Input::Pause => c.pause(*now),
-        Input::Resume => c.resume(*now),
+        Action::Pause => (AUTHORITY, Input::Pause),
+        Action::Resume => (AUTHORITY, Input::Resume),
     };
-    result.is_ok()
+    c.apply(signer, &input, *now, &seed).is_ok()
 }
 
 fn config(witness_nodes: u16) -> Config {
@@ -125,19 +141,19 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
-    fn invariants_hold(witness_nodes in 1..4u16, inputs in prop::collection::vec(input(), 1..400)) {
+    fn invariants_hold(witness_nodes in 1..4u16, actions in prop::collection::vec(action(), 1..400)) {
         let mut c: Box<Coordinator> = bytemuck::zeroed_box();
         let mut now = 0i64;
         c.init([1; 32], config(witness_nodes), now).unwrap();
-        for (counter, input) in inputs.iter().enumerate() {
+        for (counter, action) in actions.iter().enumerate() {
             let before = *c;
-            let accepted = apply(&mut c, input, &mut now, counter as u64);
+            let accepted = apply(&mut c, action, &mut now, counter as u64);
             if !accepted {
-                prop_assert_eq!(&*c, &before, "a rejected {:?} changed the state", input);
+                prop_assert_eq!(&*c, &before, "a rejected {:?} changed the state", action);
                 continue;
             }
             let (from, to) = (before.run_state(), c.run_state());
-            prop_assert!(allowed(from, to), "{:?} -> {:?} on {:?}", from, to, input);
+            prop_assert!(allowed(from, to), "{:?} -> {:?} on {:?}", from, to, action);
             prop_assert!(c.step >= before.step && c.epoch >= before.epoch, "progress only grows");
             let ids: Vec<_> = c.members.iter().filter(|m| m.status() != MemberStatus::Empty).map(|m| m.id).collect();
             let mut unique = ids.clone();

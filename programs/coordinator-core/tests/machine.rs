@@ -1,6 +1,6 @@
 //! The run state machine, transition by transition, and whole epochs.
 
-use demeter_coordinator::{
+use demeter_coordinator_core::{
     Bloom, Config, Coordinator, CoordinatorError, Endpoint, MemberStatus, RunState, WitnessReport,
 };
 
@@ -249,7 +249,7 @@ fn throwaway_keys_cannot_fill_a_run_for_good() {
         key[..2].copy_from_slice(&(n as u16).to_le_bytes());
         key
     };
-    for n in 0..demeter_coordinator::state::MAX_CLIENTS {
+    for n in 0..demeter_coordinator_core::state::MAX_CLIENTS {
         let now = run.at(0);
         run.c.join(throwaway(n), endpoint(1), now).unwrap();
     }
@@ -308,7 +308,7 @@ fn close_round_with_active_witnesses(run: &mut Run, seen: &[u8]) {
 #[test]
 fn a_slot_named_by_a_held_round_keeps_its_key_until_the_round_is_gone() {
     let mut run = Run::started(config(), &[1, 2, 3]);
-    for n in 0..demeter_coordinator::state::MAX_CLIENTS - 3 {
+    for n in 0..demeter_coordinator_core::state::MAX_CLIENTS - 3 {
         let mut key = [0xEE; 32];
         key[..2].copy_from_slice(&(n as u16).to_le_bytes());
         let now = run.at(0);
@@ -340,7 +340,7 @@ fn a_slot_named_by_a_held_round_keeps_its_key_until_the_round_is_gone() {
             Err(CoordinatorError::NotInEpoch)
         );
     }
-    for _ in 0..demeter_coordinator::state::ROUNDS_KEPT {
+    for _ in 0..demeter_coordinator_core::state::ROUNDS_KEPT {
         close_round_with_active_witnesses(&mut run, &[1, 2]);
     }
     let now = run.at(1);

@@ -13,8 +13,11 @@ use solana_program::pubkey::Pubkey;
 use solana_sdk::signer::Signer;
 use solana_sdk::transaction::{Transaction, TransactionError};
 
-use crate::account::{RunAccount, RunInstance, Tagged, find_join_grant, find_run_instance};
-use crate::{Config, Coordinator, instruction as ix};
+use demeter_coordinator_core::accounts::{RunAccount, RunInstance, Tagged};
+use demeter_coordinator_core::{Config, Coordinator};
+
+use crate::account::{find_join_grant, find_run_instance};
+use crate::instruction as ix;
 
 /// Why a run could not be read or an instruction did not land.
 #[derive(Debug, thiserror::Error)]

@@ -1,32 +1,23 @@
-//! Demeter's run coordinator: one state machine that decides who is in a run, which batches each
-//! client trains, when a round closes, whose results count and who earned points.
+//! Demeter's coordinator program: the Solana program that holds a run's state in its run
+//! account and applies the run's inputs to it with the state machine of
+//! `demeter-coordinator-core`, the same code the centralized server runs.
 //!
-//! The machine is pure and deterministic: no I/O, no clock and no randomness of its own (time
-//! and seeds are inputs), and its state is fixed-size plain old data. The Solana coordinator
-//! program stores it in the run account; the centralized server keeps it in memory and on disk.
-//! Both call this code.
-//!
-//! The Solana program around it lives in [`account`], [`instruction`] and [`processor`]; the
-//! `no-entrypoint` feature leaves out its entrypoint symbol for off-chain users, and the `client`
-//! feature adds [`client`], the one way off-chain code reads and writes runs over JSON-RPC.
+//! The program adds what only a chain needs: accounts ([`account`]: the run account, the run
+//! name's instance PDA, join grants), instructions that wrap the core's [`Input`] or manage
+//! those accounts ([`instruction`]), and the checks of every account of every instruction
+//! ([`processor`]). The `no-entrypoint` feature leaves out its entrypoint symbol for off-chain
+//! users, and the `client` feature adds [`client`], the one way off-chain code reads and writes
+//! runs over JSON-RPC.
 
 pub mod account;
-pub mod bloom;
 #[cfg(feature = "client")]
 pub mod client;
-pub mod config;
 #[cfg(not(feature = "no-entrypoint"))]
 mod entrypoint;
 pub mod error;
 pub mod instruction;
-mod machine;
 pub mod processor;
-pub mod shuffle;
-pub mod state;
 
-pub use bloom::Bloom;
-pub use config::Config;
-pub use error::{AccessError, CoordinatorError};
-pub use state::{Coordinator, Endpoint, Member, MemberStatus, Round, RunState, WitnessReport};
+pub use demeter_coordinator_core::Input;
 
 solana_program::declare_id!("fqHZDfAjGrAtLYtf43uMt8rtdB1TjXdft7dfu1qbwxH");

@@ -15,14 +15,12 @@ use solana_program::pubkey::Pubkey;
 use solana_program::rent::Rent;
 use solana_sysvar::SysvarSerialize;
 
-use crate::account::{
-    JOIN_GRANT_SEED, JoinGrant, RUN_SEED, RunAccount, RunInstance, Tagged, load_mut,
-    load_uninitialized,
-};
-use crate::config::Config;
-use crate::error::AccessError;
+use demeter_coordinator_core::accounts::{JoinGrant, RunAccount, RunInstance, Tagged};
+use demeter_coordinator_core::{AccessError, Config, Input, RunState};
+
+use crate::account::{JOIN_GRANT_SEED, RUN_SEED, load_mut, load_uninitialized};
+use crate::error::{denied, refused};
 use crate::instruction::CoordinatorInstruction;
-use crate::state::{Endpoint, RunState, WitnessReport};
 
 /// The program's entrypoint function (registered natively in tests, through `entrypoint!`
 /// on chain).
@@ -37,38 +35,70 @@ pub fn process_instruction(
             join_authority,
             config,
         } => init_run(program_id, accounts, run_id, join_authority, config),
-        CoordinatorInstruction::UpdateConfig { config } => {
-            with_authority(program_id, accounts, |run, now| {
-                run.coordinator.update_config(config, now)
-            })
-        }
-        CoordinatorInstruction::Pause => {
-            with_authority(program_id, accounts, |run, now| run.coordinator.pause(now))
-        }
-        CoordinatorInstruction::Resume => {
-            with_authority(program_id, accounts, |run, now| run.coordinator.resume(now))
-        }
         CoordinatorInstruction::GrantJoin { client } => grant_join(program_id, accounts, &client),
         CoordinatorInstruction::RevokeJoin { client } => revoke_join(program_id, accounts, &client),
-        CoordinatorInstruction::Join { endpoint } => join(program_id, accounts, endpoint),
-        CoordinatorInstruction::Withdraw => with_member(program_id, accounts, |run, id, now| {
-            run.coordinator.withdraw(id, now)
-        }),
-        CoordinatorInstruction::Tick => tick(program_id, accounts),
-        CoordinatorInstruction::WarmupWitness => warmup_witness(program_id, accounts),
-        CoordinatorInstruction::Witness {
-            step,
-            position,
-            report,
-        } => witness(program_id, accounts, step, position, report),
-        CoordinatorInstruction::HealthCheck { step, target } => {
-            with_member(program_id, accounts, |run, id, now| {
-                run.coordinator
-                    .health_check(id, step, target.to_bytes(), now)
-            })
-        }
         CoordinatorInstruction::CloseRun => close_run(program_id, accounts),
+        CoordinatorInstruction::Input(input) => apply(program_id, accounts, &input),
     }
+}
+
+/// Checks an input's accounts (see `CoordinatorInstruction::Input` for each input's list) and
+/// who signed it, then hands it to the state machine.
+fn apply(program_id: &Pubkey, accounts: &[AccountInfo], input: &Input) -> ProgramResult {
+    // Anyone may tick, so a tick names no signer.
+    let (signer_info, accounts) = match input {
+        Input::Tick => (None, accounts),
+        _ => {
+            let (first, rest) = accounts
+                .split_first()
+                .ok_or(ProgramError::NotEnoughAccountKeys)?;
+            signer(first)?;
+            (Some(first), rest)
+        }
+    };
+    let [run_account, clock, rest @ ..] = accounts else {
+        return Err(ProgramError::NotEnoughAccountKeys);
+    };
+    writable(run_account)?;
+    let mut run = load_mut::<RunAccount>(run_account, program_id)?;
+    let signer_key = signer_info.map_or([0; 32], |info| info.key.to_bytes());
+    if input.needs_run_authority() && run.authority != signer_key {
+        return Err(denied(AccessError::NotRunAuthority));
+    }
+    if let (Input::Join { .. }, Some(client)) = (input, signer_info)
+        && run.is_gated()
+    {
+        check_grant(program_id, run_account, client, rest.first())?;
+    }
+    let clock = sysvar::<Clock>(clock)?;
+    let seed = if input.needs_seed() {
+        let slot_hashes = rest.first().ok_or(ProgramError::NotEnoughAccountKeys)?;
+        round_seed(run_account.key, &clock, slot_hashes)?
+    } else {
+        [0; 32]
+    };
+    run.coordinator
+        .apply(signer_key, input, clock.unix_timestamp, &seed)
+        .map_err(refused)
+}
+
+/// A gated run admits a client only with its grant: this run's, this client's, not revoked.
+fn check_grant(
+    program_id: &Pubkey,
+    run_account: &AccountInfo,
+    client: &AccountInfo,
+    grant: Option<&AccountInfo>,
+) -> ProgramResult {
+    let grant = grant.ok_or_else(|| denied(AccessError::JoinNotGranted))?;
+    if grant.owner != program_id || grant.data_is_empty() {
+        // Never granted, or revoked (closed).
+        return Err(denied(AccessError::JoinNotGranted));
+    }
+    let record = load_mut::<JoinGrant>(grant, program_id)?;
+    if record.run_account != run_account.key.to_bytes() || record.client != client.key.to_bytes() {
+        return Err(denied(AccessError::JoinNotGranted));
+    }
+    Ok(())
 }
 
 fn signer(info: &AccountInfo) -> ProgramResult {
@@ -98,7 +128,7 @@ fn system_program(info: &AccountInfo) -> ProgramResult {
 /// Reads a sysvar from its account. Sysvars come as accounts rather than through `get()`
 /// syscalls because the native test harness serves only the former.
 fn sysvar<T: SysvarSerialize>(info: &AccountInfo) -> Result<T, ProgramError> {
-    T::from_account_info(info).map_err(|_| AccessError::WrongSysvar.into())
+    T::from_account_info(info).map_err(|_| denied(AccessError::WrongSysvar))
 }
 
 fn now(clock: &AccountInfo) -> Result<i64, ProgramError> {
@@ -114,7 +144,7 @@ fn round_seed(
     slot_hashes: &AccountInfo,
 ) -> Result<[u8; 32], ProgramError> {
     if slot_hashes.key != &solana_sdk_ids::sysvar::slot_hashes::ID {
-        return Err(AccessError::WrongSysvar.into());
+        return Err(denied(AccessError::WrongSysvar));
     }
     let data = slot_hashes.try_borrow_data()?;
     // Serialized as a u64 count, then (u64 slot, 32-byte hash) pairs, newest first.
@@ -219,7 +249,9 @@ fn init_run(
     }
     {
         let mut run = load_uninitialized::<RunAccount>(run_account, program_id)?;
-        run.coordinator.init(run_id, config, now(clock)?)?;
+        run.coordinator
+            .init(run_id, config, now(clock)?)
+            .map_err(refused)?;
         run.tag = RunAccount::TAG;
         run.authority = authority.key.to_bytes();
         run.join_authority = join_authority.unwrap_or_default().to_bytes();
@@ -243,39 +275,6 @@ fn init_run(
     Ok(())
 }
 
-/// An instruction of the run authority: `[s] authority, [w] run account, [] clock`.
-fn with_authority(
-    program_id: &Pubkey,
-    accounts: &[AccountInfo],
-    apply: impl FnOnce(&mut RunAccount, i64) -> Result<(), crate::CoordinatorError>,
-) -> ProgramResult {
-    let [authority, run_account, clock, ..] = accounts else {
-        return Err(ProgramError::NotEnoughAccountKeys);
-    };
-    signer(authority)?;
-    writable(run_account)?;
-    let mut run = load_mut::<RunAccount>(run_account, program_id)?;
-    if run.authority != authority.key.to_bytes() {
-        return Err(AccessError::NotRunAuthority.into());
-    }
-    Ok(apply(&mut run, now(clock)?)?)
-}
-
-/// An instruction of a client about itself: `[s] client, [w] run account, [] clock`.
-fn with_member(
-    program_id: &Pubkey,
-    accounts: &[AccountInfo],
-    apply: impl FnOnce(&mut RunAccount, [u8; 32], i64) -> Result<(), crate::CoordinatorError>,
-) -> ProgramResult {
-    let [client, run_account, clock, ..] = accounts else {
-        return Err(ProgramError::NotEnoughAccountKeys);
-    };
-    signer(client)?;
-    writable(run_account)?;
-    let mut run = load_mut::<RunAccount>(run_account, program_id)?;
-    Ok(apply(&mut run, client.key.to_bytes(), now(clock)?)?)
-}
-
 /// The join authority and the grant PDA of `client`, checked for grant and revoke.
 fn check_join_authority(
     program_id: &Pubkey,
@@ -289,7 +288,7 @@ fn check_join_authority(
     writable(grant)?;
     let run = load_mut::<RunAccount>(run_account, program_id)?;
     if !run.is_gated() || run.join_authority != join_authority.key.to_bytes() {
-        return Err(AccessError::NotJoinAuthority.into());
+        return Err(denied(AccessError::NotJoinAuthority));
     }
     let (grant_key, bump) = Pubkey::find_program_address(
         &[JOIN_GRANT_SEED, run_account.key.as_ref(), client.as_ref()],
@@ -343,69 +342,6 @@ fn revoke_join(program_id: &Pubkey, accounts: &[AccountInfo], client: &Pubkey) -
     close_account(grant, join_authority)
 }
 
-fn join(program_id: &Pubkey, accounts: &[AccountInfo], endpoint: Endpoint) -> ProgramResult {
-    let [client, run_account, clock, rest @ ..] = accounts else {
-        return Err(ProgramError::NotEnoughAccountKeys);
-    };
-    signer(client)?;
-    writable(run_account)?;
-    let mut run = load_mut::<RunAccount>(run_account, program_id)?;
-    if run.is_gated() {
-        let grant = rest.first().ok_or(AccessError::JoinNotGranted)?;
-        if grant.owner != program_id || grant.data_is_empty() {
-            // Never granted, or revoked (closed).
-            return Err(AccessError::JoinNotGranted.into());
-        }
-        let record = load_mut::<JoinGrant>(grant, program_id)?;
-        if record.run_account != run_account.key.to_bytes()
-            || record.client != client.key.to_bytes()
-        {
-            return Err(AccessError::JoinNotGranted.into());
-        }
-    }
-    Ok(run
-        .coordinator
-        .join(client.key.to_bytes(), endpoint, now(clock)?)?)
-}
-
-fn tick(program_id: &Pubkey, accounts: &[AccountInfo]) -> ProgramResult {
-    let [run_account, clock, slot_hashes, ..] = accounts else {
-        return Err(ProgramError::NotEnoughAccountKeys);
-    };
-    writable(run_account)?;
-    let mut run = load_mut::<RunAccount>(run_account, program_id)?;
-    let clock = sysvar::<Clock>(clock)?;
-    let seed = round_seed(run_account.key, &clock, slot_hashes)?;
-    run.coordinator.tick(clock.unix_timestamp, &seed)?;
-    Ok(())
-}
-
-fn warmup_witness(program_id: &Pubkey, accounts: &[AccountInfo]) -> ProgramResult {
-    let [client, run_account, clock, slot_hashes, ..] = accounts else {
-        return Err(ProgramError::NotEnoughAccountKeys);
-    };
-    signer(client)?;
-    writable(run_account)?;
-    let mut run = load_mut::<RunAccount>(run_account, program_id)?;
-    let clock = sysvar::<Clock>(clock)?;
-    let seed = round_seed(run_account.key, &clock, slot_hashes)?;
-    Ok(run
-        .coordinator
-        .warmup_witness(client.key.to_bytes(), clock.unix_timestamp, &seed)?)
-}
-
-fn witness(
-    program_id: &Pubkey,
-    accounts: &[AccountInfo],
-    step: u64,
-    position: u16,
-    report: &WitnessReport,
-) -> ProgramResult {
-    with_member(program_id, accounts, |run, id, now| {
-        run.coordinator.witness(id, step, position, report, now)
-    })
-}
-
 fn close_run(program_id: &Pubkey, accounts: &[AccountInfo]) -> ProgramResult {
     let [authority, instance, run_account, ..] = accounts else {
         return Err(ProgramError::NotEnoughAccountKeys);
@@ -417,20 +353,20 @@ fn close_run(program_id: &Pubkey, accounts: &[AccountInfo]) -> ProgramResult {
     {
         let run = load_mut::<RunAccount>(run_account, program_id)?;
         if run.authority != authority.key.to_bytes() {
-            return Err(AccessError::NotRunAuthority.into());
+            return Err(denied(AccessError::NotRunAuthority));
         }
         if run.instance != instance.key.to_bytes() {
-            return Err(AccessError::RunMismatch.into());
+            return Err(denied(AccessError::RunMismatch));
         }
         if !matches!(
             run.coordinator.run_state(),
             RunState::Paused | RunState::Finished
         ) {
-            return Err(AccessError::RunNotClosable.into());
+            return Err(denied(AccessError::RunNotClosable));
         }
         let record = load_mut::<RunInstance>(instance, program_id)?;
         if record.run_account != run_account.key.to_bytes() {
-            return Err(AccessError::RunMismatch.into());
+            return Err(denied(AccessError::RunMismatch));
         }
     }
     close_account(run_account, authority)?;

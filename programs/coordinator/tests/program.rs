@@ -1,11 +1,13 @@
 //! The Solana program through real transactions: solana-program-test runs it natively as a
 //! builtin in an in-memory bank, with the system program, rent, clock and slot hashes.
 
-use demeter_coordinator::account::{RunAccount, RunInstance, Tagged, find_run_instance};
+use demeter_coordinator::account::find_run_instance;
 use demeter_coordinator::instruction::{self, CoordinatorInstruction};
 use demeter_coordinator::processor::process_instruction;
-use demeter_coordinator::{
-    AccessError, Bloom, Config, CoordinatorError, Endpoint, MemberStatus, RunState, WitnessReport,
+use demeter_coordinator_core::accounts::{RunAccount, RunInstance, Tagged};
+use demeter_coordinator_core::{
+    AccessError, Bloom, Config, CoordinatorError, Endpoint, Input, MemberStatus, RunState,
+    WitnessReport,
 };
 use solana_program_test::{BanksClientError, ProgramTest, ProgramTestContext, processor};
 use solana_sdk::account::{Account, AccountSharedData, WritableAccount};
@@ -512,7 +514,7 @@ async fn inputs_from_the_wrong_party_are_rejected() {
         failed(s.chain.send(&[garbage], &[]).await),
         TransactionError::InstructionError(0, InstructionError::InvalidInstructionData)
     );
-    let mut trailing = CoordinatorInstruction::Tick.pack();
+    let mut trailing = CoordinatorInstruction::Input(Input::Tick).pack();
     trailing.push(0);
     let trailing = Instruction {
         data: trailing,
@@ -761,7 +763,7 @@ async fn the_authority_pauses_updates_and_resumes() {
 /// The sizes docs/coordinator.md states (the rent a run costs follows from them).
 #[test]
 fn account_sizes_are_as_documented() {
-    use demeter_coordinator::account::JoinGrant;
+    use demeter_coordinator_core::accounts::JoinGrant;
     assert_eq!(
         (RunInstance::LEN, RunAccount::LEN, JoinGrant::LEN),
         (112, 82_704, 80)
@@ -787,25 +789,32 @@ fn instructions_round_trip_and_witnesses_fit_one_transaction() {
             join_authority: None,
             config: config(),
         },
-        CoordinatorInstruction::UpdateConfig { config: config() },
-        CoordinatorInstruction::Witness {
+        CoordinatorInstruction::GrantJoin {
+            client: Pubkey::new_unique(),
+        },
+        CoordinatorInstruction::RevokeJoin {
+            client: Pubkey::new_unique(),
+        },
+        CoordinatorInstruction::Input(Input::UpdateConfig { config: config() }),
+        CoordinatorInstruction::Input(Input::Witness {
             step: 7,
             position: 2,
             report: &report,
-        },
-        CoordinatorInstruction::HealthCheck {
+        }),
+        CoordinatorInstruction::Input(Input::HealthCheck {
             step: 3,
-            target: Pubkey::new_unique(),
-        },
-        CoordinatorInstruction::Join {
+            target: [5; 32],
+        }),
+        CoordinatorInstruction::Input(Input::Join {
             endpoint: endpoint(),
-        },
+        }),
         CoordinatorInstruction::CloseRun,
     ];
     for case in cases {
         let data = case.pack();
         assert_eq!(CoordinatorInstruction::unpack(&data).unwrap(), case);
         assert!(CoordinatorInstruction::unpack(&data[..data.len() - 1]).is_err());
+        assert!(CoordinatorInstruction::unpack(&[&data[..], &[0]].concat()).is_err());
     }
     // A witness transaction, signed by the witness as fee payer, within the 1232-byte limit.
     let witness = Keypair::new();

@@ -14,7 +14,7 @@ use super::table::Table;
 use super::train::{ClientSummary, RunModelArgs};
 use crate::coordinator::Identity;
 use crate::simulate::ring_all_reduce_bytes;
-use demeter_coordinator::state::MAX_CLIENTS;
+use demeter_coordinator_core::state::MAX_CLIENTS;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct LocalArgs {

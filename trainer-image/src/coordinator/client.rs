@@ -6,14 +6,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use demeter_coordinator::Coordinator;
+use demeter_coordinator_core::Coordinator;
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::codec::Framed;
 
 use super::identity::Identity;
-use super::protocol::{self, ClientMessage, Request, ServerMessage};
+use demeter_coordinator_core::Input;
+
+use super::protocol::{self, ClientMessage, ServerMessage};
 
 /// The server refused a request; `code` matches the Solana program's `Custom(code)`.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -42,7 +44,7 @@ type Pending = oneshot::Sender<Result<(), Rejection>>;
 
 /// A connected, authenticated client.
 pub struct CoordinatorClient {
-    requests: mpsc::Sender<(Request, Pending)>,
+    requests: mpsc::Sender<(Vec<u8>, Pending)>,
     state: watch::Receiver<Arc<Coordinator>>,
     connection: tokio::task::JoinHandle<Result<(), ClientError>>,
 }
@@ -79,11 +81,11 @@ impl CoordinatorClient {
         })
     }
 
-    /// Sends `request` and waits for the server's answer.
-    pub async fn request(&self, request: Request) -> Result<(), RequestError> {
+    /// Sends `input` and waits for the server's answer.
+    pub async fn request(&self, input: Input<'_>) -> Result<(), RequestError> {
         let (answer, answered) = oneshot::channel();
         self.requests
-            .send((request, answer))
+            .send((input.pack(), answer))
             .await
             .map_err(|_| RequestError::Disconnected)?;
         answered
@@ -116,7 +118,7 @@ impl CoordinatorClient {
         !self.connection.is_finished()
     }
 
-    /// Closes the connection; the member stays in the run (leaving is `Request::Withdraw`).
+    /// Closes the connection; the member stays in the run (leaving is `Input::Withdraw`).
     pub fn disconnect(self) {
         self.connection.abort();
     }
@@ -150,7 +152,7 @@ async fn receive(frames: &mut Frames) -> Result<ServerMessage, ClientError> {
 /// waiting when it ends see `Disconnected`.
 async fn run_connection(
     mut frames: Frames,
-    mut outgoing: mpsc::Receiver<(Request, Pending)>,
+    mut outgoing: mpsc::Receiver<(Vec<u8>, Pending)>,
     state: watch::Sender<Arc<Coordinator>>,
 ) -> Result<(), ClientError> {
     let mut pending: HashMap<u64, Pending> = HashMap::new();
@@ -158,10 +160,10 @@ async fn run_connection(
     loop {
         tokio::select! {
             request = outgoing.recv() => {
-                let Some((request, answer)) = request else { return Ok(()) };
+                let Some((input, answer)) = request else { return Ok(()) };
                 next_id += 1;
                 pending.insert(next_id, answer);
-                send(&mut frames, &ClientMessage::Request { id: next_id, request }).await?;
+                send(&mut frames, &ClientMessage::Input { id: next_id, input }).await?;
             }
             message = receive(&mut frames) => match message? {
                 ServerMessage::State { coordinator } => {

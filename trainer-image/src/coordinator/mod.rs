@@ -1,4 +1,4 @@
-//! The centralized coordinator: the run state machine of `demeter-coordinator` behind TCP, for
+//! The centralized coordinator: the run state machine of `demeter-coordinator-core` behind TCP, for
 //! runs without a chain. Clients prove their identity with the same ed25519 keys they would use
 //! as Solana wallets, send the same inputs the program takes, and receive the same state bytes
 //! the run account holds.
@@ -14,6 +14,5 @@ pub mod store;
 pub use client::{ClientError, CoordinatorClient, Rejection, RequestError};
 pub use identity::Identity;
 pub use limits::ConnectionLimits;
-pub use protocol::Request;
 pub use run_file::{RunFile, run_id_bytes};
 pub use server::{Server, ServerSettings};

@@ -1,23 +1,23 @@
-//! The centralized coordinator's wire protocol, version 1.
+//! The centralized coordinator's wire protocol, version 2.
 //!
 //! A connection carries frames: a 4-byte big-endian length, then the body (at most
 //! [`MAX_FRAME`] bytes). A body is the 2-byte little-endian protocol version followed by one
 //! message in postcard encoding. A client says [`ClientMessage::Hello`] with its public key,
 //! the server answers [`ServerMessage::Challenge`], and the client signs
 //! [`challenge_message`] with its key ([`ClientMessage::Prove`]). From then on the client sends
-//! requests, each answered by `Accepted` or `Rejected` with the same id, and the server pushes
+//! the run's inputs ([`ClientMessage::Input`]: the core's `Input` in its one encoding, as the
+//! Solana program receives it), each answered by `Accepted` or `Rejected` with the same id, and the server pushes
 //! [`ServerMessage::State`] whenever the run changes: the [`Coordinator`]'s bytes, exactly as the
 //! Solana run account holds them. A protocol error gets [`ServerMessage::Error`] and a closed
 //! connection.
 
-use std::net::SocketAddr;
-
 use bytes::{Bytes, BytesMut};
-use demeter_coordinator::{Coordinator, WitnessReport};
+use demeter_coordinator_core::Coordinator;
 use serde::{Deserialize, Serialize};
 use tokio_util::codec::LengthDelimitedCodec;
 
-pub const PROTOCOL_VERSION: u16 = 1;
+/// Version 2: inputs travel in the core's encoding (version 1 had a request enum of its own).
+pub const PROTOCOL_VERSION: u16 = 2;
 /// The largest frame either side accepts; a state push is about 83 KB.
 pub const MAX_FRAME: usize = 1 << 20;
 const CHALLENGE_DOMAIN: &[u8] = b"demeter-coordinator-challenge-v1";
@@ -29,42 +29,9 @@ pub enum ClientMessage {
     Hello { client: [u8; 32] },
     /// The signature of [`challenge_message`] (64 bytes).
     Prove { signature: Vec<u8> },
-    /// An input to the run; `id` pairs it with its answer.
-    Request { id: u64, request: Request },
-}
-
-/// An input to the run state machine, from an authenticated client about itself.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Request {
-    /// Join, serving results to peers at `endpoint`.
-    Join {
-        endpoint: SocketAddr,
-    },
-    Withdraw,
-    WarmupWitness,
-    Witness {
-        step: u64,
-        position: u16,
-        /// A [`WitnessReport`]'s bytes.
-        report: Vec<u8>,
-    },
-    HealthCheck {
-        step: u64,
-        target: [u8; 32],
-    },
-    /// Only from the run authority named in the run file.
-    Pause,
-    Resume,
-}
-
-impl Request {
-    pub fn witness(step: u64, position: u16, report: &WitnessReport) -> Self {
-        Self::Witness {
-            step,
-            position,
-            report: bytemuck::bytes_of(report).to_vec(),
-        }
-    }
+    /// An input to the run, encoded as the core encodes it (`Input::pack`, the bytes the
+    /// Solana program's instructions carry too); `id` pairs it with its answer.
+    Input { id: u64, input: Vec<u8> },
 }
 
 /// What the server sends.
@@ -154,37 +121,33 @@ pub fn decode_state(bytes: &[u8]) -> Result<Box<Coordinator>, ProtocolError> {
     })
 }
 
-/// A witness report from its bytes.
-pub fn decode_report(bytes: &[u8]) -> Option<WitnessReport> {
-    (bytes.len() == size_of::<WitnessReport>()).then(|| bytemuck::pod_read_unaligned(bytes))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn messages_round_trip_and_other_versions_are_refused() {
-        let message = ClientMessage::Request {
+        let message = ClientMessage::Input {
             id: 7,
-            request: Request::HealthCheck {
+            input: demeter_coordinator_core::Input::HealthCheck {
                 step: 3,
                 target: [9; 32],
-            },
+            }
+            .pack(),
         };
         let body = BytesMut::from(&encode(&message)[..]);
         assert_eq!(decode::<ClientMessage>(&body).unwrap(), message);
 
         let mut other = body.clone();
-        other[0] = 2;
+        other[0] = 1;
         assert!(matches!(
             decode::<ClientMessage>(&other),
-            Err(ProtocolError::Version { got: 2 })
+            Err(ProtocolError::Version { got: 1 })
         ));
         let mut trailing = body.clone();
         trailing.extend_from_slice(&[0]);
         assert!(decode::<ClientMessage>(&trailing).is_err());
-        assert!(decode::<ClientMessage>(&BytesMut::from(&[1u8][..])).is_err());
-        assert!(decode::<ClientMessage>(&BytesMut::from(&[1u8, 0, 200, 200][..])).is_err());
+        assert!(decode::<ClientMessage>(&BytesMut::from(&[2u8][..])).is_err());
+        assert!(decode::<ClientMessage>(&BytesMut::from(&[2u8, 0, 200, 200][..])).is_err());
     }
 }

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use anyhow::Context;
-use demeter_coordinator::Config;
+use demeter_coordinator_core::Config;
 use serde::Deserialize;
 
 use super::identity::from_base58;
@@ -72,6 +72,6 @@ impl RunFile {
 
 /// A run's name zero-padded to 32 bytes, as the program stores it.
 pub fn run_id_bytes(name: &str) -> anyhow::Result<[u8; 32]> {
-    demeter_coordinator::account::run_id_from_name(name)
+    demeter_coordinator_core::accounts::run_id_from_name(name)
         .with_context(|| format!("{name:?} must be 1 to 32 bytes"))
 }

@@ -12,7 +12,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use bytes::{Bytes, BytesMut};
-use demeter_coordinator::{AccessError, Config, Coordinator, CoordinatorError, Endpoint};
+use demeter_coordinator_core::input::MalformedInput;
+use demeter_coordinator_core::{
+    AccessError, Config, Coordinator, CoordinatorError, Input, MALFORMED_INPUT,
+};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -20,7 +23,7 @@ use tokio_util::codec::{Decoder, Encoder, Framed, LengthDelimitedCodec};
 
 use super::identity::{to_base58, verify};
 use super::limits::{Admitted, ConnectionLimits, Connections};
-use super::protocol::{self, ClientMessage, Request, ServerMessage};
+use super::protocol::{self, ClientMessage, ServerMessage};
 use super::run_file::RunFile;
 use super::store::StateStore;
 
@@ -31,8 +34,6 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const TICKS_PER_CHECK: usize = 8;
 /// The code of a request the server could not save; the state is unchanged.
 pub const STORAGE_FAILURE: u32 = 2000;
-/// The code of a request whose content is malformed (a witness report of the wrong size).
-pub const MALFORMED_REQUEST: u32 = 2001;
 
 /// What the server serves.
 #[derive(Clone, Debug)]
@@ -249,7 +250,7 @@ impl Shared {
                 state = ?state.run_state(),
                 step = state.step,
                 epoch = state.epoch,
-                members = state.count(demeter_coordinator::MemberStatus::Active),
+                members = state.count(demeter_coordinator_core::MemberStatus::Active),
                 "run moved"
             );
         }
@@ -278,41 +279,20 @@ impl Shared {
         }
     }
 
-    fn apply(&self, client: [u8; 32], request: &Request) -> Result<(), Refusal> {
-        let now = unix_now();
-        match request {
-            Request::Join { endpoint } => {
-                self.update(|s| s.join(client, Endpoint::from(*endpoint), now))
-            }
-            Request::Withdraw => self.update(|s| s.withdraw(client, now)),
-            Request::WarmupWitness => {
-                let seed = random_seed().map_err(|e| Refusal::Storage(e.to_string()))?;
-                self.update(|s| s.warmup_witness(client, now, &seed))
-            }
-            Request::Witness {
-                step,
-                position,
-                report,
-            } => {
-                let report = protocol::decode_report(report).ok_or_else(|| {
-                    Refusal::Malformed("a witness report has the wrong size".into())
-                })?;
-                self.update(|s| s.witness(client, *step, *position, &report, now))
-            }
-            Request::HealthCheck { step, target } => {
-                self.update(|s| s.health_check(client, *step, *target, now))
-            }
-            Request::Pause | Request::Resume => {
-                if self.settings.authority != Some(client) {
-                    return Err(Refusal::Access(AccessError::NotRunAuthority));
-                }
-                if *request == Request::Pause {
-                    self.update(|s| s.pause(now))
-                } else {
-                    self.update(|s| s.resume(now))
-                }
-            }
+    /// Applies one input from `client`: the run authority's inputs only from the authority
+    /// the run file names, a fresh random seed for an input that may start a round.
+    fn apply(&self, client: [u8; 32], input: &[u8]) -> Result<(), Refusal> {
+        let input = Input::unpack(input).map_err(Refusal::Malformed)?;
+        if input.needs_run_authority() && self.settings.authority != Some(client) {
+            return Err(Refusal::Access(AccessError::NotRunAuthority));
         }
+        let seed = if input.needs_seed() {
+            random_seed().map_err(|e| Refusal::Storage(e.to_string()))?
+        } else {
+            [0; 32]
+        };
+        let now = unix_now();
+        self.update(|s| s.apply(client, &input, now, &seed))
     }
 
     /// One client connection: the handshake, then requests and state pushes until either side
@@ -354,8 +334,8 @@ impl Shared {
                         .map_err(anyhow::Error::from)
                         .and_then(|body| Ok(protocol::decode::<ClientMessage>(&body)?))
                     {
-                        Ok(ClientMessage::Request { id, request }) => {
-                            match self.apply(client, &request) {
+                        Ok(ClientMessage::Input { id, input }) => {
+                            match self.apply(client, &input) {
                                 Ok(()) => ServerMessage::Accepted { id },
                                 Err(refusal) => ServerMessage::Rejected {
                                     id,
@@ -500,8 +480,8 @@ enum Refusal {
     Machine(CoordinatorError),
     #[error(transparent)]
     Access(AccessError),
-    #[error("{0}")]
-    Malformed(String),
+    #[error("a malformed input: {0}")]
+    Malformed(MalformedInput),
     #[error("the server could not save the change ({0}); nothing changed, try again")]
     Storage(String),
 }
@@ -511,7 +491,7 @@ impl Refusal {
         match self {
             Self::Machine(error) => error.code(),
             Self::Access(error) => error.code(),
-            Self::Malformed(_) => MALFORMED_REQUEST,
+            Self::Malformed(_) => MALFORMED_INPUT,
             Self::Storage(_) => STORAGE_FAILURE,
         }
     }

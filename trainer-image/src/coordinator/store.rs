@@ -9,7 +9,7 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use demeter_coordinator::Coordinator;
+use demeter_coordinator_core::Coordinator;
 use sha2::{Digest, Sha256};
 
 const MAGIC: &[u8; 4] = b"DMCS";

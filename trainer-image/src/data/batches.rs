@@ -6,11 +6,11 @@
 //! takes window `π(g mod windows)`, where π is a keyed pseudo-random permutation (a 4-round Feistel
 //! network with cycle walking) keyed by the run seed and the pass. Every window is seen once per
 //! pass, in a fresh order each pass, and nothing is stored. The permutation is the coordinator's
-//! own (`demeter_coordinator::shuffle`), the one that also assigns batches and elects witnesses.
+//! own (`demeter_coordinator_core::shuffle`), the one that also assigns batches and elects witnesses.
 
 use std::ops::Range;
 
-use demeter_coordinator::shuffle::permute;
+use demeter_coordinator_core::shuffle::permute;
 use serde::{Deserialize, Serialize};
 
 /// Where one sample's tokens live.

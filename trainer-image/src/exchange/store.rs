@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::RwLock;
 
 use bytes::Bytes;
-use demeter_coordinator::state::ROUNDS_KEPT;
+use demeter_coordinator_core::state::ROUNDS_KEPT;
 
 use super::commitment::Commitment;
 

@@ -5,11 +5,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use demeter_coordinator::Coordinator;
+use demeter_coordinator_core::{Coordinator, Input};
 
-use crate::coordinator::{
-    ClientError, CoordinatorClient, Identity, Rejection, Request, RequestError,
-};
+use crate::coordinator::{ClientError, CoordinatorClient, Identity, Rejection, RequestError};
 
 /// Why an input did not go through.
 #[derive(Debug, thiserror::Error)]
@@ -32,8 +30,8 @@ pub trait CoordinatorBackend: Send {
         &mut self,
         timeout: Duration,
     ) -> impl Future<Output = Result<Arc<Coordinator>, BackendError>> + Send;
-    /// Sends one input about this client.
-    fn send(&mut self, request: Request) -> impl Future<Output = Result<(), BackendError>> + Send;
+    /// Sends one input, signed by this client.
+    fn send(&mut self, input: Input<'_>) -> impl Future<Output = Result<(), BackendError>> + Send;
 }
 
 /// The centralized server over TCP, reconnecting (with the same key) whenever the connection
@@ -112,9 +110,9 @@ impl CoordinatorBackend for Centralized {
         Ok(state)
     }
 
-    async fn send(&mut self, request: Request) -> Result<(), BackendError> {
+    async fn send(&mut self, input: Input<'_>) -> Result<(), BackendError> {
         let client = self.connected().await?;
-        match client.request(request).await {
+        match client.request(input).await {
             Ok(()) => {
                 self.last = client.state();
                 Ok(())

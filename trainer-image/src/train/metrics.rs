@@ -1,6 +1,6 @@
 //! The trainer's Prometheus metrics, served at `/metrics` beside the exchange's counters.
 
-use demeter_coordinator::{Coordinator, MemberStatus};
+use demeter_coordinator_core::{Coordinator, MemberStatus};
 use std::time::Duration;
 
 use prometheus::{CounterVec, Gauge, IntCounter, IntGauge, Opts, Registry};

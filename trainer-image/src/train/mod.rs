@@ -26,14 +26,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bytes::Bytes;
-use demeter_coordinator::{
-    Bloom, Coordinator, MemberStatus, Round, RunState, WitnessReport, state::MAX_CLIENTS,
+use demeter_coordinator_core::{
+    Bloom, Coordinator, Input, MemberStatus, Round, RunState, WitnessReport, state::MAX_CLIENTS,
 };
 use tch::Device;
 
 use self::backend::{BackendError, CoordinatorBackend};
 pub use self::metrics::TrainerMetrics;
-use crate::coordinator::{Identity, Request};
+use crate::coordinator::Identity;
 use crate::data::{BatchPlan, Dataset};
 use crate::demo::{Demo, DemoConfig, SparseUpdate};
 use crate::exchange::serve::{Exchange, ExchangeMetrics, HEADER_READ_TIMEOUT, Snapshot, serve};
@@ -290,11 +290,10 @@ impl<B: CoordinatorBackend> Trainer<B> {
         }
     }
 
-    async fn send(&mut self, request: Request) -> Result<(), BackendError> {
-        let what = format!("{request:?}");
-        let result = self.backend.send(request).await;
+    async fn send(&mut self, input: Input<'_>) -> Result<(), BackendError> {
+        let result = self.backend.send(input).await;
         if let Err(error) = &result {
-            tracing::debug!(request = %what.chars().take(40).collect::<String>(), %error, "not accepted");
+            tracing::debug!(input = input.name(), %error, "not accepted");
         }
         result
     }
@@ -313,8 +312,8 @@ impl<B: CoordinatorBackend> Trainer<B> {
             )
         {
             let _ = self
-                .send(Request::Join {
-                    endpoint: self.endpoint,
+                .send(Input::Join {
+                    endpoint: self.endpoint.into(),
                 })
                 .await;
             return Ok(());
@@ -330,7 +329,7 @@ impl<B: CoordinatorBackend> Trainer<B> {
             RunState::Warmup if status == MemberStatus::Active && in_sync => {
                 let ready = slot.is_some_and(|slot| state.members[slot].ready == 1);
                 if !ready {
-                    let _ = self.send(Request::WarmupWitness).await;
+                    let _ = self.send(Input::WarmupWitness).await;
                 }
             }
             RunState::RoundTrain | RunState::RoundWitness => {
@@ -513,7 +512,11 @@ impl<B: CoordinatorBackend> Trainer<B> {
             report.commitments.insert(hash, &round.seed);
         }
         match self
-            .send(Request::witness(round.step, position, &report))
+            .send(Input::Witness {
+                step: round.step,
+                position,
+                report: &report,
+            })
             .await
         {
             Ok(()) | Err(BackendError::Rejected(_)) => self.work.reported = true,
@@ -648,7 +651,7 @@ impl<B: CoordinatorBackend> Trainer<B> {
             .collect();
         for target in unseen {
             let _ = self
-                .send(Request::HealthCheck {
+                .send(Input::HealthCheck {
                     step: round.step,
                     target,
                 })

@@ -9,13 +9,13 @@ use std::time::Duration;
 
 use demeter_coordinator::client::{ClientFailure, RunClient, tick_due};
 use demeter_coordinator::instruction as ix;
-use demeter_coordinator::{Coordinator, Endpoint, WitnessReport};
+use demeter_coordinator_core::{Coordinator, Input};
 use solana_sdk::instruction::Instruction;
 use solana_sdk::pubkey::Pubkey;
 use solana_sdk::signer::Signer;
 
 use super::backend::{BackendError, CoordinatorBackend};
-use crate::coordinator::{Identity, Rejection, Request};
+use crate::coordinator::{Identity, Rejection};
 
 /// How often the run account is read while waiting: about one slot.
 const POLL: Duration = Duration::from_millis(400);
@@ -29,10 +29,6 @@ pub struct ChainRun {
     /// The run's name, zero-padded to 32 bytes.
     pub run_id: [u8; 32],
 }
-
-/// A report that could not be encoded never reaches the chain; numbered like the centralized
-/// server's own refusals (2000+), beside the program's codes.
-const MALFORMED_REPORT: u32 = 2001;
 
 /// A run's coordinator program as one client sees it.
 pub struct OnChain {
@@ -109,39 +105,6 @@ impl OnChain {
             Err(error) => Err(unavailable(error)),
         }
     }
-
-    fn instruction(&self, request: Request) -> Result<Instruction, BackendError> {
-        let me = self.identity.pubkey();
-        let run = &self.run.run_account();
-        Ok(match request {
-            Request::Join { endpoint } => ix::join(&me, run, Endpoint::from(endpoint)),
-            Request::Withdraw => ix::withdraw(&me, run),
-            Request::WarmupWitness => ix::warmup_witness(&me, run),
-            Request::Witness {
-                step,
-                position,
-                report,
-            } => {
-                let report: WitnessReport =
-                    bytemuck::try_pod_read_unaligned(&report).map_err(|_| {
-                        BackendError::Rejected(Rejection {
-                            code: MALFORMED_REPORT,
-                            message: format!(
-                                "a witness report is {} bytes, not {}",
-                                report.len(),
-                                size_of::<WitnessReport>()
-                            ),
-                        })
-                    })?;
-                ix::witness(&me, run, step, position, &report)
-            }
-            Request::HealthCheck { step, target } => {
-                ix::health_check(&me, run, step, &Pubkey::new_from_array(target))
-            }
-            Request::Pause => ix::pause(&me, run),
-            Request::Resume => ix::resume(&me, run),
-        })
-    }
 }
 
 fn unavailable(error: ClientFailure) -> BackendError {
@@ -177,9 +140,10 @@ impl CoordinatorBackend for OnChain {
         }
     }
 
-    async fn send(&mut self, request: Request) -> Result<(), BackendError> {
-        let instruction = self.instruction(request)?;
-        self.submit(instruction).await?;
+    async fn send(&mut self, input: Input<'_>) -> Result<(), BackendError> {
+        let me = self.identity.pubkey();
+        self.submit(ix::input(&me, &self.run.run_account(), input))
+            .await?;
         // The client must see its own change before it acts again, as with the server.
         self.read().await.map(|_| ())
     }

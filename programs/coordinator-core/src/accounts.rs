@@ -1,0 +1,135 @@
+//! The layouts of the coordinator program's accounts: plain old data behind an 8-byte
+//! discriminator, so the program, its RPC client and anyone reading a run account off chain
+//! agree on every byte. Where each account lives (its address) and the checks that load it are
+//! the program's (`demeter-coordinator`'s `account` module).
+//!
+//! | account      | holds                                                              |
+//! |--------------|--------------------------------------------------------------------|
+//! | run instance | the run's name, authority and the address of its run account        |
+//! | run account  | the authorities and the whole [`Coordinator`] state                 |
+//! | join grant   | the join authority's permission for one client                      |
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::state::Coordinator;
+
+/// Discriminators: the first eight bytes of each account type.
+pub const RUN_ACCOUNT_TAG: [u8; 8] = *b"dmtr:run";
+pub const RUN_INSTANCE_TAG: [u8; 8] = *b"dmtr:ins";
+pub const JOIN_GRANT_TAG: [u8; 8] = *b"dmtr:grt";
+
+/// A run's name as the program stores it: its UTF-8 bytes, zero-padded to 32. `None` when the
+/// name is empty or longer than 32 bytes.
+pub fn run_id_from_name(name: &str) -> Option<[u8; 32]> {
+    if name.is_empty() || name.len() > 32 {
+        return None;
+    }
+    let mut id = [0u8; 32];
+    id[..name.len()].copy_from_slice(name.as_bytes());
+    Some(id)
+}
+
+/// A run's name record, at a PDA of its id, so anyone can find the run account from the name.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
+pub struct RunInstance {
+    pub tag: [u8; 8],
+    pub run_id: [u8; 32],
+    pub authority: [u8; 32],
+    pub run_account: [u8; 32],
+    /// The canonical bump of this PDA.
+    pub bump: u8,
+    pub _padding: [u8; 7],
+}
+
+/// The run account: who may steer the run, and the run's state.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
+pub struct RunAccount {
+    pub tag: [u8; 8],
+    /// May update the config, pause, resume and close the run.
+    pub authority: [u8; 32],
+    /// Must grant each join; all zero for a permissionless run (the zero key signs nothing).
+    pub join_authority: [u8; 32],
+    /// The run instance that names this run.
+    pub instance: [u8; 32],
+    pub coordinator: Coordinator,
+}
+
+/// Permission for one client to join one gated run; revoking closes it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
+pub struct JoinGrant {
+    pub tag: [u8; 8],
+    pub run_account: [u8; 32],
+    pub client: [u8; 32],
+    /// The canonical bump of this PDA.
+    pub bump: u8,
+    pub _padding: [u8; 7],
+}
+
+/// Accounts with a fixed layout behind a discriminator.
+pub trait Tagged: Pod {
+    const TAG: [u8; 8];
+    const LEN: usize = core::mem::size_of::<Self>();
+}
+
+impl Tagged for RunInstance {
+    const TAG: [u8; 8] = RUN_INSTANCE_TAG;
+}
+
+impl Tagged for RunAccount {
+    const TAG: [u8; 8] = RUN_ACCOUNT_TAG;
+}
+
+impl Tagged for JoinGrant {
+    const TAG: [u8; 8] = JOIN_GRANT_TAG;
+}
+
+impl RunAccount {
+    /// Whether joins need a grant.
+    pub fn is_gated(&self) -> bool {
+        self.join_authority != [0; 32]
+    }
+
+    /// A heap copy of the run's state (too big for a stack).
+    pub fn coordinator_boxed(&self) -> Box<Coordinator> {
+        Coordinator::boxed_from_bytes(bytemuck::bytes_of(&self.coordinator))
+            .expect("a state's own bytes are a state")
+    }
+
+    /// Decodes a run account's data as fetched over RPC (any alignment), checking its size and
+    /// type. Off-chain callers (the operator, the trainer) read the run with this.
+    pub fn decode(data: &[u8]) -> Result<Box<RunAccount>, LayoutError> {
+        check_layout::<RunAccount>(data)?;
+        let mut run: Box<RunAccount> = bytemuck::zeroed_box();
+        bytemuck::bytes_of_mut(&mut *run).copy_from_slice(data);
+        Ok(run)
+    }
+}
+
+/// Why bytes are not an account of the expected type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LayoutError {
+    #[error("{len} bytes where the account type has {expected}")]
+    WrongSize { len: usize, expected: usize },
+    #[error("the account is not initialized (its discriminator is zero)")]
+    Uninitialized,
+    #[error("the account is of another type (its discriminator differs)")]
+    WrongType,
+}
+
+/// Checks that `data` has `T`'s size and discriminator.
+pub fn check_layout<T: Tagged>(data: &[u8]) -> Result<(), LayoutError> {
+    if data.len() != T::LEN {
+        return Err(LayoutError::WrongSize {
+            len: data.len(),
+            expected: T::LEN,
+        });
+    }
+    match &data[..8] {
+        tag if tag == T::TAG => Ok(()),
+        [0, 0, 0, 0, 0, 0, 0, 0] => Err(LayoutError::Uninitialized),
+        _ => Err(LayoutError::WrongType),
+    }
+}
