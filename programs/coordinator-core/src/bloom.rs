@@ -9,7 +9,8 @@ use crate::shuffle::{derive_key, mix};
 /// ids and 2% for the full 256. Two filters must fit one witness transaction (1232 bytes), so
 /// 512 bytes each would not do.
 pub const BLOOM_BYTES: usize = 256;
-const PROBES: u64 = 6;
+/// Bits one insertion sets at most.
+pub const PROBES: u64 = 6;
 
 /// A set of ids with no false negatives and rare false positives.
 #[repr(C)]
@@ -35,6 +36,11 @@ impl Bloom {
         for bit in positions(id, seed) {
             self.bits[bit / 8] |= 1 << (bit % 8);
         }
+    }
+
+    /// How many bits are set: `n` insertions set at most `n * PROBES`.
+    pub fn set_bits(&self) -> u32 {
+        self.bits.iter().map(|byte| byte.count_ones()).sum()
     }
 
     /// Whether `id` may have been added under `seed` (false means certainly not).

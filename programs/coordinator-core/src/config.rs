@@ -46,6 +46,22 @@ pub struct Config {
     pub _padding: u16,
 }
 
+/// The bounds that keep every counter of a run in range for its whole life, so that no tick can
+/// overflow and lock the run: every epoch closes at least one round, so epochs, steps and rounds
+/// are at most `MAX_TOTAL_STEPS`; points at most `MAX_TOTAL_STEPS * MAX_POINTS_PER_EPOCH`; data
+/// positions at most `MAX_TOTAL_STEPS * MAX_GLOBAL_BATCH_SIZE`; and times stay far from i64's
+/// end. (Checked below at compile time.)
+pub const MAX_TOTAL_STEPS: u64 = 1 << 32;
+pub const MAX_POINTS_PER_EPOCH: u64 = 1 << 30;
+pub const MAX_GLOBAL_BATCH_SIZE: u64 = 1 << 24;
+/// Any duration of a run's config: ten years, in seconds.
+pub const MAX_DURATION: u64 = 10 * 366 * 24 * 3600;
+
+const _: () = {
+    assert!((MAX_TOTAL_STEPS as u128) * (MAX_POINTS_PER_EPOCH as u128) < u64::MAX as u128);
+    assert!((MAX_TOTAL_STEPS as u128) * (MAX_GLOBAL_BATCH_SIZE as u128) < u64::MAX as u128);
+};
+
 fn positive(field: &'static str, value: u64) -> Result<(), CoordinatorError> {
     if value == 0 {
         Err(CoordinatorError::ConfigZero { field })
@@ -66,6 +82,77 @@ impl Config {
         positive("global_batch_size_end", self.global_batch_size_end)?;
         positive("min_clients", self.min_clients.into())?;
         positive("witness_nodes", self.witness_nodes.into())?;
+        let bounds = [
+            (
+                "warmup_time",
+                self.warmup_time,
+                MAX_DURATION,
+                "1..=315360000 (ten years)",
+            ),
+            (
+                "cooldown_time",
+                self.cooldown_time,
+                MAX_DURATION,
+                "0..=315360000 (ten years)",
+            ),
+            (
+                "max_round_train_time",
+                self.max_round_train_time,
+                MAX_DURATION,
+                "1..=315360000 (ten years)",
+            ),
+            (
+                "round_witness_time",
+                self.round_witness_time,
+                MAX_DURATION,
+                "1..=315360000 (ten years)",
+            ),
+            (
+                "epoch_time",
+                self.epoch_time,
+                MAX_DURATION,
+                "1..=315360000 (ten years)",
+            ),
+            (
+                "join_window",
+                self.join_window,
+                MAX_DURATION,
+                "0..=315360000 (ten years)",
+            ),
+            (
+                "total_steps",
+                self.total_steps,
+                MAX_TOTAL_STEPS,
+                "1..=4294967296",
+            ),
+            (
+                "global_batch_size_start",
+                self.global_batch_size_start,
+                MAX_GLOBAL_BATCH_SIZE,
+                "1..=16777216",
+            ),
+            (
+                "global_batch_size_end",
+                self.global_batch_size_end,
+                MAX_GLOBAL_BATCH_SIZE,
+                "1..=16777216",
+            ),
+            (
+                "points_per_epoch",
+                self.points_per_epoch,
+                MAX_POINTS_PER_EPOCH,
+                "0..=1073741824",
+            ),
+        ];
+        for (field, value, max, range) in bounds {
+            if value > max {
+                return Err(CoordinatorError::ConfigRange {
+                    field,
+                    value,
+                    range,
+                });
+            }
+        }
         if self.init_min_clients < self.min_clients
             || usize::from(self.init_min_clients) > MAX_CLIENTS
         {
@@ -146,11 +233,18 @@ pub(crate) mod tests {
     fn validation_names_the_field() {
         example().validate().unwrap();
         type Edit = fn(&mut Config);
-        let cases: [(Edit, &str); 4] = [
+        let cases: [(Edit, &str); 8] = [
             (|c| c.total_steps = 0, "total_steps"),
             (|c| c.init_min_clients = 1, "init_min_clients"),
             (|c| c.witness_nodes = 33, "witness_nodes"),
             (|c| c.epoch_time = 10, "epoch_time"),
+            (|c| c.points_per_epoch = u64::MAX, "points_per_epoch"),
+            (|c| c.total_steps = MAX_TOTAL_STEPS + 1, "total_steps"),
+            (
+                |c| c.global_batch_size_end = u64::MAX,
+                "global_batch_size_end",
+            ),
+            (|c| c.cooldown_time = u64::MAX, "cooldown_time"),
         ];
         for (edit, field) in cases {
             let mut config = example();

@@ -51,6 +51,15 @@ pub enum CoordinatorError {
     NotPaused,
     #[error("arithmetic overflow in {0}")]
     Overflow(&'static str),
+    #[error(
+        "the witness report's {filter} filter has {set} bits set; {participants} participants set at most {max}"
+    )]
+    ReportTooDense {
+        filter: &'static str,
+        set: u32,
+        participants: u16,
+        max: u32,
+    },
 }
 
 impl CoordinatorError {
@@ -79,6 +88,7 @@ impl CoordinatorError {
             Self::NotPaused => 18,
             Self::Overflow(_) => 19,
             Self::WrongRound { .. } => 20,
+            Self::ReportTooDense { .. } => 21,
         }
     }
 }
@@ -103,6 +113,10 @@ pub enum AccessError {
         "the account is not the sysvar the instruction needs there (clock, rent or slot hashes)"
     )]
     WrongSysvar,
+    #[error(
+        "the run's members hold points not yet paid out: closing would erase what they are owed"
+    )]
+    PointsOwed,
 }
 
 impl AccessError {

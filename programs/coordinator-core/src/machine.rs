@@ -9,12 +9,13 @@
 //! RoundWitness ──(witness time-out)──► RoundTrain                      (next step)
 //!                                 └──► Cooldown  (total steps, epoch time, too few healthy
 //!                                                 members or witnesses, or a pause pending)
-//! Cooldown ──(cooldown time-out; points to healthy members)──► WaitingForMembers | Paused | Finished
+//! Cooldown ──(cooldown time-out; points to members a quorum saw)──► WaitingForMembers | Paused | Finished
 //! WaitingForMembers | Warmup ──pause──► Paused ──resume──► WaitingForMembers
 //! ```
 
 use bytemuck::Zeroable;
 
+use crate::bloom::PROBES;
 use crate::config::Config;
 use crate::error::CoordinatorError;
 use crate::state::{
@@ -22,6 +23,27 @@ use crate::state::{
 };
 
 type Result<T> = core::result::Result<T, CoordinatorError>;
+
+/// A report names at most one key and one commitment per participant, and each sets at most
+/// [`PROBES`] bits: a denser filter (all ones, say, which "contains" everything) is refused.
+fn check_density(report: &WitnessReport, participants: u16) -> Result<()> {
+    let max = u32::from(participants) * PROBES as u32;
+    for (filter, bloom) in [
+        ("participants", &report.participants),
+        ("commitments", &report.commitments),
+    ] {
+        let set = bloom.set_bits();
+        if set > max {
+            return Err(CoordinatorError::ReportTooDense {
+                filter,
+                set,
+                participants,
+                max,
+            });
+        }
+    }
+    Ok(())
+}
 
 fn elapsed(now: i64, since: i64, duration: u64) -> bool {
     i128::from(now) >= i128::from(since) + i128::from(duration)
@@ -269,6 +291,9 @@ impl Coordinator {
         self.step = step;
         self.data_position = data_position;
         self.epoch_rounds = epoch_rounds;
+        if had_quorum {
+            self.count_evidence(slot);
+        }
         let config = self.config;
         let end_epoch = step >= config.total_steps
             || self.pause_pending == 1
@@ -283,32 +308,53 @@ impl Coordinator {
         Ok(())
     }
 
+    /// A round closed with a witness quorum: evidence of training for the epoch, and for each
+    /// participant still in it that the quorum saw. At most 256 participants times 32 reports
+    /// of 6 probes each: the bound of a closing tick's work.
+    fn count_evidence(&mut self, slot: usize) {
+        self.epoch_quorum_rounds = self.epoch_quorum_rounds.saturating_add(1);
+        let round = &self.rounds[slot];
+        for (index, member) in self.members.iter_mut().enumerate() {
+            if round.is_participant(index)
+                && member.status() == MemberStatus::Active
+                && round.was_seen(&member.id)
+            {
+                member.seen_rounds = member.seen_rounds.saturating_add(1);
+            }
+        }
+    }
+
     fn end_epoch(&mut self, now: i64) -> Result<()> {
         let epoch = self
             .epoch
             .checked_add(1)
             .ok_or(CoordinatorError::Overflow("epoch"))?;
-        let award = if self.epoch_rounds > 0 {
-            self.config.points_per_epoch
-        } else {
-            0
+        let (per_epoch, evidence) = (self.config.points_per_epoch, self.epoch_quorum_rounds);
+        // Points follow evidence: a member healthy through the epoch earns the share of
+        // `points_per_epoch` that its rounds seen by a witness quorum are of the epoch's rounds
+        // closed with one. An epoch without a quorum round pays nobody.
+        let award = |member: &Member| -> u64 {
+            if member.status() != MemberStatus::Active || evidence == 0 {
+                return 0;
+            }
+            let seen = u128::from(member.seen_rounds.min(evidence));
+            (u128::from(per_epoch) * seen / u128::from(evidence)) as u64
         };
-        let healthy = |status| status == MemberStatus::Active;
         // All or nothing: check every balance before crediting any.
         if self
             .members
             .iter()
-            .any(|m| healthy(m.status()) && m.points.checked_add(award).is_none())
+            .any(|m| m.points.checked_add(award(m)).is_none())
         {
             return Err(CoordinatorError::Overflow("points"));
         }
         for member in &mut self.members {
-            if healthy(member.status()) {
-                member.points += award;
-            }
+            member.points += award(member);
+            member.seen_rounds = 0;
         }
         self.epoch = epoch;
         self.epoch_rounds = 0;
+        self.epoch_quorum_rounds = 0;
         if self.step >= self.config.total_steps {
             self.set_state(RunState::Finished, now);
         } else if self.pause_pending == 1 {
@@ -383,6 +429,7 @@ impl Coordinator {
         if round.reported & (1 << position) != 0 {
             return Err(CoordinatorError::DuplicateWitness);
         }
+        check_density(report, round.participant_count)?;
         round.reports[usize::from(position)] = *report;
         round.reported |= 1 << position;
         let all_in = round.report_count() == round.witness_count;

@@ -114,7 +114,9 @@ pub struct Member {
     pub status: u8,
     /// Reported ready during the current warmup.
     pub ready: u8,
-    pub _padding: [u8; 4],
+    /// Rounds of the current epoch, closed with a witness quorum, in which that quorum saw this
+    /// member's results: what its points for the epoch follow.
+    pub seen_rounds: u32,
 }
 
 impl Member {
@@ -276,7 +278,10 @@ pub struct Coordinator {
     pub run_state: u8,
     pub pause_pending: u8,
     pub join_window_open: u8,
-    pub _padding: [u8; 5],
+    pub _padding: u8,
+    /// Rounds of the current epoch that closed with a witness quorum: the only evidence of
+    /// training, and the denominator of each member's share of the epoch's points.
+    pub epoch_quorum_rounds: u32,
     pub members: [Member; MAX_CLIENTS],
     pub rounds: [Round; ROUNDS_KEPT],
 }

@@ -14,8 +14,10 @@ enum Action {
     Tick(i64),
     WarmupWitness(u8),
     /// A client reports as witness `position`, having seen the clients in the mask.
+    /// `client` reports as witness `position` (`None`: the member elected there), having seen
+    /// the clients in the mask.
     Witness {
-        client: u8,
+        client: Option<u8>,
         position: u16,
         seen: u8,
     },
@@ -36,7 +38,8 @@ fn action() -> impl Strategy<Value = Action> {
         1 => (0..CLIENTS).prop_map(Action::Withdraw),
         6 => prop_oneof![Just(0i64), 1..15i64, 15..90i64].prop_map(Action::Tick),
         3 => (0..CLIENTS).prop_map(Action::WarmupWitness),
-        5 => (0..CLIENTS, 0..4u16, any::<u8>()).prop_map(|(client, position, seen)| Action::Witness { client, position, seen }),
+        5 => (proptest::option::of(0..CLIENTS), 0..4u16, prop_oneof![Just(0xFFu8), any::<u8>()])
+            .prop_map(|(client, position, seen)| Action::Witness { client, position, seen }),
         1 => (0..CLIENTS, 1..3u64, 0..CLIENTS).prop_map(|(from, rounds_back, target)| Action::HealthCheck { from, rounds_back, target }),
         1 => Just(Action::Pause),
         1 => Just(Action::Resume),
@@ -64,7 +67,8 @@ fn allowed(from: RunState, to: RunState) -> bool {
 /// The run authority in these runs (hosts check it before `apply`; the machine does not).
 const AUTHORITY: [u8; 32] = [0; 32];
 
-fn apply(c: &mut Coordinator, action: &Action, now: &mut i64, counter: u64) -> bool {
+/// Applies `action`; returns who signed it and whether it was accepted.
+fn apply(c: &mut Coordinator, action: &Action, now: &mut i64, counter: u64) -> ([u8; 32], bool) {
     let mut seed = [0u8; 32];
     seed[..8].copy_from_slice(&counter.to_le_bytes());
     let mut report = WitnessReport {
@@ -89,16 +93,31 @@ fn apply(c: &mut Coordinator, action: &Action, now: &mut i64, counter: u64) -> b
             position,
             seen,
         } => {
-            let round_seed = c.rounds[c.step as usize % 4].seed;
-            for other in (0..CLIENTS).filter(|other| seen & (1 << other) != 0) {
-                report.participants.insert(&id(other), &round_seed);
+            // As an honest witness reports: only the round's participants, at most all of them.
+            let round = &c.rounds[c.step as usize % 4];
+            let participant = |client: u8| {
+                c.member_index(&id(client))
+                    .is_some_and(|slot| round.is_participant(slot))
+            };
+            for other in
+                (0..CLIENTS).filter(|&other| seen & (1 << other) != 0 && participant(other))
+            {
+                report.participants.insert(&id(other), &round.seed);
             }
             let input = Input::Witness {
                 step: c.step,
                 position,
                 report: &report,
             };
-            (id(client), input)
+            let elected = c
+                .current_round()
+                .and_then(|round| round.elected(position))
+                .map(|slot| c.members[slot].id);
+            let signer = match client {
+                Some(client) => id(client),
+                None => elected.unwrap_or(id(0)),
+            };
+            (signer, input)
         }
         Action::HealthCheck {
             from,
@@ -114,7 +133,7 @@ fn apply(c: &mut Coordinator, action: &Action, now: &mut i64, counter: u64) -> b
         Action::Pause => (AUTHORITY, Input::Pause),
         Action::Resume => (AUTHORITY, Input::Resume),
     };
-    c.apply(signer, &input, *now, &seed).is_ok()
+    (signer, c.apply(signer, &input, *now, &seed).is_ok())
 }
 
 fn config(witness_nodes: u16) -> Config {
@@ -147,7 +166,7 @@ proptest! {
         c.init([1; 32], config(witness_nodes), now).unwrap();
         for (counter, action) in actions.iter().enumerate() {
             let before = *c;
-            let accepted = apply(&mut c, action, &mut now, counter as u64);
+            let (signer, accepted) = apply(&mut c, action, &mut now, counter as u64);
             if !accepted {
                 prop_assert_eq!(&*c, &before, "a rejected {:?} changed the state", action);
                 continue;
@@ -165,7 +184,23 @@ proptest! {
                 if new.points > old.points {
                     prop_assert!(from == RunState::Cooldown && old.status() == MemberStatus::Active,
                         "points only at an epoch's end, only to members healthy for the epoch");
+                    // Audit finding 1: points follow evidence.
+                    prop_assert!(before.epoch_quorum_rounds > 0 && old.seen_rounds > 0,
+                        "points only to members a witness quorum saw in a round of the epoch");
+                    let most = config(witness_nodes).points_per_epoch * u64::from(old.seen_rounds)
+                        / u64::from(before.epoch_quorum_rounds);
+                    prop_assert_eq!(new.points - old.points, most, "the share its evidence earns");
                 }
+                // Audit finding 3: slots are freed, but never one that holds points.
+                if old.points > 0 {
+                    prop_assert_eq!(new.id, old.id, "a member with points keeps its slot");
+                }
+            }
+            // Audit finding 10: only a member standing in the epoch reports as a witness.
+            if let Action::Witness { .. } = action {
+                let slot = before.member_index(&signer).unwrap();
+                prop_assert_eq!(before.members[slot].status(), MemberStatus::Active,
+                    "an accepted report comes from an Active member");
             }
             if to == RunState::RoundTrain && (from != to || c.step != before.step) {
                 let round = c.current_round().unwrap();

@@ -483,6 +483,56 @@ fn a_full_epoch_pays_its_healthy_members() {
 }
 
 #[test]
+fn points_follow_the_rounds_a_quorum_saw() {
+    let mut run = Run::started(config(), &[1, 2, 3, 4]);
+    // Four rounds with a quorum: 4 is seen in the first only (nobody health-checks it), 3 in
+    // the first two.
+    for seen in [&[1, 2, 3, 4][..], &[1, 2, 3], &[1, 2], &[1, 2]] {
+        run.witness_all(seen);
+        assert_eq!(run.tick(10), Ok(RunState::RoundTrain));
+    }
+    // A round without a quorum is no evidence and ends the epoch.
+    assert_eq!(run.tick(60), Ok(RunState::RoundWitness));
+    assert_eq!(run.tick(10), Ok(RunState::Cooldown));
+    assert_eq!(run.c.epoch_quorum_rounds, 4);
+    assert_eq!(run.tick(20), Ok(RunState::WaitingForMembers));
+    let paid: Vec<u64> = (1..=4)
+        .map(|m| run.c.members[run.c.member_index(&id(m)).unwrap()].points)
+        .collect();
+    assert_eq!(
+        paid,
+        [100, 100, 50, 25],
+        "points_per_epoch x seen / quorum rounds"
+    );
+    assert!(
+        run.c.members.iter().all(|m| m.seen_rounds == 0),
+        "counted afresh each epoch"
+    );
+    assert_eq!(run.c.epoch_quorum_rounds, 0);
+}
+
+#[test]
+fn a_report_denser_than_its_participants_allow_is_refused() {
+    let mut run = Run::started(config(), &[1, 2, 3]);
+    let round = *run.c.current_round().unwrap();
+    let witness = run.c.members[round.elected(0).unwrap()].id;
+    let mut report = run.report(&[1, 2, 3]);
+    report.commitments = Bloom { bits: [0xFF; 256] };
+    let before = run.c.clone();
+    let now = run.at(1);
+    assert_eq!(
+        run.c.witness(witness, round.step, 0, &report, now),
+        Err(CoordinatorError::ReportTooDense {
+            filter: "commitments",
+            set: 2048,
+            participants: 3,
+            max: 18,
+        })
+    );
+    assert_eq!(run.c, before);
+}
+
+#[test]
 fn health_checks_drop_members_a_quorum_did_not_see() {
     let mut run = Run::started(config(), &[1, 2, 3, 4]);
     run.witness_all(&[1, 2, 3]);

@@ -45,7 +45,8 @@ pub enum CoordinatorInstruction<'a> {
     /// 0. `[s, w]` join authority: receives the grant's rent. 1. `[]` run account.
     /// 2. `[w]` join grant.
     RevokeJoin { client: Pubkey },
-    /// Closes a paused or finished run and returns both accounts' rent to the authority.
+    /// Closes a paused or finished run in which no member holds points (the account is the
+    /// ledger of what they are owed), and returns both accounts' rent to the authority.
     ///
     /// 0. `[s, w]` run authority. 1. `[w]` run instance. 2. `[w]` run account.
     CloseRun,

@@ -364,6 +364,16 @@ fn close_run(program_id: &Pubkey, accounts: &[AccountInfo]) -> ProgramResult {
         ) {
             return Err(denied(AccessError::RunNotClosable));
         }
+        // The run account is the ledger of what members earned; until a treasurer pays points
+        // out, closing it would erase what they are owed.
+        if run
+            .coordinator
+            .members
+            .iter()
+            .any(|member| member.points > 0)
+        {
+            return Err(denied(AccessError::PointsOwed));
+        }
         let record = load_mut::<RunInstance>(instance, program_id)?;
         if record.run_account != run_account.key.to_bytes() {
             return Err(denied(AccessError::RunMismatch));

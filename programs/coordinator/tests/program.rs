@@ -314,31 +314,157 @@ async fn a_full_epoch_with_three_clients_pays_points_and_closes() {
         machine(CoordinatorError::NothingDue)
     );
 
-    // Closing returns both accounts' rent to the authority.
-    let (instance, _) = find_run_instance(&s.run_id);
-    let rent = s.chain.account(&instance).await.unwrap().lamports
-        + s.chain.account(&run).await.unwrap().lamports;
-    let before = s
-        .chain
-        .account(&s.authority.pubkey())
-        .await
-        .unwrap()
-        .lamports;
+    // The run account is the ledger of the points: it does not close while they are owed.
     let close = instruction::close_run(&s.authority.pubkey(), &s.run_id, &run);
     let authority = s.authority.insecure_clone();
-    s.chain.send(&[close], &[&authority]).await.unwrap();
-    assert!(s.chain.account(&run).await.is_none());
-    assert!(s.chain.account(&instance).await.is_none());
-    let after = s
-        .chain
-        .account(&s.authority.pubkey())
+    assert_eq!(
+        failed(s.chain.send(&[close], &[&authority]).await),
+        access(AccessError::PointsOwed)
+    );
+    assert!(s.chain.account(&run).await.is_some());
+}
+
+#[tokio::test]
+async fn a_run_that_owes_nothing_closes_with_its_rent_back() {
+    let mut chain = Chain::start().await;
+    let authority = chain.funded().await;
+    let run_account = Keypair::new();
+    let run_id = *b"closes-at-once\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0";
+    chain
+        .create_run(&authority, &run_account, run_id, None, config())
         .await
-        .unwrap()
-        .lamports;
+        .unwrap();
+    let run = run_account.pubkey();
+    chain
+        .send(
+            &[instruction::pause(&authority.pubkey(), &run)],
+            &[&authority],
+        )
+        .await
+        .unwrap();
+    let (instance, _) = find_run_instance(&run_id);
+    let rent = chain.account(&instance).await.unwrap().lamports
+        + chain.account(&run).await.unwrap().lamports;
+    let before = chain.account(&authority.pubkey()).await.unwrap().lamports;
+    let close = instruction::close_run(&authority.pubkey(), &run_id, &run);
+    chain.send(&[close], &[&authority]).await.unwrap();
+    assert!(chain.account(&run).await.is_none());
+    assert!(chain.account(&instance).await.is_none());
+    let after = chain.account(&authority.pubkey()).await.unwrap().lamports;
     assert_eq!(
         after - before,
         rent,
         "the payer paid the fees, the authority got the rent"
+    );
+}
+
+/// Audit finding 1: members that only said they were ready, with ticks moving the run through
+/// rounds nobody witnessed, earned the full points of every epoch.
+#[tokio::test]
+async fn an_epoch_without_witness_evidence_pays_nobody() {
+    let mut s = Started::new(Config {
+        total_steps: 4,
+        ..config()
+    })
+    .await;
+    let run = s.run;
+    for epoch in 0..2 {
+        // No witness reports: the round closes on its time-outs, without a quorum.
+        s.chain.advance(60);
+        s.chain.tick(&run).await.unwrap();
+        s.chain.advance(10);
+        s.chain.tick(&run).await.unwrap();
+        let state = s.chain.run(&run).await.coordinator;
+        assert_eq!(state.run_state(), RunState::Cooldown, "epoch {epoch}");
+        assert_eq!(state.epoch_quorum_rounds, 0);
+        s.chain.advance(20);
+        s.chain.tick(&run).await.unwrap();
+        let state = s.chain.run(&run).await.coordinator;
+        assert_eq!(state.epoch, epoch + 1);
+        assert!(
+            state.members.iter().all(|member| member.points == 0),
+            "no points without evidence"
+        );
+        s.start_epoch().await;
+    }
+}
+
+/// Audit finding 4: two colluding witnesses of three sent all-ones filters, which "contain"
+/// every key and every commitment.
+#[tokio::test]
+async fn a_saturated_witness_report_is_refused() {
+    let mut s = Started::new(config()).await;
+    let run = s.run;
+    let state = s.chain.run(&run).await;
+    let round = *state.coordinator.current_round().unwrap();
+    let saturated = WitnessReport {
+        participants: Bloom { bits: [0xFF; 256] },
+        commitments: Bloom { bits: [0xFF; 256] },
+    };
+    let witness = s.client(&state.coordinator.members[round.elected(0).unwrap()].id);
+    let witness = witness.insecure_clone();
+    let ix = instruction::witness(&witness.pubkey(), &run, round.step, 0, &saturated);
+    assert_eq!(
+        failed(s.chain.send(&[ix], &[&witness]).await),
+        machine(CoordinatorError::ReportTooDense {
+            filter: "participants",
+            set: 2048,
+            participants: 3,
+            max: 18,
+        })
+    );
+    let after = s.chain.run(&run).await.coordinator;
+    assert_eq!(after.current_round().unwrap().report_count(), 0);
+}
+
+/// Audit finding 6: a config the authority set (points or batch sizes up to u64::MAX) let a
+/// tick overflow, and every later tick fail, locking the run and its rent.
+#[tokio::test]
+async fn configs_that_could_overflow_are_refused() {
+    let mut chain = Chain::start().await;
+    let authority = chain.funded().await;
+    let run_account = Keypair::new();
+    let run_id = *b"overflowing\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0";
+    let overflowing = Config {
+        points_per_epoch: u64::MAX,
+        ..config()
+    };
+    assert_eq!(
+        failed(
+            chain
+                .create_run(&authority, &run_account, run_id, None, overflowing)
+                .await
+        ),
+        // The second instruction, after the run account's creation.
+        TransactionError::InstructionError(
+            1,
+            InstructionError::Custom(
+                CoordinatorError::ConfigRange {
+                    field: "points_per_epoch",
+                    value: u64::MAX,
+                    range: "0..=1073741824",
+                }
+                .code()
+            )
+        )
+    );
+    chain
+        .create_run(&authority, &run_account, run_id, None, config())
+        .await
+        .unwrap();
+    let run = run_account.pubkey();
+    let huge_batches = Config {
+        global_batch_size_end: u64::MAX,
+        ..config()
+    };
+    let update = instruction::update_config(&authority.pubkey(), &run, huge_batches);
+    assert_eq!(
+        failed(chain.send(&[update], &[&authority]).await),
+        machine(CoordinatorError::ConfigRange {
+            field: "global_batch_size_end",
+            value: u64::MAX,
+            range: "1..=16777216",
+        })
     );
 }
 
@@ -671,45 +797,6 @@ async fn gated_runs_admit_only_granted_clients() {
 
 fn join_grant(run: &Pubkey, client: &Keypair) -> Pubkey {
     demeter_coordinator::account::find_join_grant(run, &client.pubkey()).0
-}
-
-#[tokio::test]
-async fn points_overflow_is_an_error_not_a_wrap() {
-    let overflowing = Config {
-        points_per_epoch: u64::MAX,
-        total_steps: 10,
-        epoch_time: 70,
-        ..config()
-    };
-    let mut s = Started::new(overflowing).await;
-    let run = s.run;
-    for epoch in 0..2 {
-        s.witness_round().await;
-        s.chain.advance(70);
-        s.chain.tick(&run).await.unwrap();
-        let state = s.chain.run(&run).await.coordinator;
-        assert_eq!(
-            state.run_state(),
-            RunState::Cooldown,
-            "epoch {epoch} is over"
-        );
-        s.chain.advance(20);
-        if epoch == 0 {
-            s.chain.tick(&run).await.unwrap();
-            let state = s.chain.run(&run).await.coordinator;
-            assert_eq!(state.members[0].points, u64::MAX);
-            s.start_epoch().await;
-        } else {
-            assert_eq!(
-                failed(s.chain.tick(&run).await),
-                machine(CoordinatorError::Overflow("points"))
-            );
-        }
-    }
-    // The failed tick changed nothing: the points are still there, still in Cooldown.
-    let state = s.chain.run(&run).await.coordinator;
-    assert_eq!(state.run_state(), RunState::Cooldown);
-    assert_eq!(state.members[0].points, u64::MAX);
 }
 
 #[tokio::test]
