@@ -63,6 +63,10 @@ pub struct JoinGrant {
     pub tag: [u8; 8],
     pub run_account: [u8; 32],
     pub client: [u8; 32],
+    /// The join authority that granted it: a run re-created at the same address under another
+    /// join authority does not admit this grant, and this key may revoke the grant (for its
+    /// rent) after the run is closed.
+    pub join_authority: [u8; 32],
     /// The canonical bump of this PDA.
     pub bump: u8,
     pub _padding: [u8; 7],

@@ -41,9 +41,11 @@ pub enum CoordinatorInstruction<'a> {
     /// 3. `[]` system program. 4. `[]` Rent sysvar.
     GrantJoin { client: Pubkey },
     /// Withdraws a grant (a member that already joined stays until it leaves or is dropped).
+    /// After the run is closed, the join authority that made the grant may still revoke it, for
+    /// its rent.
     ///
-    /// 0. `[s, w]` join authority: receives the grant's rent. 1. `[]` run account.
-    /// 2. `[w]` join grant.
+    /// 0. `[s, w]` join authority: receives the grant's rent.
+    /// 1. `[]` run account, live or closed. 2. `[w]` join grant.
     RevokeJoin { client: Pubkey },
     /// Closes a paused or finished run in which no member holds points (the account is the
     /// ledger of what they are owed), and returns both accounts' rent to the authority.

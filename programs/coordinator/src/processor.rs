@@ -68,7 +68,7 @@ fn apply(program_id: &Pubkey, accounts: &[AccountInfo], input: &Input) -> Progra
     if let (Input::Join { .. }, Some(client)) = (input, signer_info)
         && run.is_gated()
     {
-        check_grant(program_id, run_account, client, rest.first())?;
+        check_grant(program_id, &run, run_account, client, rest.first())?;
     }
     let clock = sysvar::<Clock>(clock)?;
     let seed = if input.needs_seed() {
@@ -82,9 +82,12 @@ fn apply(program_id: &Pubkey, accounts: &[AccountInfo], input: &Input) -> Progra
         .map_err(refused)
 }
 
-/// A gated run admits a client only with its grant: this run's, this client's, not revoked.
+/// A gated run admits a client only with its grant: this run's (made by its join authority, so
+/// a run re-created at the same address under another one does not inherit it), this
+/// client's, not revoked.
 fn check_grant(
     program_id: &Pubkey,
+    run: &RunAccount,
     run_account: &AccountInfo,
     client: &AccountInfo,
     grant: Option<&AccountInfo>,
@@ -95,7 +98,10 @@ fn check_grant(
         return Err(denied(AccessError::JoinNotGranted));
     }
     let record = load_mut::<JoinGrant>(grant, program_id)?;
-    if record.run_account != run_account.key.to_bytes() || record.client != client.key.to_bytes() {
+    if record.run_account != run_account.key.to_bytes()
+        || record.client != client.key.to_bytes()
+        || record.join_authority != run.join_authority
+    {
         return Err(denied(AccessError::JoinNotGranted));
     }
     Ok(())
@@ -328,17 +334,39 @@ fn grant_join(program_id: &Pubkey, accounts: &[AccountInfo], client: &Pubkey) ->
     record.tag = JoinGrant::TAG;
     record.run_account = run_account.key.to_bytes();
     record.client = client.to_bytes();
+    record.join_authority = join_authority.key.to_bytes();
     record.bump = bump;
     Ok(())
 }
 
+/// Closes a grant, its rent to the join authority. While the run lives, its join authority
+/// revokes; once the run account is closed, the join authority recorded in the grant may, so
+/// that no grant's rent is locked forever by a closed run.
 fn revoke_join(program_id: &Pubkey, accounts: &[AccountInfo], client: &Pubkey) -> ProgramResult {
     let [join_authority, run_account, grant, ..] = accounts else {
         return Err(ProgramError::NotEnoughAccountKeys);
     };
-    check_join_authority(program_id, join_authority, run_account, grant, client)?;
-    // Checks the grant's owner and type before closing it.
-    drop(load_mut::<JoinGrant>(grant, program_id)?);
+    let run_closed = run_account.owner != program_id && run_account.data_is_empty();
+    if run_closed {
+        signer(join_authority)?;
+        writable(join_authority)?;
+        writable(grant)?;
+        let (grant_key, _) = Pubkey::find_program_address(
+            &[JOIN_GRANT_SEED, run_account.key.as_ref(), client.as_ref()],
+            program_id,
+        );
+        if grant.key != &grant_key {
+            return Err(ProgramError::InvalidSeeds);
+        }
+        let record = load_mut::<JoinGrant>(grant, program_id)?;
+        if record.join_authority != join_authority.key.to_bytes() {
+            return Err(denied(AccessError::NotJoinAuthority));
+        }
+    } else {
+        check_join_authority(program_id, join_authority, run_account, grant, client)?;
+        // Checks the grant's owner and type before closing it.
+        drop(load_mut::<JoinGrant>(grant, program_id)?);
+    }
     close_account(grant, join_authority)
 }
 

@@ -795,6 +795,85 @@ async fn gated_runs_admit_only_granted_clients() {
     );
 }
 
+/// Audit findings 8 and 9: after `CloseRun`, a grant's rent was locked forever (revoking needed
+/// the run account), and a run re-created at the same address under a new join authority
+/// admitted the old run's grantees.
+#[tokio::test]
+async fn grants_neither_outlive_their_run_nor_lock_their_rent() {
+    let mut chain = Chain::start().await;
+    let authority = chain.funded().await;
+    let old_gatekeeper = chain.funded().await;
+    let new_gatekeeper = chain.funded().await;
+    let run_account = Keypair::new();
+    let run = run_account.pubkey();
+    let run_id = [6u8; 32];
+    chain
+        .create_run(
+            &authority,
+            &run_account,
+            run_id,
+            Some(old_gatekeeper.pubkey()),
+            config(),
+        )
+        .await
+        .unwrap();
+    let client = Keypair::new();
+    let grant = instruction::grant_join(&old_gatekeeper.pubkey(), &run, &client.pubkey());
+    chain.send(&[grant], &[&old_gatekeeper]).await.unwrap();
+    let pause = instruction::pause(&authority.pubkey(), &run);
+    chain.send(&[pause], &[&authority]).await.unwrap();
+    let close = instruction::close_run(&authority.pubkey(), &run_id, &run);
+    chain.send(&[close], &[&authority]).await.unwrap();
+
+    // Re-created at the same address under another join authority: the old grant admits nobody.
+    chain
+        .create_run(
+            &authority,
+            &run_account,
+            run_id,
+            Some(new_gatekeeper.pubkey()),
+            config(),
+        )
+        .await
+        .unwrap();
+    let join = instruction::join(&client.pubkey(), &run, endpoint());
+    assert_eq!(
+        failed(chain.send(&[join], &[&client]).await),
+        access(AccessError::JoinNotGranted)
+    );
+
+    // Closed again: the grant's maker, and only it, takes the grant's rent back.
+    let pause = instruction::pause(&authority.pubkey(), &run);
+    chain.send(&[pause], &[&authority]).await.unwrap();
+    let close = instruction::close_run(&authority.pubkey(), &run_id, &run);
+    chain.send(&[close], &[&authority]).await.unwrap();
+    assert!(chain.account(&run).await.is_none());
+    let by_stranger = instruction::revoke_join(&new_gatekeeper.pubkey(), &run, &client.pubkey());
+    assert_eq!(
+        failed(chain.send(&[by_stranger], &[&new_gatekeeper]).await),
+        access(AccessError::NotJoinAuthority)
+    );
+    let grant_rent = chain
+        .account(&join_grant(&run, &client))
+        .await
+        .unwrap()
+        .lamports;
+    let before = chain
+        .account(&old_gatekeeper.pubkey())
+        .await
+        .unwrap()
+        .lamports;
+    let revoke = instruction::revoke_join(&old_gatekeeper.pubkey(), &run, &client.pubkey());
+    chain.send(&[revoke], &[&old_gatekeeper]).await.unwrap();
+    assert!(chain.account(&join_grant(&run, &client)).await.is_none());
+    let after = chain
+        .account(&old_gatekeeper.pubkey())
+        .await
+        .unwrap()
+        .lamports;
+    assert_eq!(after - before, grant_rent, "the payer paid the fees");
+}
+
 fn join_grant(run: &Pubkey, client: &Keypair) -> Pubkey {
     demeter_coordinator::account::find_join_grant(run, &client.pubkey()).0
 }
@@ -853,7 +932,7 @@ fn account_sizes_are_as_documented() {
     use demeter_coordinator_core::accounts::JoinGrant;
     assert_eq!(
         (RunInstance::LEN, RunAccount::LEN, JoinGrant::LEN),
-        (112, 82_704, 80)
+        (112, 82_704, 112)
     );
     let rent = solana_sdk::rent::Rent::default().minimum_balance(RunAccount::LEN);
     assert_eq!(rent, 576_510_720, "lamports to keep a run account");
