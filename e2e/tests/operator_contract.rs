@@ -1,6 +1,7 @@
 //! The operator and the trainer agree: the `demeter train` arguments the operator puts in a
-//! client pod parse as the trainer's flags, and the run file it writes for the centralized
-//! coordinator is one the coordinator accepts. Both sides are the real code.
+//! client pod parse as the trainer's flags, the run file it writes for the centralized
+//! coordinator is one the coordinator accepts, and its progress scraper reads what a trainer
+//! serves on `/metrics`. Both sides are the real code.
 
 use clap::Parser;
 use demeter_operator::children;
@@ -88,4 +89,57 @@ fn the_operators_keypairs_are_wallets_the_trainer_reads() {
         to_base58(&identity.public()),
         demeter_operator::identity::public_key(wallet.as_bytes()).unwrap()
     );
+}
+
+/// The trainer's real `/metrics` route, scraped by the operator's real scraper over HTTP: every
+/// series the operator reads is found under the name the trainer registers it by.
+#[tokio::test]
+async fn the_operator_reads_what_a_trainer_serves_on_metrics() {
+    use std::sync::Arc;
+
+    use demeter_trainer::exchange::serve::{Exchange, ExchangeMetrics};
+    use demeter_trainer::exchange::{ResultStore, router};
+    use demeter_trainer::train::TrainerMetrics;
+    use k8s_openapi::api::core::v1::{Pod, PodStatus};
+
+    let registry = prometheus::Registry::new();
+    let trainer = TrainerMetrics::register(&registry).unwrap();
+    let exchange = Arc::new(Exchange {
+        run_id: [1; 32],
+        store: Arc::new(ResultStore::default()),
+        metrics: ExchangeMetrics::register(&registry).unwrap(),
+        registry,
+        snapshot: Default::default(),
+    });
+    trainer.step.set(41);
+    trainer.epoch.set(3);
+    trainer.loss.set(2.5);
+    trainer.tokens.inc_by(123_456);
+    trainer.members_active.set(7);
+    trainer.results_applied.set(6);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(async move { axum::serve(listener, router(exchange)).await });
+
+    let pod = Pod {
+        status: Some(PodStatus {
+            phase: Some("Running".into()),
+            pod_ip: Some("127.0.0.1".into()),
+            ..PodStatus::default()
+        }),
+        ..Pod::default()
+    };
+    let reports = demeter_operator::progress::scrape(&reqwest::Client::new(), &[pod], port).await;
+    assert_eq!(
+        reports,
+        [demeter_operator::progress::ClientReport {
+            step: 41,
+            epoch: 3,
+            loss: Some(2.5),
+            tokens: 123_456,
+            members_active: 7,
+            results_applied: 6,
+        }]
+    );
+    server.abort();
 }

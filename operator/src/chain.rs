@@ -422,15 +422,13 @@ mod tests {
             round_witness_time: 5,
             epoch_time: 600,
             join_window: 0,
-            total_steps: 100,
             global_batch_size_start: 8,
             global_batch_size_end: 8,
-            global_batch_size_ramp_steps: 0,
             points_per_epoch: 10,
             init_min_clients: 2,
             min_clients: 1,
             witness_nodes: 1,
-            _padding: 0,
+            ..Config::example()
         }
     }
 

@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use demeter_coordinator_core::client_metrics as names;
 use k8s_openapi::api::core::v1::Pod;
 
 /// A scrape that takes longer than this is skipped: a slow client must not slow the run's
@@ -36,12 +37,12 @@ pub fn parse(text: &str) -> ClientReport {
         // Counters and gauges of whole things are exact in an f64 well past any run's size.
         let whole = value.max(0.0) as u64;
         match name {
-            "demeter_step" => report.step = whole,
-            "demeter_epoch" => report.epoch = whole,
-            "demeter_loss" if value.is_finite() => report.loss = Some(value),
-            "demeter_tokens_total" => report.tokens = whole,
-            "demeter_members_active" => report.members_active = whole,
-            "demeter_results_applied" => report.results_applied = whole,
+            names::STEP => report.step = whole,
+            names::EPOCH => report.epoch = whole,
+            names::LOSS if value.is_finite() => report.loss = Some(value),
+            names::TOKENS_TOTAL => report.tokens = whole,
+            names::MEMBERS_ACTIVE => report.members_active = whole,
+            names::RESULTS_APPLIED => report.results_applied = whole,
             _ => {}
         }
     }

@@ -30,14 +30,7 @@ fn config() -> Config {
         epoch_time: 60,
         join_window: 0,
         total_steps: 3,
-        global_batch_size_start: 12,
-        global_batch_size_end: 12,
-        global_batch_size_ramp_steps: 0,
-        points_per_epoch: 100,
-        init_min_clients: 3,
-        min_clients: 2,
-        witness_nodes: 3,
-        _padding: 0,
+        ..Config::example()
     }
 }
 

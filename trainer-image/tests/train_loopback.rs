@@ -22,14 +22,8 @@ fn run_config() -> Config {
         epoch_time: 600,
         join_window: 0,
         total_steps: 6,
-        global_batch_size_start: 12,
-        global_batch_size_end: 12,
-        global_batch_size_ramp_steps: 0,
         points_per_epoch: 10,
-        init_min_clients: 3,
-        min_clients: 2,
-        witness_nodes: 3,
-        _padding: 0,
+        ..Config::example()
     }
 }
 

@@ -71,6 +71,30 @@ fn positive(field: &'static str, value: u64) -> Result<(), CoordinatorError> {
 }
 
 impl Config {
+    /// A small, valid run for tests and examples: three members to start, two to go on, three
+    /// witnesses, 12 samples a step, 100 steps, minutes-long phases. Tests state how theirs
+    /// differs (`Config { total_steps: 2, ..Config::example() }`).
+    #[cfg(any(test, feature = "test-support"))]
+    pub fn example() -> Self {
+        Self {
+            warmup_time: 30,
+            cooldown_time: 20,
+            max_round_train_time: 60,
+            round_witness_time: 10,
+            epoch_time: 300,
+            join_window: 5,
+            total_steps: 100,
+            global_batch_size_start: 12,
+            global_batch_size_end: 12,
+            global_batch_size_ramp_steps: 0,
+            points_per_epoch: 100,
+            init_min_clients: 3,
+            min_clients: 2,
+            witness_nodes: 3,
+            _padding: 0,
+        }
+    }
+
     /// Checks every field; the error names the first one that is wrong and says how to fix it.
     pub fn validate(&self) -> Result<(), CoordinatorError> {
         positive("warmup_time", self.warmup_time)?;
@@ -209,23 +233,15 @@ impl Config {
 pub(crate) mod tests {
     use super::*;
 
+    /// A ramp from 8 to 32 samples over 12 steps, for the batch-size tests.
     pub fn example() -> Config {
         Config {
-            warmup_time: 30,
-            cooldown_time: 20,
-            max_round_train_time: 60,
-            round_witness_time: 10,
             epoch_time: 600,
-            join_window: 5,
-            total_steps: 100,
             global_batch_size_start: 8,
             global_batch_size_end: 32,
             global_batch_size_ramp_steps: 12,
-            points_per_epoch: 100,
-            init_min_clients: 3,
-            min_clients: 2,
             witness_nodes: 2,
-            _padding: 0,
+            ..Config::example()
         }
     }
 

@@ -11,6 +11,7 @@
 
 pub mod accounts;
 pub mod bloom;
+pub mod client_metrics;
 pub mod config;
 pub mod error;
 pub mod input;

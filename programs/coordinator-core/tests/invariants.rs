@@ -149,10 +149,8 @@ fn config(witness_nodes: u16) -> Config {
         global_batch_size_end: 16,
         global_batch_size_ramp_steps: 10,
         points_per_epoch: 7,
-        init_min_clients: 3,
-        min_clients: 2,
         witness_nodes,
-        _padding: 0,
+        ..Config::example()
     }
 }
 

@@ -6,21 +6,7 @@ use demeter_coordinator_core::{
 
 fn config() -> Config {
     Config {
-        warmup_time: 30,
-        cooldown_time: 20,
-        max_round_train_time: 60,
-        round_witness_time: 10,
-        epoch_time: 300,
-        join_window: 5,
-        total_steps: 100,
-        global_batch_size_start: 12,
-        global_batch_size_end: 12,
-        global_batch_size_ramp_steps: 0,
-        points_per_epoch: 100,
-        init_min_clients: 3,
-        min_clients: 2,
-        witness_nodes: 3,
-        _padding: 0,
+        ..Config::example()
     }
 }
 

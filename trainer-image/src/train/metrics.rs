@@ -1,5 +1,6 @@
 //! The trainer's Prometheus metrics, served at `/metrics` beside the exchange's counters.
 
+use demeter_coordinator_core::client_metrics as names;
 use demeter_coordinator_core::{Coordinator, MemberStatus};
 use std::time::Duration;
 
@@ -51,7 +52,7 @@ impl TrainerMetrics {
         Ok(Self {
             loss: add(
                 registry,
-                Gauge::new("demeter_loss", "Training loss of the last step")?,
+                Gauge::new(names::LOSS, "Training loss of the last step")?,
             )?,
             lr: add(
                 registry,
@@ -59,16 +60,16 @@ impl TrainerMetrics {
             )?,
             step: add(
                 registry,
-                IntGauge::new("demeter_step", "The run's completed steps")?,
+                IntGauge::new(names::STEP, "The run's completed steps")?,
             )?,
-            epoch: add(registry, IntGauge::new("demeter_epoch", "The run's epoch")?)?,
+            epoch: add(registry, IntGauge::new(names::EPOCH, "The run's epoch")?)?,
             applied_step: add(
                 registry,
                 IntGauge::new("demeter_applied_step", "Steps applied to this replica")?,
             )?,
             tokens: add(
                 registry,
-                IntCounter::new("demeter_tokens_total", "Tokens this client trained on")?,
+                IntCounter::new(names::TOKENS_TOTAL, "Tokens this client trained on")?,
             )?,
             tokens_per_second: add(
                 registry,
@@ -87,7 +88,7 @@ impl TrainerMetrics {
             results_applied: add(
                 registry,
                 IntGauge::new(
-                    "demeter_results_applied",
+                    names::RESULTS_APPLIED,
                     "Results a witness quorum saw, applied in the last step",
                 )?,
             )?,
@@ -100,7 +101,7 @@ impl TrainerMetrics {
             )?,
             members_active: add(
                 registry,
-                IntGauge::new("demeter_members_active", "Members active in the epoch")?,
+                IntGauge::new(names::MEMBERS_ACTIVE, "Members active in the epoch")?,
             )?,
             rejected_payloads: add(
                 registry,
