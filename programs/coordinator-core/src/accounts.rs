@@ -53,6 +53,9 @@ pub struct RunAccount {
     pub join_authority: [u8; 32],
     /// The run instance that names this run.
     pub instance: [u8; 32],
+    /// The slot in which the state machine's pending transition was armed: the next tick takes
+    /// it, seeded by this slot's hash, which did not exist while the arming transaction ran.
+    pub armed_slot: u64,
     pub coordinator: Coordinator,
 }
 

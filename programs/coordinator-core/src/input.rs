@@ -77,9 +77,10 @@ impl<'a> Input<'a> {
         matches!(self, Self::UpdateConfig { .. } | Self::Pause | Self::Resume)
     }
 
-    /// Whether it may start a round, and so needs a seed from the host.
+    /// Whether it may start a round, and so needs a seed from the host: only a tick, and only
+    /// one that takes a transition an earlier input armed (see `Coordinator::tick`).
     pub fn needs_seed(&self) -> bool {
-        matches!(self, Self::Tick | Self::WarmupWitness)
+        matches!(self, Self::Tick)
     }
 
     /// The input's name, for logs (a witness report's bytes are too many to print).
@@ -213,7 +214,7 @@ impl Coordinator {
             Input::Join { endpoint } => self.join(signer, endpoint, now),
             Input::Withdraw => self.withdraw(signer, now),
             Input::Tick => self.tick(now, seed).map(|_| ()),
-            Input::WarmupWitness => self.warmup_witness(signer, now, seed),
+            Input::WarmupWitness => self.warmup_witness(signer, now),
             Input::Witness {
                 step,
                 position,

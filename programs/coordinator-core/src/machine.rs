@@ -3,10 +3,10 @@
 //!
 //! ```text
 //! Uninitialized ──init──► WaitingForMembers ──(init_min_clients joined, join window over)──► Warmup
-//! Warmup ──(all ready, or warmup time-out with >= min_clients ready)──► RoundTrain
-//! Warmup ──(time-out with too few ready)──► WaitingForMembers          (aborted: no points)
+//! Warmup ──(all ready, or warmup time-out with >= min_clients ready; armed, next tick)──► RoundTrain
+//! Warmup ──(time-out with too few ready; armed, next tick)──► WaitingForMembers (aborted: no points)
 //! RoundTrain ──(all witnesses reported, or train time-out)──► RoundWitness
-//! RoundWitness ──(witness time-out)──► RoundTrain                      (next step)
+//! RoundWitness ──(witness time-out; armed, next tick)──► RoundTrain    (next step)
 //!                                 └──► Cooldown  (total steps, epoch time, too few healthy
 //!                                                 members or witnesses, or a pause pending)
 //! Cooldown ──(cooldown time-out; points to members a quorum saw)──► WaitingForMembers | Paused | Finished
@@ -81,6 +81,13 @@ impl Coordinator {
     fn set_state(&mut self, state: RunState, now: i64) {
         self.run_state = state as u8;
         self.state_started_at = now;
+        self.transition_armed = 0;
+    }
+
+    /// The state's next transition is due; the next tick takes it, with its own seed.
+    fn arm(&mut self, now: i64) {
+        self.transition_armed = 1;
+        self.last_update = now;
     }
 
     fn set_status(&mut self, slot: usize, status: MemberStatus) {
@@ -207,9 +214,12 @@ impl Coordinator {
         Ok(())
     }
 
-    /// Advances on time-outs. `seed` seeds the round that may start (on-chain: from the clock
-    /// and slot hashes; off-chain: the server's RNG). Returns the state after the tick, or
-    /// [`CoordinatorError::NothingDue`].
+    /// Advances on time-outs. A transition that starts a round (or closes one, which may start
+    /// the next) takes two ticks: the first finds it due and arms it, the next takes it with
+    /// its `seed`, which the host must draw so that nobody could know it when the transition
+    /// was armed (on-chain: the hash of the arming slot, which does not exist until that slot
+    /// ends; off-chain: the server's RNG). So no input, and no sender of one, chooses a round's
+    /// seed. Returns the state after the tick, or [`CoordinatorError::NothingDue`].
     pub fn tick(&mut self, now: i64, seed: &[u8; 32]) -> Result<RunState> {
         self.check_clock(now)?;
         let config = self.config;
@@ -228,8 +238,12 @@ impl Coordinator {
                 self.set_state(RunState::Warmup, now);
             }
             RunState::Warmup => {
-                if !elapsed(now, self.state_started_at, config.warmup_time) {
-                    return Err(CoordinatorError::NothingDue);
+                if self.transition_armed == 0 {
+                    if !elapsed(now, self.state_started_at, config.warmup_time) {
+                        return Err(CoordinatorError::NothingDue);
+                    }
+                    self.arm(now);
+                    return Ok(self.run_state());
                 }
                 for slot in 0..MAX_CLIENTS {
                     if self.members[slot].status() == MemberStatus::Active
@@ -252,8 +266,12 @@ impl Coordinator {
                 self.set_state(RunState::RoundWitness, now);
             }
             RunState::RoundWitness => {
-                if !elapsed(now, self.state_started_at, config.round_witness_time) {
-                    return Err(CoordinatorError::NothingDue);
+                if self.transition_armed == 0 {
+                    if !elapsed(now, self.state_started_at, config.round_witness_time) {
+                        return Err(CoordinatorError::NothingDue);
+                    }
+                    self.arm(now);
+                    return Ok(self.run_state());
                 }
                 self.close_round(now, seed)?;
             }
@@ -367,7 +385,7 @@ impl Coordinator {
     }
 
     /// A member reports that it has loaded the model; when all have, the first round starts.
-    pub fn warmup_witness(&mut self, id: [u8; 32], now: i64, seed: &[u8; 32]) -> Result<()> {
+    pub fn warmup_witness(&mut self, id: [u8; 32], now: i64) -> Result<()> {
         self.check_clock(now)?;
         if self.run_state() != RunState::Warmup {
             return Err(CoordinatorError::WrongState(self.run_state()));
@@ -381,7 +399,7 @@ impl Coordinator {
             .filter(|m| m.status() == MemberStatus::Active)
             .all(|m| m.ready == 1);
         if all_ready && self.count(MemberStatus::Active) >= usize::from(self.config.min_clients) {
-            self.start_round(now, seed);
+            self.transition_armed = 1;
         }
         Ok(())
     }

@@ -278,7 +278,10 @@ pub struct Coordinator {
     pub run_state: u8,
     pub pause_pending: u8,
     pub join_window_open: u8,
-    pub _padding: u8,
+    /// The current state's next transition (a round's start, or a round's close, which may
+    /// start the next) is due and waits for the next tick: its seed must be one nobody could
+    /// know when the transition became due, so the input that made it due cannot choose it.
+    pub transition_armed: u8,
     /// Rounds of the current epoch that closed with a witness quorum: the only evidence of
     /// training, and the denominator of each member's share of the epoch's points.
     pub epoch_quorum_rounds: u32,

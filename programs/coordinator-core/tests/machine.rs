@@ -44,9 +44,15 @@ impl Run {
         self.now
     }
 
+    /// One tick `seconds` later, and when it arms a transition (a round's start or close),
+    /// the tick that takes it, at the same time with a fresh seed (as a host's next tick does).
     fn tick(&mut self, seconds: i64) -> Result<RunState, CoordinatorError> {
         let now = self.at(seconds);
-        self.c.tick(now, &seed(now as u64))
+        let state = self.c.tick(now, &seed(now as u64))?;
+        if self.c.transition_armed == 1 {
+            return self.c.tick(now, &seed(now as u64 ^ 0xA5));
+        }
+        Ok(state)
     }
 
     /// Three members join, the window passes, all report ready: the first round is training.
@@ -59,9 +65,11 @@ impl Run {
         assert_eq!(run.tick(5), Ok(RunState::Warmup));
         for &m in members {
             let now = run.at(1);
-            run.c.warmup_witness(id(m), now, &seed(7)).unwrap();
+            run.c.warmup_witness(id(m), now).unwrap();
         }
-        assert_eq!(run.c.run_state(), RunState::RoundTrain);
+        // All ready arms the first round's start; the next tick takes it.
+        assert_eq!(run.c.transition_armed, 1);
+        assert_eq!(run.tick(0), Ok(RunState::RoundTrain));
         run
     }
 
@@ -214,7 +222,7 @@ fn warmup_time_out_drops_members_that_are_not_ready() {
     assert_eq!(run.tick(5), Ok(RunState::Warmup));
     for m in 1..=2 {
         let now = run.at(1);
-        run.c.warmup_witness(id(m), now, &seed(1)).unwrap();
+        run.c.warmup_witness(id(m), now).unwrap();
     }
     assert_eq!(run.tick(10), Err(CoordinatorError::NothingDue));
     assert_eq!(run.tick(30), Ok(RunState::RoundTrain));
@@ -343,7 +351,7 @@ fn an_aborted_warmup_goes_back_to_waiting_and_pays_nothing() {
     }
     assert_eq!(run.tick(5), Ok(RunState::Warmup));
     let now = run.at(1);
-    run.c.warmup_witness(id(1), now, &seed(1)).unwrap();
+    run.c.warmup_witness(id(1), now).unwrap();
     assert_eq!(run.tick(40), Ok(RunState::WaitingForMembers));
     assert!(run.c.members.iter().all(|m| m.points == 0));
     assert_eq!((run.c.step, run.c.epoch), (0, 0));
@@ -466,6 +474,48 @@ fn a_full_epoch_pays_its_healthy_members() {
     assert_eq!(run.c.epoch, 1);
     // Healthy members stay for the next epoch, which starts after the join window.
     assert_eq!(run.tick(5), Ok(RunState::Warmup));
+}
+
+/// Audit finding 2: the input that made a round's start (or close) due chose its seed. Now it
+/// only arms the transition; the next tick takes it with that tick's seed.
+#[test]
+fn a_round_is_seeded_by_the_tick_after_the_input_that_made_it_due() {
+    let mut run = Run::new(config());
+    for m in [1, 2, 3] {
+        let now = run.at(1);
+        run.c.join(id(m), endpoint(m), now).unwrap();
+    }
+    assert_eq!(run.tick(5), Ok(RunState::Warmup));
+    for m in [1, 2, 3] {
+        let now = run.at(1);
+        run.c.warmup_witness(id(m), now).unwrap();
+    }
+    assert_eq!(
+        (run.c.run_state(), run.c.transition_armed),
+        (RunState::Warmup, 1),
+        "the last ready member arms the start, it does not start the round"
+    );
+    let now = run.at(0);
+    assert_eq!(run.c.tick(now, &seed(41)), Ok(RunState::RoundTrain));
+    assert_eq!(run.c.current_round().unwrap().seed, seed(41));
+
+    run.witness_all(&[1, 2, 3]);
+    let now = run.at(10);
+    assert_eq!(run.c.tick(now, &seed(7)), Ok(RunState::RoundWitness));
+    assert_eq!(
+        (run.c.step, run.c.transition_armed),
+        (0, 1),
+        "armed, not closed"
+    );
+    let now = run.at(0);
+    assert_eq!(run.c.tick(now, &seed(8)), Ok(RunState::RoundTrain));
+    assert_eq!(run.c.step, 1);
+    assert_eq!(
+        run.c.current_round().unwrap().seed,
+        seed(8),
+        "the arming tick's seed is unused"
+    );
+    assert_eq!(run.c.transition_armed, 0);
 }
 
 #[test]

@@ -54,14 +54,14 @@ pub enum CoordinatorInstruction<'a> {
     CloseRun,
     /// One of the run's inputs, applied by the state machine. Its accounts:
     ///
-    /// - `UpdateConfig`, `Pause`, `Resume` (the run authority signs), `Withdraw`, `Witness`,
-    ///   `HealthCheck` (a member signs): 0. `[s]` signer. 1. `[w]` run account.
-    ///   2. `[]` Clock sysvar.
+    /// - `UpdateConfig`, `Pause`, `Resume` (the run authority signs), `Withdraw`,
+    ///   `WarmupWitness`, `Witness`, `HealthCheck` (a member signs): 0. `[s]` signer.
+    ///   1. `[w]` run account. 2. `[]` Clock sysvar.
     /// - `Join`: those three, then 3. `[]` the client's join grant, read only when the run is
     ///   gated.
-    /// - `WarmupWitness`: those three, then 3. `[]` SlotHashes sysvar (it may start a round).
     /// - `Tick` (anyone; fails with `NothingDue` when nothing is due, so a crank never pays for
-    ///   a no-op): 0. `[w]` run account. 1. `[]` Clock sysvar. 2. `[]` SlotHashes sysvar.
+    ///   a no-op): 0. `[w]` run account. 1. `[]` Clock sysvar. 2. `[]` SlotHashes sysvar: the
+    ///   hash of the slot that armed a round's start seeds it.
     Input(Input<'a>),
 }
 
@@ -144,7 +144,6 @@ pub fn input(signer: &Pubkey, run_account: &Pubkey, input: Input) -> Instruction
     let signer = AccountMeta::new_readonly(*signer, true);
     let accounts = match input {
         Input::Tick => vec![run, clock, slot_hashes],
-        Input::WarmupWitness => vec![signer, run, clock, slot_hashes],
         Input::Join { .. } => {
             let grant = find_join_grant(run_account, &signer.pubkey).0;
             vec![signer, run, clock, AccountMeta::new_readonly(grant, false)]
@@ -153,6 +152,7 @@ pub fn input(signer: &Pubkey, run_account: &Pubkey, input: Input) -> Instruction
         | Input::Pause
         | Input::Resume
         | Input::Withdraw
+        | Input::WarmupWitness
         | Input::Witness { .. }
         | Input::HealthCheck { .. } => vec![signer, run, clock],
     };

@@ -16,7 +16,7 @@ use solana_program::rent::Rent;
 use solana_sysvar::SysvarSerialize;
 
 use demeter_coordinator_core::accounts::{JoinGrant, RunAccount, RunInstance, Tagged};
-use demeter_coordinator_core::{AccessError, Config, Input, RunState};
+use demeter_coordinator_core::{AccessError, Config, CoordinatorError, Input, RunState};
 
 use crate::account::{JOIN_GRANT_SEED, RUN_SEED, load_mut, load_uninitialized};
 use crate::error::{denied, refused};
@@ -71,15 +71,36 @@ fn apply(program_id: &Pubkey, accounts: &[AccountInfo], input: &Input) -> Progra
         check_grant(program_id, &run, run_account, client, rest.first())?;
     }
     let clock = sysvar::<Clock>(clock)?;
-    let seed = if input.needs_seed() {
-        let slot_hashes = rest.first().ok_or(ProgramError::NotEnoughAccountKeys)?;
-        round_seed(run_account.key, &clock, slot_hashes)?
+    // Checked whether or not this tick reads it.
+    let slot_hashes = match input.needs_seed() {
+        true => Some(slot_hashes_sysvar(rest.first())?),
+        false => None,
+    };
+    let armed_before = run.coordinator.transition_armed == 1;
+    let seed = if let (Some(slot_hashes), true) = (slot_hashes, armed_before) {
+        match armed_slot_hash(slot_hashes, run.armed_slot)? {
+            Some(hash) => round_seed(run_account.key, &hash),
+            // The arming slot has not ended yet: its hash does not exist.
+            None if clock.slot <= run.armed_slot => {
+                return Err(refused(CoordinatorError::NothingDue));
+            }
+            // Older than the sysvar's 512 slots: arm again, at a slot nobody knows the hash of.
+            None => {
+                run.armed_slot = clock.slot;
+                return Ok(());
+            }
+        }
     } else {
+        // This input takes no armed transition, so no round starts with this seed.
         [0; 32]
     };
     run.coordinator
         .apply(signer_key, input, clock.unix_timestamp, &seed)
-        .map_err(refused)
+        .map_err(refused)?;
+    if !armed_before && run.coordinator.transition_armed == 1 {
+        run.armed_slot = clock.slot;
+    }
+    Ok(())
 }
 
 /// A gated run admits a client only with its grant: this run's (made by its join authority, so
@@ -141,27 +162,37 @@ fn now(clock: &AccountInfo) -> Result<i64, ProgramError> {
     Ok(sysvar::<Clock>(clock)?.unix_timestamp)
 }
 
-/// The seed of a round that may start now: the clock and the newest slot hash, hashed with the
-/// run's address. A slot leader could bias it by withholding a block; it decides batch order
-/// and witness election, not rewards, and witnesses still need a quorum.
-fn round_seed(
-    run_account: &Pubkey,
-    clock: &Clock,
-    slot_hashes: &AccountInfo,
-) -> Result<[u8; 32], ProgramError> {
-    if slot_hashes.key != &solana_sdk_ids::sysvar::slot_hashes::ID {
+/// The seed of a round: the run account's address and the hash of the slot in which its start
+/// was armed. That hash did not exist while the arming transaction ran (a slot's hash is made
+/// when the slot ends), so neither the member whose input armed it nor the sender of the tick
+/// that takes it can choose among seeds. The leader of the arming slot can: it builds the block
+/// whose hash it is (docs/coordinator.md, threat model).
+fn round_seed(run_account: &Pubkey, armed_slot_hash: &[u8; 32]) -> [u8; 32] {
+    hashv(&[run_account.as_ref(), armed_slot_hash]).to_bytes()
+}
+
+fn slot_hashes_sysvar<'a, 'b>(
+    info: Option<&'a AccountInfo<'b>>,
+) -> Result<&'a AccountInfo<'b>, ProgramError> {
+    let info = info.ok_or(ProgramError::NotEnoughAccountKeys)?;
+    if info.key != &solana_sdk_ids::sysvar::slot_hashes::ID {
         return Err(denied(AccessError::WrongSysvar));
     }
+    Ok(info)
+}
+
+/// The hash of `slot` from the SlotHashes sysvar (its last 512 slots), if it is there.
+fn armed_slot_hash(slot_hashes: &AccountInfo, slot: u64) -> Result<Option<[u8; 32]>, ProgramError> {
     let data = slot_hashes.try_borrow_data()?;
     // Serialized as a u64 count, then (u64 slot, 32-byte hash) pairs, newest first.
-    let newest = data.get(16..48).unwrap_or_default();
-    Ok(hashv(&[
-        run_account.as_ref(),
-        &clock.slot.to_le_bytes(),
-        &clock.unix_timestamp.to_le_bytes(),
-        newest,
-    ])
-    .to_bytes())
+    let count = data.get(..8).map_or(0, |count| {
+        u64::from_le_bytes(count.try_into().expect("8 bytes"))
+    });
+    let entries = data.get(8..).unwrap_or_default().chunks_exact(40);
+    Ok(entries
+        .take(count as usize)
+        .find(|entry| entry[..8] == slot.to_le_bytes())
+        .map(|entry| entry[8..].try_into().expect("32 bytes")))
 }
 
 /// Creates a program-owned PDA of `space` bytes paid by `payer`. An address someone has already

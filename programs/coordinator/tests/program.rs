@@ -126,8 +126,14 @@ impl Chain {
         key
     }
 
+    /// A tick, and when it arms a transition (a round's start or close), the tick in the next
+    /// slot that takes it, as the clients' cranks do.
     async fn tick(&mut self, run: &Pubkey) -> Sent {
-        self.send(&[instruction::tick(run)], &[]).await
+        self.send(&[instruction::tick(run)], &[]).await?;
+        if self.run(run).await.coordinator.transition_armed == 1 {
+            self.send(&[instruction::tick(run)], &[]).await?;
+        }
+        Ok(())
     }
 }
 
@@ -211,6 +217,16 @@ impl Started {
                 .await
                 .unwrap();
         }
+        // All ready arms the first round's start; a tick in a later slot takes it.
+        let armed = self.chain.run(&self.run).await;
+        assert_eq!(
+            (
+                armed.coordinator.run_state(),
+                armed.coordinator.transition_armed
+            ),
+            (RunState::Warmup, 1)
+        );
+        self.chain.tick(&self.run).await.unwrap();
         assert_eq!(
             self.chain.run(&self.run).await.coordinator.run_state(),
             RunState::RoundTrain
@@ -344,6 +360,67 @@ async fn a_run_that_owes_nothing_closes_with_its_rent_back() {
         rent,
         "the payer paid the fees, the authority got the rent"
     );
+}
+
+/// Audit finding 2: the last member to report ready (or the sender of the closing tick) started
+/// the round in its own transaction, with a seed from public slot hashes, so it could retry until
+/// the seed gave it every witness seat. Now its input only arms the start: a tick in the same
+/// transaction is refused, and the round is seeded by the hash of the arming slot, which did not
+/// exist while that transaction ran, whoever sends the tick and whenever.
+#[tokio::test]
+async fn a_round_is_seeded_by_the_hash_of_the_slot_that_armed_it() {
+    let mut chain = Chain::start().await;
+    let authority = chain.funded().await;
+    let run_account = Keypair::new();
+    let run = run_account.pubkey();
+    chain
+        .create_run(&authority, &run_account, [8; 32], None, config())
+        .await
+        .unwrap();
+    let clients: Vec<Keypair> = (0..3).map(|_| Keypair::new()).collect();
+    for client in &clients {
+        let join = instruction::join(&client.pubkey(), &run, endpoint());
+        chain.send(&[join], &[client]).await.unwrap();
+    }
+    chain.advance(5);
+    chain.tick(&run).await.unwrap();
+    for client in &clients[..2] {
+        let ready = instruction::warmup_witness(&client.pubkey(), &run);
+        chain.send(&[ready], &[client]).await.unwrap();
+    }
+
+    // The last ready member tries to start the round in its own transaction.
+    let last = &clients[2];
+    let ready = instruction::warmup_witness(&last.pubkey(), &run);
+    let grab = [ready.clone(), instruction::tick(&run)];
+    assert_eq!(
+        failed(chain.send(&grab, &[last]).await),
+        TransactionError::InstructionError(
+            1,
+            InstructionError::Custom(CoordinatorError::NothingDue.code())
+        )
+    );
+    chain.send(&[ready], &[last]).await.unwrap();
+    let armed = chain.run(&run).await;
+    assert_eq!(armed.coordinator.transition_armed, 1);
+    assert_eq!(
+        armed.armed_slot, chain.slot,
+        "armed in the slot of the last ready member"
+    );
+
+    // Some slots later, anyone's tick starts the round, seeded by the arming slot's hash.
+    chain.next_slot();
+    chain.next_slot();
+    chain.tick(&run).await.unwrap();
+    let started = chain.run(&run).await.coordinator;
+    assert_eq!(started.run_state(), RunState::RoundTrain);
+    let slot_hashes: solana_sdk::slot_hashes::SlotHashes =
+        chain.ctx.banks_client.get_sysvar().await.unwrap();
+    let armed_hash = slot_hashes
+        .get(&armed.armed_slot)
+        .expect("the arming slot's hash");
+    let expected = solana_program::hash::hashv(&[run.as_ref(), armed_hash.as_ref()]);
+    assert_eq!(started.current_round().unwrap().seed, expected.to_bytes());
 }
 
 /// Audit finding 1: members that only said they were ready, with ticks moving the run through
@@ -920,10 +997,10 @@ fn account_sizes_are_as_documented() {
     use demeter_coordinator_core::accounts::JoinGrant;
     assert_eq!(
         (RunInstance::LEN, RunAccount::LEN, JoinGrant::LEN),
-        (112, 82_704, 112)
+        (112, 82_712, 112)
     );
     let rent = solana_sdk::rent::Rent::default().minimum_balance(RunAccount::LEN);
-    assert_eq!(rent, 576_510_720, "lamports to keep a run account");
+    assert_eq!(rent, 576_566_400, "lamports to keep a run account");
 }
 
 #[test]
