@@ -7,8 +7,8 @@ use clap::Parser;
 use demeter_operator::children;
 use demeter_operator::crd::TrainingRun;
 use demeter_trainer::commands::TrainArgs;
-use demeter_trainer::coordinator::identity::to_base58;
-use demeter_trainer::coordinator::{Identity, RunFile};
+use demeter_trainer::identity::{Identity, to_base58};
+use demeter_trainer::run_file::RunFile;
 
 #[derive(Parser)]
 struct Demeter {

@@ -1,14 +1,16 @@
 //! Demeter's trainer: the LLaMA model, the DeMo optimizer and its payload codec, token data, and
 //! the in-process simulation of many clients.
 
+pub mod central;
 pub mod commands;
-pub mod coordinator;
 pub mod data;
 pub mod demo;
 pub mod exchange;
+pub mod identity;
 pub mod model;
 pub mod optim;
 pub mod payload;
 pub mod replica;
+pub mod run_file;
 pub mod simulate;
 pub mod train;

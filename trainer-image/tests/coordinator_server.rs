@@ -10,10 +10,11 @@ use demeter_coordinator_core::{
     AccessError, Bloom, Config, Coordinator, CoordinatorError, Input, MemberStatus, RunState,
     WitnessReport,
 };
-use demeter_trainer::coordinator::protocol::{self, ClientMessage, ServerMessage};
-use demeter_trainer::coordinator::{
-    ConnectionLimits, CoordinatorClient, Identity, RequestError, Server, ServerSettings,
+use demeter_trainer::central::protocol::{self, ClientMessage, ServerMessage};
+use demeter_trainer::central::{
+    ConnectionLimits, CoordinatorClient, RequestError, Server, ServerSettings,
 };
+use demeter_trainer::identity::Identity;
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::oneshot;
 use tokio_util::codec::Framed;
@@ -419,7 +420,7 @@ async fn hostile_connections_are_closed_and_the_server_goes_on() {
             })
             .await,
         Err(RequestError::Rejected(
-            demeter_trainer::coordinator::Rejection {
+            demeter_trainer::central::Rejection {
                 code: CoordinatorError::AlreadyJoined.code(),
                 message: CoordinatorError::AlreadyJoined.to_string(),
             }

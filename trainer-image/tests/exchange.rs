@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use demeter_trainer::coordinator::Identity;
 use demeter_trainer::exchange::serve::{Exchange, ExchangeMetrics, serve};
 use demeter_trainer::exchange::{Commitment, PeerClient, ResultStore, router};
+use demeter_trainer::identity::Identity;
 use prometheus::Registry;
 use sha2::{Digest, Sha256};
 

@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use demeter_trainer::central::CoordinatorClient;
 use demeter_trainer::commands::read_gauge;
-use demeter_trainer::coordinator::{CoordinatorClient, Identity};
+use demeter_trainer::identity::Identity;
 
 const PATIENCE: Duration = Duration::from_secs(150);
 

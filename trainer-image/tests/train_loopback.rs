@@ -5,9 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use demeter_coordinator_core::Config;
-use demeter_trainer::coordinator::{Identity, Server, ServerSettings};
+use demeter_trainer::central::{Server, ServerSettings};
 use demeter_trainer::data::Dataset;
 use demeter_trainer::demo::DemoConfig;
+use demeter_trainer::identity::Identity;
 use demeter_trainer::model::Preset;
 use demeter_trainer::optim::{Schedule, ScheduleKind};
 use demeter_trainer::train::backend::Centralized;

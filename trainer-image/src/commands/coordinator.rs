@@ -9,8 +9,9 @@ use anyhow::Context;
 use super::table::Table;
 use demeter_coordinator::client::RunClient;
 
-use crate::coordinator::identity::to_base58;
-use crate::coordinator::{Identity, RunFile, Server, ServerSettings};
+use crate::central::{Server, ServerSettings};
+use crate::identity::{Identity, to_base58};
+use crate::run_file::RunFile;
 
 #[derive(clap::Subcommand, Debug)]
 pub enum CoordinatorCommand {

@@ -12,7 +12,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use super::table::Table;
 use super::train::{ClientSummary, RunModelArgs};
-use crate::coordinator::Identity;
+use crate::identity::Identity;
 use crate::simulate::ring_all_reduce_bytes;
 use demeter_coordinator_core::state::MAX_CLIENTS;
 

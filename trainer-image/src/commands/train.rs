@@ -9,13 +9,13 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use super::simulate::ValueEncodingArg;
-use crate::coordinator::Identity;
-use crate::coordinator::run_id_bytes;
 use crate::data::Dataset;
 use crate::demo::DemoConfig;
 use crate::exchange::PeerDns;
+use crate::identity::Identity;
 use crate::model::Preset;
 use crate::optim::{Schedule, ScheduleKind};
+use crate::run_file::run_id_bytes;
 use crate::train::backend::{Centralized, CoordinatorBackend};
 use crate::train::on_chain::{ChainRun, OnChain};
 use crate::train::{TrainSettings, TrainSummary, Trainer};

@@ -4,8 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::coordinator::Identity;
-use crate::coordinator::identity::verify;
+use crate::identity::{Identity, verify};
 
 const DOMAIN: &[u8] = b"demeter-commitment-v1";
 

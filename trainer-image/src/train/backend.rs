@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use demeter_coordinator_core::{Coordinator, Input};
 
-use crate::coordinator::{ClientError, CoordinatorClient, Identity, Rejection, RequestError};
+use crate::central::{ClientError, CoordinatorClient, Rejection, RequestError};
+use crate::identity::Identity;
 
 /// Why an input did not go through.
 #[derive(Debug, thiserror::Error)]

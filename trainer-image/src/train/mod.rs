@@ -33,11 +33,11 @@ use tch::Device;
 
 use self::backend::{BackendError, CoordinatorBackend};
 pub use self::metrics::TrainerMetrics;
-use crate::coordinator::Identity;
 use crate::data::{BatchPlan, Dataset};
 use crate::demo::{Demo, DemoConfig, SparseUpdate};
 use crate::exchange::serve::{Exchange, ExchangeMetrics, HEADER_READ_TIMEOUT, Snapshot, serve};
 use crate::exchange::{Commitment, PeerClient, PeerDns, ResultStore, router};
+use crate::identity::Identity;
 use crate::model::{LlamaConfig, Preset, padded_vocab};
 use crate::optim::Schedule;
 use crate::payload;

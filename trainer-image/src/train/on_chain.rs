@@ -15,7 +15,8 @@ use solana_sdk::pubkey::Pubkey;
 use solana_sdk::signer::Signer;
 
 use super::backend::{BackendError, CoordinatorBackend};
-use crate::coordinator::{Identity, Rejection};
+use crate::central::Rejection;
+use crate::identity::Identity;
 
 /// How often the run account is read while waiting: about one slot.
 const POLL: Duration = Duration::from_millis(400);

@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::codec::Framed;
 
-use super::identity::Identity;
+use crate::identity::Identity;
 use demeter_coordinator_core::Input;
 
 use super::protocol::{self, ClientMessage, ServerMessage};

@@ -7,7 +7,7 @@ use anyhow::Context;
 use demeter_coordinator_core::Config;
 use serde::Deserialize;
 
-use super::identity::from_base58;
+use crate::identity::from_base58;
 
 /// A run file, as written.
 #[derive(Debug, Deserialize)]

@@ -21,11 +21,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_util::codec::{Decoder, Encoder, Framed, LengthDelimitedCodec};
 
-use super::identity::{to_base58, verify};
 use super::limits::{Admitted, ConnectionLimits, Connections};
 use super::protocol::{self, ClientMessage, ServerMessage};
-use super::run_file::RunFile;
 use super::store::StateStore;
+use crate::identity::{to_base58, verify};
+use crate::run_file::RunFile;
 
 /// How long a client has to finish the handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
