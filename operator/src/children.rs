@@ -788,17 +788,9 @@ pub fn coordinator_service(run: &TrainingRun) -> Option<Service> {
 mod tests {
     use super::*;
 
-    pub(crate) fn example_run() -> TrainingRun {
-        let text = include_str!("../../deploy/examples/trainingrun.yaml");
-        let mut run: TrainingRun = serde_yaml_ng::from_str(text).unwrap();
-        run.metadata.namespace = Some("ml".into());
-        run.metadata.uid = Some("0c0ffee0-0000-4000-8000-000000000001".into());
-        run
-    }
-
     #[test]
     fn client_pods_are_stable_restricted_and_owned() {
-        let run = example_run();
+        let run = TrainingRun::test();
         let pod = client_pod(&run, 2).unwrap();
         assert_eq!(pod.metadata.name.as_deref(), Some("moby-150m-client-2"));
         let owners = pod.metadata.owner_references.as_ref().unwrap();
@@ -834,7 +826,7 @@ mod tests {
 
     #[test]
     fn identities_outlive_the_run_unless_told_otherwise() {
-        let mut run = example_run();
+        let mut run = TrainingRun::test();
         let secret = identity_secret(&run, 0, "[1,2]".into());
         assert!(secret.metadata.owner_references.is_none());
         run.spec.identity_policy = IdentityPolicy::Delete;
@@ -844,7 +836,7 @@ mod tests {
 
     #[test]
     fn a_centralized_run_gets_a_coordinator_and_a_run_file() {
-        let run = example_run();
+        let run = TrainingRun::test();
         let deployment = coordinator_deployment(&run).unwrap();
         assert_eq!(deployment.spec.as_ref().unwrap().replicas, Some(1));
         assert!(coordinator_service(&run).is_some());
@@ -863,9 +855,9 @@ mod tests {
 
     #[test]
     fn specs_clients_would_refuse_are_invalid_with_the_field_named() {
-        assert_eq!(validate(&example_run()), Ok(()));
+        assert_eq!(validate(&TrainingRun::test()), Ok(()));
         let invalid = |change: &dyn Fn(&mut TrainingRun)| {
-            let mut run = example_run();
+            let mut run = TrainingRun::test();
             change(&mut run);
             validate(&run).unwrap_err()
         };

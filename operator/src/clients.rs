@@ -272,13 +272,7 @@ mod tests {
     };
 
     fn run() -> TrainingRun {
-        let mut run: TrainingRun =
-            serde_yaml_ng::from_str(include_str!("../../deploy/examples/trainingrun.yaml"))
-                .unwrap();
-        run.metadata.namespace = Some("ml".into());
-        run.metadata.uid = Some("uid-1".into());
-        run.metadata.generation = Some(1);
-        run.spec.clients.replicas = 2;
+        let mut run = TrainingRun::test().replicas(2);
         run.spec.failure_policy.max_restarts = 2;
         run.spec.failure_policy.backoff_seconds = 10;
         run

@@ -29,12 +29,11 @@ use crate::chain::{self, ChainError, Synced, Transaction};
 use crate::children::{self, SpecError};
 use crate::clients::{self, Plan};
 use crate::conditions::{self, CHAIN_SYNCED, DEGRADED, PROGRESSING, READY};
-use crate::crd::{
-    ChainStatus, ClientCounts, Phase, SolanaCoordinator, TrainingRun, TrainingRunStatus,
-};
+use crate::crd::{Phase, SolanaCoordinator, TrainingRun, TrainingRunStatus};
 use crate::identity::{self, IdentityError};
 use crate::metrics::Metrics;
-use crate::progress::{self, Progress};
+use crate::progress;
+use crate::status;
 
 /// Held on every TrainingRun while its cleanup is pending.
 pub const FINALIZER: &str = "trainingruns.demeter.dev/cleanup";
@@ -306,7 +305,7 @@ async fn apply(cached: &DynamicObject, ctx: &Context) -> Result<Action, Error> {
     let now = Timestamp::now();
     let mut plan = clients::plan(&run, &pods, now)?;
     let previous = run.status.clone().unwrap_or_default();
-    let status = status_of(&run, &plan, chain.as_ref(), progress.as_ref(), now);
+    let status = status::derive(&run, &plan, chain.as_ref(), progress.as_ref(), now);
     if status.phase == Some(Phase::Failed) {
         // A run that cannot go on gives its GPUs back.
         plan.create.clear();
@@ -502,213 +501,6 @@ where
 /// The status a plan, a chain sync and the clients' reports lead to. The chain, when there is
 /// one, says where the run is (epoch, step, members); the clients say the loss, and where the
 /// run is in centralized mode. What no source answered this time is kept from the last status.
-fn status_of(
-    run: &TrainingRun,
-    plan: &Plan,
-    chain: Option<&Result<Synced, ChainError>>,
-    progress: Option<&Progress>,
-    now: Timestamp,
-) -> TrainingRunStatus {
-    let spec = &run.spec;
-    let generation = run.metadata.generation.unwrap_or(0);
-    let mut previous = run.status.clone().unwrap_or_default();
-    let view = chain.and_then(|chain| chain.as_ref().ok()).map(|s| &s.view);
-    let finished_on_chain =
-        view.is_some_and(|v| v.state == demeter_coordinator_core::RunState::Finished);
-    let desired = spec.clients.replicas;
-    let able = desired.saturating_sub(u16::try_from(plan.given_up.len()).unwrap_or(u16::MAX));
-    let finished_before = previous.observed_generation == Some(generation)
-        && matches!(previous.phase, Some(Phase::Succeeded | Phase::Failed));
-    let phase = if spec.suspend {
-        Phase::Suspended
-    } else if finished_before {
-        previous.phase.unwrap_or(Phase::Failed)
-    } else if able < spec.schedule.min_clients {
-        Phase::Failed
-    } else if plan.succeeded == desired || finished_on_chain {
-        Phase::Succeeded
-    } else if plan.running > 0 {
-        Phase::Running
-    } else {
-        Phase::Pending
-    };
-
-    let mut conditions = previous.conditions.clone();
-    let ready_text = format!("{}/{desired}", plan.ready);
-    let all_ready = plan.ready == desired && phase == Phase::Running;
-    let (ready_reason, ready_message) = match phase {
-        Phase::Suspended => ("Suspended", "the run is suspended".to_owned()),
-        Phase::Succeeded => ("Succeeded", "the run finished".to_owned()),
-        Phase::Failed => ("Failed", failed_message(run, plan)),
-        _ if all_ready => ("AllClientsReady", format!("{ready_text} clients ready")),
-        _ => ("ClientsNotReady", format!("{ready_text} clients ready")),
-    };
-    conditions::set(
-        &mut conditions,
-        READY,
-        all_ready,
-        ready_reason,
-        ready_message,
-        generation,
-        now,
-    );
-    let (progressing, progress_reason, progress_message) = match phase {
-        Phase::Pending => (
-            true,
-            "CreatingClients",
-            "waiting for client pods to run".to_owned(),
-        ),
-        Phase::Running => (
-            true,
-            "Training",
-            format!("{} client pods running", plan.running),
-        ),
-        Phase::Suspended => (false, "Suspended", "the run is suspended".to_owned()),
-        Phase::Succeeded => (false, "Succeeded", "the run finished".to_owned()),
-        Phase::Failed | Phase::Invalid => (false, "Failed", failed_message(run, plan)),
-    };
-    conditions::set(
-        &mut conditions,
-        PROGRESSING,
-        progressing,
-        progress_reason,
-        progress_message,
-        generation,
-        now,
-    );
-    let (degraded, degraded_reason, degraded_message) =
-        if let Some((index, why)) = plan.stuck.first() {
-            let reason = why.split(':').next().unwrap_or("ContainerCannotStart");
-            (true, reason.to_owned(), format!("client {index}: {why}"))
-        } else if !plan.given_up.is_empty() {
-            (true, "ClientGaveUp".to_owned(), failed_message(run, plan))
-        } else if let Some(failure) = plan.failures.first() {
-            (
-                true,
-                "ClientFailed".to_owned(),
-                format!("client {} failed: {}", failure.index, failure.reason),
-            )
-        } else if let Some(restarts) = plan
-            .backing_off
-            .first()
-            .and_then(|index| plan.restarts.iter().find(|r| r.index == *index))
-        {
-            (
-                true,
-                "ClientRestarting".to_owned(),
-                format!(
-                    "client {} failed ({}); restart {} of {} waits for its backoff",
-                    restarts.index,
-                    restarts.last_failure,
-                    restarts.count,
-                    spec.failure_policy.max_restarts
-                ),
-            )
-        } else {
-            (false, "AsExpected".to_owned(), String::new())
-        };
-    conditions::set(
-        &mut conditions,
-        DEGRADED,
-        degraded,
-        &degraded_reason,
-        degraded_message,
-        generation,
-        now,
-    );
-
-    if let Some(chain) = chain {
-        let (synced, reason, message) = match chain {
-            Ok(Synced {
-                failed: Some(error),
-                ..
-            })
-            | Err(error) => (false, error.reason(), error.to_string()),
-            Ok(Synced { view, .. }) => (
-                true,
-                "Synced",
-                format!(
-                    "{} at slot {}{}",
-                    view.state_name(),
-                    view.slot,
-                    if view.pause_pending {
-                        ", pause pending"
-                    } else {
-                        ""
-                    }
-                ),
-            ),
-        };
-        conditions::set(
-            &mut conditions,
-            CHAIN_SYNCED,
-            synced,
-            reason,
-            message,
-            generation,
-            now,
-        );
-    }
-    if let Some(progress) = progress {
-        previous.last_loss = progress.loss.or(previous.last_loss);
-        if spec.coordinator.solana.is_none() {
-            // A restarted client counts its tokens from zero; the run's count never goes back.
-            previous.epoch = progress.epoch;
-            previous.step = progress.step;
-            previous.tokens = previous.tokens.max(progress.tokens);
-            previous.clients.joined = progress.joined;
-            previous.clients.witnessed = progress.witnessed;
-        }
-    }
-    if let Some(view) = view {
-        previous.epoch = view.epoch;
-        previous.step = view.step;
-        previous.tokens = view
-            .samples
-            .saturating_mul(u64::from(spec.data.sequence_length));
-        previous.clients.joined = view.joined;
-        previous.clients.witnessed = view.witnessed;
-        previous.clients.dropped = view.dropped;
-        previous.last_round_seconds = view.last_round_seconds.or(previous.last_round_seconds);
-        previous.chain = Some(ChainStatus {
-            run_account: Some(view.run_account.to_string()),
-            state: Some(view.state_name().to_owned()),
-            pause_pending: view.pause_pending,
-            points: view.points,
-            slot: view.slot,
-            last_sync_time: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now)),
-        });
-    }
-
-    TrainingRunStatus {
-        phase: Some(phase),
-        conditions,
-        observed_generation: Some(generation),
-        clients: ClientCounts {
-            desired,
-            ready: plan.ready,
-            ready_text,
-            ..previous.clients.clone()
-        },
-        restarts: plan.restarts.clone(),
-        ..previous
-    }
-}
-
-fn failed_message(run: &TrainingRun, plan: &Plan) -> String {
-    let given_up: Vec<String> = plan.given_up.iter().map(u16::to_string).collect();
-    format!(
-        "client(s) {} failed more than failurePolicy.maxRestarts ({}) times; {} of {} clients \
-         can run and schedule.minClients is {}; fix the cause (see the Events) and edit the \
-         spec to try again",
-        given_up.join(", "),
-        run.spec.failure_policy.max_restarts,
-        run.spec.clients.replicas as usize - plan.given_up.len(),
-        run.spec.clients.replicas,
-        run.spec.schedule.min_clients,
-    )
-}
-
 /// Events for what changed: failures, restarts, clients given up, containers that cannot
 /// start, and phase transitions.
 async fn report_changes(
@@ -761,7 +553,7 @@ async fn report_changes(
     if previous.phase != status.phase {
         let phase = status.phase.unwrap_or(Phase::Pending);
         let (type_, note) = match phase {
-            Phase::Failed => (EventType::Warning, failed_message(run, plan)),
+            Phase::Failed => (EventType::Warning, status::failed_message(run, plan)),
             Phase::Suspended => (
                 EventType::Normal,
                 "Suspended: client pods deleted".to_owned(),

@@ -7,11 +7,14 @@ pub mod clients;
 pub mod conditions;
 pub mod controller;
 pub mod crd;
+#[cfg(test)]
+mod fixtures;
 pub mod http;
 pub mod identity;
 pub mod leader;
 pub mod metrics;
 pub mod progress;
+pub mod status;
 
 /// The CRD as YAML, as `demeter-operator crd` prints it and `deploy/crds/` holds it.
 pub fn crd_yaml() -> Result<String, serde_yaml_ng::Error> {
