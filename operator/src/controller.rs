@@ -5,9 +5,8 @@
 //! one malformed object (written under an older CRD, or with a field the schema could not
 //! catch) is reported on that object as `Invalid` instead of failing the watch of every run.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -25,6 +24,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
+use crate::backoff::Backoff;
 use crate::chain::{self, ChainError, Synced, Transaction};
 use crate::children::{self, SpecError};
 use crate::clients::{self, Plan};
@@ -46,8 +46,6 @@ const PROGRESS_RESYNC: Duration = Duration::from_secs(30);
 /// Runs reconciled at once: bounds the operator's memory and its load on the API server
 /// when many runs change together (a restart lists every run).
 const CONCURRENCY: u16 = 16;
-/// The longest per-object backoff after errors.
-const MAX_ERROR_BACKOFF: Duration = Duration::from_secs(300);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -87,13 +85,13 @@ pub struct Context {
     pub client: Client,
     pub metrics: Arc<Metrics>,
     recorder: Recorder,
-    /// Consecutive failures per run, for `error_policy`'s backoff.
-    failures: Mutex<HashMap<(String, String), u32>>,
+    /// Failed reconciles per run, for `error_policy`'s requeue.
+    errors: Backoff,
     /// Reads the clients' `/metrics`.
     http: reqwest::Client,
-    /// Consecutive chain sync failures per run and when to sync again: a cluster that cannot
-    /// be reached slows the sync, not the pods, and events in the cluster do not hurry it.
-    chain_failures: Mutex<HashMap<(String, String), (u32, Instant)>>,
+    /// Failed chain syncs per run: a cluster that cannot be reached slows the sync, not the
+    /// pods, and events in the cluster do not hurry it.
+    chain_failures: Backoff,
 }
 
 impl Context {
@@ -107,18 +105,10 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             metrics,
-            failures: Mutex::default(),
+            errors: Backoff::default(),
             http: reqwest::Client::new(),
-            chain_failures: Mutex::default(),
+            chain_failures: Backoff::default(),
         }
-    }
-
-    /// How long until the run's chain sync may be retried after failures; `None`: now.
-    fn chain_backoff(&self, key: &(String, String)) -> Option<Duration> {
-        let failures = self.chain_failures.lock().expect("failures lock");
-        let (_, retry_at) = failures.get(key)?;
-        let wait = retry_at.saturating_duration_since(Instant::now());
-        (!wait.is_zero()).then_some(wait)
     }
 
     async fn publish(
@@ -205,7 +195,7 @@ pub async fn reconcile(object: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<
     .map_err(|error| Error::Finalizer(Box::new(error)));
     ctx.metrics.reconciled(started.elapsed());
     if result.is_ok() {
-        ctx.failures.lock().expect("failures lock").remove(&key);
+        ctx.errors.forget(&key);
     }
     result
 }
@@ -215,20 +205,9 @@ pub async fn reconcile(object: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<
 pub fn error_policy(object: Arc<DynamicObject>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.failed(error.metric_label());
     let key = (object.namespace().unwrap_or_default(), object.name_any());
-    let failures = {
-        let mut failures = ctx.failures.lock().expect("failures lock");
-        let count = failures.entry(key.clone()).or_insert(0);
-        *count = count.saturating_add(1);
-        *count
-    };
-    let wait = error_backoff(failures);
+    let (failures, wait) = ctx.errors.failed(key.clone());
     tracing::warn!(namespace = %key.0, run = %key.1, %error, failures, ?wait, "reconcile failed");
     Action::requeue(wait)
-}
-
-/// 1 s after the first failure, doubling to 5 minutes.
-fn error_backoff(failures: u32) -> Duration {
-    Duration::from_secs(1u64 << failures.min(9).saturating_sub(1)).min(MAX_ERROR_BACKOFF)
 }
 
 /// Reads a TrainingRun out of its untyped object, naming the field that does not fit.
@@ -292,7 +271,7 @@ async fn apply(cached: &DynamicObject, ctx: &Context) -> Result<Action, Error> {
         .await?
         .items;
     let key = (namespace.clone(), name.clone());
-    let chain_backoff = ctx.chain_backoff(&key);
+    let chain_backoff = ctx.chain_failures.remaining(&key);
     let chain = match &run.spec.coordinator.solana {
         Some(solana) if chain_backoff.is_none() => {
             let run_id = children::solana_run_id(solana)?;
@@ -443,10 +422,7 @@ async fn report_chain(
         Err(error) => Some(error),
     };
     let Some(error) = failure else {
-        ctx.chain_failures
-            .lock()
-            .expect("failures lock")
-            .remove(&key);
+        ctx.chain_failures.forget(&key);
         let crank = run
             .spec
             .coordinator
@@ -460,13 +436,7 @@ async fn report_chain(
         };
     };
     ctx.metrics.chain_failed(&namespace, &name, error.reason());
-    let failures = {
-        let mut failures = ctx.chain_failures.lock().expect("failures lock");
-        let entry = failures.entry(key).or_insert((0, Instant::now()));
-        entry.0 = entry.0.saturating_add(1);
-        entry.1 = Instant::now() + error_backoff(entry.0);
-        entry.0
-    };
+    let (failures, wait) = ctx.chain_failures.failed(key);
     tracing::warn!(%namespace, run = %name, %error, failures, "chain sync failed");
     let message = error.to_string();
     let reported = previous
@@ -477,7 +447,7 @@ async fn report_chain(
         ctx.publish(&reference, EventType::Warning, error.reason(), message)
             .await;
     }
-    error_backoff(failures)
+    wait
 }
 
 async fn apply_child<K>(client: &Client, namespace: &str, object: &K) -> Result<(), kube::Error>
@@ -662,9 +632,7 @@ async fn cleanup(object: &DynamicObject, ctx: &Context) -> Result<Action, Error>
     }
     ctx.metrics.forget(&namespace, &name);
     ctx.chain_failures
-        .lock()
-        .expect("failures lock")
-        .remove(&(namespace.clone(), name.clone()));
+        .forget(&(namespace.clone(), name.clone()));
     tracing::info!(%namespace, run = %name, "TrainingRun deleted");
     Ok(Action::await_change())
 }

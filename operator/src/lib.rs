@@ -1,6 +1,7 @@
 //! The Demeter operator: reconciles `TrainingRun` resources into the pods of a decentralized
 //! training run and reports the run's health back.
 
+pub mod backoff;
 pub mod chain;
 pub mod children;
 pub mod clients;
