@@ -1,6 +1,6 @@
 //! Per-run backoff after consecutive failures: one type for the reconcile's errors and for the
 //! chain sync's, each run keyed by namespace and name. The wait doubles from one second with
-//! each failure, up to five minutes, and a success forgets the run's failures.
+//! each failure, to 256 s from the ninth on, and a success forgets the run's failures.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 /// A run: its namespace and name.
 pub type RunKey = (String, String);
 
-/// The longest wait after failures.
+/// No wait is longer, whatever the count.
 pub const MAX_WAIT: Duration = Duration::from_secs(300);
 
-/// The wait after `failures` consecutive failures: 1 s, 2 s, 4 s, ... up to [`MAX_WAIT`].
+/// The wait after `failures` consecutive failures: 1 s, 2 s, 4 s, ... 256 s.
 pub fn wait_after(failures: u32) -> Duration {
     Duration::from_secs(1u64 << failures.min(9).saturating_sub(1)).min(MAX_WAIT)
 }
@@ -58,7 +58,7 @@ mod tests {
     }
 
     #[test]
-    fn waits_double_up_to_five_minutes() {
+    fn waits_double_up_to_256_seconds() {
         let waits: Vec<u64> = (1..=11).map(|n| wait_after(n).as_secs()).collect();
         assert_eq!(waits, [1, 2, 4, 8, 16, 32, 64, 128, 256, 256, 256]);
         assert!(wait_after(u32::MAX) <= MAX_WAIT);
