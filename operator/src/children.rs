@@ -282,49 +282,25 @@ pub fn coordinator_config(spec: &TrainingRunSpec) -> Config {
 }
 
 /// The run file `demeter coordinator serve` reads: the run's id, the coordinator config from
-/// the schedule, and the clients' public keys as the allowlist.
+/// the schedule, and the clients' public keys as the allowlist. Serialized from the core's
+/// `Config`, so its fields are the config's own; `e2e/tests/operator_contract.rs` reads it back
+/// with the trainer's parser.
 pub fn run_file(run: &TrainingRun, client_keys: &[String]) -> Result<String, SpecError> {
+    #[derive(serde::Serialize)]
+    struct RunFile<'a> {
+        run_id: &'a str,
+        clients: &'a [String],
+        config: Config,
+    }
     let run_id = centralized_run_id(run)?;
-    let c = coordinator_config(&run.spec);
-    let clients = client_keys
-        .iter()
-        .map(|key| format!("{key:?}"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let file = RunFile {
+        run_id: &run_id,
+        clients: client_keys,
+        config: coordinator_config(&run.spec),
+    };
+    let body = toml::to_string(&file).expect("a run file serializes: strings, lists, numbers");
     Ok(format!(
-        "# Written by demeter-operator from TrainingRun {run_id}.\n\
-         run_id = {run_id:?}\n\
-         clients = [{clients}]\n\
-         \n\
-         [config]\n\
-         warmup_time = {}\n\
-         cooldown_time = {}\n\
-         max_round_train_time = {}\n\
-         round_witness_time = {}\n\
-         epoch_time = {}\n\
-         join_window = {}\n\
-         total_steps = {}\n\
-         global_batch_size_start = {}\n\
-         global_batch_size_end = {}\n\
-         global_batch_size_ramp_steps = {}\n\
-         points_per_epoch = {}\n\
-         init_min_clients = {}\n\
-         min_clients = {}\n\
-         witness_nodes = {}\n",
-        c.warmup_time,
-        c.cooldown_time,
-        c.max_round_train_time,
-        c.round_witness_time,
-        c.epoch_time,
-        c.join_window,
-        c.total_steps,
-        c.global_batch_size_start,
-        c.global_batch_size_end,
-        c.global_batch_size_ramp_steps,
-        c.points_per_epoch,
-        c.init_min_clients,
-        c.min_clients,
-        c.witness_nodes,
+        "# Written by demeter-operator from TrainingRun {run_id}.\n{body}"
     ))
 }
 

@@ -5,28 +5,34 @@ use std::path::Path;
 
 use anyhow::Context;
 use demeter_coordinator_core::Config;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::identity::from_base58;
 
 /// A run file, as written.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RunFile {
     /// At most 32 bytes; it names the run on-chain and off.
     pub run_id: String,
     /// The run authority's public key (base58): the only client that may pause and resume.
     /// Without it nobody can.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authority: Option<String>,
     /// Public keys (base58) allowed to connect, the off-chain counterpart of the program's join
     /// grants. Without it any client with a key may join.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clients: Option<Vec<String>>,
     pub config: Config,
 }
 
 impl RunFile {
+    /// The file's text, under a comment saying who wrote it.
+    pub fn to_toml(&self, written_by: &str) -> String {
+        let body = toml::to_string(self).expect("a run file serializes: strings, lists, numbers");
+        format!("# Written by {written_by}.\n{body}")
+    }
+
     /// Reads and validates a run file; errors name the file and the field.
     pub fn read(path: &Path) -> anyhow::Result<Self> {
         let text =

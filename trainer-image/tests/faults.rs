@@ -7,9 +7,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use demeter_coordinator_core::Config;
 use demeter_trainer::central::CoordinatorClient;
 use demeter_trainer::commands::read_gauge;
 use demeter_trainer::identity::Identity;
+use demeter_trainer::run_file::RunFile;
 
 const PATIENCE: Duration = Duration::from_secs(150);
 
@@ -50,25 +52,24 @@ impl Drop for Run {
 
 /// A run of three clients; `init_min_clients` below three lets two go on without the third.
 fn run_file(total_steps: u64, epoch_time: u64, init_min_clients: u16) -> String {
-    format!(
-        r#"run_id = "faults"
-[config]
-warmup_time = 15
-cooldown_time = 2
-max_round_train_time = 4
-round_witness_time = 1
-epoch_time = {epoch_time}
-join_window = 3
-total_steps = {total_steps}
-global_batch_size_start = 12
-global_batch_size_end = 12
-global_batch_size_ramp_steps = 0
-points_per_epoch = 10
-init_min_clients = {init_min_clients}
-min_clients = 2
-witness_nodes = 3
-"#
-    )
+    RunFile {
+        run_id: "faults".into(),
+        authority: None,
+        clients: None,
+        config: Config {
+            warmup_time: 15,
+            cooldown_time: 2,
+            max_round_train_time: 4,
+            round_witness_time: 1,
+            epoch_time,
+            join_window: 3,
+            total_steps,
+            points_per_epoch: 10,
+            init_min_clients,
+            ..Config::example()
+        },
+    }
+    .to_toml("the fault tests")
 }
 
 impl Run {

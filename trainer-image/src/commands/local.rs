@@ -13,7 +13,9 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use super::table::Table;
 use super::train::{ClientSummary, RunModelArgs};
 use crate::identity::Identity;
+use crate::run_file::RunFile;
 use crate::simulate::ring_all_reduce_bytes;
+use demeter_coordinator_core::Config;
 use demeter_coordinator_core::state::MAX_CLIENTS;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -60,32 +62,31 @@ impl Drop for Children {
 }
 
 fn run_file(args: &LocalArgs) -> String {
-    let clients = args.clients.max(1);
-    format!(
-        r#"# Written by `demeter local`.
-run_id = "{RUN_ID}"
-
-[config]
-warmup_time = 30
-cooldown_time = 1
-max_round_train_time = 30
-round_witness_time = 1
-epoch_time = 3600
-join_window = 0
-total_steps = {steps}
-global_batch_size_start = {batch}
-global_batch_size_end = {batch}
-global_batch_size_ramp_steps = 0
-points_per_epoch = 100
-init_min_clients = {clients}
-min_clients = {min}
-witness_nodes = {witnesses}
-"#,
-        steps = args.steps,
-        batch = args.global_batch,
-        min = clients.div_ceil(2),
-        witnesses = clients.min(3),
-    )
+    // Checked against MAX_CLIENTS when the arguments were read.
+    let clients = args.clients.clamp(1, MAX_CLIENTS) as u16;
+    RunFile {
+        run_id: RUN_ID.into(),
+        authority: None,
+        clients: None,
+        config: Config {
+            warmup_time: 30,
+            cooldown_time: 1,
+            max_round_train_time: 30,
+            round_witness_time: 1,
+            epoch_time: 3600,
+            join_window: 0,
+            total_steps: args.steps,
+            global_batch_size_start: args.global_batch,
+            global_batch_size_end: args.global_batch,
+            global_batch_size_ramp_steps: 0,
+            points_per_epoch: 100,
+            init_min_clients: clients,
+            min_clients: clients.div_ceil(2),
+            witness_nodes: clients.min(3),
+            _padding: 0,
+        },
+    }
+    .to_toml("`demeter local`")
 }
 
 /// `demeter-localnet` is development tooling, kept out of this binary: look beside it (one
