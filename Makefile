@@ -26,8 +26,8 @@ bootstrap:
 run: bootstrap
 	$(ENV) cargo run $(CARGO_FLAGS) --bin demeter -- local $(ARGS)
 
-# The main job with the coordinator program on a local Solana validator (demeter-localnet, a
-# development binary from e2e/, kept out of demeter).
+# The main job with the coordinator program on a local Solana chain (demeter-localnet: agave's
+# bank behind JSON-RPC, a development binary from e2e/, kept out of demeter).
 run-chain: bootstrap
 	$(ENV) cargo build $(CARGO_FLAGS) -p demeter-e2e --bin demeter-localnet
 	$(ENV) cargo run $(CARGO_FLAGS) --bin demeter -- local --chain $(ARGS)
