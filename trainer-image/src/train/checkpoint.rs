@@ -1,0 +1,146 @@
+//! Checkpoints: written at an epoch's end, read to resume, and the catch-up of a replica that
+//! fell behind the rounds the coordinator still holds.
+
+use super::*;
+
+impl<B: CoordinatorBackend> Trainer<B> {
+    /// Continues from the newest checkpoint in the checkpoint directory, if there is one: a
+    /// restarted client loses no applied step and keeps its own DeMo momentum.
+    pub(super) fn resume(&mut self) -> anyhow::Result<()> {
+        let Some(root) = &self.settings.checkpoint_dir else {
+            return Ok(());
+        };
+        let Some((step, dir)) = latest_checkpoint(root)? else {
+            return Ok(());
+        };
+        self.replica.load(&dir.join("model.safetensors"))?;
+        let path = dir.join("optimizer.safetensors");
+        let saved: BTreeMap<String, tch::Tensor> =
+            crate::model::load_safetensors(&path)?.into_iter().collect();
+        let deltas = self
+            .replica
+            .parameters()
+            .iter()
+            .map(|(name, _)| {
+                saved
+                    .get(&format!("{name}.demo_delta"))
+                    .map(tch::Tensor::shallow_clone)
+                    .with_context(|| format!("{}: lacks {name}.demo_delta", path.display()))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        self.demo.load_deltas(&deltas);
+        self.applied = step;
+        self.checkpointed_epoch = None;
+        tracing::info!(dir = %dir.display(), step, "resumed from checkpoint");
+        Ok(())
+    }
+
+    /// Once per epoch, at its end: keeps a snapshot of the weights for peers that need to
+    /// catch up, and writes `step-N/` (model, config, this client's DeMo state) to the
+    /// checkpoint directory.
+    pub(super) fn checkpoint(&mut self, state: &Coordinator) -> anyhow::Result<()> {
+        if self.checkpointed_epoch == Some(state.epoch) {
+            return Ok(());
+        }
+        let scratch = tempfile::tempdir()?;
+        let model_path = scratch.path().join("model.safetensors");
+        self.replica.save(&model_path)?;
+        let model = Bytes::from(std::fs::read(&model_path)?);
+        *self
+            .exchange
+            .snapshot
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Snapshot {
+            step: self.applied,
+            model,
+        });
+        if let Some(root) = &self.settings.checkpoint_dir {
+            // Written beside, then renamed: a checkpoint directory is whole or absent.
+            let dir = root.join(format!("step-{}", self.applied));
+            let partial = root.join(format!(".step-{}.partial", self.applied));
+            let _ = std::fs::remove_dir_all(&partial);
+            std::fs::create_dir_all(&partial)
+                .with_context(|| format!("creating {}", partial.display()))?;
+            std::fs::copy(&model_path, partial.join("model.safetensors"))?;
+            std::fs::write(partial.join("config.json"), self.model_config.to_hf_json())?;
+            let deltas: Vec<(String, tch::Tensor)> = self
+                .replica
+                .parameters()
+                .iter()
+                .zip(self.demo.deltas())
+                .map(|((name, _), delta)| (format!("{name}.demo_delta"), delta.shallow_clone()))
+                .collect();
+            crate::model::save_safetensors(&partial.join("optimizer.safetensors"), &deltas)?;
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::rename(&partial, &dir)?;
+            tracing::info!(dir = %dir.display(), step = self.applied, "checkpoint written");
+        }
+        self.checkpointed_epoch = Some(state.epoch);
+        Ok(())
+    }
+
+    /// A replica that fell behind the rounds the coordinator still holds (a restarted or late
+    /// client) loads a peer's epoch-end snapshot, then applies the held rounds after it. Asks
+    /// at most every two seconds; peers have snapshots from the first epoch's end on.
+    pub(super) async fn catch_up(&mut self, state: &Coordinator) -> anyhow::Result<()> {
+        if self
+            .last_catch_up
+            .is_some_and(|at| at.elapsed() < Duration::from_secs(2))
+        {
+            return Ok(());
+        }
+        self.last_catch_up = Some(Instant::now());
+        let me = self.me();
+        let mut peers: Vec<SocketAddr> = state
+            .members
+            .iter()
+            .filter(|m| m.status() == MemberStatus::Active && m.id != me)
+            .filter_map(|m| m.endpoint.socket_addr())
+            .collect();
+        peers.extend(self.dns_peers().await);
+        // Weights are f32: 4 bytes a parameter, plus the safetensors header.
+        let max_len = self.model_config.parameter_count() * 4 + (1 << 20);
+        for peer in peers {
+            let Some((step, model)) = self.peers.snapshot(peer, max_len).await else {
+                continue;
+            };
+            let usable = step > self.applied
+                && step <= state.step
+                && (step == state.step || state.held_round(step).is_some());
+            if !usable {
+                continue;
+            }
+            let scratch = tempfile::tempdir()?;
+            let path = scratch.path().join("model.safetensors");
+            std::fs::write(&path, &model)?;
+            if let Err(error) = self.replica.load(&path) {
+                tracing::warn!(%peer, %error, "a peer's snapshot does not fit this model");
+                continue;
+            }
+            tracing::info!(%peer, from = self.applied, to = step, "caught up from a peer's snapshot");
+            self.applied = step;
+            return Ok(());
+        }
+        Ok(())
+    }
+}
+
+/// The newest `step-N` checkpoint under `root`.
+fn latest_checkpoint(root: &std::path::Path) -> anyhow::Result<Option<(u64, PathBuf)>> {
+    if !root.exists() {
+        return Ok(None);
+    }
+    let mut newest = None;
+    for entry in std::fs::read_dir(root).with_context(|| format!("reading {}", root.display()))? {
+        let path = entry?.path();
+        let step = path
+            .file_name()
+            .and_then(|name| name.to_str()?.strip_prefix("step-")?.parse::<u64>().ok());
+        if let Some(step) = step
+            && newest.as_ref().is_none_or(|(best, _)| step > *best)
+        {
+            newest = Some((step, path));
+        }
+    }
+    Ok(newest)
+}
