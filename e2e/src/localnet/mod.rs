@@ -4,7 +4,7 @@
 //! toolchain needed).
 //!
 //! It is not `solana-test-validator`: that brings the whole validator (gossip, turbine, the
-//! ledger and rocksdb, 173 crates, a third of the workspace's build time) for what the tests use
+//! ledger and rocksdb, 144 crates, a third of the workspace's build time) for what the tests use
 //! of it, which is the bank behind eight RPC methods. What a validator adds and this lacks (votes
 //! and forks, so commitment levels that differ; websockets; the ledger on disk) is met first on
 //! devnet; docs/development.md says so.

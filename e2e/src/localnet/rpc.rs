@@ -132,12 +132,7 @@ fn dispatch(chain: &Chain, method: &str, params: &Params) -> Result<Value, RpcFa
         }
         "getMultipleAccounts" => {
             let addresses: Vec<String> = params.get(0, "addresses")?;
-            if addresses.len() > MAX_MULTIPLE_ACCOUNTS {
-                return Err(RpcFailure::invalid_params(format!(
-                    "too many addresses ({}); at most {MAX_MULTIPLE_ACCOUNTS}",
-                    addresses.len()
-                )));
-            }
+            at_most("addresses", addresses.len(), MAX_MULTIPLE_ACCOUNTS)?;
             let accounts = addresses
                 .iter()
                 .map(|text| Ok(chain.account(&parse_pubkey(text)?).as_ref().map(ui_account)))
@@ -175,12 +170,7 @@ fn dispatch(chain: &Chain, method: &str, params: &Params) -> Result<Value, RpcFa
         }
         "getSignatureStatuses" => {
             let signatures: Vec<String> = params.get(0, "signatures")?;
-            if signatures.len() > MAX_SIGNATURE_STATUSES {
-                return Err(RpcFailure::invalid_params(format!(
-                    "too many signatures ({}); at most {MAX_SIGNATURE_STATUSES}",
-                    signatures.len()
-                )));
-            }
+            at_most("signatures", signatures.len(), MAX_SIGNATURE_STATUSES)?;
             let statuses = signatures
                 .iter()
                 .map(|text| {
@@ -233,6 +223,16 @@ impl Params {
     fn pubkey(&self, index: usize, name: &str) -> Result<Pubkey, RpcFailure> {
         parse_pubkey(&self.get::<String>(index, name)?)
     }
+}
+
+/// A list parameter's length bound, as a real node enforces it.
+fn at_most(what: &str, len: usize, max: usize) -> Result<(), RpcFailure> {
+    if len > max {
+        return Err(RpcFailure::invalid_params(format!(
+            "too many {what} ({len}); at most {max}"
+        )));
+    }
+    Ok(())
 }
 
 fn parse_pubkey(text: &str) -> Result<Pubkey, RpcFailure> {

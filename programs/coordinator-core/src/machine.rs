@@ -84,10 +84,19 @@ impl Coordinator {
         self.transition_armed = 0;
     }
 
-    /// The state's next transition is due; the next tick takes it, with its own seed.
-    fn arm(&mut self, now: i64) {
+    /// For a transition that needs a seed nobody knew when it became due: `true` when it was
+    /// armed already (this tick takes it); otherwise arms it if `due` (`false`: the next tick
+    /// takes it), or answers `NothingDue`.
+    fn armed_or_arm(&mut self, due: bool, now: i64) -> Result<bool> {
+        if self.transition_armed == 1 {
+            return Ok(true);
+        }
+        if !due {
+            return Err(CoordinatorError::NothingDue);
+        }
         self.transition_armed = 1;
         self.last_update = now;
+        Ok(false)
     }
 
     fn set_status(&mut self, slot: usize, status: MemberStatus) {
@@ -238,11 +247,8 @@ impl Coordinator {
                 self.set_state(RunState::Warmup, now);
             }
             RunState::Warmup => {
-                if self.transition_armed == 0 {
-                    if !elapsed(now, self.state_started_at, config.warmup_time) {
-                        return Err(CoordinatorError::NothingDue);
-                    }
-                    self.arm(now);
+                let due = elapsed(now, self.state_started_at, config.warmup_time);
+                if !self.armed_or_arm(due, now)? {
                     return Ok(self.run_state());
                 }
                 for slot in 0..MAX_CLIENTS {
@@ -266,11 +272,8 @@ impl Coordinator {
                 self.set_state(RunState::RoundWitness, now);
             }
             RunState::RoundWitness => {
-                if self.transition_armed == 0 {
-                    if !elapsed(now, self.state_started_at, config.round_witness_time) {
-                        return Err(CoordinatorError::NothingDue);
-                    }
-                    self.arm(now);
+                let due = elapsed(now, self.state_started_at, config.round_witness_time);
+                if !self.armed_or_arm(due, now)? {
                     return Ok(self.run_state());
                 }
                 self.close_round(now, seed)?;

@@ -72,10 +72,10 @@ fn apply(program_id: &Pubkey, accounts: &[AccountInfo], input: &Input) -> Progra
     }
     let clock = sysvar::<Clock>(clock)?;
     // Checked whether or not this tick reads it.
-    let slot_hashes = match input.needs_seed() {
-        true => Some(slot_hashes_sysvar(rest.first())?),
-        false => None,
-    };
+    let slot_hashes = input
+        .needs_seed()
+        .then(|| slot_hashes_sysvar(rest.first()))
+        .transpose()?;
     let armed_before = run.coordinator.transition_armed == 1;
     let seed = if let (Some(slot_hashes), true) = (slot_hashes, armed_before) {
         match armed_slot_hash(slot_hashes, run.armed_slot)? {
@@ -327,6 +327,17 @@ fn check_join_authority(
     if !run.is_gated() || run.join_authority != join_authority.key.to_bytes() {
         return Err(denied(AccessError::NotJoinAuthority));
     }
+    grant_bump(program_id, run_account, grant, client)
+}
+
+/// The canonical bump of `client`'s grant for the run at `run_account`, checking that `grant`
+/// is that PDA.
+fn grant_bump(
+    program_id: &Pubkey,
+    run_account: &AccountInfo,
+    grant: &AccountInfo,
+    client: &Pubkey,
+) -> Result<u8, ProgramError> {
     let (grant_key, bump) = Pubkey::find_program_address(
         &[JOIN_GRANT_SEED, run_account.key.as_ref(), client.as_ref()],
         program_id,
@@ -382,13 +393,7 @@ fn revoke_join(program_id: &Pubkey, accounts: &[AccountInfo], client: &Pubkey) -
         signer(join_authority)?;
         writable(join_authority)?;
         writable(grant)?;
-        let (grant_key, _) = Pubkey::find_program_address(
-            &[JOIN_GRANT_SEED, run_account.key.as_ref(), client.as_ref()],
-            program_id,
-        );
-        if grant.key != &grant_key {
-            return Err(ProgramError::InvalidSeeds);
-        }
+        grant_bump(program_id, run_account, grant, client)?;
         let record = load_mut::<JoinGrant>(grant, program_id)?;
         if record.join_authority != join_authority.key.to_bytes() {
             return Err(denied(AccessError::NotJoinAuthority));
