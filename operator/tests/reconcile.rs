@@ -17,7 +17,9 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 
 mod support;
-use support::{NAMESPACE, client_pods, events, eventually, fast, operator, run_status, start};
+use support::{
+    NAMESPACE, client_pods, events, eventually, fast, operator, run_status, server, start,
+};
 
 /// The example run with three clients, all of them needed, each restarted at most once, 1 s
 /// after its failure.
@@ -368,7 +370,14 @@ async fn a_failing_client_is_restarted_with_backoff_then_the_run_fails() {
 
 #[tokio::test]
 async fn invalid_and_malformed_runs_are_reported_on_the_object_and_break_nothing() {
+    // The malformed run below was stored under an older, looser CRD; the current one is then
+    // applied, as an upgrade would, and the stored object stays.
+    use kube::CustomResourceExt;
+    let mut loose = serde_json::to_value(TrainingRun::crd()).unwrap();
+    loose["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"] =
+        serde_json::json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true});
     let server = ApiServer::start().await.unwrap();
+    server.install_crd(loose).unwrap();
     let client = server.client(NAMESPACE).await.unwrap();
     let _operator = operator(&server, "operator-0", fast()).await;
 
@@ -378,8 +387,8 @@ async fn invalid_and_malformed_runs_are_reported_on_the_object_and_break_nothing
     let runs = Api::<TrainingRun>::namespaced(client.clone(), NAMESPACE);
     runs.create(&PostParams::default(), &long).await.unwrap();
 
-    // Does not even parse (the API server would refuse it; one written under an older CRD
-    // would not be): it must not stop the watch of the other runs.
+    // Does not even parse (the current CRD refuses it; the older one did not): it must not
+    // stop the watch of the other runs.
     let resource = controller::training_run_resource();
     let untyped = Api::<DynamicObject>::namespaced_with(client.clone(), NAMESPACE, &resource);
     let mut malformed = serde_json::to_value(example()).unwrap();
@@ -389,6 +398,9 @@ async fn invalid_and_malformed_runs_are_reported_on_the_object_and_break_nothing
     untyped
         .create(&PostParams::default(), &malformed)
         .await
+        .unwrap();
+    server
+        .install_crd(serde_json::to_value(TrainingRun::crd()).unwrap())
         .unwrap();
     runs.create(&PostParams::default(), &example())
         .await
@@ -444,7 +456,7 @@ async fn invalid_and_malformed_runs_are_reported_on_the_object_and_break_nothing
 
 #[tokio::test]
 async fn of_two_replicas_one_leads_and_the_other_takes_over_when_it_stops() {
-    let server = ApiServer::start().await.unwrap();
+    let server = server().await;
     let client = server.client(NAMESPACE).await.unwrap();
     let first = operator(&server, "operator-a", fast()).await;
     eventually("a leader", || async {

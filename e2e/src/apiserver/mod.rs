@@ -1,20 +1,33 @@
 //! An in-memory Kubernetes API server, as test infrastructure: an HTTP server speaking the
 //! Kubernetes REST and watch protocol for the kinds the operator uses, so that the real
-//! `kube::Client` and `kube::runtime::Controller` run against it unchanged through a
-//! kubeconfig.
+//! `kube::Client` and `kube::runtime::Controller`, and a real kubectl, run against it unchanged
+//! through a kubeconfig.
 //!
-//! What it implements: list and watch with `resourceVersion` (resuming from the change log,
-//! 410 Expired past it), label and field selectors, get, create (`generateName` too), paged lists, replace
-//! with conflict detection, merge, JSON and server-side-apply patches, the `/status`
-//! subresource, generations, delete with finalizers and `deletionTimestamp`, and the owner
-//! cascade of the garbage collector. What it leaves out: authentication and RBAC, schema and
-//! CEL validation (tests write malformed objects on purpose), admission, field-manager
-//! conflicts (every apply is forced, as the operator's are), strategic merge keys (treated as a
-//! merge patch), list snapshots (pages are cut from the current objects), and any controller
-//! of its own (pods run nowhere; tests play the kubelet by writing pod status).
+//! What it implements: discovery (with short names), OpenAPI v3, CRDs (a kind is served once
+//! its CRD is stored; custom resources are pruned, defaulted and validated from the CRD's
+//! structural schema and CEL rules, with `fieldValidation` and the real 422 and 400 errors),
+//! Table responses with the CRD's printer columns, list and watch with `resourceVersion`
+//! (resuming from the change log, 410 Expired past it), label and field selectors, get, create
+//! (`generateName` too), paged lists, replace with conflict detection, merge, JSON and
+//! server-side-apply patches, the `/status` subresource, generations, delete with finalizers
+//! and `deletionTimestamp`, and the owner cascade of the garbage collector.
+//!
+//! What it leaves out: authentication and RBAC, admission webhooks and the built-in kinds'
+//! validation (their schemas are open objects here), field-manager conflicts (every apply is
+//! forced, as the operator's are), strategic merge keys (treated as a merge patch), list
+//! snapshots (pages are cut from the current objects), watches as Tables (`kubectl get -w`),
+//! aggregated discovery, CRD conversion (one served version per CRD), and any controller of its
+//! own (pods run nowhere; tests play the kubelet by writing pod status). What it does and does
+//! not evaluate of a schema and of CEL is in `schema.rs` and `cel.rs`.
 
+mod cel;
+mod discovery;
+mod openapi;
+mod registry;
+mod schema;
 mod selector;
 mod store;
+mod table;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -29,9 +42,11 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
+pub use registry::{CRDS, Registry, ResourceType};
+pub use schema::FieldError;
 pub use selector::{FieldSelector, LabelSelector};
-use store::{Filter, Patch, Scope, resource};
-pub use store::{RESOURCES, Store, StoreError};
+pub use store::{FieldValidation, Store, StoreError};
+use store::{Filter, Patch, Scope};
 
 /// A request as the server received it, for tests that check exactly what a client sent.
 #[derive(Debug, Clone)]
@@ -114,6 +129,20 @@ impl ApiServer {
         self.shared.store.lock().expect("store lock")
     }
 
+    /// Stores a CRD, or replaces the stored one of its name (as `kubectl apply` of it would),
+    /// so that its kind is served with its schema.
+    pub fn install_crd(&self, crd: Value) -> Result<(), StoreError> {
+        let mut store = self.store();
+        let name = crd["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        match store.get(CRDS, "", &name) {
+            Ok(_) => store.replace(CRDS, "", &name, crd, Scope::Main).map(drop),
+            Err(_) => store.create(CRDS, "", crd).map(drop),
+        }
+    }
+
     /// Every request received so far, oldest first.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.shared.requests.lock().expect("requests lock").clone()
@@ -141,7 +170,7 @@ struct Target {
     scope: Scope,
 }
 
-fn parse_path(path: &str) -> Result<Target, StoreError> {
+fn parse_path(registry: &Registry, path: &str) -> Result<Target, StoreError> {
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let (group, version, rest) = match segments.as_slice() {
         ["api", version, rest @ ..] => ("", *version, rest),
@@ -153,12 +182,25 @@ fn parse_path(path: &str) -> Result<Target, StoreError> {
         ["namespaces", ns, plural] => (Some(*ns), *plural, None, None),
         ["namespaces", ns, plural, name] => (Some(*ns), *plural, Some(*name), None),
         ["namespaces", ns, plural, name, sub] => (Some(*ns), *plural, Some(*name), Some(*sub)),
+        [plural, name] => (None, *plural, Some(*name), None),
+        [plural, name, sub] => (None, *plural, Some(*name), Some(*sub)),
         _ => return Err(unknown_path(path)),
     };
-    let resource = resource(group, version, plural).ok_or_else(|| unknown_path(path))?;
+    let resource = registry
+        .find(group, version, plural)
+        .ok_or_else(|| unknown_path(path))?;
+    let kind = &registry[resource];
+    // A namespaced kind's object is always under its namespace, and a cluster-scoped kind
+    // has none (a list across namespaces is the namespaced kind's only bare path).
+    if name.is_some() && namespace.is_none() == kind.namespaced {
+        return Err(unknown_path(path));
+    }
+    if namespace.is_some() && !kind.namespaced {
+        return Err(unknown_path(path));
+    }
     let scope = match subresource {
         None => Scope::Main,
-        Some("status") if RESOURCES[resource].status_subresource => Scope::Status,
+        Some("status") if kind.status_subresource => Scope::Status,
         Some(_) => return Err(unknown_path(path)),
     };
     Ok(Target {
@@ -171,7 +213,7 @@ fn parse_path(path: &str) -> Result<Target, StoreError> {
 
 fn unknown_path(path: &str) -> StoreError {
     StoreError::NotFound {
-        kind: "resource",
+        resource: "the server could not find the requested resource".into(),
         name: path.to_owned(),
     }
 }
@@ -202,20 +244,64 @@ async fn handle(
             content_type: content_type.clone(),
             body: parsed.as_ref().cloned().unwrap_or(Value::Null),
         });
+    if method == Method::GET
+        && let Some(document) = describe(&shared, uri.path())
+    {
+        return document;
+    }
+    let table = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|accept| accept.contains("as=Table"));
     let result = async {
-        let target = parse_path(uri.path())?;
+        let target = parse_path(
+            shared.store.lock().expect("store lock").registry(),
+            uri.path(),
+        )?;
         let body = parsed?;
-        route(
-            &shared,
+        let request = Request {
             method,
             target,
-            &params,
-            content_type.as_deref(),
+            params: &params,
+            content_type: content_type.as_deref(),
             body,
-        )
-        .await
+            table,
+        };
+        route(&shared, request).await
     };
     result.await.unwrap_or_else(error_response)
+}
+
+/// What the server says about itself: version, discovery and OpenAPI documents.
+fn describe(shared: &Shared, path: &str) -> Option<Response> {
+    let store = shared.store.lock().expect("store lock");
+    let registry = store.registry();
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let document = match segments.as_slice() {
+        ["version"] => discovery::version(),
+        ["api"] => discovery::core_versions(),
+        ["apis"] => discovery::group_list(registry),
+        ["apis", group] => discovery::group(registry, group)?,
+        ["api", version] => discovery::resource_list(registry, "", version)?,
+        ["apis", group, version] => discovery::resource_list(registry, group, version)?,
+        ["openapi", "v3"] => openapi::index(registry),
+        ["openapi", "v3", "api", version] => openapi::document(registry, "", version)?,
+        ["openapi", "v3", "apis", group, version] => openapi::document(registry, group, version)?,
+        _ => return None,
+    };
+    Some(json_response(StatusCode::OK, document))
+}
+
+/// A request for objects, parsed.
+struct Request<'a> {
+    method: Method,
+    target: Target,
+    params: &'a Params,
+    content_type: Option<&'a str>,
+    body: Value,
+    /// The client asked for a Table (`kubectl get`).
+    table: bool,
 }
 
 fn parse_body(body: &[u8], content_type: Option<&str>) -> Result<Value, StoreError> {
@@ -234,14 +320,15 @@ fn parse_body(body: &[u8], content_type: Option<&str>) -> Result<Value, StoreErr
     })
 }
 
-async fn route(
-    shared: &Arc<Shared>,
-    method: Method,
-    target: Target,
-    params: &Params,
-    content_type: Option<&str>,
-    body: Value,
-) -> Result<Response, StoreError> {
+async fn route(shared: &Arc<Shared>, request: Request<'_>) -> Result<Response, StoreError> {
+    let Request {
+        method,
+        target,
+        params,
+        content_type,
+        body,
+        table,
+    } = request;
     let filter = Filter {
         namespace: target.namespace.clone(),
         labels: LabelSelector::parse(params.get("labelSelector").map_or("", String::as_str))
@@ -255,12 +342,17 @@ async fn route(
         name,
         scope,
     } = target;
-    let needs_namespace = || {
-        namespace
-            .clone()
-            .ok_or_else(|| StoreError::BadRequest("this verb needs a namespace".into()))
-    };
     let lock = || shared.store.lock().expect("store lock");
+    let namespaced = lock().registry()[resource].namespaced;
+    let needs_namespace = || match (&namespace, namespaced) {
+        (Some(namespace), _) => Ok(namespace.clone()),
+        (None, false) => Ok(String::new()),
+        (None, true) => Err(StoreError::BadRequest("this verb needs a namespace".into())),
+    };
+    let validation = FieldValidation::parse(params.get("fieldValidation").map(String::as_str))?;
+    let include = params
+        .get("includeObject")
+        .map_or("Metadata", String::as_str);
     match (method, name) {
         (Method::GET, None) if params.get("watch").is_some_and(|w| w == "true" || w == "1") => {
             let since = params
@@ -275,8 +367,13 @@ async fn route(
         }
         (Method::GET, None) => {
             let store = lock();
-            let rules = &RESOURCES[resource];
+            let rules = &store.registry()[resource];
             let (items, metadata) = page(store.list(resource, &filter), store.revision(), params)?;
+            if table {
+                let mut table = table::table(rules, &items, store.revision(), include);
+                table["metadata"] = metadata;
+                return Ok(table_response(table));
+            }
             Ok(json_response(
                 StatusCode::OK,
                 json!({
@@ -288,16 +385,31 @@ async fn route(
             ))
         }
         (Method::GET, Some(name)) => {
-            let object = lock().get(resource, &needs_namespace()?, &name)?;
+            let store = lock();
+            let object = store.get(resource, &needs_namespace()?, &name)?;
+            if table {
+                let kind = &store.registry()[resource];
+                return Ok(table_response(table::table(
+                    kind,
+                    &[object],
+                    store.revision(),
+                    include,
+                )));
+            }
             Ok(json_response(StatusCode::OK, object))
         }
         (Method::POST, None) => {
-            let object = lock().create(resource, &needs_namespace()?, body)?;
-            Ok(json_response(StatusCode::CREATED, object))
+            let namespace = needs_namespace()?;
+            let (object, warnings) =
+                lock().validating(validation, |s| s.create(resource, &namespace, body));
+            Ok(written(StatusCode::CREATED, object?, warnings))
         }
         (Method::PUT, Some(name)) => {
-            let object = lock().replace(resource, &needs_namespace()?, &name, body, scope)?;
-            Ok(json_response(StatusCode::OK, object))
+            let namespace = needs_namespace()?;
+            let (object, warnings) = lock().validating(validation, |s| {
+                s.replace(resource, &namespace, &name, body, scope)
+            });
+            Ok(written(StatusCode::OK, object?, warnings))
         }
         (Method::PATCH, Some(name)) => {
             let patch = match content_type {
@@ -320,8 +432,11 @@ async fn route(
                     )));
                 }
             };
-            let object = lock().patch(resource, &needs_namespace()?, &name, patch, scope)?;
-            Ok(json_response(StatusCode::OK, object))
+            let namespace = needs_namespace()?;
+            let (object, warnings) = lock().validating(validation, |s| {
+                s.patch(resource, &namespace, &name, patch, scope)
+            });
+            Ok(written(StatusCode::OK, object?, warnings))
         }
         (Method::DELETE, name) => {
             let orphan = body["propagationPolicy"] == "Orphan"
@@ -341,7 +456,7 @@ async fn route(
                         let name = object["metadata"]["name"].as_str().unwrap_or_default();
                         deleted.push(store.delete(resource, &namespace, name, orphan)?);
                     }
-                    let rules = &RESOURCES[resource];
+                    let rules = &store.registry()[resource];
                     Ok(json_response(
                         StatusCode::OK,
                         json!({
@@ -481,7 +596,7 @@ fn event(kind: &str, object: Value) -> Bytes {
 
 fn status_body(error: &StoreError) -> Value {
     let (code, reason) = error.code_and_reason();
-    json!({
+    let mut status = json!({
         "apiVersion": "v1",
         "kind": "Status",
         "metadata": {},
@@ -489,7 +604,46 @@ fn status_body(error: &StoreError) -> Value {
         "message": error.to_string(),
         "reason": reason,
         "code": code,
-    })
+    });
+    if let StoreError::Invalid {
+        kind,
+        group,
+        name,
+        causes,
+    } = error
+    {
+        let causes: Vec<Value> = causes
+            .iter()
+            .map(|c| json!({"reason": c.reason, "message": c.body, "field": c.field}))
+            .collect();
+        let kind = kind.split('.').next().unwrap_or_default();
+        status["details"] = json!({"name": name, "group": group, "kind": kind, "causes": causes});
+    }
+    status
+}
+
+/// A written object, with a `Warning` header for each unknown field that was dropped.
+fn written(status: StatusCode, object: Value, warnings: Vec<String>) -> Response {
+    let mut response = json_response(status, object);
+    for warning in warnings {
+        let value = format!("299 - {}", serde_json::Value::from(warning));
+        if let Ok(value) = header::HeaderValue::from_str(&value) {
+            response.headers_mut().append("warning", value);
+        }
+    }
+    response
+}
+
+fn table_response(table: Value) -> Response {
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            "application/json;as=Table;v=v1;g=meta.k8s.io",
+        )],
+        serde_json::to_vec(&table).expect("values serialize"),
+    )
+        .into_response()
 }
 
 fn error_response(error: StoreError) -> Response {

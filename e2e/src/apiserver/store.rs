@@ -1,7 +1,8 @@
 //! The API server's objects and their history: one revision counter for every write (the
 //! `resourceVersion`), a bounded log of changes for watches, and the write rules the operator
 //! relies on (optimistic concurrency, status subresources, generations, finalizers, owner
-//! cascade, server-side apply by field manager).
+//! cascade, server-side apply by field manager), and what it does to custom resources and CRDs
+//! (admission from the schema; a CRD's kind served once the CRD is stored).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -9,103 +10,9 @@ use json_patch::PatchOperation;
 use serde_json::{Map, Value, json};
 use tokio::sync::watch;
 
+use super::registry::{CRDS, Registry, ResourceType};
+use super::schema::{FieldError, default_and_validate, prune_unknown};
 use super::selector::{FieldSelector, LabelSelector};
-
-/// A kind the server serves.
-#[derive(Debug)]
-pub struct ResourceType {
-    /// Empty for the core group (`/api/v1`).
-    pub group: &'static str,
-    pub version: &'static str,
-    pub plural: &'static str,
-    pub kind: &'static str,
-    /// Writes to the object leave `status` alone, and writes to `/status` touch only it.
-    pub status_subresource: bool,
-}
-
-impl ResourceType {
-    pub fn api_version(&self) -> String {
-        if self.group.is_empty() {
-            self.version.to_owned()
-        } else {
-            format!("{}/{}", self.group, self.version)
-        }
-    }
-}
-
-/// The kinds the operator uses: its TrainingRuns, their children, events and leases.
-pub const RESOURCES: &[ResourceType] = &[
-    ResourceType {
-        group: "demeter.dev",
-        version: "v1alpha1",
-        plural: "trainingruns",
-        kind: "TrainingRun",
-        status_subresource: true,
-    },
-    ResourceType {
-        group: "",
-        version: "v1",
-        plural: "pods",
-        kind: "Pod",
-        status_subresource: true,
-    },
-    ResourceType {
-        group: "",
-        version: "v1",
-        plural: "services",
-        kind: "Service",
-        status_subresource: true,
-    },
-    ResourceType {
-        group: "",
-        version: "v1",
-        plural: "configmaps",
-        kind: "ConfigMap",
-        status_subresource: false,
-    },
-    ResourceType {
-        group: "",
-        version: "v1",
-        plural: "secrets",
-        kind: "Secret",
-        status_subresource: false,
-    },
-    ResourceType {
-        group: "",
-        version: "v1",
-        plural: "events",
-        kind: "Event",
-        status_subresource: false,
-    },
-    ResourceType {
-        group: "apps",
-        version: "v1",
-        plural: "deployments",
-        kind: "Deployment",
-        status_subresource: true,
-    },
-    ResourceType {
-        group: "events.k8s.io",
-        version: "v1",
-        plural: "events",
-        kind: "Event",
-        status_subresource: false,
-    },
-    ResourceType {
-        group: "coordination.k8s.io",
-        version: "v1",
-        plural: "leases",
-        kind: "Lease",
-        status_subresource: false,
-    },
-];
-
-/// Finds a kind by its URL segments.
-pub fn resource(group: &str, version: &str, plural: &str) -> Option<usize> {
-    RESOURCES
-        .iter()
-        .position(|r| r.group == group && r.version == version && r.plural == plural)
-}
 
 /// Which part of an object a write may change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -117,16 +24,25 @@ pub enum Scope {
 /// A refused request, with the HTTP status and `reason` the Kubernetes API gives it.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("{kind} {name:?} not found")]
-    NotFound { kind: &'static str, name: String },
-    #[error("{kind} {name:?} already exists")]
-    AlreadyExists { kind: &'static str, name: String },
+    #[error("{resource} {name:?} not found")]
+    NotFound { resource: String, name: String },
+    #[error("{resource} {name:?} already exists")]
+    AlreadyExists { resource: String, name: String },
     #[error(
-        "Operation cannot be fulfilled on {kind} {name:?}: the object has been modified; please apply your changes to the latest version and try again"
+        "Operation cannot be fulfilled on {resource} {name:?}: the object has been modified; please apply your changes to the latest version and try again"
     )]
-    Conflict { kind: &'static str, name: String },
+    Conflict { resource: String, name: String },
+    /// 422 with the causes, as a field's validation fails.
+    #[error("{kind} {name:?} is invalid: {}", list(causes))]
+    Invalid {
+        kind: String,
+        group: String,
+        name: String,
+        causes: Vec<FieldError>,
+    },
+    /// 422 for a write that cannot be made into an object (a JSON patch that fails).
     #[error("{0}")]
-    Invalid(String),
+    Unprocessable(String),
     #[error("{0}")]
     BadRequest(String),
     #[error("too old resource version: {asked} ({oldest})")]
@@ -139,9 +55,42 @@ impl StoreError {
             StoreError::NotFound { .. } => (404, "NotFound"),
             StoreError::AlreadyExists { .. } => (409, "AlreadyExists"),
             StoreError::Conflict { .. } => (409, "Conflict"),
-            StoreError::Invalid(_) => (422, "Invalid"),
+            StoreError::Invalid { .. } | StoreError::Unprocessable(_) => (422, "Invalid"),
             StoreError::BadRequest(_) => (400, "BadRequest"),
             StoreError::Expired { .. } => (410, "Expired"),
+        }
+    }
+}
+
+/// The causes of an Invalid error as the API server joins them: one bare, several in brackets.
+fn list(causes: &[FieldError]) -> String {
+    let shown: Vec<String> = causes.iter().map(FieldError::to_string).collect();
+    match shown.as_slice() {
+        [one] => one.clone(),
+        _ => format!("[{}]", shown.join(", ")),
+    }
+}
+
+/// What the server does with fields a custom resource's schema does not declare
+/// (`?fieldValidation=`): drop them silently, drop them with a warning (the default), or refuse
+/// the write.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FieldValidation {
+    Ignore,
+    #[default]
+    Warn,
+    Strict,
+}
+
+impl FieldValidation {
+    pub fn parse(value: Option<&str>) -> Result<Self, StoreError> {
+        match value {
+            None | Some("" | "Warn") => Ok(Self::Warn),
+            Some("Ignore") => Ok(Self::Ignore),
+            Some("Strict") => Ok(Self::Strict),
+            Some(other) => Err(StoreError::BadRequest(format!(
+                "fieldValidation: invalid value {other:?}: must be one of Ignore, Warn or Strict"
+            ))),
         }
     }
 }
@@ -214,6 +163,7 @@ struct Key {
 const LOG_CAPACITY: usize = 200_000;
 
 pub struct Store {
+    registry: Registry,
     objects: BTreeMap<Key, Value>,
     /// The last configuration each field manager applied to each object, so that a field it
     /// stops applying is removed (server-side apply's ownership, without conflicts between
@@ -223,6 +173,9 @@ pub struct Store {
     revision: u64,
     next_uid: u64,
     notify: watch::Sender<u64>,
+    /// The current write's `fieldValidation`, and the warnings it raised (see [`Store::validating`]).
+    validation: FieldValidation,
+    warnings: Vec<String>,
 }
 
 impl Default for Store {
@@ -234,11 +187,37 @@ impl Default for Store {
             revision: 0,
             next_uid: 0,
             notify: watch::channel(0).0,
+            registry: Registry::default(),
+            validation: FieldValidation::default(),
+            warnings: Vec::new(),
         }
     }
 }
 
 impl Store {
+    /// The kinds served now.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The index of a served kind.
+    pub fn kind(&self, group: &str, version: &str, plural: &str) -> Option<usize> {
+        self.registry.find(group, version, plural)
+    }
+
+    /// Runs `write` with `validation` for unknown fields of custom resources; returns its
+    /// result and the warnings it raised (for the response's `Warning` headers).
+    pub fn validating<T>(
+        &mut self,
+        validation: FieldValidation,
+        write: impl FnOnce(&mut Self) -> T,
+    ) -> (T, Vec<String>) {
+        self.validation = validation;
+        let result = write(self);
+        self.validation = FieldValidation::default();
+        (result, std::mem::take(&mut self.warnings))
+    }
+
     /// The revision of the last write.
     pub fn revision(&self) -> u64 {
         self.revision
@@ -295,7 +274,7 @@ impl Store {
         self.objects
             .get(&key(resource, namespace, name))
             .cloned()
-            .ok_or_else(|| not_found(resource, name))
+            .ok_or_else(|| self.not_found(resource, name))
     }
 
     pub fn create(
@@ -309,20 +288,33 @@ impl Store {
             Some(name) if !name.is_empty() => name.to_owned(),
             _ => match metadata.get("generateName").and_then(Value::as_str) {
                 Some(prefix) => format!("{prefix}{:05x}", self.next_uid + 1),
-                None => return Err(StoreError::Invalid("metadata.name: Required value".into())),
+                None => {
+                    return Err(self.invalid(
+                        resource,
+                        "",
+                        FieldError::new(
+                            "metadata.name",
+                            "FieldValueRequired",
+                            "Required value: name or generateName is required",
+                        ),
+                    ));
+                }
             },
         };
-        check_namespace(metadata, namespace)?;
+        let namespaced = self.registry[resource].namespaced;
+        check_namespace(metadata, namespace, namespaced)?;
         let key = key(resource, namespace, &name);
         if self.objects.contains_key(&key) {
             return Err(StoreError::AlreadyExists {
-                kind: RESOURCES[resource].kind,
+                resource: self.registry[resource].qualified_resource(),
                 name,
             });
         }
         self.next_uid += 1;
         metadata.insert("name".into(), name.into());
-        metadata.insert("namespace".into(), namespace.into());
+        if namespaced {
+            metadata.insert("namespace".into(), namespace.into());
+        }
         metadata.insert(
             "uid".into(),
             format!("00000000-0000-4000-8000-{:012x}", self.next_uid).into(),
@@ -331,7 +323,7 @@ impl Store {
         metadata.insert("generation".into(), 1.into());
         metadata.remove("deletionTimestamp");
         metadata.remove("resourceVersion");
-        Ok(self.commit(key, None, object, Scope::Main))
+        self.commit(key, None, object, Scope::Main)
     }
 
     /// PUT: the whole object, refused if its resourceVersion is not the current one.
@@ -348,9 +340,9 @@ impl Store {
             .objects
             .get(&key)
             .cloned()
-            .ok_or_else(|| not_found(resource, name))?;
-        check_revision(&object, &current, resource, name)?;
-        Ok(self.commit(key, Some(current), object, scope))
+            .ok_or_else(|| self.not_found(resource, name))?;
+        self.check_revision(&object, &current, resource, name)?;
+        self.commit(key, Some(current), object, scope)
     }
 
     pub fn patch(
@@ -371,13 +363,13 @@ impl Store {
                     self.applied.insert((key, scope, manager), object);
                     Ok(created)
                 }
-                _ => Err(not_found(resource, name)),
+                _ => Err(self.not_found(resource, name)),
             };
         };
         let mut updated = current.clone();
         match patch {
             Patch::Merge(body) => {
-                check_revision(&body, &current, resource, name)?;
+                self.check_revision(&body, &current, resource, name)?;
                 json_patch::merge(&mut updated, &body);
             }
             Patch::Json(mut operations) => {
@@ -390,11 +382,11 @@ impl Store {
                     _ => true,
                 });
                 json_patch::patch(&mut updated, &operations).map_err(|e| {
-                    StoreError::Invalid(format!("the JSON patch did not apply: {e}"))
+                    StoreError::Unprocessable(format!("the JSON patch did not apply: {e}"))
                 })?
             }
             Patch::Apply { manager, object } => {
-                check_revision(&object, &current, resource, name)?;
+                self.check_revision(&object, &current, resource, name)?;
                 let ownership = (key.clone(), scope, manager);
                 if let Some(previous) = self.applied.get(&ownership) {
                     remove_unapplied(&mut updated, previous, &object);
@@ -403,7 +395,7 @@ impl Store {
                 self.applied.insert(ownership, object);
             }
         }
-        Ok(self.commit(key, Some(current), updated, scope))
+        self.commit(key, Some(current), updated, scope)
     }
 
     /// Deletes at once, or marks the object for deletion while it has finalizers. Objects it
@@ -420,7 +412,7 @@ impl Store {
             .objects
             .get(&key)
             .cloned()
-            .ok_or_else(|| not_found(resource, name))?;
+            .ok_or_else(|| self.not_found(resource, name))?;
         if has_finalizers(&object) {
             if object["metadata"]["deletionTimestamp"].is_null() {
                 object["metadata"]["deletionTimestamp"] = now().into();
@@ -432,15 +424,16 @@ impl Store {
         Ok(self.remove(key, orphan))
     }
 
-    /// Applies the rules every write shares, stores the result and logs it.
+    /// Applies the rules every write shares (and, for custom resources and CRDs, admission),
+    /// stores the result and logs it.
     fn commit(
         &mut self,
         key: Key,
         current: Option<Value>,
         mut object: Value,
         scope: Scope,
-    ) -> Value {
-        let rules = &RESOURCES[key.resource];
+    ) -> Result<Value, StoreError> {
+        let rules = self.registry[key.resource].clone();
         if let Some(current) = &current {
             object = match scope {
                 Scope::Status => {
@@ -475,22 +468,35 @@ impl Store {
                     }
                 }
             }
-            if without_metadata_and_status(&object) != without_metadata_and_status(current) {
-                let generation = current["metadata"]["generation"].as_i64().unwrap_or(0);
-                object["metadata"]["generation"] = (generation + 1).into();
-            }
         }
         if current.is_none() && rules.status_subresource {
             // A new object's status is the controllers' to write, not its creator's.
             object.as_object_mut().map(|o| o.remove("status"));
         }
         object["apiVersion"] = rules.api_version().into();
-        object["kind"] = rules.kind.into();
+        object["kind"] = rules.kind.clone().into();
         if rules.kind == "Secret" {
             encode_string_data(&mut object);
         }
         if object.get("status").is_some_and(Value::is_null) {
             object.as_object_mut().map(|o| o.remove("status"));
+        }
+        if let Some(custom) = &rules.custom {
+            let unknown = prune_unknown(custom, &mut object);
+            self.handle_unknown_fields(&rules, unknown)?;
+            default_and_validate(custom, &mut object, current.as_ref())
+                .map_err(|causes| self.invalid_all(key.resource, &key.name, causes))?;
+        }
+        let served = if key.resource == CRDS {
+            Some(self.admit_crd(&mut object, current.as_ref())?)
+        } else {
+            None
+        };
+        if let Some(current) = &current
+            && without_metadata_and_status(&object) != without_metadata_and_status(current)
+        {
+            let generation = current["metadata"]["generation"].as_i64().unwrap_or(0);
+            object["metadata"]["generation"] = (generation + 1).into();
         }
         if let Some(current) = &current {
             // A write that changes nothing is no change: no new revision, no watch event (or
@@ -499,20 +505,161 @@ impl Store {
             unchanged["metadata"]["resourceVersion"] =
                 current["metadata"]["resourceVersion"].clone();
             if unchanged == *current {
-                return unchanged;
+                return Ok(unchanged);
             }
         }
         let deleting = !object["metadata"]["deletionTimestamp"].is_null();
         if deleting && !has_finalizers(&object) {
             self.objects.insert(key.clone(), object);
-            return self.remove(key, false);
+            return Ok(self.remove(key, false));
         }
         let kind = if current.is_some() {
             ChangeKind::Modified
         } else {
             ChangeKind::Added
         };
-        self.record(key, object, kind)
+        let stored = self.record(key, object, kind);
+        if let Some(served) = served {
+            self.registry.serve(served);
+        }
+        Ok(stored)
+    }
+
+    /// Unknown fields of a custom resource, pruned already: refused under Strict, warned of
+    /// under Warn.
+    fn handle_unknown_fields(
+        &mut self,
+        kind: &ResourceType,
+        unknown: Vec<String>,
+    ) -> Result<(), StoreError> {
+        if unknown.is_empty() {
+            return Ok(());
+        }
+        let named: Vec<String> = unknown
+            .iter()
+            .map(|field| format!("unknown field {field:?}"))
+            .collect();
+        match self.validation {
+            FieldValidation::Ignore => Ok(()),
+            FieldValidation::Warn => {
+                self.warnings.extend(named);
+                Ok(())
+            }
+            FieldValidation::Strict => Err(StoreError::BadRequest(format!(
+                "{kind} in version {version:?} cannot be handled as a {kind}: strict decoding error: {}",
+                named.join(", "),
+                kind = kind.kind,
+                version = kind.version,
+            ))),
+        }
+    }
+
+    /// Checks a CRD as the API server does before storing it, and sets the status its
+    /// controller would (names accepted, established). Returns the kind it defines, served
+    /// once the CRD is stored.
+    fn admit_crd(
+        &self,
+        crd: &mut Value,
+        current: Option<&Value>,
+    ) -> Result<ResourceType, StoreError> {
+        let name = crd["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let kind = Registry::parse_crd(crd).map_err(|errors| {
+            let causes = errors
+                .into_iter()
+                .map(|(field, body)| FieldError::new(field, "FieldValueInvalid", body))
+                .collect();
+            self.invalid_all(CRDS, &name, causes)
+        })?;
+        if let Some(current) = current
+            && current["spec"]["group"] != crd["spec"]["group"]
+        {
+            return Err(self.invalid(
+                CRDS,
+                &name,
+                FieldError::new(
+                    "spec.group",
+                    "FieldValueInvalid",
+                    "Invalid value: field is immutable",
+                ),
+            ));
+        }
+        if let Some(other) = self.registry.name_conflict(&kind) {
+            return Err(self.invalid(
+                CRDS,
+                &name,
+                FieldError::new(
+                    "spec.names",
+                    "FieldValueInvalid",
+                    format!("Invalid value: its plural or kind is already served by {other}"),
+                ),
+            ));
+        }
+        let condition = |kind: &str, reason: &str, message: &str| {
+            json!({
+                "type": kind,
+                "status": "True",
+                "reason": reason,
+                "message": message,
+                "lastTransitionTime": crd["metadata"]["creationTimestamp"].as_str().map_or_else(now, str::to_owned),
+            })
+        };
+        let conditions = json!([
+            condition("NamesAccepted", "NoConflicts", "no conflicts found"),
+            condition(
+                "Established",
+                "InitialNamesAccepted",
+                "the initial names have been accepted"
+            ),
+        ]);
+        crd["status"] = json!({
+            "acceptedNames": crd["spec"]["names"],
+            "conditions": conditions,
+            "storedVersions": [kind.version],
+        });
+        Ok(kind)
+    }
+
+    fn not_found(&self, resource: usize, name: &str) -> StoreError {
+        StoreError::NotFound {
+            resource: self.registry[resource].qualified_resource(),
+            name: name.to_owned(),
+        }
+    }
+
+    fn invalid(&self, resource: usize, name: &str, cause: FieldError) -> StoreError {
+        self.invalid_all(resource, name, vec![cause])
+    }
+
+    fn invalid_all(&self, resource: usize, name: &str, causes: Vec<FieldError>) -> StoreError {
+        let kind = &self.registry[resource];
+        StoreError::Invalid {
+            kind: kind.qualified_kind(),
+            group: kind.group.clone(),
+            name: name.to_owned(),
+            causes,
+        }
+    }
+
+    /// Optimistic concurrency: a write that names a resourceVersion must name the current one.
+    fn check_revision(
+        &self,
+        body: &Value,
+        current: &Value,
+        resource: usize,
+        name: &str,
+    ) -> Result<(), StoreError> {
+        match body["metadata"]["resourceVersion"].as_str() {
+            Some(asked) if !asked.is_empty() && current["metadata"]["resourceVersion"] != asked => {
+                Err(StoreError::Conflict {
+                    resource: self.registry[resource].qualified_resource(),
+                    name: name.to_owned(),
+                })
+            }
+            _ => Ok(()),
+        }
     }
 
     fn record(&mut self, key: Key, mut object: Value, kind: ChangeKind) -> Value {
@@ -537,11 +684,26 @@ impl Store {
         object
     }
 
-    /// Removes an object and then, as the garbage collector would, the objects only it owned.
+    /// Removes an object and then, as the garbage collector would, the objects only it owned;
+    /// a CRD takes its kind and every object of it along.
     fn remove(&mut self, key: Key, orphan: bool) -> Value {
         let object = self.objects[&key].clone();
         let uid = object["metadata"]["uid"].clone();
+        let is_crd = key.resource == CRDS;
+        let crd_name = key.name.clone();
         let removed = self.record(key, object, ChangeKind::Deleted);
+        if is_crd && let Some(kind) = self.registry.withdraw(&crd_name) {
+            let instances: Vec<Key> = self
+                .objects
+                .keys()
+                .filter(|k| k.resource == kind)
+                .cloned()
+                .collect();
+            for instance in instances {
+                let object = self.objects[&instance].clone();
+                self.record(instance, object, ChangeKind::Deleted);
+            }
+        }
         if orphan {
             return removed;
         }
@@ -580,13 +742,6 @@ fn key(resource: usize, namespace: &str, name: &str) -> Key {
     }
 }
 
-fn not_found(resource: usize, name: &str) -> StoreError {
-    StoreError::NotFound {
-        kind: RESOURCES[resource].kind,
-        name: name.to_owned(),
-    }
-}
-
 fn metadata_mut(object: &mut Value) -> Result<&mut Map<String, Value>, StoreError> {
     let Some(fields) = object.as_object_mut() else {
         return Err(StoreError::BadRequest(
@@ -600,29 +755,20 @@ fn metadata_mut(object: &mut Value) -> Result<&mut Map<String, Value>, StoreErro
         .ok_or_else(|| StoreError::BadRequest("metadata is not an object".into()))
 }
 
-fn check_namespace(metadata: &Map<String, Value>, namespace: &str) -> Result<(), StoreError> {
+fn check_namespace(
+    metadata: &mut Map<String, Value>,
+    namespace: &str,
+    namespaced: bool,
+) -> Result<(), StoreError> {
+    if !namespaced {
+        // A cluster-scoped object has no namespace, whatever the client wrote.
+        metadata.remove("namespace");
+        return Ok(());
+    }
     match metadata.get("namespace").and_then(Value::as_str) {
         Some(ns) if !ns.is_empty() && ns != namespace => Err(StoreError::BadRequest(format!(
             "the namespace of the provided object ({ns}) does not match the namespace sent on the request ({namespace})"
         ))),
-        _ => Ok(()),
-    }
-}
-
-/// Optimistic concurrency: a write that names a resourceVersion must name the current one.
-fn check_revision(
-    body: &Value,
-    current: &Value,
-    resource: usize,
-    name: &str,
-) -> Result<(), StoreError> {
-    match body["metadata"]["resourceVersion"].as_str() {
-        Some(asked) if !asked.is_empty() && current["metadata"]["resourceVersion"] != asked => {
-            Err(StoreError::Conflict {
-                kind: RESOURCES[resource].kind,
-                name: name.to_owned(),
-            })
-        }
         _ => Ok(()),
     }
 }
@@ -698,8 +844,42 @@ mod tests {
         json!({"metadata": {"name": name}, "spec": {"containers": []}})
     }
 
-    const PODS: usize = 1;
-    const TRAINING_RUNS: usize = 0;
+    const PODS: usize = 0;
+    const SECRETS: usize = 3;
+
+    /// A CRD for `things`, whose schema is `spec`.
+    pub fn crd(spec: Value) -> Value {
+        json!({
+            "metadata": {"name": "things.example.dev"},
+            "spec": {
+                "group": "example.dev",
+                "names": {"plural": "things", "singular": "thing", "kind": "Thing", "shortNames": ["th"]},
+                "scope": "Namespaced",
+                "versions": [{
+                    "name": "v1",
+                    "served": true,
+                    "storage": true,
+                    "subresources": {"status": {}},
+                    "schema": {"openAPIV3Schema": {
+                        "type": "object",
+                        "properties": {
+                            "spec": spec,
+                            "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
+                        },
+                    }},
+                }],
+            },
+        })
+    }
+
+    /// A store serving `things` with an open spec; returns the kind's index.
+    fn with_things() -> (Store, usize) {
+        let mut store = Store::default();
+        let open = json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true});
+        store.create(CRDS, "", crd(open)).unwrap();
+        let things = store.kind("example.dev", "v1", "things").unwrap();
+        (store, things)
+    }
 
     #[test]
     fn writes_naming_an_old_revision_conflict() {
@@ -716,35 +896,33 @@ mod tests {
 
     #[test]
     fn status_and_spec_are_written_separately_and_spec_bumps_the_generation() {
-        let mut store = Store::default();
+        let (mut store, things) = with_things();
         store
             .create(
-                TRAINING_RUNS,
+                things,
                 "ns",
                 json!({"metadata": {"name": "r"}, "spec": {"x": 1}}),
             )
             .unwrap();
         let status = Patch::Merge(json!({"status": {"phase": "Running"}, "spec": {"x": 9}}));
         let run = store
-            .patch(TRAINING_RUNS, "ns", "r", status, Scope::Status)
+            .patch(things, "ns", "r", status, Scope::Status)
             .unwrap();
         assert_eq!(run["status"]["phase"], "Running");
         assert_eq!(run["spec"]["x"], 1);
         assert_eq!(run["metadata"]["generation"], 1);
         let spec = Patch::Merge(json!({"spec": {"x": 2}, "status": {"phase": "Failed"}}));
-        let run = store
-            .patch(TRAINING_RUNS, "ns", "r", spec, Scope::Main)
-            .unwrap();
+        let run = store.patch(things, "ns", "r", spec, Scope::Main).unwrap();
         assert_eq!(run["status"]["phase"], "Running");
         assert_eq!(run["metadata"]["generation"], 2);
     }
 
     #[test]
     fn finalizers_hold_deletion_and_owners_cascade() {
-        let mut store = Store::default();
+        let (mut store, things) = with_things();
         let owner = store
             .create(
-                TRAINING_RUNS,
+                things,
                 "ns",
                 json!({"metadata": {"name": "r", "finalizers": ["f"]}}),
             )
@@ -753,15 +931,15 @@ mod tests {
         child["metadata"]["ownerReferences"] = json!([{"uid": owner["metadata"]["uid"]}]);
         store.create(PODS, "ns", child).unwrap();
 
-        let marked = store.delete(TRAINING_RUNS, "ns", "r", false).unwrap();
+        let marked = store.delete(things, "ns", "r", false).unwrap();
         assert!(marked["metadata"]["deletionTimestamp"].is_string());
         assert!(store.get(PODS, "ns", "c").is_ok());
 
         let release = Patch::Merge(json!({"metadata": {"finalizers": null}}));
         store
-            .patch(TRAINING_RUNS, "ns", "r", release, Scope::Main)
+            .patch(things, "ns", "r", release, Scope::Main)
             .unwrap();
-        assert!(store.get(TRAINING_RUNS, "ns", "r").is_err());
+        assert!(store.get(things, "ns", "r").is_err());
         assert!(store.get(PODS, "ns", "c").is_err());
     }
 
@@ -812,10 +990,10 @@ mod tests {
 
     #[test]
     fn lists_are_scoped_to_their_namespace() {
-        let mut store = Store::default();
+        let (mut store, things) = with_things();
         store.create(PODS, "a", pod("x")).unwrap();
         store.create(PODS, "b", pod("y")).unwrap();
-        store.create(TRAINING_RUNS, "a", pod("r")).unwrap();
+        store.create(things, "a", pod("r")).unwrap();
         let in_a = Filter {
             namespace: Some("a".into()),
             ..Filter::default()
@@ -828,8 +1006,96 @@ mod tests {
     fn string_data_is_stored_as_data() {
         let mut store = Store::default();
         let secret = json!({"metadata": {"name": "s"}, "stringData": {"k": "hi"}});
-        let stored = store.create(4, "ns", secret).unwrap();
+        let stored = store.create(SECRETS, "ns", secret).unwrap();
         assert_eq!(stored["data"]["k"], "aGk=");
         assert!(stored.get("stringData").is_none());
+    }
+
+    #[test]
+    fn a_crd_serves_its_kind_until_it_is_deleted_with_its_objects() {
+        let (mut store, things) = with_things();
+        let crd = store.get(CRDS, "", "things.example.dev").unwrap();
+        assert!(crd["metadata"].get("namespace").is_none());
+        assert_eq!(crd["status"]["conditions"][1]["type"], "Established");
+        store.create(things, "ns", pod("t")).unwrap();
+        store.delete(CRDS, "", "things.example.dev", false).unwrap();
+        assert_eq!(store.kind("example.dev", "v1", "things"), None);
+        let changes = store.changes_since(things, 0, &Filter::default()).unwrap();
+        assert_eq!(changes.last().unwrap().kind, ChangeKind::Deleted);
+    }
+
+    #[test]
+    fn custom_resources_are_pruned_defaulted_and_validated() {
+        let mut store = Store::default();
+        let spec = json!({
+            "type": "object",
+            "properties": {"size": {"type": "integer", "minimum": 1, "default": 3}},
+        });
+        store.create(CRDS, "", crd(spec)).unwrap();
+        let things = store.kind("example.dev", "v1", "things").unwrap();
+        let thing = |spec: Value| json!({"metadata": {"name": "t"}, "spec": spec});
+
+        let (created, warnings) = store.validating(FieldValidation::Warn, |s| {
+            s.create(things, "ns", thing(json!({"extra": true})))
+        });
+        let created = created.unwrap();
+        assert_eq!(created["spec"], json!({"size": 3}));
+        assert_eq!(warnings, ["unknown field \"spec.extra\""]);
+
+        let (strict, _) = store.validating(FieldValidation::Strict, |s| {
+            s.patch(
+                things,
+                "ns",
+                "t",
+                Patch::Merge(json!({"spec": {"extra": 1}})),
+                Scope::Main,
+            )
+        });
+        let message = strict.unwrap_err().to_string();
+        assert!(
+            message.contains("strict decoding error: unknown field \"spec.extra\""),
+            "{message}"
+        );
+
+        let invalid = store.patch(
+            things,
+            "ns",
+            "t",
+            Patch::Merge(json!({"spec": {"size": 0}})),
+            Scope::Main,
+        );
+        assert_eq!(
+            invalid.unwrap_err().to_string(),
+            "Thing.example.dev \"t\" is invalid: spec.size: Invalid value: 0: spec.size in body should be greater than or equal to 1"
+        );
+        assert_eq!(store.get(things, "ns", "t").unwrap()["spec"]["size"], 3);
+    }
+
+    #[test]
+    fn a_crd_is_refused_when_its_rules_do_not_compile_or_its_names_are_taken() {
+        let mut store = Store::default();
+        let mut broken =
+            crd(json!({"type": "object", "x-kubernetes-validations": [{"rule": "self.a >"}]}));
+        let refused = store.create(CRDS, "", broken.clone()).unwrap_err();
+        assert!(matches!(refused, StoreError::Invalid { .. }), "{refused}");
+        assert!(
+            refused
+                .to_string()
+                .contains("x-kubernetes-validations[0].rule"),
+            "{refused}"
+        );
+
+        broken["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"] =
+            json!({"type": "object"});
+        store.create(CRDS, "", broken.clone()).unwrap();
+        broken["metadata"]["name"] = "widgets.example.dev".into();
+        broken["spec"]["names"]["plural"] = "widgets".into();
+        let taken = store.create(CRDS, "", broken).unwrap_err();
+        assert!(
+            taken
+                .to_string()
+                .contains("already served by things.example.dev"),
+            "{taken}"
+        );
     }
 }

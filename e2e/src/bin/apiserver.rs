@@ -1,13 +1,16 @@
-//! `demeter-apiserver`: the in-memory Kubernetes API server as a process, for running
-//! `demeter-operator run` against it by hand or from a benchmark. It writes a kubeconfig,
-//! prints where it is, and serves until interrupted.
+//! `demeter-apiserver`: the in-memory Kubernetes API server as a process, for running kubectl
+//! and `demeter-operator run` against it by hand. It writes a kubeconfig, prints where it is,
+//! and serves until interrupted. TrainingRuns are served once their CRD is applied.
 //!
 //! ```text
 //! $ demeter-apiserver --kubeconfig /tmp/kubeconfig
 //! url: http://127.0.0.1:41537
 //! kubeconfig: /tmp/kubeconfig
 //! ready
-//! $ KUBECONFIG=/tmp/kubeconfig demeter-operator run --identity dev --log-format text
+//! $ export KUBECONFIG=/tmp/kubeconfig
+//! $ kubectl apply -f deploy/crds/ -f deploy/examples/trainingrun.yaml
+//! $ demeter-operator run --identity dev --log-format text &
+//! $ kubectl get tr
 //! ```
 
 use std::path::PathBuf;

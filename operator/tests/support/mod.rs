@@ -64,9 +64,20 @@ pub fn fast() -> Timing {
     }
 }
 
+/// An API server that serves TrainingRuns, with the operator's CRD (its schema and rules
+/// check every write, as a real server's would).
+pub async fn server() -> ApiServer {
+    use kube::CustomResourceExt;
+    let server = ApiServer::start().await.unwrap();
+    server
+        .install_crd(serde_json::to_value(TrainingRun::crd()).unwrap())
+        .unwrap();
+    server
+}
+
 /// A server, a client of it, one operator replica leading, and the TrainingRun API.
 pub async fn start() -> (ApiServer, Client, Operator, Api<TrainingRun>) {
-    let server = ApiServer::start().await.unwrap();
+    let server = server().await;
     let client = server.client(NAMESPACE).await.unwrap();
     let operator = operator(&server, "operator-0", fast()).await;
     let runs = Api::<TrainingRun>::namespaced(client.clone(), NAMESPACE);
