@@ -10,7 +10,10 @@ use json_patch::PatchOperation;
 use serde_json::{Map, Value, json};
 use tokio::sync::watch;
 
-use super::registry::{CRDS, Registry, ResourceType};
+use super::admission::{admit_crd, unknown_fields};
+use super::error::invalid;
+pub use super::error::{FieldValidation, StoreError};
+use super::registry::{CRDS, Registry};
 use super::schema::{FieldError, default_and_validate, prune_unknown};
 use super::selector::{FieldSelector, LabelSelector};
 
@@ -19,80 +22,6 @@ use super::selector::{FieldSelector, LabelSelector};
 pub enum Scope {
     Main,
     Status,
-}
-
-/// A refused request, with the HTTP status and `reason` the Kubernetes API gives it.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("{resource} {name:?} not found")]
-    NotFound { resource: String, name: String },
-    #[error("{resource} {name:?} already exists")]
-    AlreadyExists { resource: String, name: String },
-    #[error(
-        "Operation cannot be fulfilled on {resource} {name:?}: the object has been modified; please apply your changes to the latest version and try again"
-    )]
-    Conflict { resource: String, name: String },
-    /// 422 with the causes, as a field's validation fails.
-    #[error("{kind} {name:?} is invalid: {}", list(causes))]
-    Invalid {
-        kind: String,
-        group: String,
-        name: String,
-        causes: Vec<FieldError>,
-    },
-    /// 422 for a write that cannot be made into an object (a JSON patch that fails).
-    #[error("{0}")]
-    Unprocessable(String),
-    #[error("{0}")]
-    BadRequest(String),
-    #[error("too old resource version: {asked} ({oldest})")]
-    Expired { asked: u64, oldest: u64 },
-}
-
-impl StoreError {
-    pub fn code_and_reason(&self) -> (u16, &'static str) {
-        match self {
-            StoreError::NotFound { .. } => (404, "NotFound"),
-            StoreError::AlreadyExists { .. } => (409, "AlreadyExists"),
-            StoreError::Conflict { .. } => (409, "Conflict"),
-            StoreError::Invalid { .. } | StoreError::Unprocessable(_) => (422, "Invalid"),
-            StoreError::BadRequest(_) => (400, "BadRequest"),
-            StoreError::Expired { .. } => (410, "Expired"),
-        }
-    }
-}
-
-/// The causes of an Invalid error as the API server joins them: one bare, several in brackets.
-fn list(causes: &[FieldError]) -> String {
-    let shown: Vec<String> = causes.iter().map(FieldError::to_string).collect();
-    match shown.as_slice() {
-        [one] => one.clone(),
-        _ => format!("[{}]", shown.join(", ")),
-    }
-}
-
-/// What the server does with fields a custom resource's schema does not declare
-/// (`?fieldValidation=`): drop them silently, drop them with a warning (the default), or refuse
-/// the write.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum FieldValidation {
-    Ignore,
-    #[default]
-    Warn,
-    Strict,
-}
-
-impl FieldValidation {
-    pub fn parse(value: Option<&str>) -> Result<Self, StoreError> {
-        match value {
-            None | Some("" | "Warn") => Ok(Self::Warn),
-            Some("Ignore") => Ok(Self::Ignore),
-            Some("Strict") => Ok(Self::Strict),
-            Some(other) => Err(StoreError::BadRequest(format!(
-                "fieldValidation: invalid value {other:?}: must be one of Ignore, Warn or Strict"
-            ))),
-        }
-    }
 }
 
 /// How a watch event names a change.
@@ -292,11 +221,11 @@ impl Store {
                     return Err(self.invalid(
                         resource,
                         "",
-                        FieldError::new(
+                        vec![FieldError::new(
                             "metadata.name",
                             "FieldValueRequired",
                             "Required value: name or generateName is required",
-                        ),
+                        )],
                     ));
                 }
             },
@@ -483,12 +412,13 @@ impl Store {
         }
         if let Some(custom) = &rules.custom {
             let unknown = prune_unknown(custom, &mut object);
-            self.handle_unknown_fields(&rules, unknown)?;
+            let warnings = unknown_fields(&rules, unknown, self.validation)?;
+            self.warnings.extend(warnings);
             default_and_validate(custom, &mut object, current.as_ref())
-                .map_err(|causes| self.invalid_all(key.resource, &key.name, causes))?;
+                .map_err(|causes| self.invalid(key.resource, &key.name, causes))?;
         }
         let served = if key.resource == CRDS {
-            Some(self.admit_crd(&mut object, current.as_ref())?)
+            Some(admit_crd(&self.registry, &mut object, current.as_ref())?)
         } else {
             None
         };
@@ -525,103 +455,6 @@ impl Store {
         Ok(stored)
     }
 
-    /// Unknown fields of a custom resource, pruned already: refused under Strict, warned of
-    /// under Warn.
-    fn handle_unknown_fields(
-        &mut self,
-        kind: &ResourceType,
-        unknown: Vec<String>,
-    ) -> Result<(), StoreError> {
-        if unknown.is_empty() {
-            return Ok(());
-        }
-        let named: Vec<String> = unknown
-            .iter()
-            .map(|field| format!("unknown field {field:?}"))
-            .collect();
-        match self.validation {
-            FieldValidation::Ignore => Ok(()),
-            FieldValidation::Warn => {
-                self.warnings.extend(named);
-                Ok(())
-            }
-            FieldValidation::Strict => Err(StoreError::BadRequest(format!(
-                "{kind} in version {version:?} cannot be handled as a {kind}: strict decoding error: {}",
-                named.join(", "),
-                kind = kind.kind,
-                version = kind.version,
-            ))),
-        }
-    }
-
-    /// Checks a CRD as the API server does before storing it, and sets the status its
-    /// controller would (names accepted, established). Returns the kind it defines, served
-    /// once the CRD is stored.
-    fn admit_crd(
-        &self,
-        crd: &mut Value,
-        current: Option<&Value>,
-    ) -> Result<ResourceType, StoreError> {
-        let name = crd["metadata"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        let kind = Registry::parse_crd(crd).map_err(|errors| {
-            let causes = errors
-                .into_iter()
-                .map(|(field, body)| FieldError::new(field, "FieldValueInvalid", body))
-                .collect();
-            self.invalid_all(CRDS, &name, causes)
-        })?;
-        if let Some(current) = current
-            && current["spec"]["group"] != crd["spec"]["group"]
-        {
-            return Err(self.invalid(
-                CRDS,
-                &name,
-                FieldError::new(
-                    "spec.group",
-                    "FieldValueInvalid",
-                    "Invalid value: field is immutable",
-                ),
-            ));
-        }
-        if let Some(other) = self.registry.name_conflict(&kind) {
-            return Err(self.invalid(
-                CRDS,
-                &name,
-                FieldError::new(
-                    "spec.names",
-                    "FieldValueInvalid",
-                    format!("Invalid value: its plural or kind is already served by {other}"),
-                ),
-            ));
-        }
-        let condition = |kind: &str, reason: &str, message: &str| {
-            json!({
-                "type": kind,
-                "status": "True",
-                "reason": reason,
-                "message": message,
-                "lastTransitionTime": crd["metadata"]["creationTimestamp"].as_str().map_or_else(now, str::to_owned),
-            })
-        };
-        let conditions = json!([
-            condition("NamesAccepted", "NoConflicts", "no conflicts found"),
-            condition(
-                "Established",
-                "InitialNamesAccepted",
-                "the initial names have been accepted"
-            ),
-        ]);
-        crd["status"] = json!({
-            "acceptedNames": crd["spec"]["names"],
-            "conditions": conditions,
-            "storedVersions": [kind.version],
-        });
-        Ok(kind)
-    }
-
     fn not_found(&self, resource: usize, name: &str) -> StoreError {
         StoreError::NotFound {
             resource: self.registry[resource].qualified_resource(),
@@ -629,18 +462,8 @@ impl Store {
         }
     }
 
-    fn invalid(&self, resource: usize, name: &str, cause: FieldError) -> StoreError {
-        self.invalid_all(resource, name, vec![cause])
-    }
-
-    fn invalid_all(&self, resource: usize, name: &str, causes: Vec<FieldError>) -> StoreError {
-        let kind = &self.registry[resource];
-        StoreError::Invalid {
-            kind: kind.qualified_kind(),
-            group: kind.group.clone(),
-            name: name.to_owned(),
-            causes,
-        }
+    fn invalid(&self, resource: usize, name: &str, causes: Vec<FieldError>) -> StoreError {
+        invalid(&self.registry[resource], name, causes)
     }
 
     /// Optimistic concurrency: a write that names a resourceVersion must name the current one.
@@ -829,7 +652,7 @@ fn encode_string_data(secret: &mut Value) {
     }
 }
 
-fn now() -> String {
+pub(super) fn now() -> String {
     let now = k8s_openapi::jiff::Timestamp::now();
     k8s_openapi::jiff::Timestamp::from_second(now.as_second())
         .expect("the current second is a valid timestamp")
