@@ -78,12 +78,17 @@ async fn three_clients_train_through_the_coordinator_program() {
     let run = ChainRun {
         rpc_url: localnet.rpc_url(),
         program_id: demeter_coordinator::ID,
+        authority: authority.pubkey(),
         run_id,
     };
     let mut tasks = Vec::new();
     for identity in &clients {
         let backend = OnChain::open(&run, identity.clone()).await.unwrap();
-        assert_eq!(backend.run_account(), run_account, "found by name");
+        assert_eq!(
+            backend.run_account(),
+            run_account,
+            "found by authority and name"
+        );
         let trainer = Trainer::new(
             identity.clone(),
             backend,

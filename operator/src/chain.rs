@@ -35,11 +35,21 @@ pub enum ChainError {
     #[error("coordinator.solana.authoritySecretRef: {0}")]
     Authority(String),
     #[error(
-        "no run {run_id:?} on {rpc_url}: the operator creates it while the TrainingRun is not \
-         suspended and coordinator.solana.authoritySecretRef is set; or create it with \
-         `demeter coordinator create`"
+        "no run {run_id:?} of authority {authority} on {rpc_url}: the operator creates it while \
+         the TrainingRun is not suspended and coordinator.solana.authoritySecretRef is set; or \
+         create it with `demeter coordinator create`"
     )]
-    NoRun { run_id: String, rpc_url: String },
+    NoRun {
+        run_id: String,
+        authority: Pubkey,
+        rpc_url: String,
+    },
+    #[error(
+        "coordinator.solana.authority is {named}, but coordinator.solana.authoritySecretRef \
+         holds the wallet of {given}: the run is the named authority's, so point the Secret at \
+         that wallet (or remove it to only follow the run)"
+    )]
+    WalletMismatch { named: Pubkey, given: Pubkey },
     #[error(
         "the run's authority is {on_chain}, but coordinator.solana.authoritySecretRef holds \
          {given}: point it at the run authority's wallet, or remove it to only follow the run"
@@ -76,7 +86,9 @@ impl ChainError {
         match self {
             ChainError::Authority(_) => "AuthorityUnavailable",
             ChainError::NoRun { .. } => "RunNotFound",
-            ChainError::NotTheAuthority { .. } => "NotTheAuthority",
+            ChainError::NotTheAuthority { .. } | ChainError::WalletMismatch { .. } => {
+                "NotTheAuthority"
+            }
             ChainError::Client(ClientFailure::Refused { .. }) => "TransactionRefused",
             ChainError::Client(ClientFailure::Transaction(_)) => "TransactionFailed",
             ChainError::Client(ClientFailure::NoSuchRun { .. }) => "RunNotFound",
@@ -264,16 +276,32 @@ pub struct Synced {
     pub failed: Option<ChainError>,
 }
 
-/// Reads the run, sends what [`plan`] asks for, and reads it again if anything was sent.
+/// The wallet from authoritySecretRef must be the authority the spec names.
+fn check_wallet(named: &Pubkey, wallet: &Keypair) -> Result<(), ChainError> {
+    if wallet.pubkey() != *named {
+        return Err(ChainError::WalletMismatch {
+            named: *named,
+            given: wallet.pubkey(),
+        });
+    }
+    Ok(())
+}
+
+/// Reads the run that `owner` named `run_id`, sends what [`plan`] asks for (with the
+/// authority's wallet, if the operator holds it), and reads it again if anything was sent.
 pub async fn sync(
     solana: &SolanaCoordinator,
+    owner: Pubkey,
     run_id: [u8; 32],
     authority: Option<&Keypair>,
     desired: &Desired,
 ) -> Result<Synced, ChainError> {
     let url = &solana.rpc_url;
+    if let Some(wallet) = authority {
+        check_wallet(&owner, wallet)?;
+    }
     let mut sent = Vec::new();
-    let client = match (RunClient::find(url, &run_id).await, authority) {
+    let client = match (RunClient::find(url, &owner, &run_id).await, authority) {
         (Ok(client), _) => client,
         (Err(ClientFailure::NoSuchRun { .. }), Some(authority)) if !desired.suspend => {
             let client = RunClient::create(
@@ -290,6 +318,7 @@ pub async fn sync(
         (Err(ClientFailure::NoSuchRun { run_id, .. }), _) => {
             return Err(ChainError::NoRun {
                 run_id,
+                authority: owner,
                 rpc_url: url.clone(),
             });
         }
@@ -378,10 +407,12 @@ async fn steer(
 /// points stay. Returns whether a pause was sent; a run that does not exist is fine.
 pub async fn pause_for_deletion(
     solana: &SolanaCoordinator,
+    owner: Pubkey,
     run_id: [u8; 32],
     authority: &Keypair,
 ) -> Result<bool, ChainError> {
-    let client = match RunClient::find(&solana.rpc_url, &run_id).await {
+    check_wallet(&owner, authority)?;
+    let client = match RunClient::find(&solana.rpc_url, &owner, &run_id).await {
         Ok(client) => client,
         Err(ClientFailure::NoSuchRun { .. }) => return Ok(false),
         Err(error) => return Err(error.into()),

@@ -21,6 +21,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
+use solana_sdk::pubkey::Pubkey;
 
 use demeter_coordinator_core::Config;
 
@@ -64,6 +65,11 @@ pub enum SpecError {
          choose a shorter id"
     )]
     RunIdTooLong(String, usize),
+    #[error(
+        "coordinator.solana.authority {0:?} is not a base58 public key: give the run \
+         authority's key (solana-keygen pubkey WALLET.json)"
+    )]
+    Authority(String),
     #[error("coordinator: set exactly one of coordinator.centralized and coordinator.solana")]
     CoordinatorChoice,
     #[error(
@@ -205,6 +211,7 @@ pub fn validate(run: &TrainingRun) -> Result<(), SpecError> {
     check_trainer_settings(&run.spec)?;
     if let Some(solana) = &run.spec.coordinator.solana {
         solana_run_id(solana)?;
+        solana_authority(solana)?;
         if solana.program_id != demeter_coordinator::ID.to_string() {
             return Err(SpecError::ProgramId {
                 given: solana.program_id.clone(),
@@ -219,6 +226,14 @@ pub fn validate(run: &TrainingRun) -> Result<(), SpecError> {
 pub fn solana_run_id(solana: &SolanaCoordinator) -> Result<[u8; 32], SpecError> {
     demeter_coordinator_core::accounts::run_id_from_name(&solana.run_id)
         .ok_or_else(|| SpecError::RunIdTooLong(solana.run_id.clone(), solana.run_id.len()))
+}
+
+/// The run authority's public key, which scopes the run's name on chain.
+pub fn solana_authority(solana: &SolanaCoordinator) -> Result<Pubkey, SpecError> {
+    solana
+        .authority
+        .parse()
+        .map_err(|_| SpecError::Authority(solana.authority.clone()))
 }
 
 /// A coordinator config error with the spec's field names in place of the config's.
@@ -366,6 +381,7 @@ pub fn client_args(run: &TrainingRun, index: u16) -> Result<Vec<String>, SpecErr
             "--coordinator=solana".to_owned(),
             format!("--rpc={}", solana.rpc_url),
             format!("--program-id={}", solana.program_id),
+            format!("--run-authority={}", solana.authority),
             format!("--run-id={}", solana.run_id),
         ]),
         _ => args.push(format!(
@@ -895,5 +911,23 @@ mod tests {
         let args = client_args(&run, 0).unwrap();
         assert!(args.contains(&"--coordinator=solana".to_owned()));
         assert!(args.contains(&"--run-id=moby-150m-devnet".to_owned()));
+        assert!(
+            args.contains(
+                &"--run-authority=4oZA1X4phYLgaHYeLTMfSoVfawYkpPvwTAUDgUT4P4fM".to_owned()
+            )
+        );
+    }
+
+    #[test]
+    fn a_chain_run_names_its_authority_by_a_public_key() {
+        let mut run = TrainingRun::test_solana();
+        run.spec.coordinator.solana.as_mut().unwrap().authority = "not-a-key".into();
+        let error = validate(&run).unwrap_err().to_string();
+        assert!(
+            error.starts_with(
+                "coordinator.solana.authority \"not-a-key\" is not a base58 public key"
+            ),
+            "{error}"
+        );
     }
 }

@@ -23,6 +23,7 @@ use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
+use solana_sdk::pubkey::Pubkey;
 
 use crate::backoff::Backoff;
 use crate::chain::{self, ChainError, Synced, Transaction};
@@ -275,7 +276,8 @@ async fn apply(cached: &DynamicObject, ctx: &Context) -> Result<Action, Error> {
     let chain = match &run.spec.coordinator.solana {
         Some(solana) if chain_backoff.is_none() => {
             let run_id = children::solana_run_id(solana)?;
-            Some(sync_chain(&run, solana, run_id, &keys, ctx).await)
+            let owner = children::solana_authority(solana)?;
+            Some(sync_chain(&run, solana, owner, run_id, &keys, ctx).await)
         }
         _ => None,
     };
@@ -352,6 +354,7 @@ async fn apply(cached: &DynamicObject, ctx: &Context) -> Result<Action, Error> {
 async fn sync_chain(
     run: &TrainingRun,
     solana: &SolanaCoordinator,
+    owner: Pubkey,
     run_id: [u8; 32],
     client_keys: &[String],
     ctx: &Context,
@@ -374,7 +377,7 @@ async fn sync_chain(
         suspend: run.spec.suspend,
         crank: solana.crank,
     };
-    chain::sync(solana, run_id, authority.as_ref(), &desired).await
+    chain::sync(solana, owner, run_id, authority.as_ref(), &desired).await
 }
 
 /// Metrics and Events for one chain sync; returns when to sync again: soon with a crank, and
@@ -653,7 +656,8 @@ async fn pause_before_deletion(
     let paused = match chain::authority(&secrets, key).await {
         Ok(authority) => {
             let run_id = children::solana_run_id(solana)?;
-            chain::pause_for_deletion(solana, run_id, &authority).await
+            let owner = children::solana_authority(solana)?;
+            chain::pause_for_deletion(solana, owner, run_id, &authority).await
         }
         Err(error) => Err(error),
     };
@@ -668,7 +672,11 @@ async fn pause_before_deletion(
             Ok(())
         }
         Ok(false) => Ok(()),
-        Err(error @ (ChainError::Authority(_) | ChainError::NotTheAuthority { .. })) => {
+        Err(
+            error @ (ChainError::Authority(_)
+            | ChainError::NotTheAuthority { .. }
+            | ChainError::WalletMismatch { .. }),
+        ) => {
             let note = format!(
                 "Run {:?} was left as it is on chain: {error}",
                 solana.run_id

@@ -425,9 +425,14 @@ pub struct SolanaCoordinator {
     pub ws_url: Option<String>,
     /// The coordinator program's address (base58).
     pub program_id: String,
-    /// The run's name on chain, at most 32 bytes.
+    /// The run's name on chain, at most 32 bytes. Names are scoped by their authority.
     #[schemars(length(min = 1, max = 32))]
     pub run_id: String,
+    /// The run authority's public key (base58, `solana-keygen pubkey WALLET.json`): the run is
+    /// the one this key named runId, so a run of the same name made by anyone else is never
+    /// followed or joined. With authoritySecretRef, the Secret's wallet must be this key.
+    #[schemars(length(min = 32, max = 44))]
+    pub authority: String,
     /// A Secret key holding the run authority's keypair (a Solana CLI wallet file), which pays
     /// the operator's transactions. With it the operator creates the run on chain if it does
     /// not exist (joins gated to this run's clients), grants joins to clients added later,

@@ -15,6 +15,7 @@ use k8s_openapi::api::core::v1::{Secret, SecretKeySelector};
 use kube::Client;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
+use solana_sdk::pubkey::Pubkey;
 use solana_sdk::signature::Keypair;
 use solana_sdk::signer::Signer;
 
@@ -36,7 +37,13 @@ fn wallet_secret(name: &str, keypair: &Keypair) -> Secret {
 
 /// The solana example with two clients on the localnet: both needed to start, one second of
 /// warmup, cranked by the operator with the authority's wallet.
-fn chain_run(name: &str, rpc_url: &str, run_id: &str, authority: Option<&str>) -> TrainingRun {
+fn chain_run(
+    name: &str,
+    rpc_url: &str,
+    run_id: &str,
+    authority: &Pubkey,
+    wallet: Option<&str>,
+) -> TrainingRun {
     let mut run: TrainingRun = serde_yaml_ng::from_str(include_str!(
         "../../deploy/examples/trainingrun-solana.yaml"
     ))
@@ -53,12 +60,13 @@ fn chain_run(name: &str, rpc_url: &str, run_id: &str, authority: Option<&str>) -
         ws_url: None,
         program_id: demeter_coordinator::ID.to_string(),
         run_id: run_id.into(),
-        authority_secret_ref: authority.map(|name| SecretKeySelector {
+        authority: authority.to_string(),
+        authority_secret_ref: wallet.map(|name| SecretKeySelector {
             name: name.into(),
             key: "keypair.json".into(),
             ..SecretKeySelector::default()
         }),
-        crank: authority.is_some(),
+        crank: wallet.is_some(),
     });
     run
 }
@@ -122,18 +130,47 @@ async fn the_operator_creates_cranks_pauses_and_mirrors_a_run_on_a_localnet() {
     }
     runs.create(
         &post,
-        &chain_run("chain", &url, RUN_ID, Some("run-authority")),
+        &chain_run(
+            "chain",
+            &url,
+            RUN_ID,
+            &authority.pubkey(),
+            Some("run-authority"),
+        ),
     )
     .await
     .unwrap();
     // Beside it, runs the operator cannot read: one that does not exist and that it may not
     // create, one on a cluster that does not answer.
-    runs.create(&post, &chain_run("unknown", &url, "no-such-run", None))
-        .await
-        .unwrap();
     runs.create(
         &post,
-        &chain_run("unreachable", "http://127.0.0.1:1", RUN_ID, None),
+        &chain_run("unknown", &url, "no-such-run", &authority.pubkey(), None),
+    )
+    .await
+    .unwrap();
+    // The run's own name under another authority is another run (audit finding 11): the
+    // operator does not follow the authority's run for it.
+    runs.create(
+        &post,
+        &chain_run(
+            "other-authority",
+            &url,
+            RUN_ID,
+            &Keypair::new().pubkey(),
+            None,
+        ),
+    )
+    .await
+    .unwrap();
+    runs.create(
+        &post,
+        &chain_run(
+            "unreachable",
+            "http://127.0.0.1:1",
+            RUN_ID,
+            &authority.pubkey(),
+            None,
+        ),
     )
     .await
     .unwrap();
@@ -144,7 +181,9 @@ async fn the_operator_creates_cranks_pauses_and_mirrors_a_run_on_a_localnet() {
     .await;
     assert_eq!(chain_synced(&status).unwrap().0, "True");
     let run_id = demeter_coordinator_core::accounts::run_id_from_name(RUN_ID).unwrap();
-    let on_chain = RunClient::find(&url, &run_id).await.unwrap();
+    let on_chain = RunClient::find(&url, &authority.pubkey(), &run_id)
+        .await
+        .unwrap();
     assert_eq!(
         status.chain.as_ref().unwrap().run_account,
         Some(on_chain.run_account().to_string())
@@ -249,11 +288,16 @@ async fn the_operator_creates_cranks_pauses_and_mirrors_a_run_on_a_localnet() {
             .2
             .contains("authoritySecretRef")
     );
+    status_where(&client, "other-authority", "RunNotFound", |s| {
+        chain_synced(s).is_some_and(|c| c.0 == "False" && c.1 == "RunNotFound")
+    })
+    .await;
     status_where(&client, "unreachable", "RpcError", |s| {
         chain_synced(s).is_some_and(|c| c.0 == "False" && c.1 == "RpcError")
     })
     .await;
-    assert_eq!(events(&client, "RunNotFound").await.len(), 1);
+    // One Event each for the two runs not found.
+    assert_eq!(events(&client, "RunNotFound").await.len(), 2);
 
     // Deleted, the TrainingRun pauses the run first; the account and its members stay.
     runs.delete("chain", &DeleteParams::default())

@@ -318,7 +318,7 @@ fn train_names_what_is_wrong_with_its_arguments() {
     let dir = tempfile::tempdir().unwrap();
     let wallet = dir.path().join("id.json");
     std::fs::write(&wallet, "[1, 2, 3]").unwrap();
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 5] = [
         (
             &["--coordinator", "udp://127.0.0.1:9"],
             "expected tcp://HOST:PORT (the centralized server) or solana",
@@ -337,6 +337,19 @@ fn train_names_what_is_wrong_with_its_arguments() {
                 "solana",
                 "--rpc",
                 "http://127.0.0.1:9",
+                "--run-id",
+                "r",
+            ],
+            "--coordinator solana needs --run-authority PUBKEY",
+        ),
+        (
+            &[
+                "--coordinator",
+                "solana",
+                "--rpc",
+                "http://127.0.0.1:9",
+                "--run-authority",
+                "11111111111111111111111111111111",
                 "--run-id",
                 "a-run-id-that-is-longer-than-32-bytes",
             ],

@@ -3,9 +3,13 @@
 //!
 //! | account      | address                                   |
 //! |--------------|-------------------------------------------|
-//! | run instance | PDA `["run", run_id]`                     |
+//! | run instance | PDA `["run", authority, run_id]`          |
 //! | run account  | a keypair address, created by the caller  |
 //! | join grant   | PDA `["join-grant", run account, client]` |
+//!
+//! A run's name is scoped by its authority: anyone may name a run anything, and a client finds
+//! the run by the name *and* the authority's key, so a name taken first by someone else (or
+//! taken again after a run is closed) never leads a client to a run it did not mean to join.
 //!
 //! The run account is about 83 KB, more than a program may allocate through a CPI (10 KB), so
 //! the caller creates it with the system program in the same transaction as `InitRun`, and
@@ -21,9 +25,9 @@ use solana_program::pubkey::Pubkey;
 pub const RUN_SEED: &[u8] = b"run";
 pub const JOIN_GRANT_SEED: &[u8] = b"join-grant";
 
-/// Finds a run by name: the address and bump of its run instance.
-pub fn find_run_instance(run_id: &[u8; 32]) -> (Pubkey, u8) {
-    Pubkey::find_program_address(&[RUN_SEED, run_id], &crate::ID)
+/// Finds a run by its authority and name: the address and bump of its run instance.
+pub fn find_run_instance(authority: &Pubkey, run_id: &[u8; 32]) -> (Pubkey, u8) {
+    Pubkey::find_program_address(&[RUN_SEED, authority.as_ref(), run_id], &crate::ID)
 }
 
 /// The address and bump of the grant that lets `client` join the run at `run_account`.

@@ -28,8 +28,14 @@ pub enum ClientFailure {
     /// The transaction cannot run as sent (no SOL for fees, say); retrying will not help.
     #[error("the cluster will not run the transaction: {0}")]
     Transaction(TransactionError),
-    #[error("no run named {run_id:?}: its instance account {instance} does not exist")]
-    NoSuchRun { run_id: String, instance: Pubkey },
+    #[error(
+        "no run named {run_id:?} under authority {authority}: its instance account {instance} does not exist"
+    )]
+    NoSuchRun {
+        run_id: String,
+        authority: Pubkey,
+        instance: Pubkey,
+    },
     #[error("account {address} is not a coordinator {what}")]
     NotA { what: &'static str, address: Pubkey },
     /// The RPC node could not be reached or answered an error; retrying later may work.
@@ -56,10 +62,14 @@ pub struct RunClient {
 }
 
 impl RunClient {
-    /// Finds the run named `run_id` through its instance PDA.
-    pub async fn find(url: &str, run_id: &[u8; 32]) -> Result<Self, ClientFailure> {
+    /// Finds the run that `authority` named `run_id`, through its instance PDA.
+    pub async fn find(
+        url: &str,
+        authority: &Pubkey,
+        run_id: &[u8; 32],
+    ) -> Result<Self, ClientFailure> {
         let rpc = RpcClient::new_with_commitment(url.to_owned(), CommitmentConfig::confirmed());
-        let (instance, _) = find_run_instance(run_id);
+        let (instance, _) = find_run_instance(authority, run_id);
         let account = rpc
             .get_account_with_commitment(&instance, CommitmentConfig::confirmed())
             .await
@@ -67,12 +77,17 @@ impl RunClient {
             .value
             .ok_or_else(|| ClientFailure::NoSuchRun {
                 run_id: run_name(run_id),
+                authority: *authority,
                 instance,
             })?;
-        let record = decode_instance(&account.data).ok_or(ClientFailure::NotA {
-            what: "run instance",
-            address: instance,
-        })?;
+        // The address binds the authority already; a record that names another is not one
+        // this program wrote.
+        let record = decode_instance(&account.data)
+            .filter(|record| record.authority == authority.to_bytes())
+            .ok_or(ClientFailure::NotA {
+                what: "run instance",
+                address: instance,
+            })?;
         Ok(Self {
             rpc,
             url: url.to_owned(),
@@ -80,7 +95,7 @@ impl RunClient {
         })
     }
 
-    /// Creates a run named `run_id` with `authority` as its run authority, paid by `authority`.
+    /// Creates a run named `run_id` under `authority` (its run authority, which pays).
     /// With `allowed_clients`, joins are gated: `authority` also becomes the join authority and
     /// grants each of them. A run of that name that exists already is left as it is and found.
     pub async fn create(
@@ -90,7 +105,7 @@ impl RunClient {
         config: Config,
         allowed_clients: Option<&[Pubkey]>,
     ) -> Result<Self, ClientFailure> {
-        match Self::find(url, &run_id).await {
+        match Self::find(url, &authority.pubkey(), &run_id).await {
             Err(ClientFailure::NoSuchRun { .. }) => {}
             found => return found,
         }

@@ -22,10 +22,11 @@ use demeter_coordinator_core::accounts::{RunAccount, Tagged};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CoordinatorInstruction<'a> {
     /// Starts a run named `run_id` with `config`, steered by the authority; with a join
-    /// authority, only clients it grants may join.
+    /// authority, only clients it grants may join. The name is the authority's: another
+    /// authority's run of the same name is another run.
     ///
     /// 0. `[s, w]` authority: pays for the run instance and becomes the run authority.
-    /// 1. `[w]` run instance: the PDA `["run", run_id]`, not yet created.
+    /// 1. `[w]` run instance: the PDA `["run", authority, run_id]`, not yet created.
     /// 2. `[s, w]` run account: created by the system program earlier in this transaction
     ///    with `RunAccount::LEN` bytes, owned by this program, rent-exempt, all zero.
     /// 3. `[]` system program. 4. `[]` Clock sysvar. 5. `[]` Rent sysvar.
@@ -178,7 +179,7 @@ pub fn init_run(
     join_authority: Option<Pubkey>,
     config: Config,
 ) -> Instruction {
-    let (instance, _) = find_run_instance(&run_id);
+    let (instance, _) = find_run_instance(authority, &run_id);
     instruction(
         vec![
             AccountMeta::new(*authority, true),
@@ -288,7 +289,7 @@ pub fn close_run(authority: &Pubkey, run_id: &[u8; 32], run_account: &Pubkey) ->
     instruction(
         vec![
             AccountMeta::new(*authority, true),
-            AccountMeta::new(find_run_instance(run_id).0, false),
+            AccountMeta::new(find_run_instance(authority, run_id).0, false),
             AccountMeta::new(*run_account, false),
         ],
         CoordinatorInstruction::CloseRun,

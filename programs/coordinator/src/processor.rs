@@ -273,7 +273,8 @@ fn init_run(
     signer(run_account)?;
     writable(run_account)?;
     system_program(system)?;
-    let (instance_key, bump) = Pubkey::find_program_address(&[RUN_SEED, &run_id], program_id);
+    let (instance_key, bump) =
+        Pubkey::find_program_address(&[RUN_SEED, authority.key.as_ref(), &run_id], program_id);
     if instance.key != &instance_key {
         return Err(ProgramError::InvalidSeeds);
     }
@@ -301,7 +302,7 @@ fn init_run(
         &rent,
         RunInstance::LEN,
         program_id,
-        &[RUN_SEED, &run_id, &[bump]],
+        &[RUN_SEED, authority.key.as_ref(), &run_id, &[bump]],
     )?;
     let mut record = load_uninitialized::<RunInstance>(instance, program_id)?;
     record.tag = RunInstance::TAG;

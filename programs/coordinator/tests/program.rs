@@ -346,7 +346,7 @@ async fn a_run_that_owes_nothing_closes_with_its_rent_back() {
         )
         .await
         .unwrap();
-    let (instance, _) = find_run_instance(&run_id);
+    let (instance, _) = find_run_instance(&authority.pubkey(), &run_id);
     let rent = chain.account(&instance).await.unwrap().lamports
         + chain.account(&run).await.unwrap().lamports;
     let before = chain.account(&authority.pubkey()).await.unwrap().lamports;
@@ -564,7 +564,7 @@ async fn init_checks_its_accounts_and_happens_once() {
     assert_eq!(state.authority, authority.pubkey().to_bytes());
     assert_eq!(state.coordinator.run_id, run_id);
     assert!(!state.is_gated());
-    let (instance, _) = find_run_instance(&run_id);
+    let (instance, _) = find_run_instance(&authority.pubkey(), &run_id);
     let record = chain.account(&instance).await.unwrap();
     let record: &RunInstance = bytemuck::from_bytes(&record.data);
     assert_eq!(record.run_account, run_account.pubkey().to_bytes());
@@ -603,6 +603,62 @@ async fn init_checks_its_accounts_and_happens_once() {
     assert_eq!(
         failed(chain.send(&[unsigned], &[&authority]).await),
         TransactionError::InstructionError(0, InstructionError::MissingRequiredSignature)
+    );
+}
+
+/// Audit finding 11: anyone could take any run name first (or again after `CloseRun`), and
+/// clients followed the name to whoever held it. A name is now the authority's: a squatter's run
+/// of the same name is another run at another address, and the authority's own run is created
+/// and found as if the squatter were not there.
+#[tokio::test]
+async fn a_run_name_belongs_to_its_authority_and_cannot_be_squatted() {
+    let mut chain = Chain::start().await;
+    let authority = chain.funded().await;
+    let squatter = chain.funded().await;
+    let run_id = *b"moby-150m-devnet\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0";
+    let squatted = Keypair::new();
+    chain
+        .create_run(&squatter, &squatted, run_id, None, config())
+        .await
+        .unwrap();
+
+    let run_account = Keypair::new();
+    chain
+        .create_run(&authority, &run_account, run_id, None, config())
+        .await
+        .unwrap();
+    let (instance, _) = find_run_instance(&authority.pubkey(), &run_id);
+    let (squatter_instance, _) = find_run_instance(&squatter.pubkey(), &run_id);
+    assert_ne!(instance, squatter_instance);
+    let record = chain.account(&instance).await.unwrap();
+    let record: &RunInstance = bytemuck::from_bytes(&record.data);
+    assert_eq!(record.run_account, run_account.pubkey().to_bytes());
+    assert_eq!(record.authority, authority.pubkey().to_bytes());
+
+    // An instance for the authority's name can only be made by the authority's signature: the
+    // squatter passing the authority's instance address is refused.
+    let forged_account = Keypair::new();
+    let mut forged = instruction::init_run(
+        &squatter.pubkey(),
+        &forged_account.pubkey(),
+        run_id,
+        None,
+        config(),
+    );
+    forged.accounts[1].pubkey = instance;
+    let rent = chain.ctx.banks_client.get_rent().await.unwrap();
+    let create = instruction::create_run_account(
+        &squatter.pubkey(),
+        &forged_account.pubkey(),
+        rent.minimum_balance(RunAccount::LEN),
+    );
+    assert_eq!(
+        failed(
+            chain
+                .send(&[create, forged], &[&squatter, &forged_account])
+                .await
+        ),
+        TransactionError::InstructionError(1, InstructionError::InvalidSeeds)
     );
 }
 
@@ -746,7 +802,7 @@ async fn look_alike_and_foreign_accounts_are_rejected() {
     );
 
     // One of the program's own accounts of another type: the run instance.
-    let (instance, _) = find_run_instance(&s.run_id);
+    let (instance, _) = find_run_instance(&s.authority.pubkey(), &s.run_id);
     let withdraw = instruction::withdraw(&member.pubkey(), &instance);
     assert_eq!(
         failed(s.chain.send(&[withdraw], &[&member]).await),

@@ -61,7 +61,10 @@ pub fn coordinator(command: &CoordinatorCommand) -> anyhow::Result<()> {
         CoordinatorCommand::Serve(args) => serve(args),
         CoordinatorCommand::Create(args) => {
             let run_account = create_on_chain(&args.config, &args.rpc, &args.authority)?;
+            let authority = Identity::read(&args.authority).context("--authority")?;
             println!("run_account: {run_account}");
+            // Clients find the run by its authority and name.
+            println!("run_authority: {}", to_base58(&authority.public()));
             Ok(())
         }
         CoordinatorCommand::CheckConfig { path } => {

@@ -12,7 +12,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use super::table::Table;
 use super::train::{ClientSummary, RunModelArgs};
-use crate::identity::Identity;
+use crate::identity::{Identity, to_base58};
 use crate::run_file::RunFile;
 use crate::simulate::ring_all_reduce_bytes;
 use demeter_coordinator_core::Config;
@@ -226,6 +226,10 @@ fn run(args: &LocalArgs, dir: &Path, dir_note: &str) -> anyhow::Result<()> {
         vec![
             "--coordinator=solana".to_owned(),
             format!("--rpc={rpc_url}"),
+            format!(
+                "--run-authority={}",
+                to_base58(&Identity::read(&authority)?.public())
+            ),
             format!("--run-id={RUN_ID}"),
         ]
     } else {

@@ -23,7 +23,7 @@ use crate::train::{TrainSettings, TrainSummary, Trainer};
 #[derive(clap::Args, Debug, Clone)]
 pub struct TrainArgs {
     /// The coordinator: `tcp://HOST:PORT` for a centralized server, or `solana` for the
-    /// coordinator program (with --rpc and --run-id).
+    /// coordinator program (with --rpc, --run-authority and --run-id).
     #[arg(long)]
     pub coordinator: String,
     /// With `--coordinator solana`: the cluster's JSON-RPC URL.
@@ -35,6 +35,10 @@ pub struct TrainArgs {
     /// With `--coordinator solana`: the run's name (at most 32 bytes).
     #[arg(long)]
     pub run_id: Option<String>,
+    /// With `--coordinator solana`: the run authority's public key (base58). A run's name is
+    /// its authority's, so a run of the same name made by anyone else is never joined.
+    #[arg(long)]
+    pub run_authority: Option<String>,
     /// This client's keypair (a Solana CLI wallet file: a JSON array of 64 bytes).
     #[arg(long)]
     pub wallet: PathBuf,
@@ -192,19 +196,27 @@ impl TrainArgs {
                 .run_id
                 .as_deref()
                 .context("--coordinator solana needs --run-id NAME (the run's name)")?;
+            let authority = self.run_authority.as_deref().context(
+                "--coordinator solana needs --run-authority PUBKEY (the run authority's public \
+                 key, which scopes the run's name)",
+            )?;
+            let authority = authority.parse().map_err(|_| {
+                anyhow::anyhow!("--run-authority {authority:?} is not a base58 public key")
+            })?;
             let program_id = self.program_id.parse().map_err(|_| {
                 anyhow::anyhow!("--program-id {:?} is not a base58 address", self.program_id)
             })?;
             return Ok(CoordinatorChoice::Chain(ChainRun {
                 rpc_url,
                 program_id,
+                authority,
                 run_id: run_id_bytes(run_id).context("--run-id")?,
             }));
         }
         let Some(address) = text.strip_prefix("tcp://") else {
             anyhow::bail!(
                 "--coordinator {text:?}: expected tcp://HOST:PORT (the centralized server) or \
-                 solana (the coordinator program, with --rpc and --run-id)"
+                 solana (the coordinator program, with --rpc, --run-authority and --run-id)"
             );
         };
         use std::net::ToSocketAddrs;

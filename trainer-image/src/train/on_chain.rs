@@ -27,6 +27,8 @@ pub struct ChainRun {
     /// A JSON-RPC URL, e.g. `http://127.0.0.1:8899`.
     pub rpc_url: String,
     pub program_id: Pubkey,
+    /// The run authority, whose name for the run `run_id` is.
+    pub authority: Pubkey,
     /// The run's name, zero-padded to 32 bytes.
     pub run_id: [u8; 32],
 }
@@ -41,7 +43,7 @@ pub struct OnChain {
 }
 
 impl OnChain {
-    /// Finds the run by name and reads its state.
+    /// Finds the run by its authority and name, and reads its state.
     pub async fn open(run: &ChainRun, identity: Arc<Identity>) -> anyhow::Result<Self> {
         anyhow::ensure!(
             run.program_id == demeter_coordinator::ID,
@@ -51,17 +53,16 @@ impl OnChain {
             demeter_coordinator::ID,
             run.program_id
         );
-        let client =
-            RunClient::find(&run.rpc_url, &run.run_id)
-                .await
-                .map_err(|error| match error {
-                    ClientFailure::NoSuchRun { .. } => anyhow::anyhow!(
-                        "{error} on {}: create it first (`demeter coordinator create`, or the \
+        let client = RunClient::find(&run.rpc_url, &run.authority, &run.run_id)
+            .await
+            .map_err(|error| match error {
+                ClientFailure::NoSuchRun { .. } => anyhow::anyhow!(
+                    "{error} on {}: create it first (`demeter coordinator create`, or the \
                      operator with an authority secret)",
-                        run.rpc_url
-                    ),
-                    error => error.into(),
-                })?;
+                    run.rpc_url
+                ),
+                error => error.into(),
+            })?;
         let snapshot = client.read().await?;
         Ok(Self {
             last: Arc::from(snapshot.run.coordinator_boxed()),
