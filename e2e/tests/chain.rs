@@ -70,9 +70,18 @@ async fn three_clients_train_through_the_coordinator_program() {
     .await
     .unwrap();
     let run_id = run_id_bytes("chain-e2e").unwrap();
-    let run_client = RunClient::create(&localnet.rpc_url(), &authority, run_id, run_config(), None)
-        .await
-        .unwrap();
+    // Each join pays 0.01 SOL into the run account.
+    const JOIN_DEPOSIT: u64 = 10_000_000;
+    let run_client = RunClient::create(
+        &localnet.rpc_url(),
+        &authority,
+        run_id,
+        run_config(),
+        None,
+        JOIN_DEPOSIT,
+    )
+    .await
+    .unwrap();
     let run_account = run_client.run_account();
 
     let run = ChainRun {
@@ -120,14 +129,18 @@ async fn three_clients_train_through_the_coordinator_program() {
         assert!(last < first, "loss falls: {first} -> {last}");
     }
 
-    // The chain agrees: finished at the last step, every client a member with points.
-    let state = run_client.read().await.unwrap().run.coordinator_boxed();
+    // The chain agrees: finished at the last step, every client a member with points, and
+    // every join deposit back with its client (each withdrew once the run finished).
+    let run = run_client.read().await.unwrap().run;
+    let state = run.coordinator_boxed();
     assert_eq!(state.run_state(), RunState::Finished);
     assert_eq!(state.step, STEPS);
     for identity in &clients {
         let slot = state.member_index(&identity.public()).expect("a member");
         let member = &state.members[slot];
-        assert_ne!(member.status(), MemberStatus::Empty);
+        assert_eq!(member.status(), MemberStatus::Withdrawn);
         assert!(member.points > 0, "points earned on chain");
+        assert_eq!(run.deposits[slot], 0, "deposit refunded");
     }
+    assert_eq!(run.forfeited, 0);
 }

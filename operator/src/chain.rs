@@ -105,6 +105,8 @@ pub struct Desired {
     pub clients: Vec<Pubkey>,
     pub suspend: bool,
     pub crank: bool,
+    /// Each join's deposit, for a run the operator creates.
+    pub join_deposit: u64,
 }
 
 /// A transaction the operator sends to steer the run.
@@ -310,6 +312,7 @@ pub async fn sync(
                 run_id,
                 desired.config,
                 Some(desired.clients.as_slice()),
+                desired.join_deposit,
             )
             .await?;
             sent.push(Transaction::Create);
@@ -469,6 +472,7 @@ mod tests {
             clients: Vec::new(),
             suspend: false,
             crank: false,
+            join_deposit: 0,
         }
     }
 

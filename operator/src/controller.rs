@@ -376,6 +376,7 @@ async fn sync_chain(
             .collect(),
         suspend: run.spec.suspend,
         crank: solana.crank,
+        join_deposit: solana.join_deposit_lamports,
     };
     chain::sync(solana, owner, run_id, authority.as_ref(), &desired).await
 }

@@ -446,6 +446,12 @@ pub struct SolanaCoordinator {
     /// paid by the authority's wallet.
     #[serde(default)]
     pub crank: bool,
+    /// Lamports each client pays into the run account when it joins, when the operator creates
+    /// the run: refunded when it withdraws (trainers do when the run finishes), lost if it is
+    /// dropped (not ready in time, or unseen by the witnesses). Makes joining with throwaway
+    /// keys cost something; 0 for none.
+    #[serde(default)]
+    pub join_deposit_lamports: u64,
 }
 
 /// Where epoch-end checkpoints go.

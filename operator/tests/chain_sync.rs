@@ -67,6 +67,7 @@ fn chain_run(
             ..SecretKeySelector::default()
         }),
         crank: wallet.is_some(),
+        join_deposit_lamports: 0,
     });
     run
 }

@@ -11,7 +11,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::state::Coordinator;
+use crate::state::{Coordinator, MAX_CLIENTS};
 
 /// Discriminators: the first eight bytes of each account type.
 pub const RUN_ACCOUNT_TAG: [u8; 8] = *b"dmtr:run";
@@ -56,6 +56,16 @@ pub struct RunAccount {
     /// The slot in which the state machine's pending transition was armed: the next tick takes
     /// it, seeded by this slot's hash, which did not exist while the arming transaction ran.
     pub armed_slot: u64,
+    /// Lamports a client pays into this account when it joins, set at `InitRun` (0 for none).
+    /// A member gets its deposit back when it withdraws, and loses it when it is dropped (not
+    /// ready by the end of a warmup, or unseen by a witness quorum): joining with throwaway keys
+    /// that never train costs a deposit per key.
+    pub join_deposit: u64,
+    /// Deposits lost by dropped members, in this account's lamports; they go to the authority
+    /// when the run is closed.
+    pub forfeited: u64,
+    /// The deposit each member slot holds now, in this account's lamports.
+    pub deposits: [u64; MAX_CLIENTS],
     pub coordinator: Coordinator,
 }
 
@@ -97,6 +107,14 @@ impl RunAccount {
     /// Whether joins need a grant.
     pub fn is_gated(&self) -> bool {
         self.join_authority != [0; 32]
+    }
+
+    /// Lamports this account holds for members: what they get back when they withdraw.
+    pub fn deposits_held(&self) -> u64 {
+        // Each is lamports this account really holds, so the sum fits; saturating all the same.
+        self.deposits
+            .iter()
+            .fold(0, |sum, &d| sum.saturating_add(d))
     }
 
     /// A heap copy of the run's state (too big for a stack).

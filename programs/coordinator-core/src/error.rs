@@ -117,6 +117,11 @@ pub enum AccessError {
         "the run's members hold points not yet paid out: closing would erase what they are owed"
     )]
     PointsOwed,
+    #[error(
+        "members hold join deposits in the run account: they get them back when they withdraw, \
+         so a run closes once every member has withdrawn"
+    )]
+    DepositsHeld,
 }
 
 impl AccessError {

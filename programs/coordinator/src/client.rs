@@ -95,7 +95,8 @@ impl RunClient {
         })
     }
 
-    /// Creates a run named `run_id` under `authority` (its run authority, which pays).
+    /// Creates a run named `run_id` under `authority` (its run authority, which pays); each
+    /// join pays `join_deposit` lamports into the run account (see `RunAccount::join_deposit`).
     /// With `allowed_clients`, joins are gated: `authority` also becomes the join authority and
     /// grants each of them. A run of that name that exists already is left as it is and found.
     pub async fn create(
@@ -104,6 +105,7 @@ impl RunClient {
         run_id: [u8; 32],
         config: Config,
         allowed_clients: Option<&[Pubkey]>,
+        join_deposit: u64,
     ) -> Result<Self, ClientFailure> {
         match Self::find(url, &authority.pubkey(), &run_id).await {
             Err(ClientFailure::NoSuchRun { .. }) => {}
@@ -131,6 +133,7 @@ impl RunClient {
                         run_id,
                         allowed_clients.map(|_| payer),
                         config,
+                        join_deposit,
                     ),
                 ],
                 &[authority, &run_account],

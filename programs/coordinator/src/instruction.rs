@@ -23,7 +23,8 @@ use demeter_coordinator_core::accounts::{RunAccount, Tagged};
 pub enum CoordinatorInstruction<'a> {
     /// Starts a run named `run_id` with `config`, steered by the authority; with a join
     /// authority, only clients it grants may join. The name is the authority's: another
-    /// authority's run of the same name is another run.
+    /// authority's run of the same name is another run. Each join pays `join_deposit` lamports
+    /// into the run account (0 for none), refunded on withdrawal, lost if the member is dropped.
     ///
     /// 0. `[s, w]` authority: pays for the run instance and becomes the run authority.
     /// 1. `[w]` run instance: the PDA `["run", authority, run_id]`, not yet created.
@@ -34,6 +35,7 @@ pub enum CoordinatorInstruction<'a> {
         run_id: [u8; 32],
         join_authority: Option<Pubkey>,
         config: Config,
+        join_deposit: u64,
     },
     /// Lets `client` join a gated run.
     ///
@@ -55,11 +57,13 @@ pub enum CoordinatorInstruction<'a> {
     CloseRun,
     /// One of the run's inputs, applied by the state machine. Its accounts:
     ///
-    /// - `UpdateConfig`, `Pause`, `Resume` (the run authority signs), `Withdraw`,
-    ///   `WarmupWitness`, `Witness`, `HealthCheck` (a member signs): 0. `[s]` signer.
-    ///   1. `[w]` run account. 2. `[]` Clock sysvar.
-    /// - `Join`: those three, then 3. `[]` the client's join grant, read only when the run is
-    ///   gated.
+    /// - `UpdateConfig`, `Pause`, `Resume` (the run authority signs), `WarmupWitness`,
+    ///   `Witness`, `HealthCheck` (a member signs): 0. `[s]` signer. 1. `[w]` run account.
+    ///   2. `[]` Clock sysvar.
+    /// - `Withdraw`: the same, with 0. `[s, w]`: the member, which gets its deposit back.
+    /// - `Join`: 0. `[s, w]` the client, which pays the deposit. 1. `[w]` run account.
+    ///   2. `[]` Clock sysvar. 3. `[]` system program. 4. `[]` the client's join grant, read
+    ///   only when the run is gated.
     /// - `Tick` (anyone; fails with `NothingDue` when nothing is due, so a crank never pays for
     ///   a no-op): 0. `[w]` run account. 1. `[]` Clock sysvar. 2. `[]` SlotHashes sysvar: the
     ///   hash of the slot that armed a round's start seeds it.
@@ -85,16 +89,18 @@ impl<'a> CoordinatorInstruction<'a> {
         };
         Ok(match tag {
             tag::INIT_RUN => {
-                if rest.len() != 32 + 32 + size_of::<Config>() {
+                if rest.len() != 32 + 32 + size_of::<Config>() + 8 {
                     return Err(invalid);
                 }
                 let (run_id, rest) = rest.split_at(32);
-                let (join_authority, config) = rest.split_at(32);
+                let (join_authority, rest) = rest.split_at(32);
+                let (config, join_deposit) = rest.split_at(size_of::<Config>());
                 Self::InitRun {
                     run_id: run_id.try_into().expect("32"),
                     join_authority: Some(key(join_authority)?)
                         .filter(|key| key != &Pubkey::default()),
                     config: bytemuck::pod_read_unaligned(config),
+                    join_deposit: u64::from_le_bytes(join_deposit.try_into().expect("8")),
                 }
             }
             tag::GRANT_JOIN => Self::GrantJoin { client: key(rest)? },
@@ -112,11 +118,13 @@ impl<'a> CoordinatorInstruction<'a> {
                 run_id,
                 join_authority,
                 config,
+                join_deposit,
             } => {
                 let mut data = vec![tag::INIT_RUN];
                 data.extend_from_slice(run_id);
                 data.extend_from_slice(join_authority.unwrap_or_default().as_ref());
                 data.extend_from_slice(bytemuck::bytes_of(config));
+                data.extend_from_slice(&join_deposit.to_le_bytes());
                 data
             }
             Self::GrantJoin { client } => [&[tag::GRANT_JOIN], client.as_ref()].concat(),
@@ -142,17 +150,25 @@ pub fn input(signer: &Pubkey, run_account: &Pubkey, input: Input) -> Instruction
     let run = AccountMeta::new(*run_account, false);
     let clock = AccountMeta::new_readonly(sysvar::clock::ID, false);
     let slot_hashes = AccountMeta::new_readonly(sysvar::slot_hashes::ID, false);
+    // A joining client pays its deposit and a withdrawing one gets it back: their lamports move.
+    let paying = AccountMeta::new(*signer, true);
     let signer = AccountMeta::new_readonly(*signer, true);
     let accounts = match input {
         Input::Tick => vec![run, clock, slot_hashes],
         Input::Join { .. } => {
             let grant = find_join_grant(run_account, &signer.pubkey).0;
-            vec![signer, run, clock, AccountMeta::new_readonly(grant, false)]
+            vec![
+                paying,
+                run,
+                clock,
+                AccountMeta::new_readonly(solana_system_interface::program::ID, false),
+                AccountMeta::new_readonly(grant, false),
+            ]
         }
+        Input::Withdraw => vec![paying, run, clock],
         Input::UpdateConfig { .. }
         | Input::Pause
         | Input::Resume
-        | Input::Withdraw
         | Input::WarmupWitness
         | Input::Witness { .. }
         | Input::HealthCheck { .. } => vec![signer, run, clock],
@@ -178,6 +194,7 @@ pub fn init_run(
     run_id: [u8; 32],
     join_authority: Option<Pubkey>,
     config: Config,
+    join_deposit: u64,
 ) -> Instruction {
     let (instance, _) = find_run_instance(authority, &run_id);
     instruction(
@@ -193,6 +210,7 @@ pub fn init_run(
             run_id,
             join_authority,
             config,
+            join_deposit,
         },
     )
 }

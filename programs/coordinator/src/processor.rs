@@ -16,7 +16,9 @@ use solana_program::rent::Rent;
 use solana_sysvar::SysvarSerialize;
 
 use demeter_coordinator_core::accounts::{JoinGrant, RunAccount, RunInstance, Tagged};
-use demeter_coordinator_core::{AccessError, Config, CoordinatorError, Input, RunState};
+use demeter_coordinator_core::{
+    AccessError, Config, CoordinatorError, Input, MemberStatus, RunState,
+};
 
 use crate::account::{JOIN_GRANT_SEED, RUN_SEED, load_mut, load_uninitialized};
 use crate::error::{denied, refused};
@@ -34,7 +36,15 @@ pub fn process_instruction(
             run_id,
             join_authority,
             config,
-        } => init_run(program_id, accounts, run_id, join_authority, config),
+            join_deposit,
+        } => init_run(
+            program_id,
+            accounts,
+            run_id,
+            join_authority,
+            config,
+            join_deposit,
+        ),
         CoordinatorInstruction::GrantJoin { client } => grant_join(program_id, accounts, &client),
         CoordinatorInstruction::RevokeJoin { client } => revoke_join(program_id, accounts, &client),
         CoordinatorInstruction::CloseRun => close_run(program_id, accounts),
@@ -65,6 +75,18 @@ fn apply(program_id: &Pubkey, accounts: &[AccountInfo], input: &Input) -> Progra
     if input.needs_run_authority() && run.authority != signer_key {
         return Err(denied(AccessError::NotRunAuthority));
     }
+    // A joining client pays its deposit through the system program, which comes before the
+    // grant in its accounts.
+    let (system, rest) = match input {
+        Input::Join { .. } => {
+            let (system, rest) = rest
+                .split_first()
+                .ok_or(ProgramError::NotEnoughAccountKeys)?;
+            system_program(system)?;
+            (Some(system), rest)
+        }
+        _ => (None, rest),
+    };
     if let (Input::Join { .. }, Some(client)) = (input, signer_info)
         && run.is_gated()
     {
@@ -100,6 +122,80 @@ fn apply(program_id: &Pubkey, accounts: &[AccountInfo], input: &Input) -> Progra
     if !armed_before && run.coordinator.transition_armed == 1 {
         run.armed_slot = clock.slot;
     }
+    // A member that withdrew gets its deposit back; one dropped by this input loses it.
+    let refund = match input {
+        Input::Withdraw => {
+            let slot = member_slot(&run, &signer_key)?;
+            std::mem::take(&mut run.deposits[slot])
+        }
+        _ => 0,
+    };
+    forfeit_dropped_deposits(&mut run)?;
+    match (input, signer_info, system) {
+        (Input::Join { .. }, Some(client), Some(system)) => {
+            let slot = member_slot(&run, &signer_key)?;
+            let due = run.join_deposit;
+            if due == 0 || run.deposits[slot] != 0 {
+                return Ok(());
+            }
+            run.deposits[slot] = due;
+            // The system program moves the client's lamports; the run account's data must not
+            // be borrowed while it runs.
+            drop(run);
+            writable(client)?;
+            invoke(
+                &solana_system_interface::instruction::transfer(client.key, run_account.key, due),
+                &[client.clone(), run_account.clone(), system.clone()],
+            )
+        }
+        (Input::Withdraw, Some(member), _) if refund > 0 => {
+            writable(member)?;
+            move_lamports(run_account, member, refund)
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The member slot of `key`, which the input just applied has made (or kept) a member.
+fn member_slot(run: &RunAccount, key: &[u8; 32]) -> Result<usize, ProgramError> {
+    run.coordinator
+        .members
+        .iter()
+        .position(|member| &member.id == key)
+        .ok_or(ProgramError::InvalidAccountData)
+}
+
+/// A dropped member's deposit is lost: it moves to the run's forfeits (the authority's when
+/// the run closes). A member that withdrew had its deposit back at once, so only the dropped
+/// hold one without being a member.
+fn forfeit_dropped_deposits(run: &mut RunAccount) -> ProgramResult {
+    for slot in 0..run.deposits.len() {
+        let status = run.coordinator.members[slot].status();
+        if run.deposits[slot] != 0
+            && !matches!(status, MemberStatus::Pending | MemberStatus::Active)
+        {
+            let lost = std::mem::take(&mut run.deposits[slot]);
+            run.forfeited = run
+                .forfeited
+                .checked_add(lost)
+                .ok_or(ProgramError::ArithmeticOverflow)?;
+        }
+    }
+    Ok(())
+}
+
+/// Moves `amount` lamports out of a program-owned account into `receiver`.
+fn move_lamports(from: &AccountInfo, receiver: &AccountInfo, amount: u64) -> ProgramResult {
+    let left = from
+        .lamports()
+        .checked_sub(amount)
+        .ok_or(ProgramError::InsufficientFunds)?;
+    let received = receiver
+        .lamports()
+        .checked_add(amount)
+        .ok_or(ProgramError::ArithmeticOverflow)?;
+    **from.try_borrow_mut_lamports()? = left;
+    **receiver.try_borrow_mut_lamports()? = received;
     Ok(())
 }
 
@@ -262,6 +358,7 @@ fn init_run(
     run_id: [u8; 32],
     join_authority: Option<Pubkey>,
     config: Config,
+    join_deposit: u64,
 ) -> ProgramResult {
     let [authority, instance, run_account, system, clock, rent, ..] = accounts else {
         return Err(ProgramError::NotEnoughAccountKeys);
@@ -294,6 +391,7 @@ fn init_run(
         run.authority = authority.key.to_bytes();
         run.join_authority = join_authority.unwrap_or_default().to_bytes();
         run.instance = instance_key.to_bytes();
+        run.join_deposit = join_deposit;
     }
     create_pda(
         authority,
@@ -438,6 +536,9 @@ fn close_run(program_id: &Pubkey, accounts: &[AccountInfo]) -> ProgramResult {
             .any(|member| member.points > 0)
         {
             return Err(denied(AccessError::PointsOwed));
+        }
+        if run.deposits_held() > 0 {
+            return Err(denied(AccessError::DepositsHeld));
         }
         let record = load_mut::<RunInstance>(instance, program_id)?;
         if record.run_account != run_account.key.to_bytes() {

@@ -92,7 +92,8 @@ impl Chain {
         RunAccount::decode(&account.data).unwrap()
     }
 
-    /// Creates a run in one transaction (create the run account, then init it).
+    /// Creates a run in one transaction (create the run account, then init it), without join
+    /// deposits.
     async fn create_run(
         &mut self,
         authority: &Keypair,
@@ -100,6 +101,19 @@ impl Chain {
         run_id: [u8; 32],
         join_authority: Option<Pubkey>,
         config: Config,
+    ) -> Sent {
+        self.create_run_with_deposit(authority, run_account, run_id, join_authority, config, 0)
+            .await
+    }
+
+    async fn create_run_with_deposit(
+        &mut self,
+        authority: &Keypair,
+        run_account: &Keypair,
+        run_id: [u8; 32],
+        join_authority: Option<Pubkey>,
+        config: Config,
+        join_deposit: u64,
     ) -> Sent {
         let rent = self.ctx.banks_client.get_rent().await.unwrap();
         let create = instruction::create_run_account(
@@ -113,8 +127,15 @@ impl Chain {
             run_id,
             join_authority,
             config,
+            join_deposit,
         );
         self.send(&[create, init], &[authority, run_account]).await
+    }
+
+    async fn balance(&mut self, key: &Pubkey) -> u64 {
+        self.account(key)
+            .await
+            .map_or(0, |account| account.lamports)
     }
 
     async fn funded(&mut self) -> Keypair {
@@ -586,6 +607,7 @@ async fn init_checks_its_accounts_and_happens_once() {
         [8u8; 32],
         None,
         config(),
+        0,
     );
     assert_eq!(
         failed(chain.send(&[init], &[&authority, &run_account]).await),
@@ -598,6 +620,7 @@ async fn init_checks_its_accounts_and_happens_once() {
         [9u8; 32],
         None,
         config(),
+        0,
     );
     unsigned.accounts[2].is_signer = false;
     assert_eq!(
@@ -644,6 +667,7 @@ async fn a_run_name_belongs_to_its_authority_and_cannot_be_squatted() {
         run_id,
         None,
         config(),
+        0,
     );
     forged.accounts[1].pubkey = instance;
     let rent = chain.ctx.banks_client.get_rent().await.unwrap();
@@ -660,6 +684,118 @@ async fn a_run_name_belongs_to_its_authority_and_cannot_be_squatted() {
         ),
         TransactionError::InstructionError(1, InstructionError::InvalidSeeds)
     );
+}
+
+/// Audit finding 3, second half: joining an open run cost only fees, so throwaway keys could
+/// hold its slots at no cost. With a join deposit each join pays into the run account; a member
+/// gets it back by withdrawing and loses it when dropped, and the run cannot be closed while
+/// members' deposits are in it.
+#[tokio::test]
+async fn a_join_deposit_is_refunded_on_withdrawal_and_lost_when_dropped() {
+    const DEPOSIT: u64 = 50_000_000;
+    let mut chain = Chain::start().await;
+    let authority = chain.funded().await;
+    let run_account = Keypair::new();
+    let run_id = *b"deposits\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0";
+    chain
+        .create_run_with_deposit(&authority, &run_account, run_id, None, config(), DEPOSIT)
+        .await
+        .unwrap();
+    let run = run_account.pubkey();
+    let rent = chain.balance(&run).await;
+    let clients = [
+        chain.funded().await,
+        chain.funded().await,
+        chain.funded().await,
+    ];
+    let join = |client: &Keypair| instruction::join(&client.pubkey(), &run, endpoint());
+
+    // A join pays the deposit (the transaction's fee payer pays the fees); a withdrawal
+    // returns it; joining again pays again.
+    let before = chain.balance(&clients[0].pubkey()).await;
+    chain
+        .send(&[join(&clients[0])], &[&clients[0]])
+        .await
+        .unwrap();
+    assert_eq!(chain.balance(&clients[0].pubkey()).await, before - DEPOSIT);
+    assert_eq!(chain.balance(&run).await, rent + DEPOSIT);
+    let withdraw = instruction::withdraw(&clients[0].pubkey(), &run);
+    chain.send(&[withdraw], &[&clients[0]]).await.unwrap();
+    assert_eq!(chain.balance(&clients[0].pubkey()).await, before);
+    assert_eq!(chain.balance(&run).await, rent);
+    chain
+        .send(&[join(&clients[0])], &[&clients[0]])
+        .await
+        .unwrap();
+
+    // A key without the deposit cannot join.
+    let broke = Keypair::new();
+    assert!(chain.send(&[join(&broke)], &[&broke]).await.is_err());
+    let state = chain.run(&run).await;
+    assert_eq!(
+        state.coordinator.member_index(&broke.pubkey().to_bytes()),
+        None
+    );
+
+    // The third client joins and never reports ready: the warmup's end drops it, and its
+    // deposit is forfeit.
+    for client in &clients[1..] {
+        chain.advance(1);
+        chain.send(&[join(client)], &[client]).await.unwrap();
+    }
+    chain.advance(5);
+    chain.tick(&run).await.unwrap();
+    for client in &clients[..2] {
+        let ready = instruction::warmup_witness(&client.pubkey(), &run);
+        chain.send(&[ready], &[client]).await.unwrap();
+    }
+    chain.advance(31);
+    chain.tick(&run).await.unwrap();
+    let state = chain.run(&run).await;
+    let dropped = state
+        .coordinator
+        .member_index(&clients[2].pubkey().to_bytes())
+        .unwrap();
+    assert_eq!(
+        state.coordinator.members[dropped].status(),
+        MemberStatus::Dropped
+    );
+    assert_eq!(state.deposits[dropped], 0);
+    assert_eq!(state.forfeited, DEPOSIT);
+    assert_eq!(state.deposits_held(), 2 * DEPOSIT);
+    assert_eq!(chain.balance(&run).await, rent + 3 * DEPOSIT);
+    // Withdrawing now gets a dropped member nothing back.
+    let late = instruction::withdraw(&clients[2].pubkey(), &run);
+    assert!(chain.send(&[late], &[&clients[2]]).await.is_err());
+}
+
+/// The run account holds members' deposits: it closes only once they are back with them.
+#[tokio::test]
+async fn a_run_holding_deposits_does_not_close() {
+    const DEPOSIT: u64 = 50_000_000;
+    let mut chain = Chain::start().await;
+    let authority = chain.funded().await;
+    let run_account = Keypair::new();
+    let run_id = *b"deposit-close\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0";
+    chain
+        .create_run_with_deposit(&authority, &run_account, run_id, None, config(), DEPOSIT)
+        .await
+        .unwrap();
+    let run = run_account.pubkey();
+    let member = chain.funded().await;
+    let join = instruction::join(&member.pubkey(), &run, endpoint());
+    chain.send(&[join], &[&member]).await.unwrap();
+    let pause = instruction::pause(&authority.pubkey(), &run);
+    chain.send(&[pause], &[&authority]).await.unwrap();
+    let close = || instruction::close_run(&authority.pubkey(), &run_id, &run);
+    assert_eq!(
+        failed(chain.send(&[close()], &[&authority]).await),
+        access(AccessError::DepositsHeld)
+    );
+    let withdraw = instruction::withdraw(&member.pubkey(), &run);
+    chain.send(&[withdraw], &[&member]).await.unwrap();
+    chain.send(&[close()], &[&authority]).await.unwrap();
+    assert!(chain.account(&run).await.is_none());
 }
 
 #[tokio::test]
@@ -1053,10 +1189,10 @@ fn account_sizes_are_as_documented() {
     use demeter_coordinator_core::accounts::JoinGrant;
     assert_eq!(
         (RunInstance::LEN, RunAccount::LEN, JoinGrant::LEN),
-        (112, 82_712, 112)
+        (112, 84_776, 112)
     );
     let rent = solana_sdk::rent::Rent::default().minimum_balance(RunAccount::LEN);
-    assert_eq!(rent, 576_566_400, "lamports to keep a run account");
+    assert_eq!(rent, 590_931_840, "lamports to keep a run account");
 }
 
 #[test]
@@ -1070,11 +1206,13 @@ fn instructions_round_trip_and_witnesses_fit_one_transaction() {
             run_id: [1; 32],
             join_authority: Some(Pubkey::new_unique()),
             config: config(),
+            join_deposit: 0,
         },
         CoordinatorInstruction::InitRun {
             run_id: [1; 32],
             join_authority: None,
             config: config(),
+            join_deposit: 50_000_000,
         },
         CoordinatorInstruction::GrantJoin {
             client: Pubkey::new_unique(),

@@ -32,11 +32,17 @@ pub struct CreateArgs {
     /// The cluster's JSON-RPC URL.
     #[arg(long)]
     pub rpc: String,
-    /// The run authority's wallet: it signs, pays the run account's rent (about 0.58 SOL,
+    /// The run authority's wallet: it signs, pays the run account's rent (about 0.59 SOL,
     /// returned when the run is closed) and is the only key that may pause the run. It must be
     /// the run file's `authority` when that is set.
     #[arg(long)]
     pub authority: PathBuf,
+    /// Lamports each client pays into the run account when it joins: refunded when it
+    /// withdraws (trainers do when the run finishes), lost if it is dropped (not ready in time,
+    /// or unseen by the witnesses). Makes joining an open run with throwaway keys cost
+    /// something; 0 for none.
+    #[arg(long, default_value_t = 0)]
+    pub join_deposit: u64,
 }
 
 #[derive(clap::Args, Debug)]
@@ -60,7 +66,8 @@ pub fn coordinator(command: &CoordinatorCommand) -> anyhow::Result<()> {
     match command {
         CoordinatorCommand::Serve(args) => serve(args),
         CoordinatorCommand::Create(args) => {
-            let run_account = create_on_chain(&args.config, &args.rpc, &args.authority)?;
+            let run_account =
+                create_on_chain(&args.config, &args.rpc, &args.authority, args.join_deposit)?;
             let authority = Identity::read(&args.authority).context("--authority")?;
             println!("run_account: {run_account}");
             // Clients find the run by its authority and name.
@@ -162,6 +169,7 @@ pub fn create_on_chain(
     config: &std::path::Path,
     rpc: &str,
     authority: &std::path::Path,
+    join_deposit: u64,
 ) -> anyhow::Result<solana_sdk::pubkey::Pubkey> {
     use solana_sdk::signer::Signer;
 
@@ -190,6 +198,7 @@ pub fn create_on_chain(
             run.run_id_bytes()?,
             run.config,
             allowed.as_deref(),
+            join_deposit,
         ))
         .with_context(|| format!("creating run {:?} on {rpc}", run.run_id))?;
     Ok(client.run_account())

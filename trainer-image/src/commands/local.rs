@@ -221,7 +221,7 @@ fn run(args: &LocalArgs, dir: &Path, dir_note: &str) -> anyhow::Result<()> {
         children.0.push(("the localnet".into(), child));
         let rpc_url = read_localnet_url(stdout)
             .with_context(|| format!("the localnet did not start; see {}", dir.display()))?;
-        let run_account = super::coordinator::create_on_chain(&run_toml, &rpc_url, &authority)?;
+        let run_account = super::coordinator::create_on_chain(&run_toml, &rpc_url, &authority, 0)?;
         println!("coordinator program on a local chain at {rpc_url}, run account {run_account}");
         vec![
             "--coordinator=solana".to_owned(),

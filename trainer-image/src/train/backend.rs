@@ -33,6 +33,12 @@ pub trait CoordinatorBackend: Send {
     ) -> impl Future<Output = Result<Arc<Coordinator>, BackendError>> + Send;
     /// Sends one input, signed by this client.
     fn send(&mut self, input: Input<'_>) -> impl Future<Output = Result<(), BackendError>> + Send;
+    /// Once the run has finished and this replica applied every step: takes back what the host
+    /// holds for this client. On chain that is its join deposit, returned by withdrawing; the
+    /// centralized server holds nothing.
+    fn settle(&mut self) -> impl Future<Output = Result<(), BackendError>> + Send {
+        async { Ok(()) }
+    }
 }
 
 /// The centralized server over TCP, reconnecting (with the same key) whenever the connection

@@ -247,6 +247,9 @@ impl<B: CoordinatorBackend> Trainer<B> {
             let state = self.backend.state();
             if state.run_state() == RunState::Finished && self.applied >= state.step {
                 self.checkpoint(&state)?;
+                if let Err(error) = self.backend.settle().await {
+                    tracing::warn!(%error, "could not take back what the coordinator holds for this client; withdraw later");
+                }
                 return Ok(TrainSummary {
                     steps: self.applied,
                     first_loss: self.first_loss,

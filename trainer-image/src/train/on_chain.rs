@@ -149,4 +149,24 @@ impl CoordinatorBackend for OnChain {
         // The client must see its own change before it acts again, as with the server.
         self.read().await.map(|_| ())
     }
+
+    async fn settle(&mut self) -> Result<(), BackendError> {
+        let snapshot = self.run.read().await.map_err(unavailable)?;
+        let me = self.identity.public();
+        let held = snapshot
+            .run
+            .coordinator
+            .members
+            .iter()
+            .position(|member| member.id == me)
+            .map_or(0, |slot| snapshot.run.deposits[slot]);
+        if held == 0 {
+            return Ok(());
+        }
+        tracing::info!(
+            lamports = held,
+            "withdrawing from the finished run for the join deposit"
+        );
+        self.send(Input::Withdraw).await
+    }
 }
