@@ -4,8 +4,8 @@
 //! serves on `/metrics`. Both sides are the real code.
 
 use clap::Parser;
-use demeter_operator::children;
 use demeter_operator::crd::TrainingRun;
+use demeter_operator::spec;
 use demeter_trainer::commands::TrainArgs;
 use demeter_trainer::identity::{Identity, to_base58};
 use demeter_trainer::run_file::RunFile;
@@ -37,7 +37,7 @@ fn client_pod_arguments_are_demeter_train_flags() {
     for file in ["trainingrun.yaml", "trainingrun-solana.yaml"] {
         let run = example(file);
         // The kubelet expands $(POD_IP) from the container's environment before exec.
-        let args = children::client_args(&run, 1)
+        let args = spec::client_args(&run, 1)
             .unwrap()
             .into_iter()
             .map(|arg| arg.replace("$(POD_IP)", "10.0.0.7"));
@@ -70,7 +70,7 @@ fn the_operators_run_file_is_accepted_by_the_coordinator() {
         .collect();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("run.toml");
-    std::fs::write(&path, children::run_file(&run, &keys).unwrap()).unwrap();
+    std::fs::write(&path, spec::run_file(&run, &keys).unwrap()).unwrap();
     let parsed = RunFile::read(&path).unwrap();
     assert_eq!(parsed.run_id, "moby-150m");
     assert_eq!(parsed.client_keys().unwrap().unwrap().len(), 3);

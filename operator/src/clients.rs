@@ -10,8 +10,9 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use sha2::{Digest, Sha256};
 
-use crate::children::{self, SpecError};
+use crate::children;
 use crate::crd::{ClientRestarts, Phase, TrainingRun};
+use crate::spec::SpecError;
 
 /// The label with a client pod's index.
 pub const INDEX_LABEL: &str = "demeter.dev/client-index";

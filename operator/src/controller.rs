@@ -23,17 +23,19 @@ use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
-use solana_sdk::pubkey::Pubkey;
 
 use crate::backoff::Backoff;
-use crate::chain::{self, ChainError, Synced, Transaction};
-use crate::children::{self, SpecError};
-use crate::clients::{self, Plan};
-use crate::conditions::{self, CHAIN_SYNCED, DEGRADED, PROGRESSING, READY};
-use crate::crd::{Phase, SolanaCoordinator, TrainingRun, TrainingRunStatus};
+use crate::chain::ChainError;
+use crate::chain_sync;
+use crate::children;
+use crate::clients;
+use crate::conditions::{self, DEGRADED, PROGRESSING, READY};
+use crate::crd::{Phase, TrainingRun, TrainingRunStatus};
+use crate::events;
 use crate::identity::{self, IdentityError};
 use crate::metrics::Metrics;
 use crate::progress;
+use crate::spec::{self, SpecError};
 use crate::status;
 
 /// Held on every TrainingRun while its cleanup is pending.
@@ -92,7 +94,7 @@ pub struct Context {
     http: reqwest::Client,
     /// Failed chain syncs per run: a cluster that cannot be reached slows the sync, not the
     /// pods, and events in the cluster do not hurry it.
-    chain_failures: Backoff,
+    pub(crate) chain_failures: Backoff,
 }
 
 impl Context {
@@ -112,7 +114,7 @@ impl Context {
         }
     }
 
-    async fn publish(
+    pub(crate) async fn publish(
         &self,
         reference: &ObjectReference,
         type_: EventType,
@@ -237,7 +239,7 @@ async fn apply(cached: &DynamicObject, ctx: &Context) -> Result<Action, Error> {
         Ok(run) => run,
         Err(why) => return report_invalid(object, why, ctx).await,
     };
-    if let Err(why) = children::validate(&run) {
+    if let Err(why) = spec::validate(&run) {
         return report_invalid(object, why.to_string(), ctx).await;
     }
     let name = run.name_any();
@@ -275,9 +277,9 @@ async fn apply(cached: &DynamicObject, ctx: &Context) -> Result<Action, Error> {
     let chain_backoff = ctx.chain_failures.remaining(&key);
     let chain = match &run.spec.coordinator.solana {
         Some(solana) if chain_backoff.is_none() => {
-            let run_id = children::solana_run_id(solana)?;
-            let owner = children::solana_authority(solana)?;
-            Some(sync_chain(&run, solana, owner, run_id, &keys, ctx).await)
+            let run_id = spec::solana_run_id(solana)?;
+            let owner = spec::solana_authority(solana)?;
+            Some(chain_sync::sync_chain(&run, solana, owner, run_id, &keys, ctx).await)
         }
         _ => None,
     };
@@ -314,9 +316,9 @@ async fn apply(cached: &DynamicObject, ctx: &Context) -> Result<Action, Error> {
         )
         .await?;
     ctx.metrics.observe(&namespace, &name, &status);
-    report_changes(&run, &previous, &status, &plan, ctx).await;
+    events::report_changes(&run, &previous, &status, &plan, ctx).await;
     let chain_wait = match &chain {
-        Some(chain) => Some(report_chain(&run, &previous, chain, ctx).await),
+        Some(chain) => Some(chain_sync::report_chain(&run, &previous, chain, ctx).await),
         None => chain_backoff,
     };
 
@@ -350,110 +352,6 @@ async fn apply(cached: &DynamicObject, ctx: &Context) -> Result<Action, Error> {
     Ok(Action::requeue(wait))
 }
 
-/// Reads and steers the run on chain (see [`chain`]).
-async fn sync_chain(
-    run: &TrainingRun,
-    solana: &SolanaCoordinator,
-    owner: Pubkey,
-    run_id: [u8; 32],
-    client_keys: &[String],
-    ctx: &Context,
-) -> Result<Synced, ChainError> {
-    let secrets =
-        Api::<Secret>::namespaced(ctx.client.clone(), &run.namespace().unwrap_or_default());
-    let authority = match &solana.authority_secret_ref {
-        Some(key) => Some(chain::authority(&secrets, key).await?),
-        None => None,
-    };
-    let desired = chain::Desired {
-        config: children::coordinator_config(&run.spec),
-        clients: client_keys
-            .iter()
-            .map(|key| {
-                key.parse()
-                    .expect("identity::ensure returns base58 public keys")
-            })
-            .collect(),
-        suspend: run.spec.suspend,
-        crank: solana.crank,
-        join_deposit: solana.join_deposit_lamports,
-    };
-    chain::sync(solana, owner, run_id, authority.as_ref(), &desired).await
-}
-
-/// Metrics and Events for one chain sync; returns when to sync again: soon with a crank, and
-/// after failures with a backoff of their own.
-async fn report_chain(
-    run: &TrainingRun,
-    previous: &TrainingRunStatus,
-    chain: &Result<Synced, ChainError>,
-    ctx: &Context,
-) -> Duration {
-    let (namespace, name) = (run.namespace().unwrap_or_default(), run.name_any());
-    let key = (namespace.clone(), name.clone());
-    let reference = run.object_ref(&());
-    let failure = match chain {
-        Ok(synced) => {
-            ctx.metrics.chain_synced(&namespace, &name, &synced.view);
-            for transaction in &synced.sent {
-                ctx.metrics
-                    .chain_sent(&namespace, &name, transaction.name());
-                let (reason, note) = match transaction {
-                    // Routine: counted, not announced.
-                    Transaction::Tick => continue,
-                    Transaction::Create => (
-                        "CreatedOnChain",
-                        format!(
-                            "Created the run; its account is {}",
-                            synced.view.run_account
-                        ),
-                    ),
-                    Transaction::Grant(member) => {
-                        ("GrantedJoin", format!("Granted client {member} a join"))
-                    }
-                    Transaction::UpdateConfig => (
-                        "UpdatedOnChain",
-                        "Wrote the schedule to the run's config".to_owned(),
-                    ),
-                    Transaction::Pause => ("PausedOnChain", "Asked the run to pause".to_owned()),
-                    Transaction::Resume => ("ResumedOnChain", "Resumed the run".to_owned()),
-                };
-                ctx.publish(&reference, EventType::Normal, reason, note)
-                    .await;
-            }
-            synced.failed.as_ref()
-        }
-        Err(error) => Some(error),
-    };
-    let Some(error) = failure else {
-        ctx.chain_failures.forget(&key);
-        let crank = run
-            .spec
-            .coordinator
-            .solana
-            .as_ref()
-            .is_some_and(|s| s.crank);
-        return if crank {
-            chain::CRANK_RESYNC
-        } else {
-            chain::RESYNC
-        };
-    };
-    ctx.metrics.chain_failed(&namespace, &name, error.reason());
-    let (failures, wait) = ctx.chain_failures.failed(key);
-    tracing::warn!(%namespace, run = %name, %error, failures, "chain sync failed");
-    let message = error.to_string();
-    let reported = previous
-        .conditions
-        .iter()
-        .any(|c| c.type_ == CHAIN_SYNCED && c.status == "False" && c.message == message);
-    if !reported {
-        ctx.publish(&reference, EventType::Warning, error.reason(), message)
-            .await;
-    }
-    wait
-}
-
 async fn apply_child<K>(client: &Client, namespace: &str, object: &K) -> Result<(), kube::Error>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
@@ -470,84 +368,6 @@ where
         )
         .await
         .map(|_| ())
-}
-
-/// The status a plan, a chain sync and the clients' reports lead to. The chain, when there is
-/// one, says where the run is (epoch, step, members); the clients say the loss, and where the
-/// run is in centralized mode. What no source answered this time is kept from the last status.
-/// Events for what changed: failures, restarts, clients given up, containers that cannot
-/// start, and phase transitions.
-async fn report_changes(
-    run: &TrainingRun,
-    previous: &TrainingRunStatus,
-    status: &TrainingRunStatus,
-    plan: &Plan,
-    ctx: &Context,
-) {
-    let reference = run.object_ref(&());
-    let policy = &run.spec.failure_policy;
-    for failure in &plan.failures {
-        let pod = children::Names(&run.name_any()).client(failure.index);
-        let note = if failure.gave_up {
-            format!(
-                "Pod {pod} failed: {}; that is failure {} and failurePolicy.maxRestarts is {}, \
-                 so client {} is not restarted again",
-                failure.reason, failure.count, policy.max_restarts, failure.index
-            )
-        } else {
-            let wait = clients::backoff(policy.backoff_seconds, failure.count);
-            format!(
-                "Pod {pod} failed: {}; restart {} of {} in {}s",
-                failure.reason,
-                failure.count,
-                policy.max_restarts,
-                wait.as_secs()
-            )
-        };
-        let reason = if failure.gave_up {
-            "ClientGaveUp"
-        } else {
-            "ClientRestarting"
-        };
-        ctx.publish(&reference, EventType::Warning, reason, note)
-            .await;
-    }
-    for (index, why) in &plan.stuck {
-        let reason = why.split(':').next().unwrap_or("ContainerCannotStart");
-        // Every pod Event names its pod, as the restart and create Events do.
-        let pod = children::Names(&run.name_any()).client(*index);
-        ctx.publish(
-            &reference,
-            EventType::Warning,
-            reason,
-            format!("Pod {pod} (client {index}): {why}"),
-        )
-        .await;
-    }
-    if previous.phase != status.phase {
-        let phase = status.phase.unwrap_or(Phase::Pending);
-        let (type_, note) = match phase {
-            Phase::Failed => (EventType::Warning, status::failed_message(run, plan)),
-            Phase::Suspended => (
-                EventType::Normal,
-                "Suspended: client pods deleted".to_owned(),
-            ),
-            _ => (
-                EventType::Normal,
-                format!(
-                    "{} -> {}",
-                    previous.phase.map_or("new", crate::metrics::phase_name),
-                    crate::metrics::phase_name(phase)
-                ),
-            ),
-        };
-        let reason = if previous.phase == Some(Phase::Suspended) && phase != Phase::Suspended {
-            "Resumed"
-        } else {
-            crate::metrics::phase_name(phase)
-        };
-        ctx.publish(&reference, type_, reason, note).await;
-    }
 }
 
 /// Reports a spec the operator cannot act on: phase Invalid, the reason in the Ready
@@ -632,60 +452,11 @@ async fn cleanup(object: &DynamicObject, ctx: &Context) -> Result<Action, Error>
         && let Some(solana) = &run.spec.coordinator.solana
         && let Some(key) = &solana.authority_secret_ref
     {
-        pause_before_deletion(&run, solana, key, ctx).await?;
+        chain_sync::pause_before_deletion(&run, solana, key, ctx).await?;
     }
     ctx.metrics.forget(&namespace, &name);
     ctx.chain_failures
         .forget(&(namespace.clone(), name.clone()));
     tracing::info!(%namespace, run = %name, "TrainingRun deleted");
     Ok(Action::await_change())
-}
-
-/// Asks the on-chain run to pause before its TrainingRun goes away, so that no epoch starts
-/// without an owner; the run account and its points stay. RPC failures are retried (the
-/// finalizer holds the object); a missing or wrong authority cannot get better, so the object
-/// goes with a Warning that the run was left as it is.
-async fn pause_before_deletion(
-    run: &TrainingRun,
-    solana: &SolanaCoordinator,
-    key: &k8s_openapi::api::core::v1::SecretKeySelector,
-    ctx: &Context,
-) -> Result<(), Error> {
-    let reference = run.object_ref(&());
-    let secrets =
-        Api::<Secret>::namespaced(ctx.client.clone(), &run.namespace().unwrap_or_default());
-    let paused = match chain::authority(&secrets, key).await {
-        Ok(authority) => {
-            let run_id = children::solana_run_id(solana)?;
-            let owner = children::solana_authority(solana)?;
-            chain::pause_for_deletion(solana, owner, run_id, &authority).await
-        }
-        Err(error) => Err(error),
-    };
-    match paused {
-        Ok(true) => {
-            let note = format!(
-                "Asked run {:?} to pause before deletion; its account and points stay on chain",
-                solana.run_id
-            );
-            ctx.publish(&reference, EventType::Normal, "PausedOnChain", note)
-                .await;
-            Ok(())
-        }
-        Ok(false) => Ok(()),
-        Err(
-            error @ (ChainError::Authority(_)
-            | ChainError::NotTheAuthority { .. }
-            | ChainError::WalletMismatch { .. }),
-        ) => {
-            let note = format!(
-                "Run {:?} was left as it is on chain: {error}",
-                solana.run_id
-            );
-            ctx.publish(&reference, EventType::Warning, "RunLeftOnChain", note)
-                .await;
-            Ok(())
-        }
-        Err(error) => Err(error.into()),
-    }
 }

@@ -3,11 +3,13 @@
 
 pub mod backoff;
 pub mod chain;
+pub mod chain_sync;
 pub mod children;
 pub mod clients;
 pub mod conditions;
 pub mod controller;
 pub mod crd;
+pub mod events;
 #[cfg(test)]
 mod fixtures;
 pub mod http;
@@ -15,6 +17,7 @@ pub mod identity;
 pub mod leader;
 pub mod metrics;
 pub mod progress;
+pub mod spec;
 pub mod status;
 
 /// The CRD as YAML, as `demeter-operator crd` prints it and `deploy/crds/` holds it.
