@@ -48,7 +48,10 @@ fn client_pod_arguments_are_demeter_train_flags() {
             train.model.seq_len, run.spec.data.sequence_length as usize,
             "{file}"
         );
-        assert_eq!(train.model.topk, run.spec.optimizer.topk as usize, "{file}");
+        assert_eq!(
+            train.model.demo.topk, run.spec.optimizer.topk as usize,
+            "{file}"
+        );
         assert_eq!(
             train.model.lr, run.spec.optimizer.learning_rate.peak,
             "{file}"

@@ -188,7 +188,7 @@ fn simulate_args(steps: u64) -> SimulateArgs {
 fn replicas_stay_bitwise_identical_for_every_value_encoding() {
     for values in ["f32", "bf16", "sign"] {
         let mut args = simulate_args(6);
-        args.values = clap::ValueEnum::from_str(values, true).unwrap();
+        args.demo.values = clap::ValueEnum::from_str(values, true).unwrap();
         let summary = run_simulation(&args).unwrap();
         assert!(summary.replicas_identical, "{values}");
         assert!(

@@ -2,6 +2,7 @@
 
 mod coordinator;
 mod data;
+mod demo_args;
 mod local;
 mod model;
 mod payload;
@@ -11,6 +12,7 @@ mod train;
 
 pub use coordinator::{CoordinatorCommand, ServeArgs, coordinator};
 pub use data::{DataArgs, prepare_data};
+pub use demo_args::{DemoArgs, ValueEncodingArg};
 pub use local::{LocalArgs, local, phase_table, read_gauge};
 pub use model::{ModelInitArgs, init_model};
 pub use payload::{PayloadCommand, payload};

@@ -5,9 +5,9 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
+use super::demo_args::DemoArgs;
 use super::table::Table;
 use crate::data::Dataset;
-use crate::demo::{DemoConfig, ValueEncoding};
 use crate::model::{Preset, default_device};
 use crate::optim::{AdamWConfig, Schedule, ScheduleKind};
 use crate::simulate::{OptimizerKind, PhaseTimes, Simulation, SimulationConfig};
@@ -46,18 +46,8 @@ pub struct SimulateArgs {
     /// Share of the post-warmup steps spent decaying (WSD schedule only).
     #[arg(long, default_value_t = 0.2)]
     pub decay_fraction: f64,
-    /// DeMo: coefficients shared per DCT block.
-    #[arg(long, default_value_t = 32)]
-    pub topk: usize,
-    /// DeMo: target DCT block side.
-    #[arg(long, default_value_t = 64)]
-    pub chunk: usize,
-    /// DeMo: momentum decay β.
-    #[arg(long, default_value_t = 0.999)]
-    pub beta: f64,
-    /// DeMo: how shared values travel.
-    #[arg(long, value_enum, default_value = "f32")]
-    pub values: ValueEncodingArg,
+    #[command(flatten)]
+    pub demo: DemoArgs,
     /// Decoupled weight decay (both optimizers).
     #[arg(long, default_value_t = 0.0)]
     pub weight_decay: f64,
@@ -87,25 +77,6 @@ pub struct SimulateArgs {
     pub quiet: bool,
 }
 
-/// [`ValueEncoding`] for the command line.
-#[derive(Clone, Copy, Debug, clap::ValueEnum)]
-pub enum ValueEncodingArg {
-    F32,
-    Bf16,
-    /// One bit per value.
-    Sign,
-}
-
-impl From<ValueEncodingArg> for ValueEncoding {
-    fn from(arg: ValueEncodingArg) -> Self {
-        match arg {
-            ValueEncodingArg::F32 => Self::F32,
-            ValueEncodingArg::Bf16 => Self::Bf16,
-            ValueEncodingArg::Sign => Self::Sign,
-        }
-    }
-}
-
 impl SimulateArgs {
     /// The simulation these arguments describe, its workers on `worker_threads` threads.
     pub fn config(&self, worker_threads: usize) -> SimulationConfig {
@@ -125,13 +96,7 @@ impl SimulateArgs {
                 total_steps: self.steps,
                 decay_fraction: self.decay_fraction,
             },
-            demo: DemoConfig {
-                momentum_decay: self.beta,
-                topk: self.topk,
-                chunk: self.chunk,
-                weight_decay: self.weight_decay,
-                values: self.values.into(),
-            },
+            demo: self.demo.config(self.weight_decay),
             adamw: AdamWConfig {
                 weight_decay: self.weight_decay,
                 ..AdamWConfig::default()
@@ -251,7 +216,7 @@ pub fn simulate(args: &SimulateArgs) -> anyhow::Result<()> {
     let optimizer = match args.optimizer {
         OptimizerKind::Demo => format!(
             "DeMo (topk {}, chunk {}, values {:?})",
-            args.topk, args.chunk, args.values
+            args.demo.topk, args.demo.chunk, args.demo.values
         ),
         OptimizerKind::Adamw => "AdamW (all-reduced gradients)".to_owned(),
     };

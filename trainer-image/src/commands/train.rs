@@ -8,9 +8,8 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-use super::simulate::ValueEncodingArg;
+use super::demo_args::{DemoArgs, value_name};
 use crate::data::Dataset;
-use crate::demo::DemoConfig;
 use crate::exchange::PeerDns;
 use crate::identity::Identity;
 use crate::model::Preset;
@@ -87,18 +86,8 @@ pub struct RunModelArgs {
     /// The learning rate at the end of the schedule, as a fraction of --lr.
     #[arg(long, default_value_t = 0.1)]
     pub min_lr_ratio: f64,
-    /// DeMo: DCT coefficients each client shares per block.
-    #[arg(long, default_value_t = 32)]
-    pub topk: usize,
-    /// DeMo: target side of the DCT blocks (the largest divisor of each dimension up to it).
-    #[arg(long, default_value_t = 64)]
-    pub chunk: usize,
-    /// DeMo: momentum decay of each client's own momentum.
-    #[arg(long, default_value_t = 0.999)]
-    pub beta: f64,
-    /// DeMo: how the shared coefficients are sent (f32, bf16, or 1-bit signs).
-    #[arg(long, value_enum, default_value = "f32")]
-    pub values: ValueEncodingArg,
+    #[command(flatten)]
+    pub demo: DemoArgs,
     /// Clip each client's gradient to this global L2 norm before DeMo.
     #[arg(long, default_value_t = 1.0)]
     pub grad_clip: f64,
@@ -113,13 +102,7 @@ impl RunModelArgs {
             preset: self.preset,
             seq_len: self.seq_len,
             seed: self.seed,
-            demo: DemoConfig {
-                momentum_decay: self.beta,
-                topk: self.topk,
-                chunk: self.chunk,
-                weight_decay: 0.0,
-                values: self.values.into(),
-            },
+            demo: self.demo.config(0.0),
             schedule: Schedule {
                 kind: self.schedule,
                 peak_lr: self.lr,
@@ -142,27 +125,15 @@ impl RunModelArgs {
             format!("--lr={}", self.lr),
             format!("--warmup={}", self.warmup),
             format!("--min-lr-ratio={}", self.min_lr_ratio),
-            format!("--topk={}", self.topk),
-            format!("--chunk={}", self.chunk),
-            format!("--beta={}", self.beta),
-            format!("--values={}", value_name(&self.values)),
             format!("--grad-clip={}", self.grad_clip),
             format!("--schedule={}", value_name(&self.schedule)),
         ];
+        args.extend(self.demo.to_args());
         if let Some(data) = &self.data {
             args.push(format!("--data={}", data.display()));
         }
         args
     }
-}
-
-/// The name clap parses `value` from.
-fn value_name<T: clap::ValueEnum>(value: &T) -> String {
-    value
-        .to_possible_value()
-        .expect("no skipped variants")
-        .get_name()
-        .to_owned()
 }
 
 /// What a finished client reports (`--summary`).
