@@ -2,6 +2,7 @@
 //! the in-process simulation of many clients.
 
 pub mod central;
+pub mod checkpoint;
 pub mod commands;
 pub mod data;
 pub mod demo;

@@ -3,15 +3,18 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use tch::{Device, Tensor, nn};
 
 use crate::data::Dataset;
+use crate::demo::{Demo, SparseUpdate};
 use crate::model::{
     Llama, LlamaConfig, initialize, load_safetensors, named_parameters, save_safetensors,
 };
 use crate::optim::clip_global_norm;
+use crate::payload::{self, PayloadError};
 
 /// A model replica and its named parameters (sharing storage with the model).
 pub struct Replica {
@@ -49,6 +52,37 @@ impl Replica {
             .iter()
             .map(|(_, t)| t.shallow_clone())
             .collect()
+    }
+
+    /// Applies one round's DeMo results, the one path every replica takes (the networked
+    /// client's and each of the simulation's workers): decodes every payload against `demo`'s
+    /// layouts, aggregates them and steps by the sign of the aggregate with `lr`. The same
+    /// payloads in the same order give every replica the same weights. Returns how many results
+    /// were applied and how long each part took.
+    pub fn apply_results<'a>(
+        &self,
+        demo: &Demo,
+        payloads: impl IntoIterator<Item = &'a [u8]>,
+        lr: f64,
+    ) -> Result<(usize, ApplyTimes), PayloadError> {
+        let start = Instant::now();
+        let compressor = demo.compressor();
+        let updates = payload::decode_all(payloads, compressor, self.device())?;
+        let mut times = ApplyTimes {
+            decode: start.elapsed(),
+            ..ApplyTimes::default()
+        };
+        if updates.is_empty() {
+            return Ok((0, times));
+        }
+        let start = Instant::now();
+        let refs: Vec<&SparseUpdate> = updates.iter().collect();
+        let aggregate = tch::no_grad(|| compressor.aggregate_all(&refs));
+        times.aggregate = start.elapsed();
+        let start = Instant::now();
+        tch::no_grad(|| demo.apply_aggregate(&self.tensors(), &aggregate, lr));
+        times.apply = start.elapsed();
+        Ok((updates.len(), times))
     }
 
     /// Forward and backward on one batch: the loss and the gradients (clipped to a global norm
@@ -137,4 +171,12 @@ impl Replica {
             Ok(())
         })
     }
+}
+
+/// How long each part of applying a round took ([`Replica::apply_results`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ApplyTimes {
+    pub decode: Duration,
+    pub aggregate: Duration,
+    pub apply: Duration,
 }

@@ -2,7 +2,6 @@
 //! update going through the real wire format. The main job until the networked trainer lands, and
 //! the harness of the learning-quality benchmark.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -10,9 +9,10 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
+use crate::checkpoint::{self, CheckpointWriter, SavedState, named_state};
 use crate::data::{BatchPlan, Dataset};
-use crate::demo::{Demo, DemoConfig, SparseUpdate};
-use crate::model::{LlamaConfig, Preset, load_safetensors, padded_vocab, save_safetensors};
+use crate::demo::{Demo, DemoConfig};
+use crate::model::{LlamaConfig, Preset, padded_vocab, save_safetensors};
 use crate::optim::{AdamW, AdamWConfig, Schedule};
 use crate::payload;
 use crate::replica::Replica;
@@ -298,28 +298,19 @@ impl Simulation {
             vec![(); workers],
             self.config.worker_threads,
             |_, worker, ()| -> anyhow::Result<PhaseTimes> {
-                let WorkerOptimizer::Demo(demo) = &mut worker.optimizer else {
+                let WorkerOptimizer::Demo(demo) = &worker.optimizer else {
                     unreachable!("demo run")
                 };
-                let compressor = demo.compressor();
-                let start = Instant::now();
-                let updates = payload::decode_all(
-                    payloads.iter().copied(),
-                    compressor,
-                    worker.replica.device(),
-                )?;
-                let mut times = PhaseTimes {
-                    wire_decode: start.elapsed(),
+                let (_, times) =
+                    worker
+                        .replica
+                        .apply_results(demo, payloads.iter().copied(), lr)?;
+                Ok(PhaseTimes {
+                    wire_decode: times.decode,
+                    aggregate: times.aggregate,
+                    apply: times.apply,
                     ..PhaseTimes::default()
-                };
-                let start = Instant::now();
-                let update_refs: Vec<&SparseUpdate> = updates.iter().collect();
-                let aggregate = tch::no_grad(|| compressor.aggregate_all(&update_refs));
-                times.aggregate = start.elapsed();
-                let start = Instant::now();
-                demo.apply_aggregate(&worker.replica.tensors(), &aggregate, lr);
-                times.apply = start.elapsed();
-                Ok(times)
+                })
             },
         );
         for times in applied {
@@ -390,36 +381,25 @@ impl Simulation {
     /// worker's optimizer state (`optimizer-worker-N.safetensors`) and `trainer_state.json` into
     /// `dir`.
     pub fn save_checkpoint(&self, dir: &Path) -> anyhow::Result<()> {
-        std::fs::create_dir_all(dir)?;
+        let writer = CheckpointWriter::begin(dir)?;
         self.workers[0]
             .replica
-            .save(&dir.join("model.safetensors"))?;
-        std::fs::write(dir.join("config.json"), self.model_config.to_hf_json())?;
+            .save(&writer.file(checkpoint::MODEL))?;
+        writer.write_config(&self.model_config)?;
         let mut adamw_steps = 0;
         for (index, worker) in self.workers.iter().enumerate() {
-            let names = worker.replica.parameters().iter().map(|(name, _)| name);
-            let tensors: Vec<(String, Tensor)> = match &worker.optimizer {
-                WorkerOptimizer::Demo(demo) => names
-                    .zip(demo.deltas())
-                    .map(|(n, d)| (format!("{n}.demo_delta"), d.shallow_clone()))
-                    .collect(),
+            let names = || worker.replica.parameters().iter().map(|(n, _)| n.as_str());
+            let tensors = match &worker.optimizer {
+                WorkerOptimizer::Demo(demo) => named_state(names(), "demo_delta", demo.deltas()),
                 WorkerOptimizer::AdamW(adamw) => {
                     adamw_steps = adamw.step_count();
                     let (first, second) = adamw.moments();
-                    let m = names
-                        .clone()
-                        .zip(first)
-                        .map(|(n, t)| (format!("{n}.adamw_m"), t.shallow_clone()));
-                    let v = names
-                        .zip(second)
-                        .map(|(n, t)| (format!("{n}.adamw_v"), t.shallow_clone()));
-                    m.chain(v).collect()
+                    let mut state = named_state(names(), "adamw_m", first);
+                    state.extend(named_state(names(), "adamw_v", second));
+                    state
                 }
             };
-            save_safetensors(
-                &dir.join(format!("optimizer-worker-{index}.safetensors")),
-                &tensors,
-            )?;
+            save_safetensors(&writer.file(&optimizer_file(index)), &tensors)?;
         }
         let state = TrainerState {
             step: self.step,
@@ -427,10 +407,8 @@ impl Simulation {
             workers: self.workers.len(),
             adamw_steps,
         };
-        std::fs::write(
-            dir.join(TRAINER_STATE),
-            serde_json::to_string_pretty(&state)?,
-        )?;
+        writer.write_json(TRAINER_STATE, &state)?;
+        writer.commit()?;
         Ok(())
     }
 
@@ -454,30 +432,19 @@ impl Simulation {
         for (index, worker) in self.workers.iter_mut().enumerate() {
             worker
                 .replica
-                .load(&dir.join("model.safetensors"))
+                .load(&dir.join(checkpoint::MODEL))
                 .context("--resume")?;
-            let path = dir.join(format!("optimizer-worker-{index}.safetensors"));
-            let tensors: BTreeMap<String, Tensor> = load_safetensors(&path)?.into_iter().collect();
-            let take = |suffix: &str| -> anyhow::Result<Vec<Tensor>> {
-                worker
-                    .replica
-                    .parameters()
-                    .iter()
-                    .map(|(n, _)| {
-                        tensors
-                            .get(&format!("{n}.{suffix}"))
-                            .map(Tensor::shallow_clone)
-                            .ok_or_else(|| {
-                                anyhow::anyhow!("{}: lacks {n}.{suffix}", path.display())
-                            })
-                    })
-                    .collect()
-            };
+            let saved = SavedState::read(&dir.join(optimizer_file(index)))?;
+            let names = || worker.replica.parameters().iter().map(|(n, _)| n.as_str());
             match &mut worker.optimizer {
-                WorkerOptimizer::Demo(demo) => demo.load_deltas(&take("demo_delta")?),
-                WorkerOptimizer::AdamW(adamw) => {
-                    adamw.load(state.adamw_steps, &take("adamw_m")?, &take("adamw_v")?)
+                WorkerOptimizer::Demo(demo) => {
+                    demo.load_deltas(&saved.take(names(), "demo_delta")?)
                 }
+                WorkerOptimizer::AdamW(adamw) => adamw.load(
+                    state.adamw_steps,
+                    &saved.take(names(), "adamw_m")?,
+                    &saved.take(names(), "adamw_v")?,
+                ),
             }
         }
         self.step = state.step;
@@ -486,6 +453,11 @@ impl Simulation {
 }
 
 const TRAINER_STATE: &str = "trainer_state.json";
+
+/// Worker `index`'s optimizer state in a checkpoint.
+fn optimizer_file(index: usize) -> String {
+    format!("optimizer-worker-{index}.safetensors")
+}
 
 /// What a checkpoint records besides tensors.
 #[derive(Debug, Serialize, Deserialize)]

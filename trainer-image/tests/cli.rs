@@ -242,6 +242,50 @@ fn simulate_rejects_bad_settings_by_name() {
 }
 
 #[test]
+fn simulate_checkpoints_whole_and_resumes_where_it_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoint = dir.path().join("ckpt");
+    let common = ["simulate", "--workers", "2", "--batch", "2", "--quiet"];
+    let mut first = common.to_vec();
+    first.extend(["--steps", "4", "--checkpoint", path(&checkpoint)]);
+    ok(demeter(&first));
+    let mut files: Vec<String> = std::fs::read_dir(&checkpoint)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        [
+            "config.json",
+            "model.safetensors",
+            "optimizer-worker-0.safetensors",
+            "optimizer-worker-1.safetensors",
+            "trainer_state.json"
+        ]
+    );
+    // Written beside and renamed into place: no partial directory is left.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    let state: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(checkpoint.join("trainer_state.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(state["step"], 4);
+
+    let mut resumed = common.to_vec();
+    resumed.extend(["--steps", "6", "--resume", path(&checkpoint)]);
+    ok(demeter(&resumed));
+    let mut done = common.to_vec();
+    done.extend(["--steps", "4", "--resume", path(&checkpoint)]);
+    let out = demeter(&done);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("the checkpoint is at step 4"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
 fn coordinator_run_files_are_validated_by_field() {
     let example =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/coordinator-run.toml");

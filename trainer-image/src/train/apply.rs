@@ -15,30 +15,19 @@ impl<B: CoordinatorBackend> Trainer<B> {
             let fetching = Instant::now();
             let counted = self.counted_results(state, &round).await?;
             self.metrics.time("fetch", fetching.elapsed());
-            let aggregating = Instant::now();
-            let updates = payload::decode_all(
-                counted.iter().map(AsRef::as_ref),
-                self.demo.compressor(),
-                self.replica.device(),
-            )?;
             let lr = self.schedule(state).lr(step);
-            tokio::task::block_in_place(|| {
-                if !updates.is_empty() {
-                    let refs: Vec<&SparseUpdate> = updates.iter().collect();
-                    let compressor = self.demo.compressor();
-                    let aggregate = tch::no_grad(|| compressor.aggregate_all(&refs));
-                    self.metrics.time("aggregate", aggregating.elapsed());
-                    let applying = Instant::now();
-                    tch::no_grad(|| {
-                        self.demo
-                            .apply_aggregate(&self.replica.tensors(), &aggregate, lr)
-                    });
-                    self.metrics.time("apply", applying.elapsed());
-                }
-            });
+            let (applied, times) = tokio::task::block_in_place(|| {
+                self.replica
+                    .apply_results(&self.demo, counted.iter().map(AsRef::as_ref), lr)
+            })?;
+            if applied > 0 {
+                self.metrics
+                    .time("aggregate", times.decode + times.aggregate);
+                self.metrics.time("apply", times.apply);
+            }
             self.applied += 1;
             self.metrics.applied_step.set(self.applied as i64);
-            self.metrics.results_applied.set(updates.len() as i64);
+            self.metrics.results_applied.set(applied as i64);
             self.health_check(state, &round).await;
         }
         Ok(())

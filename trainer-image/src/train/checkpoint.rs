@@ -2,6 +2,14 @@
 //! fell behind the rounds the coordinator still holds.
 
 use super::*;
+use crate::checkpoint::{self, CheckpointWriter, SavedState, named_state};
+
+/// This client's DeMo state in its checkpoints.
+const OPTIMIZER: &str = "optimizer.safetensors";
+
+fn parameter_names(replica: &Replica) -> impl Iterator<Item = &str> {
+    replica.parameters().iter().map(|(name, _)| name.as_str())
+}
 
 impl<B: CoordinatorBackend> Trainer<B> {
     /// Continues from the newest checkpoint in the checkpoint directory, if there is one: a
@@ -13,21 +21,9 @@ impl<B: CoordinatorBackend> Trainer<B> {
         let Some((step, dir)) = latest_checkpoint(root)? else {
             return Ok(());
         };
-        self.replica.load(&dir.join("model.safetensors"))?;
-        let path = dir.join("optimizer.safetensors");
-        let saved: BTreeMap<String, tch::Tensor> =
-            crate::model::load_safetensors(&path)?.into_iter().collect();
-        let deltas = self
-            .replica
-            .parameters()
-            .iter()
-            .map(|(name, _)| {
-                saved
-                    .get(&format!("{name}.demo_delta"))
-                    .map(tch::Tensor::shallow_clone)
-                    .with_context(|| format!("{}: lacks {name}.demo_delta", path.display()))
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
+        self.replica.load(&dir.join(checkpoint::MODEL))?;
+        let saved = SavedState::read(&dir.join(OPTIMIZER))?;
+        let deltas = saved.take(parameter_names(&self.replica), "demo_delta")?;
         self.demo.load_deltas(&deltas);
         self.applied = step;
         self.checkpointed_epoch = None;
@@ -55,24 +51,16 @@ impl<B: CoordinatorBackend> Trainer<B> {
             model,
         });
         if let Some(root) = &self.settings.checkpoint_dir {
-            // Written beside, then renamed: a checkpoint directory is whole or absent.
-            let dir = root.join(format!("step-{}", self.applied));
-            let partial = root.join(format!(".step-{}.partial", self.applied));
-            let _ = std::fs::remove_dir_all(&partial);
-            std::fs::create_dir_all(&partial)
-                .with_context(|| format!("creating {}", partial.display()))?;
-            std::fs::copy(&model_path, partial.join("model.safetensors"))?;
-            std::fs::write(partial.join("config.json"), self.model_config.to_hf_json())?;
-            let deltas: Vec<(String, tch::Tensor)> = self
-                .replica
-                .parameters()
-                .iter()
-                .zip(self.demo.deltas())
-                .map(|((name, _), delta)| (format!("{name}.demo_delta"), delta.shallow_clone()))
-                .collect();
-            crate::model::save_safetensors(&partial.join("optimizer.safetensors"), &deltas)?;
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::rename(&partial, &dir)?;
+            let writer = CheckpointWriter::begin(&root.join(format!("step-{}", self.applied)))?;
+            std::fs::copy(&model_path, writer.file(checkpoint::MODEL))?;
+            writer.write_config(&self.model_config)?;
+            let deltas = named_state(
+                parameter_names(&self.replica),
+                "demo_delta",
+                self.demo.deltas(),
+            );
+            crate::model::save_safetensors(&writer.file(OPTIMIZER), &deltas)?;
+            let dir = writer.commit()?;
             tracing::info!(dir = %dir.display(), step = self.applied, "checkpoint written");
         }
         self.checkpointed_epoch = Some(state.epoch);

@@ -39,7 +39,7 @@ use tch::Device;
 use self::backend::{BackendError, CoordinatorBackend};
 pub use self::metrics::TrainerMetrics;
 use crate::data::{BatchPlan, Dataset};
-use crate::demo::{Demo, DemoConfig, SparseUpdate};
+use crate::demo::{Demo, DemoConfig};
 use crate::exchange::serve::{Exchange, ExchangeMetrics, HEADER_READ_TIMEOUT, Snapshot, serve};
 use crate::exchange::{Commitment, PeerClient, PeerDns, ResultStore, router};
 use crate::identity::Identity;
