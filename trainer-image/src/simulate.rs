@@ -12,7 +12,7 @@ use tch::{Device, Tensor};
 use crate::checkpoint::{self, CheckpointWriter, SavedState, named_state};
 use crate::data::{BatchPlan, Dataset};
 use crate::demo::{Demo, DemoConfig};
-use crate::model::{LlamaConfig, Preset, padded_vocab, save_safetensors};
+use crate::model::{LlamaConfig, Preset, save_safetensors};
 use crate::optim::{AdamW, AdamWConfig, Schedule};
 use crate::payload;
 use crate::replica::Replica;
@@ -164,10 +164,8 @@ impl Simulation {
         anyhow::ensure!(config.batch_per_worker > 0, "--batch must be at least 1");
         config.schedule.validate()?;
         config.demo.validate()?;
-        let mut model_config =
-            LlamaConfig::preset(config.preset, padded_vocab(dataset.meta.vocab_size));
-        model_config.max_position_embeddings =
-            model_config.max_position_embeddings.max(config.seq_len);
+        let model_config =
+            LlamaConfig::for_training(config.preset, dataset.meta.vocab_size, config.seq_len);
         let shard_lens: Vec<usize> = dataset.train.iter().map(|shard| shard.len()).collect();
         let plan = BatchPlan::new(
             config.seed,

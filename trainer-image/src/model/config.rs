@@ -86,6 +86,16 @@ pub enum ConfigError {
 }
 
 impl LlamaConfig {
+    /// The model a run trains: the preset's shape for a dataset whose tokenizer has
+    /// `tokenizer_vocab` tokens (padded for the model), with a position table long enough for
+    /// sequences of `seq_len`. The networked client and the simulation build theirs with this,
+    /// so the same flags give the same model.
+    pub fn for_training(preset: Preset, tokenizer_vocab: usize, seq_len: usize) -> Self {
+        let mut config = Self::preset(preset, padded_vocab(tokenizer_vocab));
+        config.max_position_embeddings = config.max_position_embeddings.max(seq_len);
+        config
+    }
+
     /// The preset's shape with the given (already padded) vocabulary.
     pub fn preset(preset: Preset, vocab_size: usize) -> Self {
         let (hidden, layers, heads, kv_heads, intermediate, tied) = match preset {

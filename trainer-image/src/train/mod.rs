@@ -43,7 +43,7 @@ use crate::demo::{Demo, DemoConfig};
 use crate::exchange::serve::{Exchange, ExchangeMetrics, HEADER_READ_TIMEOUT, Snapshot, serve};
 use crate::exchange::{Commitment, PeerClient, PeerDns, ResultStore, router};
 use crate::identity::Identity;
-use crate::model::{LlamaConfig, Preset, padded_vocab};
+use crate::model::{LlamaConfig, Preset};
 use crate::optim::Schedule;
 use crate::payload;
 use crate::replica::Replica;
@@ -130,10 +130,8 @@ impl<B: CoordinatorBackend> Trainer<B> {
         advertise: Option<SocketAddr>,
     ) -> anyhow::Result<Self> {
         let state = backend.state();
-        let mut model_config =
-            LlamaConfig::preset(settings.preset, padded_vocab(dataset.meta.vocab_size));
-        model_config.max_position_embeddings =
-            model_config.max_position_embeddings.max(settings.seq_len);
+        let model_config =
+            LlamaConfig::for_training(settings.preset, dataset.meta.vocab_size, settings.seq_len);
         let replica = Replica::new(&model_config, settings.seed, Device::cuda_if_available())?;
         let demo = Demo::new(replica.parameters(), settings.demo.clone())?;
         let shard_lens: Vec<usize> = dataset.train.iter().map(|shard| shard.len()).collect();
