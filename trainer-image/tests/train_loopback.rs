@@ -11,8 +11,9 @@ use demeter_trainer::demo::DemoConfig;
 use demeter_trainer::identity::Identity;
 use demeter_trainer::model::Preset;
 use demeter_trainer::optim::{Schedule, ScheduleKind};
-use demeter_trainer::train::backend::Centralized;
-use demeter_trainer::train::{TrainSettings, Trainer};
+use demeter_trainer::train::backend::{Centralized, CoordinatorBackend};
+use demeter_trainer::train::in_memory::InMemoryRun;
+use demeter_trainer::train::{TrainSettings, TrainSummary, Trainer};
 
 fn run_config() -> Config {
     Config {
@@ -47,6 +48,40 @@ fn settings() -> TrainSettings {
     }
 }
 
+/// Three clients with their own replicas, each on the backend `connect` gives its identity,
+/// trained until the run finishes; their summaries.
+async fn train_three<B, F>(connect: impl Fn(Arc<Identity>) -> F) -> Vec<TrainSummary>
+where
+    B: CoordinatorBackend + 'static,
+    F: std::future::Future<Output = B>,
+{
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let identity = Arc::new(Identity::generate().unwrap());
+        let trainer = Trainer::new(
+            identity.clone(),
+            connect(identity).await,
+            settings(),
+            Dataset::embedded(0.02),
+            "127.0.0.1:0".parse().unwrap(),
+            None,
+        )
+        .await
+        .unwrap();
+        clients.push(tokio::spawn(trainer.run()));
+    }
+    let mut summaries = Vec::new();
+    for client in clients {
+        let summary = tokio::time::timeout(Duration::from_secs(120), client)
+            .await
+            .expect("the run finishes")
+            .unwrap()
+            .unwrap();
+        summaries.push(summary);
+    }
+    summaries
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_clients_train_together_and_stay_identical() {
     tch::set_num_threads(1);
@@ -67,33 +102,12 @@ async fn three_clients_train_together_and_stay_identical() {
     let address = listener.local_addr().unwrap();
     tokio::spawn(server.serve(listener, std::future::pending()));
 
-    let mut clients = Vec::new();
-    for _ in 0..3 {
-        let identity = Arc::new(Identity::generate().unwrap());
-        let backend = Centralized::connect(address, identity.clone(), Duration::from_secs(5))
+    let summaries = train_three(|identity| async move {
+        Centralized::connect(address, identity, Duration::from_secs(5))
             .await
-            .unwrap();
-        let trainer = Trainer::new(
-            identity,
-            backend,
-            settings(),
-            Dataset::embedded(0.02),
-            "127.0.0.1:0".parse().unwrap(),
-            None,
-        )
-        .await
-        .unwrap();
-        clients.push(tokio::spawn(trainer.run()));
-    }
-    let mut summaries = Vec::new();
-    for client in clients {
-        let summary = tokio::time::timeout(Duration::from_secs(120), client)
-            .await
-            .expect("the run finishes")
             .unwrap()
-            .unwrap();
-        summaries.push(summary);
-    }
+    })
+    .await;
     for summary in &summaries {
         assert_eq!(summary.steps, 6);
         assert_eq!(
@@ -104,4 +118,30 @@ async fn three_clients_train_together_and_stay_identical() {
         assert!(last < first, "loss falls: {first} -> {last}");
         assert_eq!(summary.tokens, 6 * 4 * 64, "a third of 12 samples per step");
     }
+}
+
+/// The same client loop with the coordinator in memory: no server, no socket to it (results
+/// still travel between the clients over loopback HTTP).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_clients_train_against_an_in_memory_coordinator() {
+    tch::set_num_threads(1);
+    let mut run_id = [0u8; 32];
+    run_id[..9].copy_from_slice(b"in-memory");
+    let run = InMemoryRun::new(run_id, run_config()).unwrap();
+    let summaries = train_three(|identity| {
+        let backend = run.client(identity);
+        async move { backend }
+    })
+    .await;
+    for summary in &summaries {
+        assert_eq!(summary.steps, 6);
+        assert_eq!(
+            summary.replica_hash, summaries[0].replica_hash,
+            "replicas identical"
+        );
+    }
+    let state = run.state();
+    assert_eq!(state.step, 6);
+    let paid = state.members.iter().filter(|m| m.points > 0).count();
+    assert_eq!(paid, 3, "every client earned points");
 }

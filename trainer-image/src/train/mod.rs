@@ -17,6 +17,7 @@
 mod apply;
 pub mod backend;
 mod checkpoint;
+pub mod in_memory;
 mod metrics;
 pub mod on_chain;
 mod outage;
