@@ -8,6 +8,7 @@ pub mod data;
 pub mod demo;
 pub mod exchange;
 pub mod identity;
+pub mod local_run;
 pub mod model;
 pub mod optim;
 pub mod payload;

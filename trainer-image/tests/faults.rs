@@ -2,52 +2,23 @@
 //! the middle of a round (and restarted), the coordinator server killed and restarted, a dishonest
 //! participant, and a stranger flooding the clients with commitments.
 
-use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use demeter_coordinator_core::Config;
 use demeter_trainer::central::CoordinatorClient;
 use demeter_trainer::commands::read_gauge;
 use demeter_trainer::identity::Identity;
+use demeter_trainer::local_run::{LocalRun, free_port};
 use demeter_trainer::run_file::RunFile;
 
 const PATIENCE: Duration = Duration::from_secs(150);
 
-fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-/// Kills what it started when the test ends, however it ends.
+/// Kills what it started when the test ends, however it ends (`LocalRun` does).
 struct Run {
-    dir: PathBuf,
+    local: LocalRun,
     coordinator: SocketAddr,
-    server: Option<Child>,
-    clients: Vec<Client>,
-}
-
-struct Client {
-    wallet: PathBuf,
-    endpoint: SocketAddr,
-    process: Option<Child>,
-}
-
-impl Drop for Run {
-    fn drop(&mut self) {
-        let children = self
-            .clients
-            .iter_mut()
-            .filter_map(|c| c.process.as_mut())
-            .chain(self.server.as_mut());
-        for child in children {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
 }
 
 /// A run of three clients; `init_min_clients` below three lets two go on without the third.
@@ -91,77 +62,47 @@ impl Run {
         )
         .unwrap();
         let mut run = Self {
-            dir: dir.to_owned(),
-            coordinator: free_port(),
-            server: None,
-            clients: Vec::new(),
+            local: LocalRun::new(Path::new(env!("CARGO_BIN_EXE_demeter")), dir),
+            coordinator: free_port().unwrap(),
         };
         run.start_server();
-        for index in 0..processes {
-            let wallet = dir.join(format!("client-{index}.json"));
-            Identity::generate().unwrap().write(&wallet).unwrap();
-            run.clients.push(Client {
-                wallet,
-                endpoint: free_port(),
-                process: None,
-            });
+        for _ in 0..processes {
+            let index = run.local.add_client().unwrap();
             run.start_client(index);
         }
         run
     }
 
-    fn log(&self, name: &str) -> Stdio {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join(format!("{name}.log")))
-            .unwrap()
-            .into()
-    }
-
     fn start_server(&mut self) {
-        let child = Command::new(env!("CARGO_BIN_EXE_demeter"))
-            .args(["coordinator", "serve", "--tick-ms=50", "--config"])
-            .arg(self.dir.join("run.toml"))
-            .arg(format!("--listen={}", self.coordinator))
-            .arg("--state")
-            .arg(self.dir.join("coordinator.state"))
-            .stderr(self.log("coordinator"))
-            .spawn()
+        let run_file = self.local.dir().join("run.toml");
+        self.local
+            .start_server(&run_file, self.coordinator)
             .unwrap();
-        self.server = Some(child);
     }
 
+    /// Starts (or restarts, with the same key) client `index`, checkpointing every epoch.
     fn start_client(&mut self, index: usize) {
-        let client = &self.clients[index];
-        let child = Command::new(env!("CARGO_BIN_EXE_demeter"))
-            .args(["--threads=1", "train", "--seq-len=64", "--warmup=1"])
-            .arg(format!("--coordinator=tcp://{}", self.coordinator))
-            .arg("--wallet")
-            .arg(&client.wallet)
-            .arg(format!("--listen={}", client.endpoint))
-            .arg("--checkpoint-dir")
-            .arg(self.dir.join(format!("checkpoints-{index}")))
-            .arg("--summary")
-            .arg(self.summary_path(index))
-            .stderr(self.log(&format!("client-{index}")))
-            .spawn()
-            .unwrap();
-        self.clients[index].process = Some(child);
+        let args = [
+            "--seq-len=64".to_owned(),
+            "--warmup=1".to_owned(),
+            format!("--coordinator=tcp://{}", self.coordinator),
+            format!(
+                "--checkpoint-dir={}",
+                self.local
+                    .dir()
+                    .join(format!("checkpoints-{index}"))
+                    .display()
+            ),
+        ];
+        self.local.start_client(index, &args).unwrap();
     }
 
-    fn kill(child: &mut Option<Child>) {
-        let mut child = child.take().unwrap();
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-    }
-
-    fn summary_path(&self, index: usize) -> PathBuf {
-        self.dir.join(format!("client-{index}.summary.json"))
+    fn endpoints(&self) -> Vec<SocketAddr> {
+        self.local.clients().iter().map(|c| c.endpoint).collect()
     }
 
     fn gauge(&self, index: usize, name: &str) -> Option<f64> {
-        read_gauge(self.clients[index].endpoint, name)
+        read_gauge(self.local.clients()[index].endpoint, name)
     }
 
     /// Waits until `condition` holds, failing with the logs' tails if it never does.
@@ -178,29 +119,19 @@ impl Run {
     }
 
     fn logs(&self) -> String {
-        let mut text = String::new();
-        for name in ["coordinator", "client-0", "client-1", "client-2"] {
-            let log =
-                std::fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(12).collect();
-            text += &format!(
-                "--- {name}\n{}\n",
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-            );
-        }
-        text
+        self.local.log_tails(12)
     }
 
     /// Every client's summary once all have finished: (steps, replica hash).
     fn finished(&self) -> Vec<(u64, String)> {
-        let clients = self.clients.len();
+        let clients = self.local.clients().len();
         self.wait("every client to finish", |run| {
-            (0..clients).all(|index| run.summary_path(index).exists())
+            (0..clients).all(|index| run.local.summary_path(index).exists())
         });
         (0..clients)
             .map(|index| {
                 let summary: serde_json::Value = serde_json::from_str(
-                    &std::fs::read_to_string(self.summary_path(index)).unwrap(),
+                    &std::fs::read_to_string(self.local.summary_path(index)).unwrap(),
                 )
                 .unwrap();
                 (
@@ -220,7 +151,7 @@ fn a_client_killed_mid_round_is_dropped_and_catches_up_after_a_restart() {
     run.wait("the first rounds", |run| {
         run.gauge(2, "demeter_applied_step").unwrap_or(0.0) >= 3.0
     });
-    Run::kill(&mut run.clients[2].process);
+    run.local.kill_client(2);
 
     // The others go on: the round completes without it and a health check drops it.
     run.wait("the health check to drop the killed client", |run| {
@@ -252,7 +183,7 @@ fn clients_go_on_after_the_coordinator_is_killed_and_restarted() {
     run.wait("the first rounds", |run| {
         run.gauge(0, "demeter_applied_step").unwrap_or(0.0) >= 3.0
     });
-    Run::kill(&mut run.server);
+    run.local.kill_service("coordinator");
     std::thread::sleep(Duration::from_millis(500));
     run.start_server();
     let finished = run.finished();
@@ -363,8 +294,10 @@ async fn dishonest_client(coordinator: SocketAddr, victim: [u8; 32], honest: Vec
 fn corrupted_and_forged_results_are_refused_counted_and_training_goes_on() {
     let dir = tempfile::tempdir().unwrap();
     let run = Run::start_with(dir.path(), 10, 600, 3, 2);
-    let victim = Identity::read(&run.clients[0].wallet).unwrap().public();
-    let honest: Vec<SocketAddr> = run.clients.iter().map(|c| c.endpoint).collect();
+    let victim = Identity::read(&run.local.clients()[0].wallet)
+        .unwrap()
+        .public();
+    let honest = run.endpoints();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.spawn(dishonest_client(run.coordinator, victim, honest));
 
@@ -441,7 +374,7 @@ async fn stranger(coordinator: SocketAddr, clients: Vec<SocketAddr>) {
 fn commitments_from_strangers_are_refused_and_stop_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let run = Run::start(dir.path(), 10, 600, 3);
-    let clients: Vec<SocketAddr> = run.clients.iter().map(|c| c.endpoint).collect();
+    let clients = run.endpoints();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.spawn(stranger(run.coordinator, clients));
 

@@ -2,9 +2,9 @@
 //! processes on loopback, on the shipped corpus: no cluster, no chain. With `--chain`, the
 //! coordinator is the Solana program on a local chain instead.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -13,6 +13,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use super::table::Table;
 use super::train::{ClientSummary, RunModelArgs};
 use crate::identity::{Identity, to_base58};
+use crate::local_run::{LocalRun, free_port};
 use crate::run_file::RunFile;
 use crate::simulate::ring_all_reduce_bytes;
 use demeter_coordinator_core::Config;
@@ -43,23 +44,6 @@ pub struct LocalArgs {
 
 /// The run's name in the run file, and on chain with --chain.
 const RUN_ID: &str = "demeter-local";
-
-/// A free loopback port (bound and released; the child binds it a moment later).
-fn free_port() -> anyhow::Result<SocketAddr> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
-}
-
-/// Children are killed when the job ends, however it ends.
-struct Children(Vec<(String, Child)>);
-
-impl Drop for Children {
-    fn drop(&mut self) {
-        for (_, child) in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
 
 fn run_file(args: &LocalArgs) -> String {
     // Checked against MAX_CLIENTS when the arguments were read.
@@ -189,19 +173,10 @@ fn run(args: &LocalArgs, dir: &Path, dir_note: &str) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("finding the demeter binary")?;
     let run_toml = dir.join("run.toml");
     std::fs::write(&run_toml, run_file(args))?;
-    let mut children = Children(Vec::new());
-    let log = |name: &str| -> anyhow::Result<Stdio> {
-        Ok(std::fs::File::create(dir.join(format!("{name}.log")))?.into())
-    };
-    let wallets: Vec<PathBuf> = (0..args.clients)
-        .map(|index| {
-            let wallet = dir.join(format!("client-{index}.json"));
-            if !wallet.exists() {
-                Identity::generate()?.write(&wallet)?;
-            }
-            Ok(wallet)
-        })
-        .collect::<anyhow::Result<_>>()?;
+    let mut local = LocalRun::new(&exe, dir);
+    for _ in 0..args.clients {
+        local.add_client()?;
+    }
     let coordinator_args = if args.chain {
         let localnet = localnet_binary(&exe)?;
         let authority = dir.join("authority.json");
@@ -209,16 +184,17 @@ fn run(args: &LocalArgs, dir: &Path, dir_note: &str) -> anyhow::Result<()> {
             Identity::generate()?.write(&authority)?;
         }
         let mut command = Command::new(&localnet);
-        for wallet in wallets.iter().chain([&authority]) {
+        let wallets = local.clients().iter().map(|client| &client.wallet);
+        for wallet in wallets.chain([&authority]) {
             command.arg("--fund").arg(wallet);
         }
         let mut child = command
             .stdout(Stdio::piped())
-            .stderr(log("localnet")?)
+            .stderr(local.log("localnet")?)
             .spawn()
             .with_context(|| format!("starting {}", localnet.display()))?;
         let stdout = child.stdout.take().expect("piped");
-        children.0.push(("the localnet".into(), child));
+        local.adopt("localnet", child);
         let rpc_url = read_localnet_url(stdout)
             .with_context(|| format!("the localnet did not start; see {}", dir.display()))?;
         let run_account = super::coordinator::create_on_chain(&run_toml, &rpc_url, &authority, 0)?;
@@ -234,45 +210,16 @@ fn run(args: &LocalArgs, dir: &Path, dir_note: &str) -> anyhow::Result<()> {
         ]
     } else {
         let coordinator = free_port()?;
-        children.0.push((
-            "coordinator".into(),
-            Command::new(&exe)
-                .args(["coordinator", "serve", "--config"])
-                .arg(&run_toml)
-                .arg(format!("--listen={coordinator}"))
-                .arg("--state")
-                .arg(dir.join("coordinator.state"))
-                .arg("--tick-ms=50")
-                .stdout(Stdio::null())
-                .stderr(log("coordinator")?)
-                .spawn()
-                .context("starting the coordinator")?,
-        ));
+        local.start_server(&run_toml, coordinator)?;
         println!("coordinator at tcp://{coordinator}");
         vec![format!("--coordinator=tcp://{coordinator}")]
     };
-
-    let mut endpoints = Vec::new();
-    for (index, wallet) in wallets.iter().enumerate() {
-        let endpoint = free_port()?;
-        endpoints.push(endpoint);
-        children.0.push((
-            format!("client {index}"),
-            Command::new(&exe)
-                .args(["--threads=1", "train"])
-                .args(&coordinator_args)
-                .arg("--wallet")
-                .arg(wallet)
-                .arg(format!("--listen={endpoint}"))
-                .arg("--summary")
-                .arg(dir.join(format!("client-{index}.summary.json")))
-                .args(args.model.to_args())
-                .stdout(Stdio::null())
-                .stderr(log(&format!("client-{index}"))?)
-                .spawn()
-                .with_context(|| format!("starting client {index}"))?,
-        ));
+    let mut client_args = coordinator_args;
+    client_args.extend(args.model.to_args());
+    for index in 0..args.clients {
+        local.start_client(index, &client_args)?;
     }
+    let endpoints: Vec<SocketAddr> = local.clients().iter().map(|c| c.endpoint).collect();
     println!("logs and state in {}{dir_note}", dir.display());
     for (index, endpoint) in endpoints.iter().enumerate() {
         println!("client {index}: metrics at http://{endpoint}/metrics");
@@ -291,18 +238,10 @@ fn run(args: &LocalArgs, dir: &Path, dir_note: &str) -> anyhow::Result<()> {
         .collect();
     let started = Instant::now();
     loop {
-        for (index, (name, child)) in children.0.iter_mut().enumerate() {
-            if let Some(status) = child.try_wait()? {
-                let is_client = index > 0;
-                if !(is_client && status.success()) {
-                    anyhow::bail!("{name} exited ({status}); see its log in {}", dir.display());
-                }
-            }
-        }
+        local.check_exits()?;
         let mut done = true;
         for (index, endpoint) in endpoints.iter().enumerate() {
-            let summary = dir.join(format!("client-{index}.summary.json"));
-            if summary.exists() {
+            if local.summary_path(index).exists() {
                 client_bars[index].set_position(args.steps);
                 client_bars[index].set_message("done");
                 continue;
@@ -328,7 +267,7 @@ fn run(args: &LocalArgs, dir: &Path, dir_note: &str) -> anyhow::Result<()> {
 
     let summaries: Vec<ClientSummary> = (0..args.clients)
         .map(|index| {
-            let path = dir.join(format!("client-{index}.summary.json"));
+            let path = local.summary_path(index);
             let text = std::fs::read_to_string(&path)
                 .with_context(|| format!("reading {}", path.display()))?;
             Ok(serde_json::from_str(&text)?)
