@@ -9,10 +9,7 @@ use demeter_coordinator::client::RunClient;
 use demeter_coordinator_core::{Config, MemberStatus, RunState};
 use demeter_e2e::{Localnet, LocalnetOptions};
 use demeter_trainer::data::Dataset;
-use demeter_trainer::demo::DemoConfig;
 use demeter_trainer::identity::Identity;
-use demeter_trainer::model::Preset;
-use demeter_trainer::optim::{Schedule, ScheduleKind};
 use demeter_trainer::run_file::run_id_bytes;
 use demeter_trainer::train::on_chain::{ChainRun, OnChain};
 use demeter_trainer::train::{TrainSettings, Trainer};
@@ -31,25 +28,6 @@ fn run_config() -> Config {
         total_steps: STEPS,
         points_per_epoch: 10,
         ..Config::example()
-    }
-}
-
-fn settings() -> TrainSettings {
-    TrainSettings {
-        preset: Preset::Tiny,
-        seq_len: 64,
-        seed: 5,
-        demo: DemoConfig::default(),
-        schedule: Schedule {
-            kind: ScheduleKind::Cosine,
-            peak_lr: 2e-3,
-            min_lr: 2e-4,
-            warmup_steps: 1,
-            total_steps: 0,
-            decay_fraction: 0.0,
-        },
-        grad_clip: Some(1.0),
-        checkpoint_dir: None,
     }
 }
 
@@ -101,7 +79,7 @@ async fn three_clients_train_through_the_coordinator_program() {
         let trainer = Trainer::new(
             identity.clone(),
             backend,
-            settings(),
+            TrainSettings::example(),
             Dataset::embedded(0.02),
             "127.0.0.1:0".parse().unwrap(),
             None,

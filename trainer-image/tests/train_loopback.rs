@@ -7,10 +7,7 @@ use std::time::Duration;
 use demeter_coordinator_core::Config;
 use demeter_trainer::central::{Server, ServerSettings};
 use demeter_trainer::data::Dataset;
-use demeter_trainer::demo::DemoConfig;
 use demeter_trainer::identity::Identity;
-use demeter_trainer::model::Preset;
-use demeter_trainer::optim::{Schedule, ScheduleKind};
 use demeter_trainer::train::backend::{Centralized, CoordinatorBackend};
 use demeter_trainer::train::in_memory::InMemoryRun;
 use demeter_trainer::train::{TrainSettings, TrainSummary, Trainer};
@@ -29,25 +26,6 @@ fn run_config() -> Config {
     }
 }
 
-fn settings() -> TrainSettings {
-    TrainSettings {
-        preset: Preset::Tiny,
-        seq_len: 64,
-        seed: 5,
-        demo: DemoConfig::default(),
-        schedule: Schedule {
-            kind: ScheduleKind::Cosine,
-            peak_lr: 2e-3,
-            min_lr: 2e-4,
-            warmup_steps: 1,
-            total_steps: 0,
-            decay_fraction: 0.0,
-        },
-        grad_clip: Some(1.0),
-        checkpoint_dir: None,
-    }
-}
-
 /// Three clients with their own replicas, each on the backend `connect` gives its identity,
 /// trained until the run finishes; their summaries.
 async fn train_three<B, F>(connect: impl Fn(Arc<Identity>) -> F) -> Vec<TrainSummary>
@@ -61,7 +39,7 @@ where
         let trainer = Trainer::new(
             identity.clone(),
             connect(identity).await,
-            settings(),
+            TrainSettings::example(),
             Dataset::embedded(0.02),
             "127.0.0.1:0".parse().unwrap(),
             None,

@@ -68,6 +68,31 @@ pub struct TrainSettings {
     pub checkpoint_dir: Option<PathBuf>,
 }
 
+impl TrainSettings {
+    /// A small client for tests: the tiny preset, 64-token sequences, DeMo's defaults, a
+    /// cosine schedule from 2e-3 with one warmup step, gradients clipped at 1, no checkpoints.
+    /// Tests state how theirs differs.
+    #[cfg(any(test, feature = "test-support"))]
+    pub fn example() -> Self {
+        Self {
+            preset: Preset::Tiny,
+            seq_len: 64,
+            seed: 5,
+            demo: DemoConfig::default(),
+            schedule: Schedule {
+                kind: crate::optim::ScheduleKind::Cosine,
+                peak_lr: 2e-3,
+                min_lr: 2e-4,
+                warmup_steps: 1,
+                total_steps: 0,
+                decay_fraction: 0.0,
+            },
+            grad_clip: Some(1.0),
+            checkpoint_dir: None,
+        }
+    }
+}
+
 /// How a finished client's run went.
 #[derive(Clone, Debug)]
 pub struct TrainSummary {
