@@ -686,13 +686,12 @@ async fn a_run_name_belongs_to_its_authority_and_cannot_be_squatted() {
     );
 }
 
-/// Audit finding 3, second half: joining an open run cost only fees, so throwaway keys could
-/// hold its slots at no cost. With a join deposit each join pays into the run account; a member
-/// gets it back by withdrawing and loses it when dropped, and the run cannot be closed while
-/// members' deposits are in it.
-#[tokio::test]
-async fn a_join_deposit_is_refunded_on_withdrawal_and_lost_when_dropped() {
-    const DEPOSIT: u64 = 50_000_000;
+/// Each join of the deposit tests' runs pays this into the run account.
+const DEPOSIT: u64 = 50_000_000;
+
+/// A started chain with a run named `deposits` whose joins cost [`DEPOSIT`]: the chain, the
+/// authority, the run account's address and the run's name.
+async fn run_with_deposit() -> (Chain, Keypair, Pubkey, [u8; 32]) {
     let mut chain = Chain::start().await;
     let authority = chain.funded().await;
     let run_account = Keypair::new();
@@ -701,7 +700,16 @@ async fn a_join_deposit_is_refunded_on_withdrawal_and_lost_when_dropped() {
         .create_run_with_deposit(&authority, &run_account, run_id, None, config(), DEPOSIT)
         .await
         .unwrap();
-    let run = run_account.pubkey();
+    (chain, authority, run_account.pubkey(), run_id)
+}
+
+/// Audit finding 3, second half: joining an open run cost only fees, so throwaway keys could
+/// hold its slots at no cost. With a join deposit each join pays into the run account; a member
+/// gets it back by withdrawing and loses it when dropped, and the run cannot be closed while
+/// members' deposits are in it.
+#[tokio::test]
+async fn a_join_deposit_is_refunded_on_withdrawal_and_lost_when_dropped() {
+    let (mut chain, _, run, _) = run_with_deposit().await;
     let rent = chain.balance(&run).await;
     let clients = [
         chain.funded().await,
@@ -772,16 +780,7 @@ async fn a_join_deposit_is_refunded_on_withdrawal_and_lost_when_dropped() {
 /// The run account holds members' deposits: it closes only once they are back with them.
 #[tokio::test]
 async fn a_run_holding_deposits_does_not_close() {
-    const DEPOSIT: u64 = 50_000_000;
-    let mut chain = Chain::start().await;
-    let authority = chain.funded().await;
-    let run_account = Keypair::new();
-    let run_id = *b"deposit-close\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0";
-    chain
-        .create_run_with_deposit(&authority, &run_account, run_id, None, config(), DEPOSIT)
-        .await
-        .unwrap();
-    let run = run_account.pubkey();
+    let (mut chain, authority, run, run_id) = run_with_deposit().await;
     let member = chain.funded().await;
     let join = instruction::join(&member.pubkey(), &run, endpoint());
     chain.send(&[join], &[&member]).await.unwrap();
