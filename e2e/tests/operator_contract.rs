@@ -53,7 +53,8 @@ fn client_pod_arguments_are_demeter_train_flags() {
             "{file}"
         );
         assert_eq!(
-            train.model.lr, run.spec.optimizer.learning_rate.peak,
+            train.model.schedule.lr,
+            Some(run.spec.optimizer.learning_rate.peak),
             "{file}"
         );
         assert!(train.peers_dns.is_some(), "{file}");

@@ -210,7 +210,7 @@ fn resume_continues_bit_for_bit() {
         // A constant schedule, so a 3-step run takes the same first steps as a 6-step run.
         let mut six = simulate_args(6);
         six.optimizer = clap::ValueEnum::from_str(optimizer, true).unwrap();
-        six.schedule = demeter_trainer::optim::ScheduleKind::Constant;
+        six.schedule.schedule = demeter_trainer::optim::ScheduleKind::Constant;
         six.checkpoint = Some(straight.clone());
         run_simulation(&six).unwrap();
 

@@ -6,10 +6,11 @@ use std::time::Instant;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::demo_args::DemoArgs;
+use super::schedule_args::ScheduleArgs;
 use super::table::Table;
 use crate::data::Dataset;
 use crate::model::{Preset, default_device};
-use crate::optim::{AdamWConfig, Schedule, ScheduleKind};
+use crate::optim::AdamWConfig;
 use crate::simulate::{OptimizerKind, PhaseTimes, Simulation, SimulationConfig};
 
 #[derive(clap::Args, Debug, Clone)]
@@ -32,20 +33,8 @@ pub struct SimulateArgs {
     /// Samples per worker per step.
     #[arg(long, default_value_t = 8)]
     pub batch: usize,
-    /// Peak learning rate (default: 1e-3, the best of both optimizers in the quality benchmark).
-    #[arg(long)]
-    pub lr: Option<f64>,
-    #[arg(long, value_enum, default_value = "cosine")]
-    pub schedule: ScheduleKind,
-    /// Warmup steps (default: 5% of the steps).
-    #[arg(long)]
-    pub warmup: Option<u64>,
-    /// Final learning rate as a share of the peak.
-    #[arg(long, default_value_t = 0.1)]
-    pub min_lr_ratio: f64,
-    /// Share of the post-warmup steps spent decaying (WSD schedule only).
-    #[arg(long, default_value_t = 0.2)]
-    pub decay_fraction: f64,
+    #[command(flatten)]
+    pub schedule: ScheduleArgs,
     #[command(flatten)]
     pub demo: DemoArgs,
     /// Decoupled weight decay (both optimizers).
@@ -80,7 +69,6 @@ pub struct SimulateArgs {
 impl SimulateArgs {
     /// The simulation these arguments describe, its workers on `worker_threads` threads.
     pub fn config(&self, worker_threads: usize) -> SimulationConfig {
-        let peak_lr = self.lr.unwrap_or(1e-3);
         SimulationConfig {
             workers: self.workers,
             preset: self.preset,
@@ -88,14 +76,7 @@ impl SimulateArgs {
             seq_len: self.seq_len,
             batch_per_worker: self.batch,
             seed: self.seed,
-            schedule: Schedule {
-                kind: self.schedule,
-                peak_lr,
-                min_lr: peak_lr * self.min_lr_ratio,
-                warmup_steps: self.warmup.unwrap_or(self.steps / 20),
-                total_steps: self.steps,
-                decay_fraction: self.decay_fraction,
-            },
+            schedule: self.schedule.schedule(1e-3, self.steps / 20, self.steps),
             demo: self.demo.config(self.weight_decay),
             adamw: AdamWConfig {
                 weight_decay: self.weight_decay,

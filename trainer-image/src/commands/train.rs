@@ -9,11 +9,11 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use super::demo_args::{DemoArgs, value_name};
+use super::schedule_args::ScheduleArgs;
 use crate::data::Dataset;
 use crate::exchange::PeerDns;
 use crate::identity::Identity;
 use crate::model::Preset;
-use crate::optim::{Schedule, ScheduleKind};
 use crate::run_file::run_id_bytes;
 use crate::train::backend::{Centralized, CoordinatorBackend};
 use crate::train::on_chain::{ChainRun, OnChain};
@@ -74,18 +74,8 @@ pub struct RunModelArgs {
     /// Seeds the initial weights and the data order.
     #[arg(long, default_value_t = 1234)]
     pub seed: u64,
-    /// Peak learning rate: each step moves every weight by lr times the sign of the aggregate.
-    #[arg(long, default_value_t = 2e-3)]
-    pub lr: f64,
-    /// Learning-rate schedule after the warmup.
-    #[arg(long, value_enum, default_value = "cosine")]
-    pub schedule: ScheduleKind,
-    /// Steps of linear learning-rate warmup from 0 to --lr.
-    #[arg(long, default_value_t = 5)]
-    pub warmup: u64,
-    /// The learning rate at the end of the schedule, as a fraction of --lr.
-    #[arg(long, default_value_t = 0.1)]
-    pub min_lr_ratio: f64,
+    #[command(flatten)]
+    pub schedule: ScheduleArgs,
     #[command(flatten)]
     pub demo: DemoArgs,
     /// Clip each client's gradient to this global L2 norm before DeMo.
@@ -103,14 +93,8 @@ impl RunModelArgs {
             seq_len: self.seq_len,
             seed: self.seed,
             demo: self.demo.config(0.0),
-            schedule: Schedule {
-                kind: self.schedule,
-                peak_lr: self.lr,
-                min_lr: self.lr * self.min_lr_ratio,
-                warmup_steps: self.warmup,
-                total_steps: 0,
-                decay_fraction: 0.2,
-            },
+            // The total comes from the coordinator's config.
+            schedule: self.schedule.schedule(2e-3, 5, 0),
             grad_clip: Some(self.grad_clip),
             checkpoint_dir: self.checkpoint_dir.clone(),
         }
@@ -122,12 +106,9 @@ impl RunModelArgs {
             format!("--preset={}", value_name(&self.preset)),
             format!("--seq-len={}", self.seq_len),
             format!("--seed={}", self.seed),
-            format!("--lr={}", self.lr),
-            format!("--warmup={}", self.warmup),
-            format!("--min-lr-ratio={}", self.min_lr_ratio),
             format!("--grad-clip={}", self.grad_clip),
-            format!("--schedule={}", value_name(&self.schedule)),
         ];
+        args.extend(self.schedule.to_args());
         args.extend(self.demo.to_args());
         if let Some(data) = &self.data {
             args.push(format!("--data={}", data.display()));
@@ -260,4 +241,47 @@ async fn run_client<B: CoordinatorBackend>(
     };
     let parameters = trainer.parameter_count();
     Ok((trainer.run().await?, parameters))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        model: RunModelArgs,
+    }
+
+    /// `demeter local` hands its settings to every client as flags: nothing may be lost.
+    #[test]
+    fn to_args_reproduces_every_setting() {
+        let given = Flags::parse_from([
+            "demeter",
+            "--preset=20m",
+            "--data=/datasets/web",
+            "--seq-len=256",
+            "--seed=9",
+            "--lr=0.005",
+            "--schedule=wsd",
+            "--warmup=7",
+            "--min-lr-ratio=0.3",
+            "--decay-fraction=0.4",
+            "--topk=16",
+            "--chunk=32",
+            "--beta=0.99",
+            "--values=sign",
+            "--grad-clip=2.5",
+        ])
+        .model;
+        let again =
+            Flags::parse_from(std::iter::once("demeter".to_owned()).chain(given.to_args())).model;
+        assert_eq!(
+            format!("{:?}", again.settings()),
+            format!("{:?}", given.settings())
+        );
+        assert_eq!(again.data, given.data);
+    }
 }
