@@ -11,7 +11,9 @@
 
 use std::time::Duration;
 
-use demeter_coordinator::client::{ClientFailure, RunClient, RunSnapshot, tick_due};
+use demeter_coordinator::client::{
+    ClientFailure, RunClient, RunSnapshot, tick_due, tick_instructions,
+};
 use demeter_coordinator::instruction as ix;
 use demeter_coordinator_core::accounts::RunAccount;
 use demeter_coordinator_core::{Config, Coordinator, CoordinatorError, MemberStatus, RunState};
@@ -382,15 +384,15 @@ async fn steer(
     transactions.extend(plan(state, snapshot.cluster_time, desired, true));
     let mut failed = None;
     for transaction in transactions {
-        let instruction = match &transaction {
-            Transaction::Grant(client_key) => ix::grant_join(&me, &account, client_key),
-            Transaction::Pause => ix::pause(&me, &account),
-            Transaction::Resume => ix::resume(&me, &account),
-            Transaction::Tick => ix::tick(&account),
-            Transaction::UpdateConfig => ix::update_config(&me, &account, desired.config),
+        let instructions = match &transaction {
+            Transaction::Grant(client_key) => vec![ix::grant_join(&me, &account, client_key)],
+            Transaction::Pause => vec![ix::pause(&me, &account)],
+            Transaction::Resume => vec![ix::resume(&me, &account)],
+            Transaction::Tick => tick_instructions(&account).to_vec(),
+            Transaction::UpdateConfig => vec![ix::update_config(&me, &account, desired.config)],
             Transaction::Create => continue,
         };
-        match client.send(&[instruction], &[authority]).await {
+        match client.send(&instructions, &[authority]).await {
             Ok(()) => sent.push(transaction),
             // A client's tick landed first: the run moved on, which is what the tick was for.
             Err(ClientFailure::Refused { code, .. })

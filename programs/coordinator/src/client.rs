@@ -268,6 +268,21 @@ impl RunClient {
     }
 }
 
+/// Compute units a tick asks for: the most one transaction may use. A tick that closes a round
+/// checks every participant against every witness report, which outgrows the 200 k units an
+/// instruction gets by default once a run is large (docs/coordinator.md, "Compute units").
+pub const TICK_COMPUTE_UNITS: u32 = 1_400_000;
+
+/// A tick transaction's instructions: its compute budget, then the tick.
+pub fn tick_instructions(run_account: &Pubkey) -> [Instruction; 2] {
+    [
+        solana_compute_budget_interface::ComputeBudgetInstruction::set_compute_unit_limit(
+            TICK_COMPUTE_UNITS,
+        ),
+        ix::tick(run_account),
+    ]
+}
+
 /// Whether the state machine would advance at `cluster_time`: worth sending a tick. The program
 /// decides for real, from its own clock.
 pub fn tick_due(state: &Coordinator, cluster_time: i64) -> bool {
@@ -360,5 +375,19 @@ mod tests {
         }
         assert_eq!(decode_clock(&data), Some(clock));
         assert_eq!(decode_clock(&data[..39]), None);
+    }
+
+    #[test]
+    fn a_tick_asks_for_a_transactions_whole_compute_budget_first() {
+        let run = Pubkey::new_unique();
+        let [budget, tick] = tick_instructions(&run);
+        assert_eq!(
+            budget.program_id,
+            solana_compute_budget_interface::id(),
+            "the compute budget program"
+        );
+        // SetComputeUnitLimit (2) with 1,400,000 little-endian.
+        assert_eq!(budget.data, [2, 0xC0, 0x5C, 0x15, 0x00]);
+        assert_eq!(tick, ix::tick(&run));
     }
 }

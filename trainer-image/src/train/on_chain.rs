@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use demeter_coordinator::client::{ClientFailure, RunClient, tick_due};
+use demeter_coordinator::client::{ClientFailure, RunClient, tick_due, tick_instructions};
 use demeter_coordinator::instruction as ix;
 use demeter_coordinator_core::{Coordinator, Input};
 use solana_sdk::instruction::Instruction;
@@ -86,12 +86,8 @@ impl OnChain {
         Ok(self.last.clone())
     }
 
-    async fn submit(&self, instruction: Instruction) -> Result<(), BackendError> {
-        match self
-            .run
-            .send(&[instruction], &[self.identity.as_ref()])
-            .await
-        {
+    async fn submit(&self, instructions: &[Instruction]) -> Result<(), BackendError> {
+        match self.run.send(instructions, &[self.identity.as_ref()]).await {
             Ok(()) => Ok(()),
             Err(ClientFailure::Refused { code, message }) => {
                 Err(BackendError::Rejected(Rejection { code, message }))
@@ -128,7 +124,10 @@ impl CoordinatorBackend for OnChain {
                     return Ok(state.clone());
                 }
                 if tick_due(state, self.cluster_time) {
-                    match self.submit(ix::tick(&self.run.run_account())).await {
+                    match self
+                        .submit(&tick_instructions(&self.run.run_account()))
+                        .await
+                    {
                         Ok(()) => continue,
                         Err(BackendError::Rejected(_)) => {}
                         Err(error) => tracing::debug!(%error, "tick not sent"),
@@ -144,7 +143,7 @@ impl CoordinatorBackend for OnChain {
 
     async fn send(&mut self, input: Input<'_>) -> Result<(), BackendError> {
         let me = self.identity.pubkey();
-        self.submit(ix::input(&me, &self.run.run_account(), input))
+        self.submit(&[ix::input(&me, &self.run.run_account(), input)])
             .await?;
         // The client must see its own change before it acts again, as with the server.
         self.read().await.map(|_| ())
