@@ -37,6 +37,7 @@ lint: bootstrap
 	$(ENV) $(TIMED) "manifests: deploy/" "$$DEMETER_PYTHON" -m kubernetes_validate --kubernetes-version 1.33.0 --strict --quiet deploy/crds/*.yaml deploy/operator/*.yaml
 	$(ENV) $(LINT_ENV) $(TIMED) "build + clippy (workspace, all targets)" cargo build $(CHECK_FLAGS) $(BUILD_TIMINGS) --workspace --all-targets
 	$(ENV) $(TIMED) "manifests: rendered examples" scripts/check-rendered.sh
+	$(ENV) $(TIMED) "chart: lint, render, validate, agree" scripts/check-chart.sh
 
 test: lint
 	$(ENV) $(LINT_ENV) scripts/test.sh
