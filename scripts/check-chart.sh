@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Checks charts/demeter-operator with the real Helm the bootstrap pins: lint (strict), render with
 # the defaults and with every optional block on, validate what it renders against Kubernetes'
-# schemas, refuse values of the wrong type or name, and agree with deploy/ (the CRD, the
-# dashboard, the operator's RBAC and Deployment) and with the operator's version. Needs
-# scripts/env.sh.
+# schemas, unit-test the alerting rules with promtool (Debian's prometheus package), refuse
+# values of the wrong type or name, and agree with deploy/ (the CRD, the dashboard, the
+# operator's RBAC and Deployment) and with the operator's version. Needs scripts/env.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 chart=charts/demeter-operator
@@ -14,10 +14,15 @@ trap 'rm -rf "$out"' EXIT
 "$DEMETER_HELM" template demeter "$chart" --namespace demeter-system > "$out/default.yaml"
 "$DEMETER_HELM" template demeter "$chart" --namespace demeter-system \
     --set monitoring.serviceMonitor.enabled=true,monitoring.podMonitor.enabled=true \
+    --set monitoring.prometheusRule.enabled=true \
     --set dashboard.enabled=true,watchNamespace=ml > "$out/all.yaml"
 # The monitoring.coreos.com kinds have no schema here (their CRDs are the Prometheus Operator's).
 "$DEMETER_PYTHON" -m kubernetes_validate --kubernetes-version 1.33.0 --strict --quiet --no-warn \
     "$out/default.yaml" "$out/all.yaml"
+
+# The alerting rules parse, and each alert fires when it should and not when it should not.
+promtool check rules "$chart/alerts/demeter-rules.yaml" > /dev/null
+(cd "$chart/alerts" && promtool test rules demeter-rules.test.yaml > /dev/null)
 
 # values.schema.json is enforced: a wrong type and an unknown key are refused, naming them.
 refused() {

@@ -16,6 +16,7 @@ declare -A needed=(
     [pkg-config]="openssl-sys finds libssl through pkg-config"
     [libssl-dev]="openssl-sys (solana-client's HTTP stack)"
     [ca-certificates]="HTTPS to crates.io and PyPI"
+    [prometheus]="promtool checks and unit-tests the chart's alerting rules (scripts/check-chart.sh)"
 )
 
 installed() { [[ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" == "install ok installed" ]]; }

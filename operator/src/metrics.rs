@@ -367,10 +367,25 @@ mod tests {
         assert!(text.contains("demeter_operator_runs{phase=\"Running\"} 0"));
     }
 
-    /// Every series `deploy/dashboards/demeter-operator.json` queries is one the operator
-    /// exports, so a renamed metric cannot leave a panel silently empty.
+    /// The operator's series a dashboard or rule file names.
+    fn queried_series(text: &str) -> BTreeSet<&str> {
+        text.match_indices("demeter_operator_")
+            .map(|(at, _)| {
+                let rest = &text[at..];
+                let end = rest
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(rest.len());
+                &rest[..end]
+            })
+            .filter(|name| *name != "demeter_operator_")
+            .collect()
+    }
+
+    /// Every series `deploy/dashboards/demeter-operator.json` and the chart's alerting rules
+    /// query is one the operator exports, so a renamed metric cannot leave a panel silently
+    /// empty or an alert silently unable to fire.
     #[test]
-    fn the_dashboard_queries_only_exported_series() {
+    fn the_dashboard_and_the_alerts_query_only_exported_series() {
         let metrics = Metrics::new();
         let status = TrainingRunStatus {
             phase: Some(Phase::Running),
@@ -417,20 +432,22 @@ mod tests {
             "../../deploy/dashboards/demeter-operator.json"
         ))
         .expect("the dashboard is JSON");
-        let text = dashboard.to_string();
-        let queried: BTreeSet<&str> = text
-            .match_indices("demeter_operator_")
-            .map(|(at, _)| {
-                let rest = &text[at..];
-                let end = rest
-                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                    .unwrap_or(rest.len());
-                &rest[..end]
-            })
-            .filter(|name| *name != "demeter_operator_")
-            .collect();
+        let dashboard = dashboard.to_string();
+        let queried = queried_series(&dashboard);
         assert!(queried.len() >= 15, "{queried:?}");
         let missing: Vec<_> = queried.difference(&exported).collect();
-        assert!(missing.is_empty(), "not exported: {missing:?}");
+        assert!(
+            missing.is_empty(),
+            "the dashboard queries, not exported: {missing:?}"
+        );
+
+        let rules = include_str!("../../charts/demeter-operator/alerts/demeter-rules.yaml");
+        let queried = queried_series(rules);
+        assert!(queried.len() >= 7, "{queried:?}");
+        let missing: Vec<_> = queried.difference(&exported).collect();
+        assert!(
+            missing.is_empty(),
+            "the alerts query, not exported: {missing:?}"
+        );
     }
 }
