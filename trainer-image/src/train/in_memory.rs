@@ -75,9 +75,10 @@ impl InMemoryRun {
         Ok(())
     }
 
-    /// Applies every time-out that is due, each tick with a fresh seed, as the server does.
+    /// Applies the time-outs that are due, each tick with a fresh seed, as the server does (and,
+    /// like it, at most a few per call: every tick moves the run on or finds nothing due).
     fn apply_time_outs(&self) {
-        loop {
+        for _ in 0..TICKS_PER_CALL {
             match self.update(|state| state.tick(unix_now(), &random_seed()).map(drop)) {
                 Ok(()) => {}
                 Err(CoordinatorError::NothingDue) => return,
@@ -89,6 +90,9 @@ impl InMemoryRun {
         }
     }
 }
+
+/// Ticks applied per wait at most: enough for an armed transition and the one after it.
+const TICKS_PER_CALL: usize = 8;
 
 /// One client's view of an [`InMemoryRun`].
 pub struct InMemory {
