@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Checks charts/demeter-operator with the real Helm the bootstrap pins: lint (strict), render with
 # the defaults and with every optional block on, validate what it renders against Kubernetes'
-# schemas, unit-test the alerting rules with promtool (Debian's prometheus package), refuse
+# schemas, unit-test the alerting rules and parse every dashboard query with promtool (Debian's
+# prometheus package), refuse
 # values of the wrong type or name, and agree with deploy/ (the CRD, the dashboard, the
 # operator's RBAC and Deployment) and with the operator's version. Needs scripts/env.sh.
 set -euo pipefail
@@ -23,6 +24,10 @@ trap 'rm -rf "$out"' EXIT
 # The alerting rules parse, and each alert fires when it should and not when it should not.
 promtool check rules "$chart/alerts/demeter-rules.yaml" > /dev/null
 (cd "$chart/alerts" && promtool test rules demeter-rules.test.yaml > /dev/null)
+# Every query of the dashboard parses as PromQL.
+"$DEMETER_PYTHON" scripts/dashboard_rules.py deploy/dashboards/demeter-operator.json \
+    "$out/dashboard-rules.yaml" > /dev/null
+promtool check rules "$out/dashboard-rules.yaml" > /dev/null
 
 # values.schema.json is enforced: a wrong type and an unknown key are refused, naming them.
 refused() {
