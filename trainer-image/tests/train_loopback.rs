@@ -60,6 +60,21 @@ where
     summaries
 }
 
+/// Every client applied the run's six steps to an identical replica, its loss fell, and it
+/// trained its third of the 12 samples of each step.
+fn trained_together(summaries: &[TrainSummary]) {
+    for summary in summaries {
+        assert_eq!(summary.steps, 6);
+        assert_eq!(
+            summary.replica_hash, summaries[0].replica_hash,
+            "replicas identical"
+        );
+        let (first, last) = (summary.first_loss.unwrap(), summary.last_loss.unwrap());
+        assert!(last < first, "loss falls: {first} -> {last}");
+        assert_eq!(summary.tokens, 6 * 4 * 64, "a third of 12 samples per step");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_clients_train_together_and_stay_identical() {
     tch::set_num_threads(1);
@@ -86,16 +101,7 @@ async fn three_clients_train_together_and_stay_identical() {
             .unwrap()
     })
     .await;
-    for summary in &summaries {
-        assert_eq!(summary.steps, 6);
-        assert_eq!(
-            summary.replica_hash, summaries[0].replica_hash,
-            "replicas identical"
-        );
-        let (first, last) = (summary.first_loss.unwrap(), summary.last_loss.unwrap());
-        assert!(last < first, "loss falls: {first} -> {last}");
-        assert_eq!(summary.tokens, 6 * 4 * 64, "a third of 12 samples per step");
-    }
+    trained_together(&summaries);
 }
 
 /// The same client loop with the coordinator in memory: no server, no socket to it (results
@@ -111,13 +117,7 @@ async fn three_clients_train_against_an_in_memory_coordinator() {
         async move { backend }
     })
     .await;
-    for summary in &summaries {
-        assert_eq!(summary.steps, 6);
-        assert_eq!(
-            summary.replica_hash, summaries[0].replica_hash,
-            "replicas identical"
-        );
-    }
+    trained_together(&summaries);
     let state = run.state();
     assert_eq!(state.step, 6);
     let paid = state.members.iter().filter(|m| m.points > 0).count();
