@@ -217,6 +217,20 @@ async fn an_admin_applies_the_crd_and_runs_and_watches_them_with_kubectl() {
     };
     assert_eq!(row[0], "moby-150m");
     assert!(row.contains(&"0/3".to_owned()), "{row:?}");
+    // `describe` shows the conditions, and the operator's Events (written through
+    // events.k8s.io/v1, read by kubectl as v1 Events, as on a real server).
+    let described = kubectl.ok(&["describe", "tr", "moby-150m"]).await;
+    for expected in [
+        "Phase:                   Pending",
+        "ClientsNotReady",
+        "demeter-operator  new -> Pending",
+        "Created pod moby-150m-client-0",
+    ] {
+        assert!(
+            described.contains(expected),
+            "{expected:?} in:\n{described}"
+        );
+    }
     operator.abort();
 
     // Refused with the fields named: a bound, a CEL rule, an unknown field, an immutable one.

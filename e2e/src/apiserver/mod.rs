@@ -10,7 +10,8 @@
 //! (resuming from the change log, 410 Expired past it), label and field selectors, get, create
 //! (`generateName` too), paged lists, replace with conflict detection, merge, JSON and
 //! server-side-apply patches, the `/status` subresource, generations, delete with finalizers
-//! and `deletionTimestamp`, and the owner cascade of the garbage collector.
+//! and `deletionTimestamp`, the owner cascade of the garbage collector, and both Event APIs as
+//! views of one set of Events.
 //!
 //! What it leaves out: authentication and RBAC, admission webhooks and the built-in kinds'
 //! validation (their schemas are open objects here), field-manager conflicts (every apply is
@@ -24,6 +25,7 @@ mod admission;
 mod cel;
 mod discovery;
 mod error;
+mod events;
 mod openapi;
 mod registry;
 mod schema;

@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use super::admission::{admit_crd, unknown_fields};
 use super::error::invalid;
 pub use super::error::{FieldValidation, StoreError};
+use super::events;
 use super::registry::{CRDS, Registry};
 use super::schema::{FieldError, default_and_validate, prune_unknown};
 use super::selector::{FieldSelector, LabelSelector};
@@ -485,7 +486,44 @@ impl Store {
         }
     }
 
-    fn record(&mut self, key: Key, mut object: Value, kind: ChangeKind) -> Value {
+    /// Stores (or removes) `object` as one revision, and its view in the other Event API if it
+    /// is an Event.
+    fn record(&mut self, key: Key, object: Value, kind: ChangeKind) -> Value {
+        let mirror = self.event_mirror(&key, &object);
+        let stored = self.record_one(key, object, kind);
+        if let Some((key, object)) = mirror {
+            let exists = self.objects.contains_key(&key);
+            // The view follows its source: created, changed or gone with it.
+            let kind = match (kind, exists) {
+                (ChangeKind::Deleted, false) => return stored,
+                (ChangeKind::Deleted, true) => ChangeKind::Deleted,
+                (_, true) => ChangeKind::Modified,
+                (_, false) => ChangeKind::Added,
+            };
+            self.record_one(key, object, kind);
+        }
+        stored
+    }
+
+    /// An Event's key and object in the other Event API.
+    fn event_mirror(&self, key: &Key, object: &Value) -> Option<(Key, Value)> {
+        let core = self.registry.find("", "v1", "events")?;
+        let events_v1 = self.registry.find("events.k8s.io", "v1", "events")?;
+        let (resource, view) = if key.resource == events_v1 {
+            (core, events::to_core(object))
+        } else if key.resource == core {
+            (events_v1, events::to_events_v1(object))
+        } else {
+            return None;
+        };
+        let mirror_key = Key {
+            resource,
+            ..key.clone()
+        };
+        Some((mirror_key, view))
+    }
+
+    fn record_one(&mut self, key: Key, mut object: Value, kind: ChangeKind) -> Value {
         self.revision += 1;
         object["metadata"]["resourceVersion"] = self.revision.to_string().into();
         if kind == ChangeKind::Deleted {
