@@ -66,6 +66,19 @@ impl Kubectl {
         }
     }
 
+    /// Starts kubectl in the background, its standard output going to `out`.
+    fn spawn(&self, args: &[&str], out: &Path) -> std::process::Child {
+        Command::new(&self.binary)
+            .args(args)
+            .arg(format!("--cache-dir={}", self.cache.display()))
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("HOME", self.cache.parent().unwrap())
+            .stdout(std::fs::File::create(out).unwrap())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("kubectl starts")
+    }
+
     /// Runs kubectl and expects it to succeed; returns its standard output.
     async fn ok(&self, args: &[&str]) -> String {
         let output = self.run(args).await;
@@ -219,17 +232,28 @@ async fn an_admin_applies_the_crd_and_runs_and_watches_them_with_kubectl() {
     assert!(row.contains(&"0/3".to_owned()), "{row:?}");
     // `describe` shows the conditions, and the operator's Events (written through
     // events.k8s.io/v1, read by kubectl as v1 Events, as on a real server).
-    let described = kubectl.ok(&["describe", "tr", "moby-150m"]).await;
-    for expected in [
+    // The Events are written as the reconcile goes, so describe is read until they are all in.
+    let expected = [
         "Phase:                   Pending",
         "ClientsNotReady",
         "demeter-operator  new -> Pending",
         "Created pod moby-150m-client-0",
-    ] {
+    ];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let described = kubectl.ok(&["describe", "tr", "moby-150m"]).await;
+        let missing: Vec<_> = expected
+            .iter()
+            .filter(|text| !described.contains(*text))
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
         assert!(
-            described.contains(expected),
-            "{expected:?} in:\n{described}"
+            Instant::now() < deadline,
+            "{missing:?} not in:\n{described}"
         );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     operator.abort();
 
@@ -275,4 +299,30 @@ async fn an_admin_applies_the_crd_and_runs_and_watches_them_with_kubectl() {
         .ok(&["get", "tr", "-o", "jsonpath={.items[*].metadata.name}"])
         .await;
     assert_eq!(names, "moby-150m moby-150m-devnet");
+
+    // `kubectl get tr -w` lists, then prints a row for each change.
+    let out = dir.path().join("watch.out");
+    let mut watching = kubectl.spawn(&["get", "tr", "-w", "--output-watch-events"], &out);
+    let printed = |what: &'static str| {
+        let out = out.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let text = std::fs::read_to_string(&out).unwrap_or_default();
+                if text.contains(what) || Instant::now() > deadline {
+                    return text;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let listed = printed("ADDED      moby-150m-devnet").await;
+    assert!(listed.contains("EVENT      NAME"), "{listed}");
+    kubectl
+        .ok(&["label", "tr", "moby-150m", "team=research"])
+        .await;
+    let watched = printed("MODIFIED   moby-150m").await;
+    let _ = watching.kill();
+    let _ = watching.wait();
+    assert!(watched.contains("MODIFIED   moby-150m "), "{watched}");
 }

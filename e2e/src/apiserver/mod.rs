@@ -16,8 +16,7 @@
 //! What it leaves out: authentication and RBAC, admission webhooks and the built-in kinds'
 //! validation (their schemas are open objects here), field-manager conflicts (every apply is
 //! forced, as the operator's are), strategic merge keys (treated as a merge patch), list
-//! snapshots (pages are cut from the current objects), watches as Tables (`kubectl get -w`),
-//! aggregated discovery, CRD conversion (one served version per CRD), and any controller of its
+//! snapshots (pages are cut from the current objects), aggregated discovery, CRD conversion (one served version per CRD), and any controller of its
 //! own (pods run nowhere; tests play the kubelet by writing pod status). What it does and does
 //! not evaluate of a schema and of CEL is in `schema.rs` and `cel.rs`.
 
@@ -366,12 +365,18 @@ async fn route(shared: &Arc<Shared>, request: Request<'_>) -> Result<Response, S
                 .get("timeoutSeconds")
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(1800);
+            let shape = if table {
+                watch::Shape::Table(include.to_owned())
+            } else {
+                watch::Shape::Object
+            };
             Ok(watch::watch(
                 shared.clone(),
                 resource,
                 filter,
                 since,
                 timeout,
+                shape,
             ))
         }
         (Method::GET, None) => {

@@ -10,7 +10,9 @@ use axum::response::Response;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+use super::registry::ResourceType;
 use super::store::{Filter, StoreError};
+use super::table;
 use super::{Params, Shared, status_body};
 
 /// One page of a list (`limit`, `continue`). The continue token carries the first page's
@@ -53,17 +55,27 @@ pub fn page(
 
 /// A watch: the changes after `since` (or every current object as ADDED), then each new
 /// change as it happens, one JSON event per line, until `timeout_seconds`.
+/// How a watch sends each object: as it is, or as a one-row Table (`kubectl get -w`) with the
+/// request's `includeObject`.
+pub enum Shape {
+    Object,
+    Table(String),
+}
+
 pub fn watch(
     shared: Arc<Shared>,
     resource: usize,
     filter: Filter,
     since: Option<u64>,
     timeout_seconds: u64,
+    shape: Shape,
 ) -> Response {
     let (lines, received) = mpsc::channel::<Bytes>(64);
     tokio::spawn(async move {
-        let (mut notified, initial, mut cursor) = {
+        let (mut notified, initial, mut cursor, kind) = {
             let store = shared.store.lock().expect("store lock");
+            let kind = store.registry()[resource].clone();
+            let event = |change: &str, object: Value| shaped_event(&shape, &kind, change, object);
             let notified = store.subscribe();
             let initial = match since {
                 Some(revision) => store
@@ -81,7 +93,7 @@ pub fn watch(
                     .map(|object| event("ADDED", object))
                     .collect::<Vec<_>>(),
             };
-            (notified, initial, store.revision())
+            (notified, initial, store.revision(), kind)
         };
         for line in initial {
             if lines.send(line).await.is_err() {
@@ -104,7 +116,7 @@ pub fn watch(
             let batch = match batch {
                 Ok(changes) => changes
                     .into_iter()
-                    .map(|c| event(c.kind.as_str(), c.object))
+                    .map(|c| shaped_event(&shape, &kind, c.kind.as_str(), c.object))
                     .collect(),
                 Err(expired) => vec![event("ERROR", status_body(&expired))],
             };
@@ -123,6 +135,22 @@ pub fn watch(
         .header(header::CONTENT_TYPE, "application/json")
         .body(Body::from_stream(stream))
         .expect("a valid watch response")
+}
+
+/// A watch event of `object` in the watch's shape.
+fn shaped_event(shape: &Shape, kind: &ResourceType, change: &str, object: Value) -> Bytes {
+    match shape {
+        Shape::Object => event(change, object),
+        // An error is a Status, never a row.
+        Shape::Table(_) if change == "ERROR" => event(change, object),
+        Shape::Table(include) => {
+            let revision = object["metadata"]["resourceVersion"]
+                .as_str()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            event(change, table::table(kind, &[object], revision, include))
+        }
+    }
 }
 
 fn event(kind: &str, object: Value) -> Bytes {
