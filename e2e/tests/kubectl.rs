@@ -46,8 +46,8 @@ impl Kubectl {
         }
     }
 
-    /// Runs kubectl off the test's runtime threads (the server answers on them).
-    async fn run(&self, args: &[&str]) -> Output {
+    /// A kubectl command with this server's kubeconfig and cache.
+    fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(&self.binary);
         command
             .args(args)
@@ -55,6 +55,12 @@ impl Kubectl {
             .env("KUBECONFIG", &self.kubeconfig)
             .env("HOME", self.cache.parent().unwrap())
             .current_dir(repository());
+        command
+    }
+
+    /// Runs kubectl off the test's runtime threads (the server answers on them).
+    async fn run(&self, args: &[&str]) -> Output {
+        let mut command = self.command(args);
         let output = tokio::task::spawn_blocking(move || command.output())
             .await
             .unwrap()
@@ -68,11 +74,7 @@ impl Kubectl {
 
     /// Starts kubectl in the background, its standard output going to `out`.
     fn spawn(&self, args: &[&str], out: &Path) -> std::process::Child {
-        Command::new(&self.binary)
-            .args(args)
-            .arg(format!("--cache-dir={}", self.cache.display()))
-            .env("KUBECONFIG", &self.kubeconfig)
-            .env("HOME", self.cache.parent().unwrap())
+        self.command(args)
             .stdout(std::fs::File::create(out).unwrap())
             .stderr(std::process::Stdio::null())
             .spawn()

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::cel::Rules;
-use super::schema::unsupported_keywords;
-use super::table::{Column, JsonPath};
+use super::schema::{is_object_meta, unsupported_keywords};
+use super::table::Column;
 
 /// A kind the server serves.
 #[derive(Debug, Clone)]
@@ -64,7 +64,9 @@ impl ResourceType {
 pub struct CustomKind {
     /// The CRD's name (`trainingruns.demeter.dev`).
     pub crd: String,
-    /// `openAPIV3Schema`: structural, so it prunes, defaults and validates.
+    /// `openAPIV3Schema` without `apiVersion`, `kind` and `metadata`, which every object has
+    /// and every kind checks alike: what admission prunes, defaults and validates (and, with
+    /// those three put back, what OpenAPI publishes).
     pub schema: Value,
     /// The schema's `x-kubernetes-validations`, compiled.
     pub rules: Rules,
@@ -287,7 +289,7 @@ impl Registry {
                 (0, &Value::Null)
             }
         };
-        let schema = version["schema"]["openAPIV3Schema"].clone();
+        let mut schema = version["schema"]["openAPIV3Schema"].clone();
         let base = format!("spec.versions[{position}].schema.openAPIV3Schema");
         if version.is_object() && !schema.is_object() {
             errors.push((base.clone(), "Required value: schemas are required".into()));
@@ -315,17 +317,13 @@ impl Registry {
                     }
                 })
                 .collect(),
-            None => vec![Column {
-                name: "Age".into(),
-                kind: "date".into(),
-                format: String::new(),
-                description: "Age of the object".into(),
-                priority: 0,
-                path: JsonPath::parse(".metadata.creationTimestamp").expect("a valid path"),
-            }],
+            None => vec![Column::age()],
         };
         if !errors.is_empty() {
             return Err(errors);
+        }
+        if let Some(properties) = schema["properties"].as_object_mut() {
+            properties.retain(|name, _| !is_object_meta(name));
         }
         Ok(ResourceType {
             singular: if singular.is_empty() {

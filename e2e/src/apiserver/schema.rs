@@ -83,13 +83,13 @@ pub fn unsupported_keywords(schema: &Value, base: &str) -> Vec<(String, String)>
 /// it comes before defaulting and validation (a Strict request fails here first).
 pub fn prune_unknown(kind: &CustomKind, object: &mut Value) -> Vec<String> {
     let mut unknown = Vec::new();
-    let schema = body_schema(kind);
+    let schema = &kind.schema;
     if let Some(fields) = object.as_object_mut() {
         for (name, field) in fields.iter_mut() {
             if !is_object_meta(name) {
                 match schema["properties"].get(name) {
                     Some(child) => prune(child, field, name, &mut unknown),
-                    None if preserves_unknown(&schema) => {}
+                    None if preserves_unknown(schema) => {}
                     None => unknown.push(name.clone()),
                 }
             }
@@ -98,7 +98,7 @@ pub fn prune_unknown(kind: &CustomKind, object: &mut Value) -> Vec<String> {
             is_object_meta(name)
                 || match schema["properties"].get(name) {
                     Some(child) => !(value.is_null() && child["nullable"] != true),
-                    None => preserves_unknown(&schema),
+                    None => preserves_unknown(schema),
                 }
         });
     }
@@ -113,11 +113,11 @@ pub fn default_and_validate(
     object: &mut Value,
     old: Option<&Value>,
 ) -> Result<(), Vec<FieldError>> {
-    let schema = body_schema(kind);
-    default(&schema, object);
+    let schema = &kind.schema;
+    default(schema, object);
     let checker = Checker { rules: &kind.rules };
     let mut errors = Vec::new();
-    checker.walk(Pass::Schema, &schema, object, old, "", "", &mut errors);
+    checker.walk(Pass::Schema, schema, object, old, "", "", &mut errors);
     let blocking = errors
         .iter()
         .any(|e| matches!(e.reason, "FieldValueTypeInvalid" | "FieldValueRequired"));
@@ -128,7 +128,7 @@ pub fn default_and_validate(
             "Invalid value: \"null\": some validation rules were not checked because the object was invalid; correct the existing errors to complete validation",
         ));
     } else {
-        checker.walk(Pass::Rules, &schema, object, old, "", "", &mut errors);
+        checker.walk(Pass::Rules, schema, object, old, "", "", &mut errors);
     }
     if errors.is_empty() {
         Ok(())
@@ -138,17 +138,8 @@ pub fn default_and_validate(
 }
 
 /// `apiVersion`, `kind` and `metadata` belong to every object; a CRD's schema covers the rest.
-fn is_object_meta(name: &str) -> bool {
+pub fn is_object_meta(name: &str) -> bool {
     matches!(name, "apiVersion" | "kind" | "metadata")
-}
-
-/// The kind's schema without what every object has.
-fn body_schema(kind: &CustomKind) -> Value {
-    let mut schema = kind.schema.clone();
-    if let Some(properties) = schema["properties"].as_object_mut() {
-        properties.retain(|name, _| !is_object_meta(name));
-    }
-    schema
 }
 
 fn join(path: &str, name: &str) -> String {

@@ -19,6 +19,18 @@ pub struct Column {
 }
 
 impl Column {
+    /// The column a kind without printer columns gets after Name: its age.
+    pub fn age() -> Column {
+        Column {
+            name: "Age".into(),
+            kind: "date".into(),
+            format: String::new(),
+            description: "CreationTimestamp is a timestamp representing the server time when this object was created.".into(),
+            priority: 0,
+            path: JsonPath::parse(".metadata.creationTimestamp").expect("a valid path"),
+        }
+    }
+
     /// A CRD's `additionalPrinterColumns` entry, checked as the API server checks it.
     pub fn parse(column: &Value) -> Result<Column, String> {
         let name = column["name"].as_str().unwrap_or_default();
@@ -132,14 +144,7 @@ impl JsonPath {
 /// The Table for `objects` of `kind`: `include` is the request's `includeObject` (`None`,
 /// `Object`, or the default `Metadata`).
 pub fn table(kind: &ResourceType, objects: &[Value], revision: u64, include: &str) -> Value {
-    let default_columns = [Column {
-        name: "Age".into(),
-        kind: "date".into(),
-        format: String::new(),
-        description: "CreationTimestamp is a timestamp representing the server time when this object was created.".into(),
-        priority: 0,
-        path: JsonPath::parse(".metadata.creationTimestamp").expect("a valid path"),
-    }];
+    let default_columns = [Column::age()];
     let columns = kind
         .custom
         .as_ref()

@@ -82,13 +82,15 @@ struct Shared {
     updates: watch::Sender<Arc<Vec<u8>>>,
 }
 
-fn unix_now() -> i64 {
+/// The coordinator's clock: unix seconds (the state machine's time).
+pub(crate) fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_secs() as i64)
 }
 
-fn random_seed() -> anyhow::Result<[u8; 32]> {
+/// A seed nobody can know in advance, for a transition the state machine takes.
+pub(crate) fn random_seed() -> anyhow::Result<[u8; 32]> {
     let mut seed = [0u8; 32];
     getrandom::fill(&mut seed).context("reading the system's randomness")?;
     Ok(seed)

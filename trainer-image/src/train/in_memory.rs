@@ -5,13 +5,14 @@
 //! chain. For testing the client loop without a server or a chain.
 
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use demeter_coordinator_core::{Config, Coordinator, CoordinatorError, Input};
 use tokio::sync::watch;
 
 use super::backend::{BackendError, CoordinatorBackend};
 use crate::central::Rejection;
+use crate::central::server::{random_seed, unix_now};
 use crate::identity::Identity;
 
 /// One run, held in memory.
@@ -79,7 +80,14 @@ impl InMemoryRun {
     /// like it, at most a few per call: every tick moves the run on or finds nothing due).
     fn apply_time_outs(&self) {
         for _ in 0..TICKS_PER_CALL {
-            match self.update(|state| state.tick(unix_now(), &random_seed()).map(drop)) {
+            let seed = match random_seed() {
+                Ok(seed) => seed,
+                Err(error) => {
+                    tracing::error!(%error, "no seed for the next round");
+                    return;
+                }
+            };
+            match self.update(|state| state.tick(unix_now(), &seed).map(drop)) {
                 Ok(()) => {}
                 Err(CoordinatorError::NothingDue) => return,
                 Err(error) => {
@@ -122,7 +130,7 @@ impl CoordinatorBackend for InMemory {
     async fn send(&mut self, input: Input<'_>) -> Result<(), BackendError> {
         let signer = self.identity.public();
         let seed = if input.needs_seed() {
-            random_seed()
+            random_seed().map_err(|error| BackendError::Unavailable(error.to_string()))?
         } else {
             [0; 32]
         };
@@ -145,16 +153,4 @@ fn snapshot(state: &Coordinator) -> Arc<Coordinator> {
         Coordinator::boxed_from_bytes(bytemuck::bytes_of(state))
             .expect("a state's own bytes are a state"),
     )
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_secs() as i64)
-}
-
-fn random_seed() -> [u8; 32] {
-    let mut seed = [0u8; 32];
-    getrandom::fill(&mut seed).expect("the system's randomness is readable");
-    seed
 }
