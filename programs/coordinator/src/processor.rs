@@ -125,7 +125,10 @@ fn apply(program_id: &Pubkey, accounts: &[AccountInfo], input: &Input) -> Progra
     // A member that withdrew gets its deposit back; one dropped by this input loses it.
     let refund = match input {
         Input::Withdraw => {
-            let slot = member_slot(&run, &signer_key)?;
+            let slot = run
+                .coordinator
+                .member_index(&signer_key)
+                .ok_or(ProgramError::InvalidAccountData)?;
             std::mem::take(&mut run.deposits[slot])
         }
         _ => 0,
@@ -133,7 +136,10 @@ fn apply(program_id: &Pubkey, accounts: &[AccountInfo], input: &Input) -> Progra
     forfeit_dropped_deposits(&mut run)?;
     match (input, signer_info, system) {
         (Input::Join { .. }, Some(client), Some(system)) => {
-            let slot = member_slot(&run, &signer_key)?;
+            let slot = run
+                .coordinator
+                .member_index(&signer_key)
+                .ok_or(ProgramError::InvalidAccountData)?;
             let due = run.join_deposit;
             if due == 0 || run.deposits[slot] != 0 {
                 return Ok(());
@@ -154,15 +160,6 @@ fn apply(program_id: &Pubkey, accounts: &[AccountInfo], input: &Input) -> Progra
         }
         _ => Ok(()),
     }
-}
-
-/// The member slot of `key`, which the input just applied has made (or kept) a member.
-fn member_slot(run: &RunAccount, key: &[u8; 32]) -> Result<usize, ProgramError> {
-    run.coordinator
-        .members
-        .iter()
-        .position(|member| &member.id == key)
-        .ok_or(ProgramError::InvalidAccountData)
 }
 
 /// A dropped member's deposit is lost: it moves to the run's forfeits (the authority's when

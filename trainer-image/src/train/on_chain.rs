@@ -155,9 +155,7 @@ impl CoordinatorBackend for OnChain {
         let held = snapshot
             .run
             .coordinator
-            .members
-            .iter()
-            .position(|member| member.id == me)
+            .member_index(&me)
             .map_or(0, |slot| snapshot.run.deposits[slot]);
         if held == 0 {
             return Ok(());
