@@ -109,7 +109,6 @@ async fn the_operator_reads_what_a_trainer_serves_on_metrics() {
     let registry = prometheus::Registry::new();
     let trainer = TrainerMetrics::register(&registry).unwrap();
     let exchange = Arc::new(Exchange {
-        run_id: [1; 32],
         store: Arc::new(ResultStore::default()),
         metrics: ExchangeMetrics::register(&registry).unwrap(),
         registry,

@@ -166,9 +166,7 @@ impl ChainView {
         let last_closed = state.step.checked_sub(1).and_then(|s| state.held_round(s));
         let witnessed = last_closed.map_or(0, |round| {
             (0..demeter_coordinator_core::state::MAX_CLIENTS)
-                .filter(|&slot| {
-                    round.is_participant(slot) && round.was_seen(&state.members[slot].id)
-                })
+                .filter(|&slot| round.is_participant(slot) && round.was_seen(slot))
                 .count() as u16
         });
         let last_round_seconds = last_closed.and_then(|closed| {
@@ -446,7 +444,7 @@ pub async fn pause_for_deletion(
 #[cfg(test)]
 mod tests {
     use bytemuck::Zeroable;
-    use demeter_coordinator_core::{Bloom, Member};
+    use demeter_coordinator_core::Member;
 
     use super::*;
 
@@ -590,9 +588,8 @@ mod tests {
         closed.participant_count = 2;
         closed.witness_count = 1;
         closed.reported = 1;
-        let mut seen = Bloom::zeroed();
-        seen.insert(&[1; 32], &closed.seed);
-        closed.reports[0].participants = seen;
+        closed.commitments[0] = [0xC0; 32];
+        closed.reports[0].insert(0);
         let current = &mut state.rounds[8 % 4];
         current.step = 8;
         current.epoch = 2;

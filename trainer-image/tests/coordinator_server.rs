@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use demeter_coordinator_core::{
-    AccessError, Bloom, Config, Coordinator, CoordinatorError, Input, MemberStatus, RunState,
+    AccessError, Config, Coordinator, CoordinatorError, Input, MemberStatus, RunState,
     WitnessReport,
 };
 use demeter_trainer::central::protocol::{self, ClientMessage, ServerMessage};
@@ -108,7 +108,8 @@ impl Member {
     }
 }
 
-/// Plays every member's part (warmup reports, witness reports that saw everyone) until
+/// Plays every member's part (warmup reports, commitments, witness reports that saw every
+/// committed result) until
 /// `done` holds for the state the first member sees.
 async fn drive(members: &mut [Member], done: impl Fn(&Coordinator) -> bool) -> Box<Coordinator> {
     let deadline = Instant::now() + PATIENCE;
@@ -137,16 +138,25 @@ async fn drive(members: &mut [Member], done: impl Fn(&Coordinator) -> bool) -> B
             }
             RunState::RoundTrain => {
                 let round = state.current_round().unwrap();
-                let mut report = WitnessReport {
-                    participants: Bloom::default(),
-                    commitments: Bloom::default(),
-                };
+                let mut report = WitnessReport::default();
+                let mut committing = false;
                 for slot in (0..256).filter(|&slot| round.is_participant(slot)) {
-                    report
-                        .participants
-                        .insert(&state.members[slot].id, &round.seed);
+                    if round.commitment(slot).is_some() {
+                        report.insert(slot);
+                    } else if let Some(member) =
+                        members.iter().find(|m| m.id() == state.members[slot].id)
+                    {
+                        committing = true;
+                        let hash = [slot as u8 + 1; 32];
+                        let commit = Input::Commit {
+                            step: round.step,
+                            hash,
+                        };
+                        let _ = member.client.request(commit).await;
+                    }
                 }
-                for position in 0..round.witness_count {
+                // Witnesses report once every member played here has committed.
+                for position in (0..round.witness_count).filter(|_| !committing) {
                     let witness = state.members[round.elected(position).unwrap()].id;
                     if round.reported & (1 << position) != 0 {
                         continue;
@@ -155,7 +165,7 @@ async fn drive(members: &mut [Member], done: impl Fn(&Coordinator) -> bool) -> B
                         let request = Input::Witness {
                             step: round.step,
                             position,
-                            report: &report,
+                            report,
                         };
                         let _ = member.client.request(request).await;
                     }

@@ -1,5 +1,5 @@
-//! The peer exchange over real HTTP on loopback: commitments in and out, payloads fetched from
-//! whichever peer holds a good copy, corrupted and forged data refused and counted.
+//! The peer exchange over real HTTP on loopback: payloads fetched from whichever peer holds a
+//! good copy, corrupted data refused and counted, nothing accepted from peers.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -7,12 +7,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use demeter_trainer::exchange::serve::{Exchange, ExchangeMetrics, serve};
-use demeter_trainer::exchange::{Commitment, PeerClient, ResultStore, router};
-use demeter_trainer::identity::Identity;
+use demeter_trainer::exchange::{PeerClient, ResultStore, router};
 use prometheus::Registry;
 use sha2::{Digest, Sha256};
 
-const RUN: [u8; 32] = [7; 32];
 /// The peers' header time-out here (clients use `HEADER_READ_TIMEOUT`).
 const HEADER_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -25,12 +23,13 @@ async fn peer() -> Peer {
     let registry = Registry::new();
     let metrics = ExchangeMetrics::register(&registry).unwrap();
     let exchange = Arc::new(Exchange {
-        run_id: RUN,
         store: Arc::new(ResultStore::default()),
         registry,
         metrics,
         snapshot: Default::default(),
     });
+    // A peer of a run at step 3: it keeps payloads of steps 0 to 4.
+    exchange.store.follow(3);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let app = router(exchange.clone());
@@ -50,81 +49,31 @@ fn payload(content: &[u8]) -> (Bytes, [u8; 32]) {
     ([content, &hash].concat().into(), hash)
 }
 
+/// Peers take nothing from each other: which payloads exist is the coordinator's to say (each
+/// participant commits its hash there), so the exchange has no route that accepts a body. The
+/// signed-commitment routes of earlier versions are gone, and a stranger's POSTs store nothing.
 #[tokio::test]
-async fn commitments_are_verified_before_they_are_kept() {
+async fn peers_accept_no_writes() {
     let peer = peer().await;
-    let (client, _) = client();
-    let identity = Identity::generate().unwrap();
-    peer.exchange.store.follow(5, [identity.public()]);
-    let good = Commitment::sign(&identity, &RUN, 5, [1; 32]);
-    assert!(client.announce(peer.address, &good).await);
-    assert!(client.announce(peer.address, &good).await, "again: known");
-
-    let mut forged = good.clone();
-    forged.hash = [2; 32];
-    assert!(!client.announce(peer.address, &forged).await);
-    let other_run = Commitment::sign(&identity, &[8; 32], 5, [1; 32]);
-    assert!(!client.announce(peer.address, &other_run).await);
-    let equivocation = Commitment::sign(&identity, &RUN, 5, [3; 32]);
-    assert!(!client.announce(peer.address, &equivocation).await);
-
-    assert_eq!(client.commitments(peer.address, 5).await, vec![good]);
-    assert!(client.commitments(peer.address, 6).await.is_empty());
-    let outcomes = &peer.exchange.metrics.commitments;
-    assert_eq!(outcomes.with_label_values(&["new"]).get(), 1);
-    assert_eq!(outcomes.with_label_values(&["bad_signature"]).get(), 2);
-    assert_eq!(outcomes.with_label_values(&["conflicting"]).get(), 1);
-}
-
-#[tokio::test]
-async fn commitments_from_strangers_far_steps_or_with_trailing_bytes_are_refused() {
-    let peer = peer().await;
-    let member = Identity::generate().unwrap();
-    peer.exchange.store.follow(5, [member.public()]);
-    let url = format!("http://{}/v1/commitments", peer.address);
-    let post = |body: Vec<u8>| {
-        let url = url.clone();
-        async move {
-            reqwest::Client::new()
-                .post(url)
-                .body(body)
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }
-    };
-    let encode = |c: &Commitment| postcard::to_allocvec(c).unwrap();
-
-    let stranger = Identity::generate().unwrap();
-    for step in [5, 6, u64::MAX] {
-        let forged = Commitment::sign(&stranger, &RUN, step, [1; 32]);
-        assert_eq!(
-            post(encode(&forged)).await,
-            403,
-            "a stranger at step {step}"
-        );
+    let (bytes, hash) = payload(b"a result nobody committed");
+    let http = reqwest::Client::new();
+    for path in [
+        "/v1/commitments".to_owned(),
+        "/v1/commitments/5".to_owned(),
+        format!("/v1/payloads/{}", hex::encode(hash)),
+        "/v1/model".to_owned(),
+    ] {
+        let status = http
+            .post(format!("http://{}{path}", peer.address))
+            .body(bytes.clone())
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        assert!(matches!(status, 404 | 405), "POST {path}: {status}");
     }
-    let far = Commitment::sign(&member, &RUN, 5 + 2, [1; 32]);
-    assert_eq!(post(encode(&far)).await, 410, "a member, two steps ahead");
-    let good = Commitment::sign(&member, &RUN, 5, [1; 32]);
-    let mut trailing = encode(&good);
-    trailing.push(0);
-    assert_eq!(post(trailing).await, 400, "trailing bytes");
-    assert_eq!(post(encode(&good)).await, 204);
-
-    let outcomes = &peer.exchange.metrics.commitments;
-    let count = |label: &str| outcomes.with_label_values(&[label]).get();
-    assert_eq!(
-        [
-            count("not_member"),
-            count("out_of_window"),
-            count("malformed"),
-            count("new")
-        ],
-        [3, 1, 1, 1]
-    );
+    assert!(peer.exchange.store.payload(&hash).is_none());
 }
 
 #[tokio::test]

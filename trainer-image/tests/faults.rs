@@ -1,6 +1,6 @@
 //! Faults a run must survive, with real processes on loopback: a client killed with SIGKILL in
 //! the middle of a round (and restarted), the coordinator server killed and restarted, a dishonest
-//! participant, and a stranger flooding the clients with commitments.
+//! participant, and a stranger committing to the coordinator and flooding the clients.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -207,15 +207,17 @@ async fn connect_when_up(coordinator: SocketAddr, identity: &Identity) -> Coordi
     }
 }
 
-/// A participant that commits to a hash and serves other bytes under it, and forges another
-/// client's commitment. It plays its part in the coordinator otherwise.
-async fn dishonest_client(coordinator: SocketAddr, victim: [u8; 32], honest: Vec<SocketAddr>) {
+/// A participant that commits to a hash and serves other bytes under it, then tries to swap its
+/// commitment for another once the witnesses have reported. It plays its part in the
+/// coordinator otherwise. Returns the coordinator's answers to the swaps: the code of each
+/// refusal, `None` for anything else.
+async fn dishonest_client(coordinator: SocketAddr) -> Vec<Option<u32>> {
     use std::sync::Arc;
 
-    use demeter_coordinator_core::Input;
-    use demeter_coordinator_core::{Bloom, RunState, WitnessReport};
+    use demeter_coordinator_core::{Input, RunState, WitnessReport};
+    use demeter_trainer::central::RequestError;
     use demeter_trainer::exchange::serve::{Exchange, ExchangeMetrics};
-    use demeter_trainer::exchange::{Commitment, PeerClient, ResultStore, router};
+    use demeter_trainer::exchange::{ResultStore, router};
 
     let identity = Identity::generate().unwrap();
     let registry = prometheus::Registry::new();
@@ -223,17 +225,14 @@ async fn dishonest_client(coordinator: SocketAddr, victim: [u8; 32], honest: Vec
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let endpoint = listener.local_addr().unwrap();
     let mut client = connect_when_up(coordinator, &identity).await;
-    let run_id = client.state().run_id;
     let store = Arc::new(ResultStore::default());
     let exchange = Arc::new(Exchange {
-        run_id,
         store: store.clone(),
         registry,
-        metrics: metrics.clone(),
+        metrics,
         snapshot: Default::default(),
     });
     tokio::spawn(async move { axum::serve(listener, router(exchange)).await });
-    let peers = PeerClient::new(metrics, Duration::from_secs(5)).unwrap();
     client
         .request(Input::Join {
             endpoint: endpoint.into(),
@@ -241,13 +240,17 @@ async fn dishonest_client(coordinator: SocketAddr, victim: [u8; 32], honest: Vec
         .await
         .unwrap();
     let me = identity.public();
-    let mut published = None;
+    let (mut published, mut swapped) = (None, None);
+    let mut swaps = Vec::new();
     loop {
         let state = client.state();
         if state.run_state() == RunState::Finished {
-            return;
+            return swaps;
         }
-        let slot = state.member_index(&me).unwrap();
+        let Some(slot) = state.member_index(&me) else {
+            return swaps;
+        };
+        store.follow(state.step);
         match state.run_state() {
             RunState::Warmup if state.members[slot].ready == 0 => {
                 let _ = client.request(Input::WarmupWitness).await;
@@ -256,30 +259,39 @@ async fn dishonest_client(coordinator: SocketAddr, victim: [u8; 32], honest: Vec
                 let round = *state.current_round().unwrap();
                 if round.is_participant(slot) && published != Some(round.step) {
                     published = Some(round.step);
-                    let hash = [round.step as u8; 32];
+                    let hash = [round.step as u8 + 1; 32];
                     store.insert_payload(round.step, hash, vec![0xEE; 1000].into());
-                    let commitment = Commitment::sign(&identity, &run_id, round.step, hash);
-                    let mut forged = Commitment::sign(&identity, &run_id, round.step, [1; 32]);
-                    forged.client = victim;
-                    for peer in &honest {
-                        peers.announce(*peer, &commitment).await;
-                        peers.announce(*peer, &forged).await;
-                    }
+                    let _ = client
+                        .request(Input::Commit {
+                            step: round.step,
+                            hash,
+                        })
+                        .await;
                     if let Some(position) = round.witness_position(slot) {
-                        let mut report = WitnessReport {
-                            participants: Bloom::default(),
-                            commitments: Bloom::default(),
-                        };
-                        report.participants.insert(&me, &round.seed);
-                        report.commitments.insert(&hash, &round.seed);
+                        let mut report = WitnessReport::default();
+                        report.insert(slot);
                         let _ = client
                             .request(Input::Witness {
                                 step: round.step,
                                 position,
-                                report: &report,
+                                report,
                             })
                             .await;
                     }
+                }
+            }
+            RunState::RoundWitness => {
+                let round = *state.current_round().unwrap();
+                if round.commitment(slot).is_some() && swapped != Some(round.step) {
+                    swapped = Some(round.step);
+                    let swap = Input::Commit {
+                        step: round.step,
+                        hash: [0x5A; 32],
+                    };
+                    swaps.push(match client.request(swap).await {
+                        Err(RequestError::Rejected(rejection)) => Some(rejection.code),
+                        _ => None,
+                    });
                 }
             }
             _ => {}
@@ -291,28 +303,16 @@ async fn dishonest_client(coordinator: SocketAddr, victim: [u8; 32], honest: Vec
 }
 
 #[test]
-fn corrupted_and_forged_results_are_refused_counted_and_training_goes_on() {
+fn corrupted_results_and_swapped_commitments_are_refused_and_training_goes_on() {
     let dir = tempfile::tempdir().unwrap();
     let run = Run::start_with(dir.path(), 10, 600, 3, 2);
-    let victim = Identity::read(&run.local.clients()[0].wallet)
-        .unwrap()
-        .public();
-    let honest = run.endpoints();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.spawn(dishonest_client(run.coordinator, victim, honest));
+    let dishonest = runtime.spawn(dishonest_client(run.coordinator));
 
     run.wait("the corrupted payload to be refused and counted", |run| {
         run.gauge(
             1,
             r#"demeter_downloads_failed_total{reason="hash_mismatch"}"#,
-        )
-        .unwrap_or(0.0)
-            >= 1.0
-    });
-    run.wait("the forged commitment to be refused and counted", |run| {
-        run.gauge(
-            1,
-            r#"demeter_commitments_received_total{outcome="bad_signature"}"#,
         )
         .unwrap_or(0.0)
             >= 1.0
@@ -326,42 +326,48 @@ fn corrupted_and_forged_results_are_refused_counted_and_training_goes_on() {
         "{finished:?}"
     );
     assert_eq!(finished[0].1, finished[1].1, "honest replicas identical");
-    runtime.shutdown_background();
+    let swaps = runtime.block_on(dishonest).unwrap();
+    // Refused, every one: as already committed, or, once a health check dropped it, as out of
+    // the epoch.
+    let already = demeter_coordinator_core::CoordinatorError::AlreadyCommitted.code();
+    assert!(swaps.iter().all(Option::is_some), "{swaps:?}");
+    assert!(swaps.contains(&Some(already)), "{swaps:?}");
 }
 
-/// Someone who is not a member of the run (it only reads the run's state, as anyone may) floods
-/// every client with validly signed commitments: one for step 2^64-1, and, from 256 throwaway
-/// keys, commitments for the steps just ahead of the run. Before the store took commitments only
-/// from members and near the run's step, either one evicted the members' results and stopped
-/// every replica.
-async fn stranger(coordinator: SocketAddr, clients: Vec<SocketAddr>) {
-    use demeter_coordinator_core::RunState;
-    use demeter_trainer::exchange::serve::ExchangeMetrics;
-    use demeter_trainer::exchange::{Commitment, PeerClient};
+/// Someone who is not a member of the run (it only reads the run's state, as anyone may) sends
+/// commitments of its own to the coordinator, for the current step and for step 2^64-1, and
+/// floods every client's exchange with writes and requests for payloads nobody committed.
+/// Returns how many of its commitments the coordinator refused.
+async fn stranger(coordinator: SocketAddr, clients: Vec<SocketAddr>) -> usize {
+    use demeter_coordinator_core::{Input, RunState};
 
     let observer = Identity::generate().unwrap();
     let mut client = connect_when_up(coordinator, &observer).await;
-    let metrics = ExchangeMetrics::register(&prometheus::Registry::new()).unwrap();
-    let peers = PeerClient::new(metrics, Duration::from_secs(5)).unwrap();
-    let keys: Vec<Identity> = (0..256).map(|_| Identity::generate().unwrap()).collect();
+    let http = reqwest::Client::new();
+    let mut refused = 0;
     loop {
         let state = client.state();
         if state.run_state() == RunState::Finished {
-            return;
+            return refused;
         }
-        let far = Commitment::sign(&keys[0], &state.run_id, u64::MAX, [0xAB; 32]);
-        let near: Vec<Commitment> = keys
-            .iter()
-            .enumerate()
-            .map(|(i, key)| {
-                let step = state.step + 3 + i as u64 % 3;
-                Commitment::sign(key, &state.run_id, step, [i as u8; 32])
-            })
-            .collect();
+        for step in [state.step, u64::MAX] {
+            let commit = Input::Commit {
+                step,
+                hash: [0xAB; 32],
+            };
+            refused += usize::from(client.request(commit).await.is_err());
+        }
         for &peer in &clients {
-            peers.announce(peer, &far).await;
-            for commitment in &near {
-                peers.announce(peer, commitment).await;
+            for _ in 0..32 {
+                let _ = http
+                    .post(format!("http://{peer}/v1/commitments"))
+                    .body(vec![0xAB; 150])
+                    .send()
+                    .await;
+                let _ = http
+                    .get(format!("http://{peer}/v1/payloads/{}", "ab".repeat(32)))
+                    .send()
+                    .await;
             }
         }
         let _ = client
@@ -371,17 +377,13 @@ async fn stranger(coordinator: SocketAddr, clients: Vec<SocketAddr>) {
 }
 
 #[test]
-fn commitments_from_strangers_are_refused_and_stop_nothing() {
+fn a_stranger_commits_nothing_and_stops_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let run = Run::start(dir.path(), 10, 600, 3);
     let clients = run.endpoints();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.spawn(stranger(run.coordinator, clients));
+    let stranger = runtime.spawn(stranger(run.coordinator, clients));
 
-    let refused = r#"demeter_commitments_received_total{outcome="not_member"}"#;
-    run.wait("every client to refuse the stranger's commitments", |run| {
-        (0..3).all(|index| run.gauge(index, refused).unwrap_or(0.0) >= 257.0)
-    });
     let finished = run.finished();
     assert!(
         finished.iter().all(|(steps, _)| *steps == 10),
@@ -392,5 +394,8 @@ fn commitments_from_strangers_are_refused_and_stop_nothing() {
         finished.iter().all(|(_, hash)| *hash == finished[0].1),
         "replicas differ: {finished:?}"
     );
-    runtime.shutdown_background();
+    assert!(
+        runtime.block_on(stranger).unwrap() >= 2,
+        "its commitments were refused"
+    );
 }

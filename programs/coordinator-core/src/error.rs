@@ -52,14 +52,14 @@ pub enum CoordinatorError {
     #[error("arithmetic overflow in {0}")]
     Overflow(&'static str),
     #[error(
-        "the witness report's {filter} filter has {set} bits set; {participants} participants set at most {max}"
+        "the witness report marks member slot {slot} as seen, but that slot committed no result \
+         this round: a witness can only hold a committed result"
     )]
-    ReportTooDense {
-        filter: &'static str,
-        set: u32,
-        participants: u16,
-        max: u32,
-    },
+    ReportNamesUncommitted { slot: u16 },
+    #[error("this participant has committed to a result for the round already")]
+    AlreadyCommitted,
+    #[error("an all-zero hash commits to nothing: commit the payload's content hash")]
+    EmptyCommitment,
 }
 
 impl CoordinatorError {
@@ -88,7 +88,10 @@ impl CoordinatorError {
             Self::NotPaused => 18,
             Self::Overflow(_) => 19,
             Self::WrongRound { .. } => 20,
-            Self::ReportTooDense { .. } => 21,
+            // 21 was a Bloom report's density bound, retired with the Bloom reports.
+            Self::ReportNamesUncommitted { .. } => 22,
+            Self::AlreadyCommitted => 23,
+            Self::EmptyCommitment => 24,
         }
     }
 }

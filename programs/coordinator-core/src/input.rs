@@ -1,6 +1,6 @@
 //! The run's inputs: the one type every host applies, and its one wire encoding.
 //!
-//! A member joins, reports, withdraws; anyone ticks; the run authority pauses, resumes and
+//! A member joins, commits to its results, reports, withdraws; anyone ticks; the run authority pauses, resumes and
 //! changes the config. The Solana program's instructions carry these bytes after their tag (the
 //! program adds only the instructions that manage accounts: creating and closing a run, join
 //! grants), and the centralized server's requests carry the same bytes, so a new input is
@@ -16,7 +16,7 @@ use crate::state::{Coordinator, Endpoint, WitnessReport};
 
 /// One input to a run, from one signer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Input<'a> {
+pub enum Input {
     /// Replaces the config while the run waits for members or is paused. Run authority only.
     UpdateConfig { config: Config },
     /// Pauses the run: at once before an epoch's first round, otherwise after the round. Run
@@ -32,11 +32,14 @@ pub enum Input<'a> {
     Tick,
     /// The signer has loaded the model during warmup.
     WarmupWitness,
+    /// The signer, a participant of round `step`, commits to its result: the content hash of
+    /// the payload it serves. Once per round; what witnesses vouch for and replicas apply.
+    Commit { step: u64, hash: [u8; 32] },
     /// The signer, elected witness `position` of round `step`, reports what it saw.
     Witness {
         step: u64,
         position: u16,
-        report: &'a WitnessReport,
+        report: WitnessReport,
     },
     /// The signer shows that `target` trained in round `step` unseen by a witness quorum.
     HealthCheck { step: u64, target: [u8; 32] },
@@ -54,6 +57,7 @@ pub mod tag {
     pub const WARMUP_WITNESS: u8 = 9;
     pub const WITNESS: u8 = 10;
     pub const HEALTH_CHECK: u8 = 11;
+    pub const COMMIT: u8 = 13;
 }
 
 /// Bytes that are not an input's encoding.
@@ -71,7 +75,7 @@ pub enum MalformedInput {
     },
 }
 
-impl<'a> Input<'a> {
+impl Input {
     /// Whether only the run authority may send it; the host checks who signed.
     pub fn needs_run_authority(&self) -> bool {
         matches!(self, Self::UpdateConfig { .. } | Self::Pause | Self::Resume)
@@ -93,6 +97,7 @@ impl<'a> Input<'a> {
             Self::Withdraw => "Withdraw",
             Self::Tick => "Tick",
             Self::WarmupWitness => "WarmupWitness",
+            Self::Commit { .. } => "Commit",
             Self::Witness { .. } => "Witness",
             Self::HealthCheck { .. } => "HealthCheck",
         }
@@ -107,14 +112,14 @@ impl<'a> Input<'a> {
             Self::Withdraw => tag::WITHDRAW,
             Self::Tick => tag::TICK,
             Self::WarmupWitness => tag::WARMUP_WITNESS,
+            Self::Commit { .. } => tag::COMMIT,
             Self::Witness { .. } => tag::WITNESS,
             Self::HealthCheck { .. } => tag::HEALTH_CHECK,
         }
     }
 
-    /// Decodes an input; a witness report is borrowed in place, not copied (it is most of a
-    /// transaction's size).
-    pub fn unpack(data: &'a [u8]) -> Result<Self, MalformedInput> {
+    /// Decodes an input.
+    pub fn unpack(data: &[u8]) -> Result<Self, MalformedInput> {
         let (&tag, fields) = data.split_first().ok_or(MalformedInput::Empty)?;
         let expected = Self::fields_len(tag).ok_or(MalformedInput::UnknownTag(tag))?;
         if fields.len() != expected {
@@ -141,11 +146,14 @@ impl<'a> Input<'a> {
             tag::WITHDRAW => Self::Withdraw,
             tag::TICK => Self::Tick,
             tag::WARMUP_WITNESS => Self::WarmupWitness,
+            tag::COMMIT => Self::Commit {
+                step: u64_at(0),
+                hash: fields[8..].try_into().expect("32"),
+            },
             tag::WITNESS => Self::Witness {
                 step: u64_at(0),
                 position: u16_at(8),
-                // A report is bytes only (alignment 1), so it borrows at any offset.
-                report: bytemuck::from_bytes(&fields[10..]),
+                report: bytemuck::pod_read_unaligned(&fields[10..]),
             },
             tag::HEALTH_CHECK => Self::HealthCheck {
                 step: u64_at(0),
@@ -162,7 +170,7 @@ impl<'a> Input<'a> {
             tag::PAUSE | tag::RESUME | tag::WITHDRAW | tag::TICK | tag::WARMUP_WITNESS => 0,
             tag::JOIN => 16 + 2,
             tag::WITNESS => 8 + 2 + size_of::<WitnessReport>(),
-            tag::HEALTH_CHECK => 8 + 32,
+            tag::HEALTH_CHECK | tag::COMMIT => 8 + 32,
             _ => return None,
         })
     }
@@ -183,7 +191,11 @@ impl<'a> Input<'a> {
             } => {
                 data.extend_from_slice(&step.to_le_bytes());
                 data.extend_from_slice(&position.to_le_bytes());
-                data.extend_from_slice(bytemuck::bytes_of(*report));
+                data.extend_from_slice(bytemuck::bytes_of(report));
+            }
+            Self::Commit { step, hash } => {
+                data.extend_from_slice(&step.to_le_bytes());
+                data.extend_from_slice(hash);
             }
             Self::HealthCheck { step, target } => {
                 data.extend_from_slice(&step.to_le_bytes());
@@ -215,10 +227,11 @@ impl Coordinator {
             Input::Withdraw => self.withdraw(signer, now),
             Input::Tick => self.tick(now, seed).map(|_| ()),
             Input::WarmupWitness => self.warmup_witness(signer, now),
+            Input::Commit { step, hash } => self.commit(signer, step, hash, now),
             Input::Witness {
                 step,
                 position,
-                report,
+                ref report,
             } => self.witness(signer, step, position, report, now),
             Input::HealthCheck { step, target } => self.health_check(signer, step, target, now),
         }
@@ -232,7 +245,8 @@ mod tests {
 
     #[test]
     fn every_input_round_trips_and_rejects_other_lengths() {
-        let report = WitnessReport::zeroed();
+        let mut report = WitnessReport::zeroed();
+        report.insert(200);
         let inputs = [
             Input::UpdateConfig {
                 config: Config::zeroed(),
@@ -248,10 +262,14 @@ mod tests {
             Input::Withdraw,
             Input::Tick,
             Input::WarmupWitness,
+            Input::Commit {
+                step: 3,
+                hash: [7; 32],
+            },
             Input::Witness {
                 step: 3,
                 position: 1,
-                report: &report,
+                report,
             },
             Input::HealthCheck {
                 step: u64::MAX,
@@ -275,7 +293,7 @@ mod tests {
             }
         }
         assert_eq!(Input::unpack(&[]), Err(MalformedInput::Empty));
-        for tag in [0, 4, 5, 12, 255] {
+        for tag in [0, 4, 5, 12, 14, 255] {
             assert_eq!(Input::unpack(&[tag]), Err(MalformedInput::UnknownTag(tag)));
         }
     }

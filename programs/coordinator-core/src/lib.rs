@@ -10,7 +10,6 @@
 //! seconds.
 
 pub mod accounts;
-pub mod bloom;
 pub mod client_metrics;
 pub mod config;
 pub mod error;
@@ -19,7 +18,6 @@ mod machine;
 pub mod shuffle;
 pub mod state;
 
-pub use bloom::Bloom;
 pub use config::Config;
 pub use error::{AccessError, CoordinatorError, MALFORMED_INPUT};
 pub use input::Input;

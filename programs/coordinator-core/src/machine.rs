@@ -15,7 +15,6 @@
 
 use bytemuck::Zeroable;
 
-use crate::bloom::PROBES;
 use crate::config::Config;
 use crate::error::CoordinatorError;
 use crate::state::{
@@ -23,27 +22,6 @@ use crate::state::{
 };
 
 type Result<T> = core::result::Result<T, CoordinatorError>;
-
-/// A report names at most one key and one commitment per participant, and each sets at most
-/// [`PROBES`] bits: a denser filter (all ones, say, which "contains" everything) is refused.
-fn check_density(report: &WitnessReport, participants: u16) -> Result<()> {
-    let max = u32::from(participants) * PROBES as u32;
-    for (filter, bloom) in [
-        ("participants", &report.participants),
-        ("commitments", &report.commitments),
-    ] {
-        let set = bloom.set_bits();
-        if set > max {
-            return Err(CoordinatorError::ReportTooDense {
-                filter,
-                set,
-                participants,
-                max,
-            });
-        }
-    }
-    Ok(())
-}
 
 fn elapsed(now: i64, since: i64, duration: u64) -> bool {
     i128::from(now) >= i128::from(since) + i128::from(duration)
@@ -331,14 +309,14 @@ impl Coordinator {
 
     /// A round closed with a witness quorum: evidence of training for the epoch, and for each
     /// participant still in it that the quorum saw. At most 256 participants times 32 reports
-    /// of 6 probes each: the bound of a closing tick's work.
+    /// of one bit each: the bound of a closing tick's work.
     fn count_evidence(&mut self, slot: usize) {
         self.epoch_quorum_rounds = self.epoch_quorum_rounds.saturating_add(1);
         let round = &self.rounds[slot];
         for (index, member) in self.members.iter_mut().enumerate() {
             if round.is_participant(index)
                 && member.status() == MemberStatus::Active
-                && round.was_seen(&member.id)
+                && round.was_seen(index)
             {
                 member.seen_rounds = member.seen_rounds.saturating_add(1);
             }
@@ -415,6 +393,44 @@ impl Coordinator {
         Ok(slot)
     }
 
+    /// For an input about round `step`: that round is under way (training or witnessed).
+    /// Returns the run's state.
+    fn check_current_round(&self, step: u64) -> Result<RunState> {
+        let state = self.run_state();
+        if !matches!(state, RunState::RoundTrain | RunState::RoundWitness) {
+            return Err(CoordinatorError::WrongState(state));
+        }
+        if step != self.step {
+            return Err(CoordinatorError::WrongRound {
+                step,
+                current: self.step,
+            });
+        }
+        Ok(state)
+    }
+
+    /// A participant of the current round commits to its result: the content hash of the
+    /// payload it serves. Once only, so a witness's word that it holds the committed payload
+    /// stays true, and every replica applies the same bytes.
+    pub fn commit(&mut self, id: [u8; 32], step: u64, hash: [u8; 32], now: i64) -> Result<()> {
+        self.check_clock(now)?;
+        self.check_current_round(step)?;
+        if hash == [0; 32] {
+            return Err(CoordinatorError::EmptyCommitment);
+        }
+        let slot = self.active_slot(&id)?;
+        let round = &mut self.rounds[self.step as usize % ROUNDS_KEPT];
+        if !round.is_participant(slot) {
+            return Err(CoordinatorError::NotAParticipant);
+        }
+        if round.commitment(slot).is_some() {
+            return Err(CoordinatorError::AlreadyCommitted);
+        }
+        round.commitments[slot] = hash;
+        self.last_update = now;
+        Ok(())
+    }
+
     /// An elected witness reports what it saw in round `step`, proving its election by
     /// `position`. When every elected witness has reported during training, the witness phase
     /// starts. A report for any other round (one that arrives late) is rejected.
@@ -427,16 +443,7 @@ impl Coordinator {
         now: i64,
     ) -> Result<()> {
         self.check_clock(now)?;
-        let state = self.run_state();
-        if !matches!(state, RunState::RoundTrain | RunState::RoundWitness) {
-            return Err(CoordinatorError::WrongState(state));
-        }
-        if step != self.step {
-            return Err(CoordinatorError::WrongRound {
-                step,
-                current: self.step,
-            });
-        }
+        let state = self.check_current_round(step)?;
         let slot = self.member_index(&id).ok_or(CoordinatorError::NotAMember)?;
         // Elected is not enough: a witness that withdrew or was dropped since the election no
         // longer stands for the epoch, and its report would still count toward the quorum.
@@ -450,7 +457,14 @@ impl Coordinator {
         if round.reported & (1 << position) != 0 {
             return Err(CoordinatorError::DuplicateWitness);
         }
-        check_density(report, round.participant_count)?;
+        // An exact set: only participants that committed can have been seen, so a report that
+        // names any other slot (all ones, say) is false.
+        if let Some(slot) = report
+            .slots()
+            .find(|&slot| round.commitment(slot).is_none())
+        {
+            return Err(CoordinatorError::ReportNamesUncommitted { slot: slot as u16 });
+        }
         round.reports[usize::from(position)] = *report;
         round.reported |= 1 << position;
         let all_in = round.report_count() == round.witness_count;
@@ -485,7 +499,7 @@ impl Coordinator {
         if !round.is_participant(target_slot) {
             return Err(CoordinatorError::NotAParticipant);
         }
-        if round.was_seen(&target) {
+        if round.was_seen(target_slot) {
             return Err(CoordinatorError::ClientWasSeen);
         }
         if self.members[target_slot].status() != MemberStatus::Active {

@@ -6,7 +6,6 @@ use core::ops::Range;
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::bloom::Bloom;
 use crate::config::Config;
 use crate::shuffle::{derive_key, permute};
 
@@ -139,14 +138,31 @@ impl Member {
     }
 }
 
-/// What one witness saw in a round.
+/// What one witness saw in a round: the participants whose committed result it holds.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct WitnessReport {
-    /// Ids of the participants whose results the witness received.
-    pub participants: Bloom,
-    /// Content hashes (commitments) of the results it received.
-    pub commitments: Bloom,
+    /// Bitmap over member slots: slot `s` is set when the witness holds the payload whose content
+    /// hash is the commitment slot `s` made in the round. An exact set, so nothing outside it
+    /// can be made to look seen (a Bloom filter's false positives could be ground).
+    pub seen: [u8; 32],
+}
+
+impl WitnessReport {
+    /// Marks member slot `slot` as seen.
+    pub fn insert(&mut self, slot: usize) {
+        self.seen[slot / 8] |= 1 << (slot % 8);
+    }
+
+    /// Whether member slot `slot` is marked seen.
+    pub fn contains(&self, slot: usize) -> bool {
+        slot < MAX_CLIENTS && self.seen[slot / 8] & (1 << (slot % 8)) != 0
+    }
+
+    /// The member slots marked seen, in order.
+    pub fn slots(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..MAX_CLIENTS).filter(|&slot| self.contains(slot))
+    }
 }
 
 /// One training round (one optimizer step).
@@ -172,6 +188,10 @@ pub struct Round {
     pub closed: u8,
     pub _padding: [u8; 6],
     pub reports: [WitnessReport; MAX_WITNESSES],
+    /// By member slot: the content hash of the result the participant committed to this round,
+    /// all zero until it commits. Written once, so what a witness vouched for cannot change
+    /// afterwards, and every replica applies exactly the payload with this hash.
+    pub commitments: [[u8; 32]; MAX_CLIENTS],
 }
 
 impl Round {
@@ -232,25 +252,29 @@ impl Round {
         (2 * self.witness_count).div_ceil(3)
     }
 
-    fn reports_containing(&self, id: &[u8; 32], bloom: impl Fn(&WitnessReport) -> &Bloom) -> u16 {
+    /// The content hash participant `slot` committed to this round, if it has.
+    pub fn commitment(&self, slot: usize) -> Option<&[u8; 32]> {
+        self.commitments.get(slot).filter(|hash| **hash != [0; 32])
+    }
+
+    /// How many reports mark `slot` as seen.
+    fn reports_seeing(&self, slot: usize) -> u16 {
         (0..self.witness_count)
             .filter(|&position| self.reported & (1 << position) != 0)
-            .filter(|&position| {
-                bloom(&self.reports[usize::from(position)]).contains(id, &self.seed)
-            })
+            .filter(|&position| self.reports[usize::from(position)].contains(slot))
             .count() as u16
     }
 
-    /// Whether a witness quorum received results from participant `id`.
-    pub fn was_seen(&self, id: &[u8; 32]) -> bool {
-        self.witness_count > 0 && self.reports_containing(id, |r| &r.participants) >= self.quorum()
+    /// Whether a witness quorum holds participant `slot`'s committed result.
+    pub fn was_seen(&self, slot: usize) -> bool {
+        self.witness_count > 0 && self.reports_seeing(slot) >= self.quorum()
     }
 
-    /// Whether the result with content hash `commitment` counts: a witness quorum received it.
-    /// Every client applies exactly the results for which this holds.
-    pub fn result_counts(&self, commitment: &[u8; 32]) -> bool {
-        self.witness_count > 0
-            && self.reports_containing(commitment, |r| &r.commitments) >= self.quorum()
+    /// The content hash of participant `slot`'s result if it counts: committed, and held by a
+    /// witness quorum. Every client applies exactly the payloads with these hashes, so a result
+    /// is only ever forged by a second preimage of SHA-256.
+    pub fn counted(&self, slot: usize) -> Option<&[u8; 32]> {
+        self.was_seen(slot).then(|| self.commitment(slot)).flatten()
     }
 }
 

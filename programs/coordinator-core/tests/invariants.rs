@@ -1,7 +1,7 @@
 //! Random sequences of inputs never break the run's invariants.
 
 use demeter_coordinator_core::{
-    Bloom, Config, Coordinator, Endpoint, Input, MemberStatus, RunState, WitnessReport,
+    Config, Coordinator, Endpoint, Input, MemberStatus, RunState, WitnessReport,
 };
 use proptest::prelude::*;
 
@@ -13,6 +13,8 @@ enum Action {
     Withdraw(u8),
     Tick(i64),
     WarmupWitness(u8),
+    /// A client commits to a result of the current round.
+    Commit(u8, u8),
     /// A client reports as witness `position`, having seen the clients in the mask.
     /// `client` reports as witness `position` (`None`: the member elected there), having seen
     /// the clients in the mask.
@@ -38,6 +40,7 @@ fn action() -> impl Strategy<Value = Action> {
         1 => (0..CLIENTS).prop_map(Action::Withdraw),
         6 => prop_oneof![Just(0i64), 1..15i64, 15..90i64].prop_map(Action::Tick),
         3 => (0..CLIENTS).prop_map(Action::WarmupWitness),
+        5 => (0..CLIENTS, any::<u8>()).prop_map(|(client, hash)| Action::Commit(client, hash)),
         5 => (proptest::option::of(0..CLIENTS), 0..4u16, prop_oneof![Just(0xFFu8), any::<u8>()])
             .prop_map(|(client, position, seen)| Action::Witness { client, position, seen }),
         1 => (0..CLIENTS, 1..3u64, 0..CLIENTS).prop_map(|(from, rounds_back, target)| Action::HealthCheck { from, rounds_back, target }),
@@ -71,10 +74,7 @@ const AUTHORITY: [u8; 32] = [0; 32];
 fn apply(c: &mut Coordinator, action: &Action, now: &mut i64, counter: u64) -> ([u8; 32], bool) {
     let mut seed = [0u8; 32];
     seed[..8].copy_from_slice(&counter.to_le_bytes());
-    let mut report = WitnessReport {
-        participants: Bloom::default(),
-        commitments: Bloom::default(),
-    };
+    let mut report = WitnessReport::default();
     let (signer, input) = match *action {
         Action::Join(client) => (
             id(client),
@@ -88,26 +88,30 @@ fn apply(c: &mut Coordinator, action: &Action, now: &mut i64, counter: u64) -> (
             (AUTHORITY, Input::Tick)
         }
         Action::WarmupWitness(client) => (id(client), Input::WarmupWitness),
+        Action::Commit(client, hash) => (
+            id(client),
+            Input::Commit {
+                step: c.step,
+                hash: [hash; 32],
+            },
+        ),
         Action::Witness {
             client,
             position,
             seen,
         } => {
-            // As an honest witness reports: only the round's participants, at most all of them.
-            let round = &c.rounds[c.step as usize % 4];
-            let participant = |client: u8| {
-                c.member_index(&id(client))
-                    .is_some_and(|slot| round.is_participant(slot))
-            };
-            for other in
-                (0..CLIENTS).filter(|&other| seen & (1 << other) != 0 && participant(other))
-            {
-                report.participants.insert(&id(other), &round.seed);
+            // Any members' slots: honest reports (committed participants only) and false ones.
+            for slot in (0..CLIENTS).filter_map(|other| {
+                (seen & (1 << other) != 0)
+                    .then(|| c.member_index(&id(other)))
+                    .flatten()
+            }) {
+                report.insert(slot);
             }
             let input = Input::Witness {
                 step: c.step,
                 position,
-                report: &report,
+                report,
             };
             let elected = c
                 .current_round()
@@ -199,6 +203,21 @@ proptest! {
                 let slot = before.member_index(&signer).unwrap();
                 prop_assert_eq!(before.members[slot].status(), MemberStatus::Active,
                     "an accepted report comes from an Active member");
+                // Audit findings 4 and 5: a report is an exact set of committed participants.
+                let round = before.current_round().unwrap();
+                let position = usize::from(match action { Action::Witness { position, .. } => *position, _ => unreachable!() });
+                let report = c.rounds[before.step as usize % 4].reports[position];
+                prop_assert!(report.slots().all(|slot| round.is_participant(slot) && round.commitment(slot).is_some()),
+                    "an accepted report marks only participants that committed");
+            }
+            // A commitment, once made, is what the round holds for that participant until the
+            // round is replaced, so what witnesses vouched for is what replicas apply.
+            for (old, new) in before.rounds.iter().zip(&c.rounds) {
+                if old.in_use == 1 && new.step == old.step {
+                    for slot in (0..256).filter(|&slot| old.commitment(slot).is_some()) {
+                        prop_assert_eq!(new.commitment(slot), old.commitment(slot), "a commitment never changes");
+                    }
+                }
             }
             if to == RunState::RoundTrain && (from != to || c.step != before.step) {
                 let round = c.current_round().unwrap();

@@ -1,7 +1,7 @@
 //! The run state machine, transition by transition, and whole epochs.
 
 use demeter_coordinator_core::{
-    Bloom, Config, Coordinator, CoordinatorError, Endpoint, MemberStatus, RunState, WitnessReport,
+    Config, Coordinator, CoordinatorError, Endpoint, MemberStatus, RunState, WitnessReport,
 };
 
 fn config() -> Config {
@@ -73,18 +73,27 @@ impl Run {
         run
     }
 
-    /// A witness report of the current round that saw `seen` (and their commitments).
-    fn report(&self, seen: &[u8]) -> WitnessReport {
-        let round = self.c.current_round().unwrap();
-        let mut report = WitnessReport {
-            participants: Bloom::default(),
-            commitments: Bloom::default(),
-        };
+    /// Members `members` commit to their results of the current round (those that have not).
+    fn commit(&mut self, members: &[u8]) {
+        let round = *self.c.current_round().unwrap();
+        for &m in members {
+            let slot = self.c.member_index(&id(m)).unwrap();
+            if round.commitment(slot).is_none() {
+                let now = self.at(0);
+                self.c
+                    .commit(id(m), round.step, commitment(m, round.step), now)
+                    .unwrap();
+            }
+        }
+    }
+
+    /// A witness report of the current round that holds the committed results of `seen`,
+    /// which commit first.
+    fn report(&mut self, seen: &[u8]) -> WitnessReport {
+        self.commit(seen);
+        let mut report = WitnessReport::default();
         for &m in seen {
-            report.participants.insert(&id(m), &round.seed);
-            report
-                .commitments
-                .insert(&commitment(m, round.step), &round.seed);
+            report.insert(self.c.member_index(&id(m)).unwrap());
         }
         report
     }
@@ -321,16 +330,8 @@ fn a_slot_named_by_a_held_round_keeps_its_key_until_the_round_is_gone() {
     if let Some(position) = round.witness_position(slot) {
         let now = run.at(1);
         assert_eq!(
-            run.c.witness(
-                id(3),
-                round.step,
-                position,
-                &WitnessReport {
-                    participants: Bloom::default(),
-                    commitments: Bloom::default(),
-                },
-                now
-            ),
+            run.c
+                .witness(id(3), round.step, position, &WitnessReport::default(), now),
             Err(CoordinatorError::NotInEpoch)
         );
     }
@@ -364,10 +365,7 @@ fn witnesses_must_be_elected_and_report_once() {
     let outsider = (0..4)
         .find(|&slot| round.witness_position(slot).is_none())
         .unwrap();
-    let report = WitnessReport {
-        participants: Bloom::default(),
-        commitments: Bloom::default(),
-    };
+    let report = WitnessReport::default();
     let now = run.at(1);
     let outsider_id = run.c.members[outsider].id;
     assert_eq!(
@@ -439,11 +437,8 @@ fn a_round_closes_on_witnesses_then_the_witness_time_out() {
     assert_eq!(run.tick(5), Ok(RunState::RoundTrain));
     assert_eq!(run.c.step, 1);
     let closed = run.c.closed_round(0).unwrap();
-    assert!(closed.result_counts(&commitment(1, 0)));
-    assert!(
-        !closed.result_counts(&commitment(1, 1)),
-        "a commitment no witness saw does not count"
-    );
+    let slot = run.c.member_index(&id(1)).unwrap();
+    assert_eq!(closed.counted(slot), Some(&commitment(1, 0)));
     let next = run.c.current_round().unwrap();
     assert_eq!(next.data_start, 12, "the next round continues the data");
     // Training that runs past its time-out moves to the witness phase anyway.
@@ -548,24 +543,113 @@ fn points_follow_the_rounds_a_quorum_saw() {
 }
 
 #[test]
-fn a_report_denser_than_its_participants_allow_is_refused() {
-    let mut run = Run::started(config(), &[1, 2, 3]);
+fn a_report_marks_only_participants_that_committed() {
+    let mut run = Run::started(config(), &[1, 2, 3, 4]);
     let round = *run.c.current_round().unwrap();
     let witness = run.c.members[round.elected(0).unwrap()].id;
     let mut report = run.report(&[1, 2, 3]);
-    report.commitments = Bloom { bits: [0xFF; 256] };
-    let before = run.c.clone();
+    // Member 4 trains this round but has not committed; slot 200 is no participant at all.
+    let uncommitted = run.c.member_index(&id(4)).unwrap();
+    for (slot, extra) in [(uncommitted, uncommitted), (200, 200)] {
+        let mut false_report = report;
+        false_report.insert(extra);
+        let before = run.c.clone();
+        let now = run.at(1);
+        assert_eq!(
+            run.c.witness(witness, round.step, 0, &false_report, now),
+            Err(CoordinatorError::ReportNamesUncommitted { slot: slot as u16 })
+        );
+        assert_eq!(run.c, before);
+    }
+    // All ones (the saturated filter of audit finding 4) names every slot.
+    let saturated = WitnessReport { seen: [0xFF; 32] };
+    let now = run.at(1);
+    assert!(matches!(
+        run.c.witness(witness, round.step, 0, &saturated, now),
+        Err(CoordinatorError::ReportNamesUncommitted { .. })
+    ));
+    report.insert(uncommitted);
+    run.commit(&[4]);
+    let now = run.at(1);
+    run.c.witness(witness, round.step, 0, &report, now).unwrap();
+}
+
+#[test]
+fn a_participant_commits_once_to_a_nonzero_hash_in_its_round() {
+    let mut run = Run::started(config(), &[1, 2, 3]);
+    let step = run.c.step;
     let now = run.at(1);
     assert_eq!(
-        run.c.witness(witness, round.step, 0, &report, now),
-        Err(CoordinatorError::ReportTooDense {
-            filter: "commitments",
-            set: 2048,
-            participants: 3,
-            max: 18,
+        run.c.commit(id(1), step, [0; 32], now),
+        Err(CoordinatorError::EmptyCommitment)
+    );
+    assert_eq!(
+        run.c.commit(id(1), step + 1, [1; 32], now),
+        Err(CoordinatorError::WrongRound {
+            step: step + 1,
+            current: step
         })
     );
-    assert_eq!(run.c, before);
+    assert_eq!(
+        run.c.commit(id(99), step, [1; 32], now),
+        Err(CoordinatorError::NotAMember)
+    );
+    run.c.commit(id(1), step, [1; 32], now).unwrap();
+    // Once only: what a witness vouched for can never be swapped for another payload.
+    assert_eq!(
+        run.c.commit(id(1), step, [2; 32], now),
+        Err(CoordinatorError::AlreadyCommitted)
+    );
+    let slot = run.c.member_index(&id(1)).unwrap();
+    assert_eq!(
+        run.c.current_round().unwrap().commitment(slot),
+        Some(&[1; 32])
+    );
+    // A member that joins mid-epoch trains from the next one: it is no participant yet.
+    run.c.join(id(7), endpoint(7), now).unwrap();
+    let slot = run.c.member_index(&id(7)).unwrap();
+    run.c.members[slot].status = MemberStatus::Active as u8;
+    assert_eq!(
+        run.c.commit(id(7), step, [7; 32], now),
+        Err(CoordinatorError::NotAParticipant)
+    );
+    // After the round closes, its commitments are fixed.
+    run.witness_all(&[1, 2, 3]);
+    run.tick(10).unwrap();
+    let now = run.at(1);
+    assert_eq!(
+        run.c.commit(id(2), step, [2; 32], now),
+        Err(CoordinatorError::WrongRound {
+            step,
+            current: step + 1
+        })
+    );
+}
+
+/// Audit finding 5: with Bloom reports, a payload whose hash a quorum's filters "held" was found
+/// in 49 tries against 256 participants. Now what counts for a participant is one hash, the one
+/// it committed on chain, and a replica applies only bytes with that SHA-256: forging a result
+/// is a second preimage (2^-256 per try), not a filter's false positive.
+#[test]
+fn what_counts_is_the_exact_hash_each_participant_committed() {
+    let members: Vec<u8> = (1..=200).collect();
+    let config = Config {
+        init_min_clients: 200,
+        min_clients: 200,
+        witness_nodes: 32,
+        ..config()
+    };
+    let mut run = Run::started(config, &members);
+    // Member 200 commits, but no witness holds its result.
+    run.commit(&[200]);
+    run.witness_all(&members[..199]);
+    run.tick(10).unwrap();
+    let round = *run.c.closed_round(0).unwrap();
+    for slot in 0..demeter_coordinator_core::state::MAX_CLIENTS {
+        let member = run.c.members[slot].id[0];
+        let expected = (1..200).contains(&member).then(|| commitment(member, 0));
+        assert_eq!(round.counted(slot).copied(), expected, "slot {slot}");
+    }
 }
 
 #[test]

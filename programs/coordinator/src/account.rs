@@ -11,7 +11,7 @@
 //! the run by the name *and* the authority's key, so a name taken first by someone else (or
 //! taken again after a run is closed) never leads a client to a run it did not mean to join.
 //!
-//! The run account is about 83 KB, more than a program may allocate through a CPI (10 KB), so
+//! The run account is about 55 KB, more than a program may allocate through a CPI (10 KB), so
 //! the caller creates it with the system program in the same transaction as `InitRun`, and
 //! `InitRun` checks it. Every account starts with an 8-byte discriminator naming its type.
 

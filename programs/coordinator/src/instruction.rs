@@ -20,7 +20,7 @@ use demeter_coordinator_core::accounts::{RunAccount, Tagged};
 /// What a transaction asks of the coordinator program. Each variant lists its accounts in
 /// order; `[s]` signer, `[w]` writable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CoordinatorInstruction<'a> {
+pub enum CoordinatorInstruction {
     /// Starts a run named `run_id` with `config`, steered by the authority; with a join
     /// authority, only clients it grants may join. The name is the authority's: another
     /// authority's run of the same name is another run. Each join pays `join_deposit` lamports
@@ -58,7 +58,7 @@ pub enum CoordinatorInstruction<'a> {
     /// One of the run's inputs, applied by the state machine. Its accounts:
     ///
     /// - `UpdateConfig`, `Pause`, `Resume` (the run authority signs), `WarmupWitness`,
-    ///   `Witness`, `HealthCheck` (a member signs): 0. `[s]` signer. 1. `[w]` run account.
+    ///   `Commit`, `Witness`, `HealthCheck` (a member signs): 0. `[s]` signer. 1. `[w]` run account.
     ///   2. `[]` Clock sysvar.
     /// - `Withdraw`: the same, with 0. `[s, w]`: the member, which gets its deposit back.
     /// - `Join`: 0. `[s, w]` the client, which pays the deposit. 1. `[w]` run account.
@@ -67,7 +67,7 @@ pub enum CoordinatorInstruction<'a> {
     /// - `Tick` (anyone; fails with `NothingDue` when nothing is due, so a crank never pays for
     ///   a no-op): 0. `[w]` run account. 1. `[]` Clock sysvar. 2. `[]` SlotHashes sysvar: the
     ///   hash of the slot that armed a round's start seeds it.
-    Input(Input<'a>),
+    Input(Input),
 }
 
 /// The program's own tags; every other tag is an input's (`demeter_coordinator_core::input::tag`).
@@ -78,9 +78,9 @@ mod tag {
     pub const CLOSE_RUN: u8 = 12;
 }
 
-impl<'a> CoordinatorInstruction<'a> {
+impl CoordinatorInstruction {
     /// Decodes instruction data; a witness report is borrowed in place, not copied.
-    pub fn unpack(data: &'a [u8]) -> Result<Self, ProgramError> {
+    pub fn unpack(data: &[u8]) -> Result<Self, ProgramError> {
         let invalid = ProgramError::InvalidInstructionData;
         let (&tag, rest) = data.split_first().ok_or(invalid.clone())?;
         let key = |bytes: &[u8]| -> Result<Pubkey, ProgramError> {
@@ -170,6 +170,7 @@ pub fn input(signer: &Pubkey, run_account: &Pubkey, input: Input) -> Instruction
         | Input::Pause
         | Input::Resume
         | Input::WarmupWitness
+        | Input::Commit { .. }
         | Input::Witness { .. }
         | Input::HealthCheck { .. } => vec![signer, run, clock],
     };
@@ -269,12 +270,16 @@ pub fn warmup_witness(client: &Pubkey, run_account: &Pubkey) -> Instruction {
     input(client, run_account, Input::WarmupWitness)
 }
 
+pub fn commit(client: &Pubkey, run_account: &Pubkey, step: u64, hash: [u8; 32]) -> Instruction {
+    input(client, run_account, Input::Commit { step, hash })
+}
+
 pub fn witness(
     client: &Pubkey,
     run_account: &Pubkey,
     step: u64,
     position: u16,
-    report: &WitnessReport,
+    report: WitnessReport,
 ) -> Instruction {
     input(
         client,

@@ -6,8 +6,7 @@ use demeter_coordinator::instruction::{self, CoordinatorInstruction};
 use demeter_coordinator::processor::process_instruction;
 use demeter_coordinator_core::accounts::{RunAccount, RunInstance, Tagged};
 use demeter_coordinator_core::{
-    AccessError, Bloom, Config, CoordinatorError, Endpoint, Input, MemberStatus, RunState,
-    WitnessReport,
+    AccessError, Config, CoordinatorError, Endpoint, Input, MemberStatus, RunState, WitnessReport,
 };
 use solana_program_test::{BanksClientError, ProgramTest, ProgramTestContext, processor};
 use solana_sdk::account::{Account, AccountSharedData, WritableAccount};
@@ -261,20 +260,22 @@ impl Started {
             .unwrap()
     }
 
-    /// Every elected witness reports all three clients and their commitments.
+    /// Every client commits to its result, and every elected witness reports holding all
+    /// three.
     async fn witness_round(&mut self) {
         let state = self.chain.run(&self.run).await;
         let round = *state.coordinator.current_round().unwrap();
-        let mut report = WitnessReport {
-            participants: Bloom::default(),
-            commitments: Bloom::default(),
-        };
+        let mut report = WitnessReport::default();
         for client in &self.clients {
             let id = client.pubkey().to_bytes();
-            report.participants.insert(&id, &round.seed);
-            report
-                .commitments
-                .insert(&commitment(&id, round.step), &round.seed);
+            let ix = instruction::commit(
+                &client.pubkey(),
+                &self.run,
+                round.step,
+                commitment(&id, round.step),
+            );
+            self.chain.send(&[ix], &[client]).await.unwrap();
+            report.insert(state.coordinator.member_index(&id).unwrap());
         }
         for position in 0..round.witness_count {
             let slot = round.elected(position).unwrap();
@@ -282,7 +283,7 @@ impl Started {
                 .client(&state.coordinator.members[slot].id)
                 .insecure_clone();
             let ix =
-                instruction::witness(&witness.pubkey(), &self.run, round.step, position, &report);
+                instruction::witness(&witness.pubkey(), &self.run, round.step, position, report);
             self.chain.advance(1);
             self.chain.send(&[ix], &[&witness]).await.unwrap();
         }
@@ -317,7 +318,8 @@ async fn a_full_epoch_with_three_clients_pays_points_and_closes() {
         let closed = s.chain.run(&run).await;
         let round = closed.coordinator.closed_round(step).unwrap();
         let first = s.clients[0].pubkey().to_bytes();
-        assert!(round.result_counts(&commitment(&first, step)));
+        let slot = closed.coordinator.member_index(&first).unwrap();
+        assert_eq!(round.counted(slot), Some(&commitment(&first, step)));
     }
     let state = s.chain.run(&run).await.coordinator;
     assert_eq!((state.run_state(), state.step), (RunState::Cooldown, 2));
@@ -475,32 +477,59 @@ async fn an_epoch_without_witness_evidence_pays_nobody() {
     }
 }
 
-/// Audit finding 4: two colluding witnesses of three sent all-ones filters, which "contain"
-/// every key and every commitment.
+/// Audit finding 4: two colluding witnesses of three sent all-ones filters, which "contained"
+/// every key and every commitment. A report is now an exact set of slots that committed.
 #[tokio::test]
 async fn a_saturated_witness_report_is_refused() {
     let mut s = Started::new(config()).await;
     let run = s.run;
     let state = s.chain.run(&run).await;
     let round = *state.coordinator.current_round().unwrap();
-    let saturated = WitnessReport {
-        participants: Bloom { bits: [0xFF; 256] },
-        commitments: Bloom { bits: [0xFF; 256] },
-    };
+    let saturated = WitnessReport { seen: [0xFF; 32] };
     let witness = s.client(&state.coordinator.members[round.elected(0).unwrap()].id);
     let witness = witness.insecure_clone();
-    let ix = instruction::witness(&witness.pubkey(), &run, round.step, 0, &saturated);
+    let ix = instruction::witness(&witness.pubkey(), &run, round.step, 0, saturated);
     assert_eq!(
         failed(s.chain.send(&[ix], &[&witness]).await),
-        machine(CoordinatorError::ReportTooDense {
-            filter: "participants",
-            set: 2048,
-            participants: 3,
-            max: 18,
-        })
+        machine(CoordinatorError::ReportNamesUncommitted { slot: 0 })
     );
     let after = s.chain.run(&run).await.coordinator;
     assert_eq!(after.current_round().unwrap().report_count(), 0);
+}
+
+/// Audit finding 5: against a quorum of identical Bloom filters, a forged payload whose hash
+/// "counted" was found in 49 tries. Now each participant commits its payload's SHA-256 on chain
+/// once, before witnesses vouch for it, and a result counts only by that exact hash: after the
+/// reports are public there is nothing to grind, and the commitment cannot be swapped.
+#[tokio::test]
+async fn a_result_counts_only_by_the_hash_its_participant_committed_once() {
+    let mut s = Started::new(config()).await;
+    let run = s.run;
+    let state = s.chain.run(&run).await.coordinator;
+    let round = *state.current_round().unwrap();
+    let cheat = s.clients[0].insecure_clone();
+    let honest = commitment(&cheat.pubkey().to_bytes(), round.step);
+    s.witness_round().await;
+    // With every report public, the participant tries to swap in another payload's hash.
+    s.chain.advance(1);
+    let swap = instruction::commit(&cheat.pubkey(), &run, round.step, [0x66; 32]);
+    assert_eq!(
+        failed(s.chain.send(&[swap], &[&cheat]).await),
+        machine(CoordinatorError::AlreadyCommitted)
+    );
+    // A key outside the round cannot commit for it either.
+    let stranger = s.chain.funded().await;
+    let ix = instruction::commit(&stranger.pubkey(), &run, round.step, [0x66; 32]);
+    assert_eq!(
+        failed(s.chain.send(&[ix], &[&stranger]).await),
+        machine(CoordinatorError::NotAMember)
+    );
+    s.chain.advance(10);
+    s.chain.tick(&run).await.unwrap();
+    let state = s.chain.run(&run).await.coordinator;
+    let slot = state.member_index(&cheat.pubkey().to_bytes()).unwrap();
+    let closed = state.closed_round(round.step).unwrap();
+    assert_eq!(closed.counted(slot), Some(&honest));
 }
 
 /// Audit finding 6: a config the authority set (points or batch sizes up to u64::MAX) let a
@@ -835,19 +864,16 @@ async fn inputs_from_the_wrong_party_are_rejected() {
     // A witness report from a client that was not elected (or a wrong proof position).
     let state = s.chain.run(&run).await.coordinator;
     let round = *state.current_round().unwrap();
-    let report = WitnessReport {
-        participants: Bloom::default(),
-        commitments: Bloom::default(),
-    };
+    let report = WitnessReport::default();
     let witness = s
         .client(&state.members[round.elected(0).unwrap()].id)
         .insecure_clone();
-    let wrong_position = instruction::witness(&witness.pubkey(), &run, round.step, 1, &report);
+    let wrong_position = instruction::witness(&witness.pubkey(), &run, round.step, 1, report);
     assert_eq!(
         failed(s.chain.send(&[wrong_position], &[&witness]).await),
         machine(CoordinatorError::NotAWitness)
     );
-    let outsider = instruction::witness(&stranger.pubkey(), &run, round.step, 0, &report);
+    let outsider = instruction::witness(&stranger.pubkey(), &run, round.step, 0, report);
     assert_eq!(
         failed(s.chain.send(&[outsider], &[&stranger]).await),
         machine(CoordinatorError::NotAMember)
@@ -1188,18 +1214,15 @@ fn account_sizes_are_as_documented() {
     use demeter_coordinator_core::accounts::JoinGrant;
     assert_eq!(
         (RunInstance::LEN, RunAccount::LEN, JoinGrant::LEN),
-        (112, 84_776, 112)
+        (112, 56_104, 112)
     );
     let rent = solana_sdk::rent::Rent::default().minimum_balance(RunAccount::LEN);
-    assert_eq!(rent, 590_931_840, "lamports to keep a run account");
+    assert_eq!(rent, 391_374_720, "lamports to keep a run account");
 }
 
 #[test]
 fn instructions_round_trip_and_witnesses_fit_one_transaction() {
-    let report = WitnessReport {
-        participants: Bloom::default(),
-        commitments: Bloom::default(),
-    };
+    let report = WitnessReport { seen: [0xA5; 32] };
     let cases = [
         CoordinatorInstruction::InitRun {
             run_id: [1; 32],
@@ -1223,7 +1246,11 @@ fn instructions_round_trip_and_witnesses_fit_one_transaction() {
         CoordinatorInstruction::Input(Input::Witness {
             step: 7,
             position: 2,
-            report: &report,
+            report,
+        }),
+        CoordinatorInstruction::Input(Input::Commit {
+            step: 7,
+            hash: [9; 32],
         }),
         CoordinatorInstruction::Input(Input::HealthCheck {
             step: 3,
@@ -1242,7 +1269,7 @@ fn instructions_round_trip_and_witnesses_fit_one_transaction() {
     }
     // A witness transaction, signed by the witness as fee payer, within the 1232-byte limit.
     let witness = Keypair::new();
-    let ix = instruction::witness(&witness.pubkey(), &Pubkey::new_unique(), 1, 0, &report);
+    let ix = instruction::witness(&witness.pubkey(), &Pubkey::new_unique(), 1, 0, report);
     let tx = Transaction::new_signed_with_payer(
         &[ix],
         Some(&witness.pubkey()),

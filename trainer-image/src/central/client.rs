@@ -82,7 +82,7 @@ impl CoordinatorClient {
     }
 
     /// Sends `input` and waits for the server's answer.
-    pub async fn request(&self, input: Input<'_>) -> Result<(), RequestError> {
+    pub async fn request(&self, input: Input) -> Result<(), RequestError> {
         let (answer, answered) = oneshot::channel();
         self.requests
             .send((input.pack(), answer))

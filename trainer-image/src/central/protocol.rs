@@ -1,4 +1,4 @@
-//! The centralized coordinator's wire protocol, version 2.
+//! The centralized coordinator's wire protocol, version 3.
 //!
 //! A connection carries frames: a 4-byte big-endian length, then the body (at most
 //! [`MAX_FRAME`] bytes). A body is the 2-byte little-endian protocol version followed by one
@@ -16,9 +16,10 @@ use demeter_coordinator_core::Coordinator;
 use serde::{Deserialize, Serialize};
 use tokio_util::codec::LengthDelimitedCodec;
 
-/// Version 2: inputs travel in the core's encoding (version 1 had a request enum of its own).
-pub const PROTOCOL_VERSION: u16 = 2;
-/// The largest frame either side accepts; a state push is about 83 KB.
+/// Version 3: participants commit their results (`Input::Commit`) and witness reports are exact
+/// bitmaps (version 2 had Bloom-filter reports; version 1 a request enum of its own).
+pub const PROTOCOL_VERSION: u16 = 3;
+/// The largest frame either side accepts; a state push is about 55 KB.
 pub const MAX_FRAME: usize = 1 << 20;
 const CHALLENGE_DOMAIN: &[u8] = b"demeter-coordinator-challenge-v1";
 

@@ -2,7 +2,7 @@
 //! A Kubernetes headless Service resolves to the IP of each ready pod behind it, so clients of a
 //! run can reach each other even before (or without) reading each other's announced endpoints.
 //! The state's endpoints stay the primary source; these addresses are asked too, which is safe
-//! because every payload is checked against its signed commitment whoever serves it.
+//! because every payload is checked against its committed hash whoever serves it.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

@@ -1,5 +1,5 @@
-//! The fetching side: announce commitments to peers and download the payloads committed to,
-//! from whichever peer has them, verifying every byte.
+//! The fetching side: download the payloads committed to, from whichever peer has them,
+//! verifying every byte, and snapshots for late joiners.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -7,7 +7,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt;
 
-use super::commitment::Commitment;
 use super::serve::ExchangeMetrics;
 use crate::payload::verified_hash;
 
@@ -40,36 +39,6 @@ impl PeerClient {
             metrics,
             attempts: 2,
         })
-    }
-
-    /// Sends `commitment` to `peer`; returns whether the peer took it.
-    pub async fn announce(&self, peer: SocketAddr, commitment: &Commitment) -> bool {
-        let Ok(body) = postcard::to_allocvec(commitment) else {
-            return false;
-        };
-        self.http
-            .post(format!("http://{peer}/v1/commitments"))
-            .body(body)
-            .send()
-            .await
-            .is_ok_and(|response| response.status().is_success())
-    }
-
-    /// The commitments `peer` holds for `step` (signatures not yet checked).
-    pub async fn commitments(&self, peer: SocketAddr, step: u64) -> Vec<Commitment> {
-        let response = match self
-            .http
-            .get(format!("http://{peer}/v1/commitments/{step}"))
-            .send()
-            .await
-        {
-            Ok(response) if response.status().is_success() => response,
-            _ => return Vec::new(),
-        };
-        match response.bytes().await {
-            Ok(body) => postcard::from_bytes(&body).unwrap_or_default(),
-            Err(_) => Vec::new(),
-        }
     }
 
     /// `peer`'s latest snapshot (its step and safetensors bytes), if it has one of at most

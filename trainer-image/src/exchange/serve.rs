@@ -1,25 +1,22 @@
-//! The HTTP side every client runs: its results, its commitments and its metrics.
+//! The HTTP side every client runs: its results, its snapshot and its metrics.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use prometheus::{IntCounter, IntCounterVec, Opts, Registry, TextEncoder};
 use tokio::net::TcpListener;
 
-use super::commitment::Commitment;
-use super::store::{Added, ResultStore};
+use super::store::ResultStore;
 
-/// A commitment is about 150 bytes; nothing bigger is read.
-const COMMITMENT_BODY_LIMIT: usize = 4096;
 /// How long a peer has to send a request's headers; a connection that trickles them (or sends
 /// nothing) is closed instead of being held open forever.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -32,9 +29,6 @@ pub struct ExchangeMetrics {
     pub bytes_down: IntCounter,
     /// Failed downloads by reason: unreachable, status, too_large, hash_mismatch.
     pub downloads_failed: IntCounterVec,
-    /// Commitments received by outcome: new, known, conflicting, not_member, out_of_window,
-    /// bad_signature, malformed.
-    pub commitments: IntCounterVec,
 }
 
 impl ExchangeMetrics {
@@ -64,11 +58,6 @@ impl ExchangeMetrics {
                 "Payload downloads that failed, by reason",
                 "reason",
             )?,
-            commitments: by(
-                "demeter_commitments_received_total",
-                "Commitments peers announced, by outcome",
-                "outcome",
-            )?,
         })
     }
 }
@@ -86,7 +75,6 @@ pub const SNAPSHOT_STEP: &str = "x-demeter-step";
 
 /// What the routes share.
 pub struct Exchange {
-    pub run_id: [u8; 32],
     pub store: Arc<ResultStore>,
     pub registry: Registry,
     pub metrics: ExchangeMetrics,
@@ -124,11 +112,6 @@ pub async fn serve(listener: TcpListener, app: Router, header_timeout: Duration)
 pub fn router(exchange: Arc<Exchange>) -> Router {
     Router::new()
         .route("/v1/payloads/{hash}", get(payload))
-        .route(
-            "/v1/commitments",
-            post(announce).layer(DefaultBodyLimit::max(COMMITMENT_BODY_LIMIT)),
-        )
-        .route("/v1/commitments/{step}", get(commitments))
         .route("/v1/model", get(model))
         .route("/metrics", get(metrics))
         .with_state(exchange)
@@ -202,54 +185,6 @@ async fn payload(
             )
                 .into_response(),
         },
-    }
-}
-
-async fn announce(State(exchange): State<Arc<Exchange>>, body: Bytes) -> StatusCode {
-    let outcome = |label: &str| {
-        exchange
-            .metrics
-            .commitments
-            .with_label_values(&[label])
-            .inc()
-    };
-    // One commitment and nothing after it: trailing bytes are a malformed body.
-    let Ok((commitment, [])) = postcard::take_from_bytes::<Commitment>(&body) else {
-        outcome("malformed");
-        return StatusCode::BAD_REQUEST;
-    };
-    if !commitment.is_valid(&exchange.run_id) {
-        outcome("bad_signature");
-        return StatusCode::FORBIDDEN;
-    }
-    match exchange.store.add_commitment(commitment) {
-        Added::New => {
-            outcome("new");
-            StatusCode::NO_CONTENT
-        }
-        Added::Known => {
-            outcome("known");
-            StatusCode::NO_CONTENT
-        }
-        Added::Conflicting => {
-            outcome("conflicting");
-            StatusCode::CONFLICT
-        }
-        Added::NotMember => {
-            outcome("not_member");
-            StatusCode::FORBIDDEN
-        }
-        Added::OutOfWindow => {
-            outcome("out_of_window");
-            StatusCode::GONE
-        }
-    }
-}
-
-async fn commitments(State(exchange): State<Arc<Exchange>>, Path(step): Path<u64>) -> Response {
-    match postcard::to_allocvec(&exchange.store.commitments(step)) {
-        Ok(body) => ([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response(),
-        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
 }
 

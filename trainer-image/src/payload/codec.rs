@@ -25,7 +25,7 @@ const MAX_RANK: usize = 8;
 /// payload never allocates more than 8 GiB of f32 on an 80-byte file's say-so.
 pub const MAX_DECLARED_ELEMENTS: u64 = 1 << 31;
 
-/// A payload's SHA-256: what peers sign, announce and fetch it by.
+/// A payload's SHA-256: what its participant commits to the coordinator and peers fetch it by.
 pub type ContentHash = [u8; HASH_LEN];
 
 /// Bytes per index for blocks of `block_len` values.

@@ -33,37 +33,26 @@ impl<B: CoordinatorBackend> Trainer<B> {
         Ok(())
     }
 
-    /// The payloads of `round` that count (a witness quorum saw their commitments), in
-    /// participant slot order: the same list on every client.
+    /// The payloads of `round` that count (committed, and held by a witness quorum), in
+    /// participant slot order: the same bytes on every client.
     pub(super) async fn counted_results(
         &mut self,
         state: &Coordinator,
         round: &Round,
     ) -> anyhow::Result<Vec<Bytes>> {
+        let counted_hashes: Vec<[u8; 32]> = participants(state, round)
+            .filter_map(|(slot, _)| round.counted(slot).copied())
+            .collect();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let mut counted = Vec::new();
-            let mut missing = 0;
-            for (slot, address) in participants(state, round) {
-                let id = state.members[slot].id;
-                // The round is closed: anyone may hold the commitment, so everyone is asked.
-                let others = participants(state, round).filter_map(|(_, address)| address);
-                let mut askable: Vec<SocketAddr> = address.into_iter().chain(others).collect();
-                askable.extend(self.dns_peers().await);
-                let commitment = self.commitment_of(state, round.step, id, askable).await;
-                let Some(commitment) = commitment.filter(|c| round.result_counts(&c.hash)) else {
-                    // No commitment at all: a quorum cannot have seen it either, unless every
-                    // peer that holds it is unreachable; then the deadline below decides.
-                    if round.was_seen(&id) {
-                        missing += 1;
-                    }
-                    continue;
-                };
-                match self.fetch_verified(state, round, &commitment.hash).await {
-                    Some(bytes) => counted.push(bytes),
-                    None => missing += 1,
+            for hash in &counted_hashes {
+                // The round is closed: anyone may hold the payload, so everyone is asked.
+                if let Some(bytes) = self.fetch_verified(state, round, hash).await {
+                    counted.push(bytes);
                 }
             }
+            let missing = counted_hashes.len() - counted.len();
             if missing == 0 {
                 return Ok(counted);
             }
@@ -75,32 +64,5 @@ impl<B: CoordinatorBackend> Trainer<B> {
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-    }
-
-    /// `id`'s commitment for `step`: held already, or asked of `peers` in order, checked and
-    /// then kept.
-    pub(super) async fn commitment_of(
-        &mut self,
-        state: &Coordinator,
-        step: u64,
-        id: [u8; 32],
-        peers: impl IntoIterator<Item = SocketAddr>,
-    ) -> Option<Commitment> {
-        if let Some(commitment) = self.exchange.store.commitment(step, &id) {
-            return Some(commitment);
-        }
-        for address in peers {
-            if let Some(commitment) = self
-                .peers
-                .commitments(address, step)
-                .await
-                .into_iter()
-                .find(|c| c.client == id && c.is_valid(&state.run_id))
-            {
-                self.exchange.store.add_commitment(commitment.clone());
-                return Some(commitment);
-            }
-        }
-        None
     }
 }

@@ -32,7 +32,7 @@ pub trait CoordinatorBackend: Send {
         timeout: Duration,
     ) -> impl Future<Output = Result<Arc<Coordinator>, BackendError>> + Send;
     /// Sends one input, signed by this client.
-    fn send(&mut self, input: Input<'_>) -> impl Future<Output = Result<(), BackendError>> + Send;
+    fn send(&mut self, input: Input) -> impl Future<Output = Result<(), BackendError>> + Send;
     /// Once the run has finished and this replica applied every step: takes back what the host
     /// holds for this client. On chain that is its join deposit, returned by withdrawing; the
     /// centralized server holds nothing.
@@ -117,7 +117,7 @@ impl CoordinatorBackend for Centralized {
         Ok(state)
     }
 
-    async fn send(&mut self, input: Input<'_>) -> Result<(), BackendError> {
+    async fn send(&mut self, input: Input) -> Result<(), BackendError> {
         let client = self.connected().await?;
         match client.request(input).await {
             Ok(()) => {

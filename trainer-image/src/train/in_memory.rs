@@ -127,7 +127,7 @@ impl CoordinatorBackend for InMemory {
         Ok(self.last.clone())
     }
 
-    async fn send(&mut self, input: Input<'_>) -> Result<(), BackendError> {
+    async fn send(&mut self, input: Input) -> Result<(), BackendError> {
         let signer = self.identity.public();
         let seed = if input.needs_seed() {
             random_seed().map_err(|error| BackendError::Unavailable(error.to_string()))?

@@ -34,8 +34,8 @@ pub struct TrainerMetrics {
     pub members_active: IntGauge,
     /// Committed payloads that did not decode against this model.
     pub rejected_payloads: IntCounter,
-    /// Peers that took this client's last commitment.
-    pub peers_reachable: IntGauge,
+    /// Committed results of the current round this client holds, its own included.
+    pub results_held: IntGauge,
     /// Seconds spent per phase of the step (see [`PHASES`]).
     pub phase_seconds: CounterVec,
 }
@@ -110,11 +110,11 @@ impl TrainerMetrics {
                     "Committed payloads that did not fit this model",
                 )?,
             )?,
-            peers_reachable: add(
+            results_held: add(
                 registry,
                 IntGauge::new(
-                    "demeter_peers_reachable",
-                    "Peers that took this client's last commitment",
+                    "demeter_results_held",
+                    "Committed results of the current round this client holds, its own included",
                 )?,
             )?,
             phase_seconds: add(
@@ -123,8 +123,8 @@ impl TrainerMetrics {
                     Opts::new(
                         "demeter_phase_seconds_total",
                         "Seconds spent per phase: train (forward and backward), compress \
-                         (DeMo and payload encoding), publish, fetch (commitments and payloads, \
-                         verified), aggregate (decode and mean), apply (inverse DCT and sign)",
+                         (DeMo and payload encoding), publish (the commitment to the coordinator), \
+                         fetch (committed payloads, verified), aggregate (decode and mean), apply (inverse DCT and sign)",
                     ),
                     &["phase"],
                 )?,

@@ -8,10 +8,10 @@
 //! 2. apply every closed round not yet applied, in step order (fetching any counted result it
 //!    lacks from any peer), then health-check participants a quorum did not see;
 //! 3. warmup: report ready once the replica is at the run's step;
-//! 4. training round: train the assigned samples, compress, publish the payload and a signed
-//!    commitment to the round's participants;
-//! 5. collect the round's commitments and payloads, verifying each;
-//! 6. as an elected witness, report who and what it received;
+//! 4. training round: train the assigned samples, compress, serve the payload, and commit its
+//!    content hash to the coordinator;
+//! 5. fetch the payloads the round's participants committed to, verifying each;
+//! 6. as an elected witness, report whose committed payloads it holds;
 //! 7. at an epoch's end, write a checkpoint.
 
 mod apply;
@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use bytes::Bytes;
 use demeter_coordinator_core::{
-    Bloom, Coordinator, Input, MemberStatus, Round, RunState, WitnessReport, state::MAX_CLIENTS,
+    Coordinator, Input, MemberStatus, Round, RunState, WitnessReport, state::MAX_CLIENTS,
 };
 use tch::Device;
 
@@ -42,7 +42,7 @@ pub use self::metrics::TrainerMetrics;
 use crate::data::{BatchPlan, Dataset};
 use crate::demo::{Demo, DemoConfig};
 use crate::exchange::serve::{Exchange, ExchangeMetrics, HEADER_READ_TIMEOUT, Snapshot, serve};
-use crate::exchange::{Commitment, PeerClient, PeerDns, ResultStore, router};
+use crate::exchange::{PeerClient, PeerDns, ResultStore, router};
 use crate::identity::Identity;
 use crate::model::{LlamaConfig, Preset};
 use crate::optim::Schedule;
@@ -50,7 +50,7 @@ use crate::payload;
 use crate::replica::Replica;
 use outage::Outage;
 
-/// How often the loop looks again when nothing changed (commitments arrive between states).
+/// How often the loop looks again when nothing changed (payloads arrive between states).
 const POLL: Duration = Duration::from_millis(100);
 
 /// What every client of a run must agree on (the coordinator does not carry it).
@@ -110,9 +110,12 @@ pub struct TrainSummary {
 #[derive(Default)]
 struct RoundWork {
     step: u64,
+    /// This client's result is trained and served.
     published: bool,
+    /// The coordinator took (or refused for good) this client's commitment to its result.
+    committed: bool,
     reported: bool,
-    /// Verified results of the round by participant slot: (commitment hash, payload).
+    /// Verified results of the round by participant slot: (content hash, payload).
     received: BTreeMap<usize, ([u8; 32], Bytes)>,
 }
 
@@ -168,9 +171,8 @@ impl<B: CoordinatorBackend> Trainer<B> {
         let exchange_metrics = ExchangeMetrics::register(&registry)?;
         let metrics = TrainerMetrics::register(&registry)?;
         let store = Arc::new(ResultStore::default());
-        follow_run(&store, &state);
+        store.follow(state.step);
         let exchange = Arc::new(Exchange {
-            run_id: state.run_id,
             store,
             registry,
             metrics: exchange_metrics.clone(),
@@ -292,7 +294,7 @@ impl<B: CoordinatorBackend> Trainer<B> {
         }
     }
 
-    async fn send(&mut self, input: Input<'_>) -> Result<(), BackendError> {
+    async fn send(&mut self, input: Input) -> Result<(), BackendError> {
         let result = self.backend.send(input).await;
         if let Err(error) = &result {
             tracing::debug!(input = input.name(), %error, "not accepted");
@@ -303,7 +305,7 @@ impl<B: CoordinatorBackend> Trainer<B> {
     /// One look at `state`: does whatever is due.
     async fn pass(&mut self, state: &Coordinator) -> anyhow::Result<()> {
         self.metrics.observe_state(state);
-        follow_run(&self.exchange.store, state);
+        self.exchange.store.follow(state.step);
         let slot = state.member_index(&self.me());
         let status = slot.map_or(MemberStatus::Empty, |slot| state.members[slot].status());
 
@@ -350,6 +352,9 @@ impl<B: CoordinatorBackend> Trainer<B> {
                 {
                     self.train_and_publish(state, &round, slot).await?;
                 }
+                if let Some(slot) = participant {
+                    self.commit(&round, slot).await;
+                }
                 self.collect(state, &round).await;
                 if let Some(slot) = participant {
                     self.witness_if_elected(state, &round, slot).await;
@@ -361,7 +366,7 @@ impl<B: CoordinatorBackend> Trainer<B> {
         Ok(())
     }
 
-    /// Trains the samples assigned to `slot`, then publishes the result.
+    /// Trains the samples assigned to `slot`, then serves the result.
     async fn train_and_publish(
         &mut self,
         state: &Coordinator,
@@ -417,34 +422,37 @@ impl<B: CoordinatorBackend> Trainer<B> {
             "trained"
         );
 
-        let store = &self.exchange.store;
-        store.insert_payload(round.step, hash, bytes.clone());
-        let commitment = Commitment::sign(&self.identity, &state.run_id, round.step, hash);
-        store.add_commitment(commitment.clone());
+        self.exchange
+            .store
+            .insert_payload(round.step, hash, bytes.clone());
         self.work.received.insert(slot, (hash, bytes));
         self.work.published = true;
-        let publishing = Instant::now();
-        let mut reached = 0;
-        for peer in participants(state, round).filter(|&(s, _)| s != slot) {
-            if let Some(address) = peer.1 {
-                reached += i64::from(self.peers.announce(address, &commitment).await);
-            }
-        }
-        self.metrics.peers_reachable.set(reached);
-        self.metrics.time("publish", publishing.elapsed());
         Ok(())
     }
-}
 
-/// Points the exchange's store at the run as the coordinator reports it: the steps it takes
-/// and the members whose commitments it takes.
-fn follow_run(store: &ResultStore, state: &Coordinator) {
-    let members = state
-        .members
-        .iter()
-        .filter(|m| m.status() != MemberStatus::Empty)
-        .map(|m| m.id);
-    store.follow(state.step, members);
+    /// Commits this client's served result of `round` to the coordinator, once: its content
+    /// hash is what witnesses vouch for and every replica applies. Retried while the
+    /// coordinator cannot be reached.
+    async fn commit(&mut self, round: &Round, slot: usize) {
+        if !self.work.published || self.work.committed || round.commitment(slot).is_some() {
+            return;
+        }
+        let Some(&(hash, _)) = self.work.received.get(&slot) else {
+            return;
+        };
+        let committing = Instant::now();
+        match self
+            .send(Input::Commit {
+                step: round.step,
+                hash,
+            })
+            .await
+        {
+            Ok(()) | Err(BackendError::Rejected(_)) => self.work.committed = true,
+            Err(BackendError::Unavailable(_)) => {}
+        }
+        self.metrics.time("publish", committing.elapsed());
+    }
 }
 
 /// The participants of `round` in slot order, with the endpoint each announced.

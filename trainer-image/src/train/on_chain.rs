@@ -141,7 +141,7 @@ impl CoordinatorBackend for OnChain {
         }
     }
 
-    async fn send(&mut self, input: Input<'_>) -> Result<(), BackendError> {
+    async fn send(&mut self, input: Input) -> Result<(), BackendError> {
         let me = self.identity.pubkey();
         self.submit(&[ix::input(&me, &self.run.run_account(), input)])
             .await?;

@@ -1,31 +1,26 @@
-//! Gathering a round's results: commitments from the round's peers and the payloads they
-//! name, each verified before it is kept.
+//! Gathering a round's results: the payloads its participants committed to, each verified
+//! before it is kept.
 
 use super::*;
 
 impl<B: CoordinatorBackend> Trainer<B> {
-    /// Gathers the round's commitments and the payloads they name, checking each: a valid
-    /// signature, a participant of the round, and a payload that decodes against this model.
+    /// Gathers the payloads the round's participants have committed to so far, checking each
+    /// against its committed hash and this model.
     pub(super) async fn collect(&mut self, state: &Coordinator, round: &Round) {
         let started = Instant::now();
-        self.collect_missing(state, round).await;
-        self.metrics.time("fetch", started.elapsed());
-    }
-
-    pub(super) async fn collect_missing(&mut self, state: &Coordinator, round: &Round) {
-        let missing: Vec<(usize, Option<SocketAddr>)> = participants(state, round)
+        let missing: Vec<(usize, [u8; 32])> = participants(state, round)
             .filter(|(slot, _)| !self.work.received.contains_key(slot))
+            .filter_map(|(slot, _)| Some((slot, *round.commitment(slot)?)))
             .collect();
-        for (slot, address) in missing {
-            // While the round runs, only the owner is asked: it may simply not have published.
-            let id = state.members[slot].id;
-            let Some(commitment) = self.commitment_of(state, round.step, id, address).await else {
-                continue;
-            };
-            if let Some(bytes) = self.fetch_verified(state, round, &commitment.hash).await {
-                self.work.received.insert(slot, (commitment.hash, bytes));
+        for (slot, hash) in missing {
+            if let Some(bytes) = self.fetch_verified(state, round, &hash).await {
+                self.work.received.insert(slot, (hash, bytes));
             }
         }
+        self.metrics
+            .results_held
+            .set(self.work.received.len() as i64);
+        self.metrics.time("fetch", started.elapsed());
     }
 
     /// The payload with `hash`, from the store or any participant, decoded once to check it

@@ -13,26 +13,24 @@ impl<B: CoordinatorBackend> Trainer<B> {
         let Some(position) = round.witness_position(slot) else {
             return;
         };
-        let all_in = self.work.received.len() == usize::from(round.participant_count);
+        // Only what it holds under the hash the coordinator holds: its own result counts too,
+        // once its commitment is in.
+        let mut report = WitnessReport::default();
+        for (&seen, (hash, _)) in &self.work.received {
+            if round.commitment(seen) == Some(hash) {
+                report.insert(seen);
+            }
+        }
+        let all_in = report.slots().count() == usize::from(round.participant_count);
         let time_is_up = state.run_state() == RunState::RoundWitness;
         if self.work.reported || round.reported & (1 << position) != 0 || !(all_in || time_is_up) {
             return;
-        }
-        let mut report = WitnessReport {
-            participants: Bloom::default(),
-            commitments: Bloom::default(),
-        };
-        for (&seen, (hash, _)) in &self.work.received {
-            report
-                .participants
-                .insert(&state.members[seen].id, &round.seed);
-            report.commitments.insert(hash, &round.seed);
         }
         match self
             .send(Input::Witness {
                 step: round.step,
                 position,
-                report: &report,
+                report,
             })
             .await
         {
@@ -51,9 +49,10 @@ impl<B: CoordinatorBackend> Trainer<B> {
             return;
         }
         let unseen: Vec<[u8; 32]> = participants(state, round)
-            .map(|(slot, _)| state.members[slot])
-            .filter(|m| m.status() == MemberStatus::Active && !round.was_seen(&m.id))
-            .map(|m| m.id)
+            .filter(|&(slot, _)| {
+                state.members[slot].status() == MemberStatus::Active && !round.was_seen(slot)
+            })
+            .map(|(slot, _)| state.members[slot].id)
             .collect();
         for target in unseen {
             let _ = self
