@@ -116,9 +116,17 @@ pub struct Member {
     /// Rounds of the current epoch, closed with a witness quorum, in which that quorum saw this
     /// member's results: what its points for the epoch follow.
     pub seen_rounds: u32,
+    /// Points taken back for cheating, never more than `points`: verification writes them
+    /// (issue 15); the treasurer never pays for them.
+    pub slashed: u64,
 }
 
 impl Member {
+    /// Points the member may be paid for: earned and not slashed.
+    pub fn payable_points(&self) -> u64 {
+        self.points.saturating_sub(self.slashed)
+    }
+
     /// Dropped or withdrawn without a point earned: its slot may go to a new client.
     pub fn is_reclaimable(&self) -> bool {
         matches!(

@@ -11,11 +11,11 @@
 //! the run by the name *and* the authority's key, so a name taken first by someone else (or
 //! taken again after a run is closed) never leads a client to a run it did not mean to join.
 //!
-//! The run account is about 55 KB, more than a program may allocate through a CPI (10 KB), so
+//! The run account is about 57 KB, more than a program may allocate through a CPI (10 KB), so
 //! the caller creates it with the system program in the same transaction as `InitRun`, and
 //! `InitRun` checks it. Every account starts with an 8-byte discriminator naming its type.
 
-use core::cell::RefMut;
+use core::cell::{Ref, RefMut};
 
 use demeter_coordinator_core::accounts::{LayoutError, Tagged, check_layout};
 use solana_program::account_info::AccountInfo;
@@ -46,17 +46,38 @@ fn layout_error(error: LayoutError) -> ProgramError {
     }
 }
 
-/// Borrows `info` as a `T` of this program: owned by the program, of `T`'s size, and carrying
-/// `T`'s discriminator. A look-alike owned by anyone else fails with `IllegalOwner`.
+/// Whether `data`, `info`'s bytes, are a `T` of `program_id`: owned by it, of `T`'s size, and
+/// carrying `T`'s discriminator. A look-alike owned by anyone else fails with `IllegalOwner`.
+fn check_account<T: Tagged>(
+    info: &AccountInfo,
+    program_id: &Pubkey,
+    data: &[u8],
+) -> Result<(), ProgramError> {
+    if info.owner != program_id {
+        return Err(ProgramError::IllegalOwner);
+    }
+    check_layout::<T>(data).map_err(layout_error)
+}
+
+/// Reads `info` as a checked `T` of `program_id` (for an account an instruction only reads,
+/// such as another program's run).
+pub fn load<'a, T: Tagged>(
+    info: &'a AccountInfo,
+    program_id: &Pubkey,
+) -> Result<Ref<'a, T>, ProgramError> {
+    let data = info.try_borrow_data()?;
+    check_account::<T>(info, program_id, &data)?;
+    Ref::filter_map(data, |data| bytemuck::try_from_bytes::<T>(data).ok())
+        .map_err(|_| ProgramError::InvalidAccountData)
+}
+
+/// Borrows `info` as a checked `T` of `program_id`, to write it.
 pub fn load_mut<'a, T: Tagged>(
     info: &'a AccountInfo,
     program_id: &Pubkey,
 ) -> Result<RefMut<'a, T>, ProgramError> {
-    if info.owner != program_id {
-        return Err(ProgramError::IllegalOwner);
-    }
     let data = info.try_borrow_mut_data()?;
-    check_layout::<T>(&data).map_err(layout_error)?;
+    check_account::<T>(info, program_id, &data)?;
     // Account data is 8-byte aligned on chain and in the test harness; anything else is refused.
     RefMut::filter_map(data, |data| bytemuck::try_from_bytes_mut::<T>(data).ok())
         .map_err(|_| ProgramError::InvalidAccountData)

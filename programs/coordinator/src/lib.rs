@@ -10,6 +10,7 @@
 //! runs over JSON-RPC.
 
 pub mod account;
+pub mod checks;
 #[cfg(feature = "client")]
 pub mod client;
 #[cfg(not(feature = "no-entrypoint"))]

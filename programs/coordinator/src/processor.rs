@@ -9,11 +9,10 @@ use solana_program::account_info::AccountInfo;
 use solana_program::clock::Clock;
 use solana_program::entrypoint::ProgramResult;
 use solana_program::hash::hashv;
-use solana_program::program::{invoke, invoke_signed};
+use solana_program::program::invoke;
 use solana_program::program_error::ProgramError;
 use solana_program::pubkey::Pubkey;
 use solana_program::rent::Rent;
-use solana_sysvar::SysvarSerialize;
 
 use demeter_coordinator_core::accounts::{JoinGrant, RunAccount, RunInstance, Tagged};
 use demeter_coordinator_core::{
@@ -21,6 +20,9 @@ use demeter_coordinator_core::{
 };
 
 use crate::account::{JOIN_GRANT_SEED, RUN_SEED, load_mut, load_uninitialized};
+use crate::checks::{
+    close_account, create_pda, move_lamports, signer, system_program, sysvar, writable,
+};
 use crate::error::{denied, refused};
 use crate::instruction::CoordinatorInstruction;
 
@@ -181,21 +183,6 @@ fn forfeit_dropped_deposits(run: &mut RunAccount) -> ProgramResult {
     Ok(())
 }
 
-/// Moves `amount` lamports out of a program-owned account into `receiver`.
-fn move_lamports(from: &AccountInfo, receiver: &AccountInfo, amount: u64) -> ProgramResult {
-    let left = from
-        .lamports()
-        .checked_sub(amount)
-        .ok_or(ProgramError::InsufficientFunds)?;
-    let received = receiver
-        .lamports()
-        .checked_add(amount)
-        .ok_or(ProgramError::ArithmeticOverflow)?;
-    **from.try_borrow_mut_lamports()? = left;
-    **receiver.try_borrow_mut_lamports()? = received;
-    Ok(())
-}
-
 /// A gated run admits a client only with its grant: this run's (made by its join authority, so
 /// a run re-created at the same address under another one does not inherit it), this
 /// client's, not revoked.
@@ -219,36 +206,6 @@ fn check_grant(
         return Err(denied(AccessError::JoinNotGranted));
     }
     Ok(())
-}
-
-fn signer(info: &AccountInfo) -> ProgramResult {
-    if info.is_signer {
-        Ok(())
-    } else {
-        Err(ProgramError::MissingRequiredSignature)
-    }
-}
-
-fn writable(info: &AccountInfo) -> ProgramResult {
-    if info.is_writable {
-        Ok(())
-    } else {
-        Err(ProgramError::Immutable)
-    }
-}
-
-fn system_program(info: &AccountInfo) -> ProgramResult {
-    if info.key == &solana_system_interface::program::ID {
-        Ok(())
-    } else {
-        Err(ProgramError::IncorrectProgramId)
-    }
-}
-
-/// Reads a sysvar from its account. Sysvars come as accounts rather than through `get()`
-/// syscalls because the native test harness serves only the former.
-fn sysvar<T: SysvarSerialize>(info: &AccountInfo) -> Result<T, ProgramError> {
-    T::from_account_info(info).map_err(|_| denied(AccessError::WrongSysvar))
 }
 
 fn now(clock: &AccountInfo) -> Result<i64, ProgramError> {
@@ -286,67 +243,6 @@ fn armed_slot_hash(slot_hashes: &AccountInfo, slot: u64) -> Result<Option<[u8; 3
         .take(count as usize)
         .find(|entry| entry[..8] == slot.to_le_bytes())
         .map(|entry| entry[8..].try_into().expect("32 bytes")))
-}
-
-/// Creates a program-owned PDA of `space` bytes paid by `payer`. An address someone has already
-/// sent lamports to cannot be created with `create_account`, so it is topped up, allocated and
-/// assigned instead: nobody can block a run name or a grant by funding its address first.
-fn create_pda<'a>(
-    payer: &AccountInfo<'a>,
-    account: &AccountInfo<'a>,
-    system: &AccountInfo<'a>,
-    rent: &Rent,
-    space: usize,
-    program_id: &Pubkey,
-    seeds: &[&[u8]],
-) -> ProgramResult {
-    use solana_system_interface::instruction as system_instruction;
-    let required = rent.minimum_balance(space);
-    let infos = [payer.clone(), account.clone(), system.clone()];
-    if account.lamports() == 0 {
-        return invoke_signed(
-            &system_instruction::create_account(
-                payer.key,
-                account.key,
-                required,
-                space as u64,
-                program_id,
-            ),
-            &infos,
-            &[seeds],
-        );
-    }
-    let top_up = required.saturating_sub(account.lamports());
-    if top_up > 0 {
-        invoke(
-            &system_instruction::transfer(payer.key, account.key, top_up),
-            &infos,
-        )?;
-    }
-    invoke_signed(
-        &system_instruction::allocate(account.key, space as u64),
-        &infos,
-        &[seeds],
-    )?;
-    invoke_signed(
-        &system_instruction::assign(account.key, program_id),
-        &infos,
-        &[seeds],
-    )
-}
-
-/// Moves all of `account`'s lamports to `receiver` and hands the emptied account back to the
-/// system program.
-fn close_account(account: &AccountInfo, receiver: &AccountInfo) -> ProgramResult {
-    let total = receiver
-        .lamports()
-        .checked_add(account.lamports())
-        .ok_or(ProgramError::ArithmeticOverflow)?;
-    **receiver.try_borrow_mut_lamports()? = total;
-    **account.try_borrow_mut_lamports()? = 0;
-    account.resize(0)?;
-    account.assign(&solana_system_interface::program::ID);
-    Ok(())
 }
 
 fn init_run(

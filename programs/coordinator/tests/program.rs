@@ -1214,10 +1214,10 @@ fn account_sizes_are_as_documented() {
     use demeter_coordinator_core::accounts::JoinGrant;
     assert_eq!(
         (RunInstance::LEN, RunAccount::LEN, JoinGrant::LEN),
-        (112, 56_104, 112)
+        (112, 58_152, 112)
     );
     let rent = solana_sdk::rent::Rent::default().minimum_balance(RunAccount::LEN);
-    assert_eq!(rent, 391_374_720, "lamports to keep a run account");
+    assert_eq!(rent, 405_628_800, "lamports to keep a run account");
 }
 
 #[test]

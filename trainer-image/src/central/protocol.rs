@@ -19,7 +19,7 @@ use tokio_util::codec::LengthDelimitedCodec;
 /// Version 3: participants commit their results (`Input::Commit`) and witness reports are exact
 /// bitmaps (version 2 had Bloom-filter reports; version 1 a request enum of its own).
 pub const PROTOCOL_VERSION: u16 = 3;
-/// The largest frame either side accepts; a state push is about 55 KB.
+/// The largest frame either side accepts; a state push is about 57 KB.
 pub const MAX_FRAME: usize = 1 << 20;
 const CHALLENGE_DOMAIN: &[u8] = b"demeter-coordinator-challenge-v1";
 

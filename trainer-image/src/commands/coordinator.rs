@@ -32,7 +32,7 @@ pub struct CreateArgs {
     /// The cluster's JSON-RPC URL.
     #[arg(long)]
     pub rpc: String,
-    /// The run authority's wallet: it signs, pays the run account's rent (about 0.39 SOL,
+    /// The run authority's wallet: it signs, pays the run account's rent (about 0.41 SOL,
     /// returned when the run is closed) and is the only key that may pause the run. It must be
     /// the run file's `authority` when that is set.
     #[arg(long)]

@@ -1,0 +1,22 @@
+//! Demeter's treasurer program: turns the points a coordinator run recorded into an SPL token.
+//!
+//! A run's authority creates one reward pool for the run ([`instruction::TreasurerInstruction`]):
+//! an SPL mint, an escrow token account owned by the pool, and a rate in tokens per point fixed
+//! for the pool's life. Anyone funds the escrow; each member claims with its own key and is paid
+//! `rate × (points − slashed)` less what it was paid already, read from the coordinator's run
+//! account, as far as the escrow reaches. The pool keeps what each member slot was paid, so
+//! nothing is paid twice, and the authority closes the pool only once nothing is owed or the
+//! claim grace after the run finished is over.
+//!
+//! Layout as in SPL Token: [`instruction`] (the instructions, their accounts and builders),
+//! [`processor`] (every account of every instruction checked), [`state`] (the pool account) and
+//! [`error`] (stable codes).
+
+#[cfg(not(feature = "no-entrypoint"))]
+mod entrypoint;
+pub mod error;
+pub mod instruction;
+pub mod processor;
+pub mod state;
+
+solana_program::declare_id!("7AD5m8LzfVJfCfi9tfMu6cwJcRjQY4iHd6oDUMwpYcT3");
