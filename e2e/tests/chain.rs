@@ -1,6 +1,8 @@
 //! The Solana backend against a real validator: the coordinator program runs on a localnet, and
 //! three trainer clients find the run by name, join, train, witness and crank it through
-//! JSON-RPC transactions, exchanging results over HTTP on loopback.
+//! JSON-RPC transactions, exchanging results over HTTP on loopback. Then the run is paid: the
+//! authority creates a reward pool with the treasurer, funds it with an SPL token, and each
+//! client claims its points' worth.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +15,7 @@ use demeter_trainer::identity::Identity;
 use demeter_trainer::run_file::run_id_bytes;
 use demeter_trainer::train::on_chain::{ChainRun, OnChain};
 use demeter_trainer::train::{TrainSettings, Trainer};
+use demeter_treasurer::client::{Rewards, associated_account, create_mint, mint_to};
 use solana_sdk::signer::Signer;
 
 const STEPS: u64 = 4;
@@ -121,4 +124,38 @@ async fn three_clients_train_through_the_coordinator_program() {
         assert_eq!(run.deposits[slot], 0, "deposit refunded");
     }
     assert_eq!(run.forfeited, 0);
+
+    // Rewards: 3 units per point, from a pool the authority funds with exactly what is owed.
+    const RATE: u64 = 3;
+    let owed: u64 = clients
+        .iter()
+        .map(|identity| {
+            let slot = state.member_index(&identity.public()).unwrap();
+            state.members[slot].payable_points() * RATE
+        })
+        .sum();
+    let mint = create_mint(&run_client, &authority, 6).await.unwrap();
+    mint_to(&run_client, &authority, &mint, &authority.pubkey(), owed)
+        .await
+        .unwrap();
+    let rewards = Rewards::new(&run_client);
+    rewards
+        .create(&authority, &mint, RATE, 3_600)
+        .await
+        .unwrap();
+    rewards.fund(&authority, &mint, owed).await.unwrap();
+    for identity in &clients {
+        let slot = state.member_index(&identity.public()).unwrap();
+        let paid = rewards.claim(identity.as_ref(), &mint).await.unwrap();
+        assert_eq!(paid, state.members[slot].points * RATE, "paid to the unit");
+        let wallet = associated_account(&identity.pubkey(), &mint);
+        assert_eq!(rewards.balance(&wallet).await.unwrap(), Some(paid));
+        let again = rewards.claim(identity.as_ref(), &mint).await.unwrap_err();
+        assert!(
+            again.to_string().contains("the pool owes you 0"),
+            "never twice: {again}"
+        );
+    }
+    let pool = rewards.read().await.unwrap().expect("the pool exists");
+    assert_eq!((pool.pool.total_paid, pool.escrow_balance), (owed, 0));
 }

@@ -1,5 +1,7 @@
 //! The chain behind the localnet: agave's bank, one per slot, from a genesis that funds the given
-//! wallets and carries Demeter's programs as native builtins.
+//! wallets and carries Demeter's programs (the coordinator and the treasurer) as native builtins,
+//! beside the SPL programs a validator's genesis has (SPL Token, associated token accounts; the
+//! builds solana-program-test ships).
 //!
 //! This is the runtime a validator runs (the same transaction processing, fees, sysvars, status
 //! cache and blockhash queue), without the validator around it: no gossip, no ledger on disk, no
@@ -12,6 +14,7 @@ use std::sync::{Arc, RwLock};
 
 use solana_account::AccountSharedData;
 use solana_accounts_db::accounts_db::ACCOUNTS_DB_CONFIG_FOR_TESTING;
+use solana_program_runtime::invoke_context::BuiltinFunctionRegisterer;
 use solana_program_runtime::program_cache_entry::ProgramCacheEntry;
 use solana_runtime::bank::Bank;
 use solana_runtime::bank_forks::BankForks;
@@ -30,8 +33,27 @@ use solana_transaction::sanitized::MessageHash;
 use solana_transaction::versioned::VersionedTransaction;
 use solana_transaction_error::TransactionError;
 
-/// The coordinator program's name among the bank's builtins.
-const COORDINATOR_NAME: &str = "demeter_coordinator";
+/// Demeter's programs: their names among the bank's builtins, ids and entrypoints.
+fn programs() -> [(&'static str, Pubkey, BuiltinFunctionRegisterer); 2] {
+    let builtin =
+        |function: Option<BuiltinFunctionRegisterer>| function.expect("the processor converts");
+    [
+        (
+            "demeter_coordinator",
+            demeter_coordinator::ID,
+            builtin(solana_program_test::processor!(
+                demeter_coordinator::processor::process_instruction
+            )),
+        ),
+        (
+            "demeter_treasurer",
+            demeter_treasurer::ID,
+            builtin(solana_program_test::processor!(
+                demeter_treasurer::processor::process_instruction
+            )),
+        ),
+    ]
+}
 /// The genesis supply, held by the mint keypair, which pays airdrops.
 const MINT_LAMPORTS: u64 = 500_000_000 * LAMPORTS_PER_SOL;
 /// The one validator's stake: genesis needs a leader with stake.
@@ -65,6 +87,7 @@ impl Chain {
                     AccountSharedData::new(lamports_each, 0, &solana_sdk_ids::system_program::ID);
                 (*address, wallet)
             })
+            .chain(solana_program_binaries::spl_programs(&Rent::default()))
             .collect();
         let mut genesis = create_genesis_config_with_leader_ex(
             MINT_LAMPORTS,
@@ -97,14 +120,13 @@ impl Chain {
             None,
             None,
         );
-        let builtin =
-            solana_program_test::processor!(demeter_coordinator::processor::process_instruction)
-                .expect("the processor converts");
-        bank.add_builtin(
-            demeter_coordinator::ID,
-            COORDINATOR_NAME,
-            ProgramCacheEntry::new_builtin(0, COORDINATOR_NAME.len(), builtin),
-        );
+        for (name, id, builtin) in programs() {
+            bank.add_builtin(
+                id,
+                name,
+                ProgramCacheEntry::new_builtin(0, name.len(), builtin),
+            );
+        }
         let chain = Self {
             forks: BankForks::new_rw_arc(bank),
             mint,

@@ -22,8 +22,8 @@ use crate::instruction as ix;
 /// Why a run could not be read or an instruction did not land.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientFailure {
-    /// The program refused the instruction: its error code and its own log line.
-    #[error("the coordinator program refused it (code {code}): {message}")]
+    /// A program refused the instruction: its error code and its own log line.
+    #[error("the program refused it (code {code}): {message}")]
     Refused { code: u32, message: String },
     /// The transaction cannot run as sent (no SOL for fees, say); retrying will not help.
     #[error("the cluster will not run the transaction: {0}")]
@@ -187,6 +187,27 @@ impl RunClient {
         })
     }
 
+    /// The accounts at `addresses` (at most 100), `None` for those that do not exist.
+    pub async fn accounts(
+        &self,
+        addresses: &[Pubkey],
+    ) -> Result<Vec<Option<solana_sdk::account::Account>>, ClientFailure> {
+        Ok(self
+            .rpc
+            .get_multiple_accounts_with_commitment(addresses, CommitmentConfig::confirmed())
+            .await
+            .map_err(|error| rpc_failure(&self.url, error))?
+            .value)
+    }
+
+    /// Lamports that keep an account of `len` bytes rent-exempt.
+    pub async fn rent_exempt(&self, len: usize) -> Result<u64, ClientFailure> {
+        self.rpc
+            .get_minimum_balance_for_rent_exemption(len)
+            .await
+            .map_err(|error| rpc_failure(&self.url, error))
+    }
+
     /// The clients among `clients` that hold no join grant for this run.
     pub async fn missing_grants(&self, clients: &[Pubkey]) -> Result<Vec<Pubkey>, ClientFailure> {
         let grants: Vec<Pubkey> = clients
@@ -268,9 +289,9 @@ impl RunClient {
     }
 }
 
-/// Compute units a tick asks for: the most one transaction may use. A tick that closes a round
-/// checks every participant against every witness report, which outgrows the 200 k units an
-/// instruction gets by default once a run is large (docs/coordinator.md, "Compute units").
+/// Compute units a tick asks for: the most one transaction may use. The worst tick is estimated
+/// at about 80 k units, under the 200 k an instruction gets by default, but the estimate is not
+/// a measurement (docs/coordinator.md, "Compute units"), so ticks keep the headroom.
 pub const TICK_COMPUTE_UNITS: u32 = 1_400_000;
 
 /// A tick transaction's instructions: its compute budget, then the tick.

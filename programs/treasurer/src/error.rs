@@ -54,7 +54,7 @@ impl TreasurerError {
 
 impl From<TreasurerError> for ProgramError {
     fn from(error: TreasurerError) -> Self {
-        solana_program::msg!("{}", error);
+        demeter_coordinator::error::log(&error.to_string());
         ProgramError::Custom(error.code())
     }
 }

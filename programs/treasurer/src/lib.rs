@@ -10,8 +10,11 @@
 //!
 //! Layout as in SPL Token: [`instruction`] (the instructions, their accounts and builders),
 //! [`processor`] (every account of every instruction checked), [`state`] (the pool account) and
-//! [`error`] (stable codes).
+//! [`error`] (stable codes). The `client` feature adds [`client`], the way off-chain code creates,
+//! funds, claims from and reads pools.
 
+#[cfg(feature = "client")]
+pub mod client;
 #[cfg(not(feature = "no-entrypoint"))]
 mod entrypoint;
 pub mod error;
