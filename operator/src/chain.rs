@@ -39,7 +39,7 @@ pub enum ChainError {
     #[error(
         "no run {run_id:?} of authority {authority} on {rpc_url}: the operator creates it while \
          the TrainingRun is not suspended and coordinator.solana.authoritySecretRef is set; or \
-         create it with `demeter coordinator create`"
+         create it with `demeter run create RUN.toml`"
     )]
     NoRun {
         run_id: String,
@@ -391,7 +391,7 @@ async fn steer(
             Transaction::Create => continue,
         };
         match client.send(&instructions, &[authority]).await {
-            Ok(()) => sent.push(transaction),
+            Ok(_) => sent.push(transaction),
             // A client's tick landed first: the run moved on, which is what the tick was for.
             Err(ClientFailure::Refused { code, .. })
                 if transaction == Transaction::Tick

@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use demeter_trainer::commands::{
-    self, CoordinatorCommand, DataArgs, LocalArgs, ModelInitArgs, PayloadCommand, SimulateArgs,
-    TrainArgs,
+    self, CoordinatorCommand, DataArgs, LocalArgs, ModelInitArgs, PayloadCommand, RewardsArgs,
+    RunArgs, SimulateArgs, TrainArgs,
 };
 
 #[derive(Parser)]
@@ -36,6 +36,11 @@ enum Command {
         #[command(subcommand)]
         command: DataCommand,
     },
+    /// Runs of the coordinator program on a Solana cluster: create, update, pause, resume,
+    /// close, show.
+    Run(Box<RunArgs>),
+    /// A run's rewards on the treasurer program: create the pool, fund it, claim, show.
+    Rewards(Box<RewardsArgs>),
     /// The centralized coordinator's run files.
     Coordinator {
         #[command(subcommand)]
@@ -95,5 +100,7 @@ fn main() -> anyhow::Result<()> {
         } => commands::init_model(&args),
         Command::Payload { command } => commands::payload(&command),
         Command::Coordinator { command } => commands::coordinator(&command),
+        Command::Run(args) => commands::manage_run(&args).map(drop),
+        Command::Rewards(args) => commands::rewards(&args).map(drop),
     }
 }

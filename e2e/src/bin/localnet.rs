@@ -1,7 +1,7 @@
 //! `demeter-localnet`: a local Solana chain with Demeter's programs built in, for development
 //! and tests (agave's bank behind a JSON-RPC endpoint; see the library's `localnet` module). It
 //! funds the wallets it is given, prints where everything is, and serves until interrupted.
-//! Create a run on it with `demeter coordinator create`. The chain lives in memory: a restart
+//! Create a run on it with `demeter run create RUN.toml -u URL`, and pay it with `demeter rewards`. The chain lives in memory: a restart
 //! starts from genesis.
 //!
 //! ```text

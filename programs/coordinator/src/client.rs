@@ -1,6 +1,6 @@
 //! Off-chain access to a run through JSON-RPC (feature `client`): find a run by name, read and
 //! decode its state with the cluster's clock, send instructions, create a run. The trainer's
-//! on-chain backend, `demeter coordinator create`, the operator's chain sync and the e2e tools
+//! on-chain backend, `demeter run` and `demeter rewards`, the operator's chain sync and the e2e tools
 //! all go through this, so they read and write runs the same way.
 
 use solana_client::client_error::{ClientError, ClientErrorKind};
@@ -10,6 +10,7 @@ use solana_commitment_config::CommitmentConfig;
 use solana_program::clock::Clock;
 use solana_program::instruction::{Instruction, InstructionError};
 use solana_program::pubkey::Pubkey;
+use solana_sdk::signature::Signature;
 use solana_sdk::signer::Signer;
 use solana_sdk::transaction::{Transaction, TransactionError};
 
@@ -150,6 +151,14 @@ impl RunClient {
         Ok(client)
     }
 
+    /// The same run, read and confirmed at `commitment` (`confirmed` unless set).
+    pub fn with_commitment(self, commitment: CommitmentConfig) -> Self {
+        Self {
+            rpc: RpcClient::new_with_commitment(self.url.clone(), commitment),
+            ..self
+        }
+    }
+
     pub fn run_account(&self) -> Pubkey {
         self.run_account
     }
@@ -164,7 +173,7 @@ impl RunClient {
             .rpc
             .get_multiple_accounts_with_commitment(
                 &[self.run_account, solana_program::sysvar::clock::ID],
-                CommitmentConfig::confirmed(),
+                self.rpc.commitment(),
             )
             .await
             .map_err(|error| rpc_failure(&self.url, error))?;
@@ -194,7 +203,7 @@ impl RunClient {
     ) -> Result<Vec<Option<solana_sdk::account::Account>>, ClientFailure> {
         Ok(self
             .rpc
-            .get_multiple_accounts_with_commitment(addresses, CommitmentConfig::confirmed())
+            .get_multiple_accounts_with_commitment(addresses, self.rpc.commitment())
             .await
             .map_err(|error| rpc_failure(&self.url, error))?
             .value)
@@ -243,51 +252,61 @@ impl RunClient {
             .map_err(|error| rpc_failure(&self.url, error))
     }
 
-    /// Sends `instructions` in one transaction paid by the first signer, and waits until it
-    /// is confirmed.
+    /// Sends `instructions` in one transaction paid by the first signer and waits until it is
+    /// confirmed; returns its signature.
+    ///
+    /// A transaction that did not land is signed again under a newer blockhash and sent again,
+    /// up to [`SEND_ATTEMPTS`] times: when its blockhash expired before it landed, when the node
+    /// answered an error and the signature is unknown to it, or when the same transaction ran
+    /// earlier (the same instructions and signers under one blockhash are one transaction, and
+    /// the caller asked for it now: a pause, a resume, then a pause again). A transaction whose
+    /// fate is known is never sent twice.
     pub async fn send(
         &self,
         instructions: &[Instruction],
         signers: &[&(dyn Signer + Sync)],
-    ) -> Result<(), ClientFailure> {
+    ) -> Result<Signature, ClientFailure> {
         let payer = signers.first().map(|signer| signer.pubkey());
-        let blockhash = self
-            .rpc
-            .get_latest_blockhash()
-            .await
-            .map_err(|error| rpc_failure(&self.url, error))?;
-        let transaction =
-            Transaction::new_signed_with_payer(instructions, payer.as_ref(), signers, blockhash);
-        match self.rpc.send_and_confirm_transaction(&transaction).await {
-            Ok(_) => Ok(()),
-            // The same instructions from the same signers under one blockhash are the same
-            // transaction, byte for byte, and a cluster runs a transaction once. The earlier
-            // one's effect may since have been undone (a pause, then a resume), so this one is
-            // signed again under the next blockhash and sent: the caller asked for it now.
-            Err(error)
-                if error.get_transaction_error() == Some(TransactionError::AlreadyProcessed) =>
-            {
-                let blockhash = self
-                    .rpc
-                    .get_new_latest_blockhash(&blockhash)
-                    .await
-                    .map_err(|error| rpc_failure(&self.url, error))?;
-                let transaction = Transaction::new_signed_with_payer(
-                    instructions,
-                    payer.as_ref(),
-                    signers,
-                    blockhash,
-                );
-                self.rpc
-                    .send_and_confirm_transaction(&transaction)
-                    .await
-                    .map(|_| ())
-                    .map_err(|error| classify(&self.url, error))
+        let mut blockhash = None;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let latest = match blockhash {
+                None => self.rpc.get_latest_blockhash().await,
+                Some(previous) => self.rpc.get_new_latest_blockhash(&previous).await,
             }
-            Err(error) => Err(classify(&self.url, error)),
+            .map_err(|error| rpc_failure(&self.url, error))?;
+            blockhash = Some(latest);
+            let transaction =
+                Transaction::new_signed_with_payer(instructions, payer.as_ref(), signers, latest);
+            let signature = transaction.signatures[0];
+            let error = match self.rpc.send_and_confirm_transaction(&transaction).await {
+                Ok(signature) => return Ok(signature),
+                Err(error) => error,
+            };
+            let retry = match error.get_transaction_error() {
+                Some(TransactionError::AlreadyProcessed | TransactionError::BlockhashNotFound) => {
+                    true
+                }
+                Some(_) => false,
+                // The node's answer was lost or it gave up waiting: send again only if the
+                // transaction did not land.
+                None => match self.rpc.get_signature_status(&signature).await {
+                    Ok(Some(Ok(()))) => return Ok(signature),
+                    Ok(Some(Err(failed))) => return Err(ClientFailure::Transaction(failed)),
+                    Ok(None) => true,
+                    Err(_) => false,
+                },
+            };
+            if !retry || attempt >= SEND_ATTEMPTS {
+                return Err(classify(&self.url, error));
+            }
         }
     }
 }
+
+/// How many times [`RunClient::send`] signs and sends one set of instructions at most.
+pub const SEND_ATTEMPTS: u32 = 3;
 
 /// Compute units a tick asks for: the most one transaction may use. The worst tick is estimated
 /// at about 80 k units, under the 200 k an instruction gets by default, but the estimate is not

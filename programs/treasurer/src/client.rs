@@ -6,7 +6,7 @@ use demeter_coordinator::client::{ClientFailure, RunClient};
 use demeter_coordinator_core::accounts::Tagged;
 use solana_program::program_pack::Pack;
 use solana_program::pubkey::Pubkey;
-use solana_sdk::signature::Keypair;
+use solana_sdk::signature::{Keypair, Signature};
 use solana_sdk::signer::Signer;
 use spl_associated_token_account_interface::address::get_associated_token_address;
 use spl_associated_token_account_interface::instruction::create_associated_token_account_idempotent;
@@ -82,7 +82,7 @@ impl<'a> Rewards<'a> {
         mint: &Pubkey,
         tokens_per_point: u64,
         claim_grace: u64,
-    ) -> Result<(), ClientFailure> {
+    ) -> Result<Signature, ClientFailure> {
         let create = ix::create_pool(
             &authority.pubkey(),
             &self.run.run_account(),
@@ -99,7 +99,7 @@ impl<'a> Rewards<'a> {
         funder: &(dyn Signer + Sync),
         mint: &Pubkey,
         amount: u64,
-    ) -> Result<(), ClientFailure> {
+    ) -> Result<Signature, ClientFailure> {
         let source = associated_account(&funder.pubkey(), mint);
         let fund = ix::fund(
             &funder.pubkey(),
@@ -112,12 +112,12 @@ impl<'a> Rewards<'a> {
     }
 
     /// Claims what the pool owes `member` into its associated token account (created first if
-    /// it does not exist, at the member's cost); returns the units paid.
+    /// it does not exist, at the member's cost); returns the transaction and the units paid.
     pub async fn claim(
         &self,
         member: &(dyn Signer + Sync),
         mint: &Pubkey,
-    ) -> Result<u64, ClientFailure> {
+    ) -> Result<(Signature, u64), ClientFailure> {
         let wallet = member.pubkey();
         let destination = associated_account(&wallet, mint);
         let before = self.balance(&destination).await?.unwrap_or(0);
@@ -130,12 +130,9 @@ impl<'a> Rewards<'a> {
             ),
             ix::claim(&wallet, &self.run.run_account(), &destination, mint),
         ];
-        self.run.send(&instructions, &[member]).await?;
-        Ok(self
-            .balance(&destination)
-            .await?
-            .unwrap_or(0)
-            .saturating_sub(before))
+        let signature = self.run.send(&instructions, &[member]).await?;
+        let after = self.balance(&destination).await?.unwrap_or(0);
+        Ok((signature, after.saturating_sub(before)))
     }
 
     /// The units a token account holds; `None` when it does not exist.
@@ -194,7 +191,7 @@ pub async fn mint_to(
     mint: &Pubkey,
     wallet: &Pubkey,
     amount: u64,
-) -> Result<(), ClientFailure> {
+) -> Result<Signature, ClientFailure> {
     let destination = associated_account(wallet, mint);
     let instructions = [
         create_associated_token_account_idempotent(

@@ -1,4 +1,5 @@
 //! `demeter coordinator`: check a run file, or serve the run as the centralized coordinator.
+//! (Runs on a Solana cluster are `demeter run`'s.)
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,10 +8,8 @@ use std::time::Duration;
 use anyhow::Context;
 
 use super::table::Table;
-use demeter_coordinator::client::RunClient;
 
 use crate::central::{Server, ServerSettings};
-use crate::identity::{Identity, to_base58};
 use crate::run_file::RunFile;
 
 #[derive(clap::Subcommand, Debug)]
@@ -19,30 +18,6 @@ pub enum CoordinatorCommand {
     CheckConfig { path: PathBuf },
     /// Run the coordinator for a run without a chain: the run state machine behind TCP.
     Serve(ServeArgs),
-    /// Create the run of a run file on a Solana cluster, with the coordinator program. Its
-    /// `clients` list becomes join grants; an existing run of the same name is left alone.
-    Create(CreateArgs),
-}
-
-#[derive(clap::Args, Debug)]
-pub struct CreateArgs {
-    /// The run file (see deploy/examples/coordinator-run.toml).
-    #[arg(long)]
-    pub config: PathBuf,
-    /// The cluster's JSON-RPC URL.
-    #[arg(long)]
-    pub rpc: String,
-    /// The run authority's wallet: it signs, pays the run account's rent (about 0.41 SOL,
-    /// returned when the run is closed) and is the only key that may pause the run. It must be
-    /// the run file's `authority` when that is set.
-    #[arg(long)]
-    pub authority: PathBuf,
-    /// Lamports each client pays into the run account when it joins: refunded when it
-    /// withdraws (trainers do when the run finishes), lost if it is dropped (not ready in time,
-    /// or unseen by the witnesses). Makes joining an open run with throwaway keys cost
-    /// something; 0 for none.
-    #[arg(long, default_value_t = 0)]
-    pub join_deposit: u64,
 }
 
 #[derive(clap::Args, Debug)]
@@ -65,15 +40,6 @@ pub struct ServeArgs {
 pub fn coordinator(command: &CoordinatorCommand) -> anyhow::Result<()> {
     match command {
         CoordinatorCommand::Serve(args) => serve(args),
-        CoordinatorCommand::Create(args) => {
-            let run_account =
-                create_on_chain(&args.config, &args.rpc, &args.authority, args.join_deposit)?;
-            let authority = Identity::read(&args.authority).context("--authority")?;
-            println!("run_account: {run_account}");
-            // Clients find the run by its authority and name.
-            println!("run_authority: {}", to_base58(&authority.public()));
-            Ok(())
-        }
         CoordinatorCommand::CheckConfig { path } => {
             let run = RunFile::read(path)?;
             let c = run.config;
@@ -162,44 +128,4 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = interrupt.await;
-}
-
-/// Creates the run of the run file at `config` on the cluster at `rpc`; returns its run account.
-pub fn create_on_chain(
-    config: &std::path::Path,
-    rpc: &str,
-    authority: &std::path::Path,
-    join_deposit: u64,
-) -> anyhow::Result<solana_sdk::pubkey::Pubkey> {
-    use solana_sdk::signer::Signer;
-
-    let run = RunFile::read(config)?;
-    let authority = Identity::read(authority).context("--authority")?;
-    if let Some(named) = run.authority_key()?
-        && named != authority.public()
-    {
-        anyhow::bail!(
-            "{} names authority {}, but --authority is {}: pass the authority's wallet",
-            config.display(),
-            to_base58(&named),
-            authority.pubkey()
-        );
-    }
-    let allowed: Option<Vec<solana_sdk::pubkey::Pubkey>> = run.client_keys()?.map(|keys| {
-        keys.into_iter()
-            .map(solana_sdk::pubkey::Pubkey::new_from_array)
-            .collect()
-    });
-    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    let client = runtime
-        .block_on(RunClient::create(
-            rpc,
-            &authority,
-            run.run_id_bytes()?,
-            run.config,
-            allowed.as_deref(),
-            join_deposit,
-        ))
-        .with_context(|| format!("creating run {:?} on {rpc}", run.run_id))?;
-    Ok(client.run_account())
 }

@@ -177,6 +177,8 @@ fn run(args: &LocalArgs, dir: &Path, dir_note: &str) -> anyhow::Result<()> {
     for _ in 0..args.clients {
         local.add_client()?;
     }
+    // With --chain: the chain's run and its authority's wallet, to pay rewards at the end.
+    let mut chain = None;
     let coordinator_args = if args.chain {
         let localnet = localnet_binary(&exe)?;
         let authority = dir.join("authority.json");
@@ -197,8 +199,13 @@ fn run(args: &LocalArgs, dir: &Path, dir_note: &str) -> anyhow::Result<()> {
         local.adopt("localnet", child);
         let rpc_url = read_localnet_url(stdout)
             .with_context(|| format!("the localnet did not start; see {}", dir.display()))?;
-        let run_account = super::coordinator::create_on_chain(&run_toml, &rpc_url, &authority, 0)?;
+        let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+        let run_client = runtime.block_on(super::run::create_on_chain(
+            &run_toml, &rpc_url, &authority, 0,
+        ))?;
+        let run_account = run_client.run_account();
         println!("coordinator program on a local chain at {rpc_url}, run account {run_account}");
+        chain = Some((runtime, run_client, authority.clone()));
         vec![
             "--coordinator=solana".to_owned(),
             format!("--rpc={rpc_url}"),
@@ -306,7 +313,73 @@ fn run(args: &LocalArgs, dir: &Path, dir_note: &str) -> anyhow::Result<()> {
         if identical { "yes" } else { "NO" }
     );
     anyhow::ensure!(identical, "the replicas diverged");
+    if let Some((runtime, run_client, authority)) = chain {
+        let wallets: Vec<PathBuf> = local.clients().iter().map(|c| c.wallet.clone()).collect();
+        let paid = runtime.block_on(pay_rewards(&run_client, &authority, &wallets))?;
+        print!("{paid}");
+    }
     Ok(())
+}
+
+/// Token units per point the local chain's reward pool pays.
+const LOCAL_TOKENS_PER_POINT: u64 = 1_000;
+
+/// Pays the finished run's points through the treasurer, as a run owner and its clients would:
+/// the authority makes a token (6 decimals), creates the run's pool, funds it with what the
+/// points are worth, and every client claims with its own wallet. Returns the table of points
+/// and tokens claimed.
+async fn pay_rewards(
+    run: &demeter_coordinator::client::RunClient,
+    authority: &Path,
+    wallets: &[PathBuf],
+) -> anyhow::Result<Table> {
+    use demeter_treasurer::client::{Rewards, create_mint, mint_to};
+    use solana_sdk::signer::Signer;
+
+    let authority = Identity::read(authority)?;
+    let state = run.read().await?.run.coordinator_boxed();
+    let clients: Vec<Identity> = wallets
+        .iter()
+        .map(|wallet| Identity::read(wallet))
+        .collect::<anyhow::Result<_>>()?;
+    let points = |client: &Identity| {
+        state
+            .member_index(&client.public())
+            .map_or(0, |slot| state.members[slot].payable_points())
+    };
+    let owed: u64 = clients
+        .iter()
+        .map(|client| points(client) * LOCAL_TOKENS_PER_POINT)
+        .sum();
+    let mint = create_mint(run, &authority, 6).await?;
+    let rewards = Rewards::new(run);
+    rewards
+        .create(&authority, &mint, LOCAL_TOKENS_PER_POINT, 3_600)
+        .await?;
+    if owed > 0 {
+        mint_to(run, &authority, &mint, &authority.pubkey(), owed).await?;
+        rewards.fund(&authority, &mint, owed).await?;
+    }
+    let mut table = Table::new(&["client", "points", "tokens claimed (units)", "signature"]);
+    for (index, client) in clients.iter().enumerate() {
+        let (signature, paid) = if points(client) > 0 {
+            let (signature, paid) = rewards.claim(client, &mint).await?;
+            (signature.to_string(), paid)
+        } else {
+            ("nothing owed".to_owned(), 0)
+        };
+        table.row(vec![
+            index.to_string(),
+            points(client).to_string(),
+            paid.to_string(),
+            signature,
+        ]);
+    }
+    println!(
+        "rewards: mint {mint}, {LOCAL_TOKENS_PER_POINT} units per point, pool {}",
+        rewards.address()
+    );
+    Ok(table)
 }
 
 /// Milliseconds per step in each phase, as the mean over clients.

@@ -57,7 +57,7 @@ impl OnChain {
             .await
             .map_err(|error| match error {
                 ClientFailure::NoSuchRun { .. } => anyhow::anyhow!(
-                    "{error} on {}: create it first (`demeter coordinator create`, or the \
+                    "{error} on {}: create it first (`demeter run create RUN.toml`, or the \
                      operator with an authority secret)",
                     run.rpc_url
                 ),
@@ -88,7 +88,7 @@ impl OnChain {
 
     async fn submit(&self, instructions: &[Instruction]) -> Result<(), BackendError> {
         match self.run.send(instructions, &[self.identity.as_ref()]).await {
-            Ok(()) => Ok(()),
+            Ok(_) => Ok(()),
             Err(ClientFailure::Refused { code, message }) => {
                 Err(BackendError::Rejected(Rejection { code, message }))
             }

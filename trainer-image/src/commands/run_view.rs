@@ -1,0 +1,148 @@
+//! A run as `demeter run show` and `demeter rewards show` print it: its state, its members'
+//! points, slashed points and what its reward pool paid and owes them.
+
+use std::fmt;
+
+use demeter_coordinator_core::MemberStatus;
+use demeter_coordinator_core::accounts::RunAccount;
+use demeter_treasurer::client::PoolSnapshot;
+use serde::Serialize;
+use solana_sdk::pubkey::Pubkey;
+
+use super::table::Table;
+
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct RunView {
+    pub run_account: String,
+    pub authority: String,
+    pub run_id: String,
+    pub state: String,
+    pub epoch: u64,
+    pub step: u64,
+    pub total_steps: u64,
+    pub members: Vec<MemberView>,
+    pub pool: Option<PoolView>,
+}
+
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct MemberView {
+    pub key: String,
+    pub status: String,
+    pub points: u64,
+    pub slashed: u64,
+    /// Token units the pool paid this member (with a pool).
+    pub paid: Option<u64>,
+    /// Token units the pool still owes it (with a pool).
+    pub owed: Option<u64>,
+}
+
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct PoolView {
+    pub address: String,
+    pub mint: String,
+    pub tokens_per_point: u64,
+    pub claim_grace_seconds: u64,
+    pub escrow_balance: u64,
+    pub total_paid: u64,
+    pub owed: u64,
+}
+
+impl RunView {
+    pub fn new(
+        run_account: Pubkey,
+        run: &RunAccount,
+        pool: Option<&PoolSnapshot>,
+    ) -> anyhow::Result<Self> {
+        let state = &run.coordinator;
+        let members = state
+            .members
+            .iter()
+            .enumerate()
+            .filter(|(_, member)| member.status() != MemberStatus::Empty)
+            .map(|(slot, member)| {
+                let owed = pool.map(|pool| pool.pool.owed(state, slot)).transpose()?;
+                Ok(MemberView {
+                    key: Pubkey::new_from_array(member.id).to_string(),
+                    status: format!("{:?}", member.status()),
+                    points: member.points,
+                    slashed: member.slashed,
+                    paid: pool.map(|pool| pool.pool.paid[slot]),
+                    owed,
+                })
+            })
+            .collect::<anyhow::Result<_>>()?;
+        let pool = pool
+            .map(|snapshot| -> anyhow::Result<PoolView> {
+                let pool = &snapshot.pool;
+                Ok(PoolView {
+                    address: snapshot.address.to_string(),
+                    mint: Pubkey::new_from_array(pool.mint).to_string(),
+                    tokens_per_point: pool.tokens_per_point,
+                    claim_grace_seconds: pool.claim_grace,
+                    escrow_balance: snapshot.escrow_balance,
+                    total_paid: pool.total_paid,
+                    owed: pool.total_owed(state)?,
+                })
+            })
+            .transpose()?;
+        let name_end = state.run_id.iter().position(|&b| b == 0).unwrap_or(32);
+        Ok(Self {
+            run_account: run_account.to_string(),
+            authority: Pubkey::new_from_array(run.authority).to_string(),
+            run_id: String::from_utf8_lossy(&state.run_id[..name_end]).into_owned(),
+            state: format!("{:?}", state.run_state()),
+            epoch: state.epoch,
+            step: state.step,
+            total_steps: state.config.total_steps,
+            members,
+            pool,
+        })
+    }
+}
+
+impl fmt::Display for RunView {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut run = Table::new(&["run", "value"]);
+        let mut fields = vec![
+            ("name", self.run_id.clone()),
+            ("run account", self.run_account.clone()),
+            ("authority", self.authority.clone()),
+            ("state", self.state.clone()),
+            (
+                "epoch, step",
+                format!("{}, {} of {}", self.epoch, self.step, self.total_steps),
+            ),
+        ];
+        match &self.pool {
+            Some(pool) => fields.extend([
+                ("reward pool", pool.address.clone()),
+                ("mint", pool.mint.clone()),
+                ("tokens per point", pool.tokens_per_point.to_string()),
+                ("escrow balance", pool.escrow_balance.to_string()),
+                ("paid, owed", format!("{}, {}", pool.total_paid, pool.owed)),
+                (
+                    "claim grace",
+                    format!("{} s after the run finishes", pool.claim_grace_seconds),
+                ),
+            ]),
+            None => fields.push(("reward pool", "none (demeter rewards create)".to_owned())),
+        }
+        for (name, value) in fields {
+            run.row(vec![name.to_owned(), value]);
+        }
+        write!(f, "{run}")?;
+        let mut members = Table::new(&["client", "status", "points", "slashed", "paid", "owed"]);
+        let units = |value: Option<u64>| value.map_or("-".to_owned(), |v| v.to_string());
+        for member in &self.members {
+            members.row(vec![
+                member.key.clone(),
+                member.status.clone(),
+                member.points.to_string(),
+                member.slashed.to_string(),
+                units(member.paid),
+                units(member.owed),
+            ]);
+        }
+        write!(f, "\n{members}")
+    }
+}
