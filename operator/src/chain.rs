@@ -17,6 +17,7 @@ use demeter_coordinator::client::{
 use demeter_coordinator::instruction as ix;
 use demeter_coordinator_core::accounts::RunAccount;
 use demeter_coordinator_core::{Config, Coordinator, CoordinatorError, MemberStatus, RunState};
+use demeter_treasurer::client::{PoolSnapshot, Rewards};
 use k8s_openapi::api::core::v1::{Secret, SecretKeySelector};
 use kube::api::Api;
 use solana_sdk::pubkey::Pubkey;
@@ -155,12 +156,47 @@ pub struct ChainView {
     pub witnessed: u16,
     pub dropped: u16,
     pub points: u64,
+    /// Points taken back from members for cheating (never paid).
+    pub slashed: u64,
     /// From the last closed round's start to the next round's start, within one epoch.
     pub last_round_seconds: Option<f64>,
+    /// Every member with points: what it earned, lost and was paid.
+    pub members: Vec<MemberPoints>,
+    /// The run's reward pool on the treasurer, if it has one.
+    pub rewards: Option<RewardsView>,
+}
+
+/// One member's points and rewards.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MemberPoints {
+    pub key: Pubkey,
+    pub points: u64,
+    pub slashed: u64,
+    /// Token units the pool paid it (0 without a pool).
+    pub paid: u64,
+}
+
+/// The run's reward pool as read with the run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RewardsView {
+    pub pool: Pubkey,
+    pub mint: Pubkey,
+    pub tokens_per_point: u64,
+    /// Token units the escrow holds.
+    pub escrow: u64,
+    pub paid: u64,
+    /// Token units the pool owes members now.
+    pub owed: u64,
 }
 
 impl ChainView {
-    pub fn of(run_account: Pubkey, run: &RunAccount, slot: u64, slot_lag: u64) -> Self {
+    pub fn of(
+        run_account: Pubkey,
+        run: &RunAccount,
+        pool: Option<&PoolSnapshot>,
+        slot: u64,
+        slot_lag: u64,
+    ) -> Self {
         let state = &run.coordinator;
         let count = |status| u16::try_from(state.count(status)).unwrap_or(u16::MAX);
         let last_closed = state.step.checked_sub(1).and_then(|s| state.held_round(s));
@@ -187,7 +223,29 @@ impl ChainView {
             witnessed,
             dropped: count(MemberStatus::Dropped),
             points: state.members.iter().map(|m| m.points).sum(),
+            slashed: state.members.iter().map(|m| m.slashed).sum(),
             last_round_seconds,
+            members: state
+                .members
+                .iter()
+                .enumerate()
+                .filter(|(_, m)| m.status() != MemberStatus::Empty && m.points > 0)
+                .map(|(slot, m)| MemberPoints {
+                    key: Pubkey::new_from_array(m.id),
+                    points: m.points,
+                    slashed: m.slashed,
+                    paid: pool.map_or(0, |pool| pool.pool.paid[slot]),
+                })
+                .collect(),
+            rewards: pool.map(|snapshot| RewardsView {
+                pool: snapshot.address,
+                mint: Pubkey::new_from_array(snapshot.pool.mint),
+                tokens_per_point: snapshot.pool.tokens_per_point,
+                escrow: snapshot.escrow_balance,
+                paid: snapshot.pool.total_paid,
+                // Owed can only overflow with a rate the program refuses to pay at.
+                owed: snapshot.pool.total_owed(state).unwrap_or(u64::MAX),
+            }),
         }
     }
 
@@ -345,9 +403,11 @@ pub async fn sync(
         client.read().await?
     };
     let processed = client.processed_slot().await?;
+    let pool = Rewards::new(&client).read().await?;
     let view = ChainView::of(
         client.run_account(),
         &snapshot.run,
+        pool.as_ref(),
         snapshot.slot,
         processed.saturating_sub(snapshot.slot),
     );
@@ -596,7 +656,7 @@ mod tests {
         current.started_at = 1_042;
         current.in_use = 1;
 
-        let view = ChainView::of(Pubkey::new_unique(), &run, 500, 3);
+        let view = ChainView::of(Pubkey::new_unique(), &run, None, 500, 3);
         assert_eq!((view.joined, view.witnessed, view.dropped), (3, 1, 1));
         assert_eq!((view.epoch, view.step, view.samples), (2, 8, 64));
         assert_eq!(view.points, 25);

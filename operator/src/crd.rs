@@ -590,6 +590,23 @@ pub struct ClientCounts {
     pub ready_text: String,
 }
 
+/// The run's reward pool, as last read. Amounts are in the mint's smallest unit.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RewardsStatus {
+    /// The pool's address.
+    pub pool: String,
+    /// The SPL mint it pays.
+    pub mint: String,
+    pub tokens_per_point: u64,
+    /// What the pool's escrow holds.
+    pub escrow: u64,
+    /// Paid to members so far.
+    pub paid: u64,
+    /// Owed to members now: more than the escrow holds means claims will fall short.
+    pub owed: u64,
+}
+
 /// The run on chain, as last read.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, KubeSchema)]
 #[serde(rename_all = "camelCase")]
@@ -608,6 +625,12 @@ pub struct ChainStatus {
     /// Points recorded for all members (the treasurer pays against them).
     #[serde(default)]
     pub points: u64,
+    /// Points taken back from members for cheating; never paid.
+    #[serde(default)]
+    pub slashed: u64,
+    /// The run's reward pool on the treasurer program, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rewards: Option<RewardsStatus>,
     /// The slot of the last read.
     #[serde(default)]
     pub slot: u64,

@@ -2,7 +2,7 @@
 //! aggregation (clients by state, step, loss, round time). A deleted run's series
 //! are removed with it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -15,6 +15,7 @@ use crate::chain::ChainView;
 use crate::crd::{Phase, TrainingRunStatus};
 
 const RUN_LABELS: &[&str] = &["namespace", "name"];
+const CLIENT_LABELS: &[&str] = &["namespace", "name", "client"];
 const PHASES: [Phase; 6] = [
     Phase::Pending,
     Phase::Running,
@@ -39,6 +40,12 @@ pub struct Metrics {
     round_seconds: GaugeVec,
     restarts: IntGaugeVec,
     points: IntGaugeVec,
+    slashed: IntGaugeVec,
+    rewards_paid: IntGaugeVec,
+    rewards_owed: IntGaugeVec,
+    rewards_escrow: IntGaugeVec,
+    client_points: IntGaugeVec,
+    client_paid: IntGaugeVec,
     chain_slot: IntGaugeVec,
     chain_slot_lag: IntGaugeVec,
     chain_last_sync: GaugeVec,
@@ -46,6 +53,8 @@ pub struct Metrics {
     chain_transactions: IntCounterVec,
     /// Each run's phase, to count runs by phase.
     phases: Mutex<BTreeMap<(String, String), Phase>>,
+    /// The members each run's per-client series name, to remove them with the run.
+    members: Mutex<BTreeMap<(String, String), BTreeSet<String>>>,
 }
 
 impl Default for Metrics {
@@ -60,6 +69,9 @@ impl Metrics {
             .expect("a valid registry prefix");
         let run_gauge = |name: &str, help: &str| {
             IntGaugeVec::new(Opts::new(name, help), RUN_LABELS).expect("valid metric")
+        };
+        let client_gauge = |name: &str, help: &str| {
+            IntGaugeVec::new(Opts::new(name, help), CLIENT_LABELS).expect("valid metric")
         };
         let metrics = Self {
             reconciles: IntCounter::new("reconciles_total", "Reconciliations of TrainingRuns.")
@@ -122,6 +134,30 @@ impl Metrics {
                 "run_points",
                 "Points the coordinator recorded for the run's members (solana mode).",
             ),
+            slashed: run_gauge(
+                "run_slashed_points",
+                "Points taken back from the run's members for cheating, never paid (solana mode).",
+            ),
+            rewards_paid: run_gauge(
+                "run_rewards_paid_units",
+                "Token units the run's reward pool paid its members (solana mode, with a pool).",
+            ),
+            rewards_owed: run_gauge(
+                "run_rewards_owed_units",
+                "Token units the run's reward pool owes its members now.",
+            ),
+            rewards_escrow: run_gauge(
+                "run_rewards_escrow_units",
+                "Token units the run's reward pool holds to pay with.",
+            ),
+            client_points: client_gauge(
+                "client_points",
+                "Points a member of the run earned, by its key (solana mode).",
+            ),
+            client_paid: client_gauge(
+                "client_rewards_paid_units",
+                "Token units the run's reward pool paid a member, by its key.",
+            ),
             chain_slot: run_gauge(
                 "run_chain_slot",
                 "The slot of the last read of the run account.",
@@ -156,6 +192,7 @@ impl Metrics {
             .expect("valid metric"),
             registry,
             phases: Mutex::default(),
+            members: Mutex::default(),
         };
         let r = &metrics.registry;
         for collector in [
@@ -172,6 +209,12 @@ impl Metrics {
             Box::new(metrics.round_seconds.clone()),
             Box::new(metrics.restarts.clone()),
             Box::new(metrics.points.clone()),
+            Box::new(metrics.slashed.clone()),
+            Box::new(metrics.rewards_paid.clone()),
+            Box::new(metrics.rewards_owed.clone()),
+            Box::new(metrics.rewards_escrow.clone()),
+            Box::new(metrics.client_points.clone()),
+            Box::new(metrics.client_paid.clone()),
             Box::new(metrics.chain_slot.clone()),
             Box::new(metrics.chain_slot_lag.clone()),
             Box::new(metrics.chain_last_sync.clone()),
@@ -246,6 +289,35 @@ impl Metrics {
         let labels = [namespace, name];
         let int = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         self.points.with_label_values(&labels).set(int(view.points));
+        self.slashed
+            .with_label_values(&labels)
+            .set(int(view.slashed));
+        if let Some(rewards) = &view.rewards {
+            self.rewards_paid
+                .with_label_values(&labels)
+                .set(int(rewards.paid));
+            self.rewards_owed
+                .with_label_values(&labels)
+                .set(int(rewards.owed));
+            self.rewards_escrow
+                .with_label_values(&labels)
+                .set(int(rewards.escrow));
+        }
+        let mut members = self.members.lock().expect("members lock");
+        let keys = members
+            .entry((namespace.to_owned(), name.to_owned()))
+            .or_default();
+        for member in &view.members {
+            let key = member.key.to_string();
+            let labels = [namespace, name, key.as_str()];
+            self.client_points
+                .with_label_values(&labels)
+                .set(int(member.points));
+            self.client_paid
+                .with_label_values(&labels)
+                .set(int(member.paid));
+            keys.insert(key);
+        }
         self.chain_slot
             .with_label_values(&labels)
             .set(int(view.slot));
@@ -281,10 +353,24 @@ impl Metrics {
             &self.tokens,
             &self.restarts,
             &self.points,
+            &self.slashed,
+            &self.rewards_paid,
+            &self.rewards_owed,
+            &self.rewards_escrow,
             &self.chain_slot,
             &self.chain_slot_lag,
         ] {
             let _ = gauge.remove_label_values(&labels);
+        }
+        let members = self
+            .members
+            .lock()
+            .expect("members lock")
+            .remove(&(namespace.to_owned(), name.to_owned()));
+        for key in members.unwrap_or_default() {
+            for gauge in [&self.client_points, &self.client_paid] {
+                let _ = gauge.remove_label_values(&[namespace, name, key.as_str()]);
+            }
         }
         for gauge in [
             &self.loss,
@@ -416,7 +502,22 @@ mod tests {
                 witnessed: 3,
                 dropped: 0,
                 points: 30,
+                slashed: 0,
                 last_round_seconds: Some(9.0),
+                members: vec![crate::chain::MemberPoints {
+                    key: solana_sdk::pubkey::Pubkey::new_unique(),
+                    points: 30,
+                    slashed: 0,
+                    paid: 3_000,
+                }],
+                rewards: Some(crate::chain::RewardsView {
+                    pool: solana_sdk::pubkey::Pubkey::new_unique(),
+                    mint: solana_sdk::pubkey::Pubkey::new_unique(),
+                    tokens_per_point: 100,
+                    escrow: 0,
+                    paid: 3_000,
+                    owed: 0,
+                }),
             },
         );
         metrics.chain_failed("ml", "r1", "RpcError");

@@ -7,7 +7,7 @@ use k8s_openapi::jiff::Timestamp;
 use crate::chain::{ChainError, Synced};
 use crate::clients::Plan;
 use crate::conditions::{self, CHAIN_SYNCED, DEGRADED, PROGRESSING, READY};
-use crate::crd::{ChainStatus, ClientCounts, Phase, TrainingRun, TrainingRunStatus};
+use crate::crd::{ChainStatus, ClientCounts, Phase, RewardsStatus, TrainingRun, TrainingRunStatus};
 use crate::progress::Progress;
 
 /// The status for `run` now: its phase, the Ready, Progressing, Degraded and (in solana mode)
@@ -186,6 +186,15 @@ pub fn derive(
             state: Some(view.state_name().to_owned()),
             pause_pending: view.pause_pending,
             points: view.points,
+            slashed: view.slashed,
+            rewards: view.rewards.as_ref().map(|rewards| RewardsStatus {
+                pool: rewards.pool.to_string(),
+                mint: rewards.mint.to_string(),
+                tokens_per_point: rewards.tokens_per_point,
+                escrow: rewards.escrow,
+                paid: rewards.paid,
+                owed: rewards.owed,
+            }),
             slot: view.slot,
             last_sync_time: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now)),
         });
@@ -260,7 +269,10 @@ mod tests {
             witnessed: 2,
             dropped: 1,
             points: 300,
+            slashed: 0,
             last_round_seconds: Some(4.5),
+            members: Vec::new(),
+            rewards: None,
         }
     }
 

@@ -1,8 +1,8 @@
 //! Chain sync against the coordinator program on a localnet (`demeter-localnet`'s
 //! `Localnet`): the operator creates the run from the spec with the authority's wallet, mirrors
 //! the run account into status and metrics, cranks it, pauses and resumes it with `suspend`,
-//! writes a longer schedule while it waits, and pauses it when the TrainingRun is deleted,
-//! keeping the account and its members. Runs it cannot read are reported, not fatal.
+//! writes a longer schedule while it waits, shows the run's reward pool, and pauses it when the
+//! TrainingRun is deleted, keeping the account and its members. Runs it cannot read are reported, not fatal.
 
 use std::time::Duration;
 
@@ -11,6 +11,7 @@ use demeter_coordinator::instruction as ix;
 use demeter_coordinator_core::{Endpoint, MemberStatus, RunState};
 use demeter_e2e::{Localnet, LocalnetOptions};
 use demeter_operator::crd::{Phase, SolanaCoordinator, TrainingRun, TrainingRunStatus};
+use demeter_treasurer::client::{Rewards, create_mint, mint_to};
 use k8s_openapi::api::core::v1::{Secret, SecretKeySelector};
 use kube::Client;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -263,6 +264,37 @@ async fn the_operator_creates_cranks_pauses_and_mirrors_a_run_on_a_localnet() {
         chain_state(s) == Some("WaitingForMembers")
     })
     .await;
+
+    // The authority opens a reward pool and funds it: the status and the metrics show the
+    // pool, its rate and what it holds.
+    let mint = create_mint(&on_chain, &authority, 6).await.unwrap();
+    mint_to(&on_chain, &authority, &mint, &authority.pubkey(), 500)
+        .await
+        .unwrap();
+    let pool = Rewards::new(&on_chain);
+    pool.create(&authority, &mint, 25, 3_600).await.unwrap();
+    pool.fund(&authority, &mint, 500).await.unwrap();
+    let status = status_where(&client, "chain", "the funded pool in the status", |s| {
+        s.chain
+            .as_ref()
+            .and_then(|chain| chain.rewards.as_ref())
+            .is_some_and(|rewards| rewards.escrow == 500)
+    })
+    .await;
+    let rewards = status.chain.unwrap().rewards.unwrap();
+    assert_eq!(
+        (
+            rewards.mint,
+            rewards.tokens_per_point,
+            rewards.paid,
+            rewards.owed
+        ),
+        (mint.to_string(), 25, 0, 0)
+    );
+    assert_eq!(rewards.pool, pool.address().to_string());
+    assert!(operator.ctx.metrics.render().contains(
+        "demeter_operator_run_rewards_escrow_units{name=\"chain\",namespace=\"ml\"} 500"
+    ));
 
     // A longer schedule is written while the run waits for members.
     runs.patch(
