@@ -19,7 +19,7 @@ LINT_ENV := export RUSTC_WORKSPACE_WRAPPER="$(CURDIR)/scripts/clippy-rustc" &&
 # (`demeter local` runs 3 clients unless told otherwise).
 ARGS ?=
 
-.PHONY: bootstrap run run-chain test lint bench bench-operator fuzz
+.PHONY: bootstrap run run-chain test lint bench bench-byzantine bench-operator fuzz
 bootstrap:
 	scripts/bootstrap.sh
 
@@ -51,6 +51,10 @@ bench: bootstrap
 	$(ENV) cargo bench --locked --workspace --bench loopback
 
 # 1,000 TrainingRuns against the in-memory API server: reconcile latency and operator RSS.
+# What dishonest clients do to a run, by aggregation rule (docs/verification.md).
+bench-byzantine: bootstrap
+	$(ENV) cargo bench --locked --workspace --bench byzantine
+
 bench-operator:
 	$(ENV) cargo bench --locked -p demeter-operator --bench scale
 

@@ -162,6 +162,11 @@ pub struct OptimizerSpec {
     /// How the shared values travel: f32, bf16, or sign (one bit each).
     #[serde(default)]
     pub values: ValueEncoding,
+    /// How every replica combines a round's results: mean (DeMo's own), clipped-mean (each
+    /// result scaled to at most the median norm) or sign-vote (a per-weight majority); the
+    /// robust two bound what a dishonest client can do (docs/verification.md).
+    #[serde(default)]
+    pub aggregation: Aggregation,
     /// The gradient norm clip.
     #[serde(default = "default_grad_clip")]
     #[schemars(range(min = 0.0))]
@@ -178,6 +183,7 @@ impl Default for OptimizerSpec {
             chunk: default_chunk(),
             beta: default_beta(),
             values: ValueEncoding::default(),
+            aggregation: Aggregation::default(),
             grad_clip: default_grad_clip(),
             learning_rate: LearningRate::default(),
         }
@@ -206,6 +212,17 @@ pub enum ValueEncoding {
     F32,
     Bf16,
     Sign,
+}
+
+#[derive(
+    Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Aggregation {
+    #[default]
+    Mean,
+    ClippedMean,
+    SignVote,
 }
 
 /// The learning rate over the run: linear warmup, then the schedule.

@@ -12,7 +12,8 @@ use crate::children::{
     CHECKPOINT_DIR, COORDINATOR_PORT, DATA_DIR, IDENTITY_DIR, KEYPAIR_KEY, Names,
 };
 use crate::crd::{
-    LrSchedule, ModelPreset, SolanaCoordinator, TrainingRun, TrainingRunSpec, ValueEncoding,
+    Aggregation, LrSchedule, ModelPreset, SolanaCoordinator, TrainingRun, TrainingRunSpec,
+    ValueEncoding,
 };
 
 /// Why a spec cannot be turned into objects. Reported on the TrainingRun, never retried
@@ -294,6 +295,7 @@ fn model_args(spec: &TrainingRunSpec) -> Vec<String> {
         format!("--chunk={}", o.chunk),
         format!("--beta={}", o.beta),
         format!("--values={}", values_name(o.values)),
+        format!("--aggregation={}", aggregation_name(o.aggregation)),
         format!("--grad-clip={}", o.grad_clip),
     ]
 }
@@ -321,6 +323,14 @@ fn values_name(values: ValueEncoding) -> &'static str {
         ValueEncoding::F32 => "f32",
         ValueEncoding::Bf16 => "bf16",
         ValueEncoding::Sign => "sign",
+    }
+}
+
+fn aggregation_name(aggregation: Aggregation) -> &'static str {
+    match aggregation {
+        Aggregation::Mean => "mean",
+        Aggregation::ClippedMean => "clipped-mean",
+        Aggregation::SignVote => "sign-vote",
     }
 }
 

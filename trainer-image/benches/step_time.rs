@@ -64,6 +64,8 @@ fn main() -> anyhow::Result<()> {
             grad_clip: None,
             // One thread, so that each phase's time is the workers' own, not shared cores'.
             worker_threads: 1,
+            byzantine: 0,
+            attack: None,
         };
         let mut simulation = Simulation::new(config, Dataset::embedded(0.01), device)?;
         simulation.step()?;

@@ -1,6 +1,7 @@
 //! Demeter's trainer: the LLaMA model, the DeMo optimizer and its payload codec, token data, and
 //! the in-process simulation of many clients.
 
+pub mod attack;
 pub mod central;
 pub mod checkpoint;
 pub mod commands;

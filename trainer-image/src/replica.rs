@@ -77,7 +77,7 @@ impl Replica {
         }
         let start = Instant::now();
         let refs: Vec<&SparseUpdate> = updates.iter().collect();
-        let aggregate = tch::no_grad(|| compressor.aggregate_all(&refs));
+        let aggregate = demo.aggregate(&refs);
         times.aggregate = start.elapsed();
         let start = Instant::now();
         tch::no_grad(|| demo.apply_aggregate(&self.tensors(), &aggregate, lr));

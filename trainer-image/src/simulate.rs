@@ -9,9 +9,10 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
+use crate::attack::{Attack, duplicate};
 use crate::checkpoint::{self, CheckpointWriter, SavedState, named_state};
 use crate::data::{BatchPlan, Dataset};
-use crate::demo::{Demo, DemoConfig};
+use crate::demo::{Demo, DemoConfig, SparseUpdate};
 use crate::model::{LlamaConfig, Preset, save_safetensors};
 use crate::optim::{AdamW, AdamWConfig, Schedule};
 use crate::payload;
@@ -45,7 +46,14 @@ pub struct SimulationConfig {
     /// OS threads the workers' steps run on. Workers share nothing mutable, so this changes
     /// only the speed, never a result (libtorch's own thread count is the caller's to set).
     pub worker_threads: usize,
+    /// The last this many workers cheat (DeMo only).
+    pub byzantine: usize,
+    /// How they cheat.
+    pub attack: Option<Attack>,
 }
+
+/// Steps a `wrong-data` attacker's batches are taken from ahead of the assigned ones.
+const WRONG_DATA_OFFSET: u64 = 1_000_003;
 
 /// Seconds spent in each phase, summed over workers and steps.
 #[derive(Clone, Debug, Default)]
@@ -92,6 +100,8 @@ enum WorkerOptimizer {
 struct Worker {
     replica: Replica,
     optimizer: WorkerOptimizer,
+    /// What this worker sent the step before (kept for a `stale` attacker only).
+    previous: Option<SparseUpdate>,
 }
 
 /// What a worker hands to the exchange after its local step.
@@ -162,6 +172,20 @@ impl Simulation {
     pub fn new(config: SimulationConfig, dataset: Dataset, device: Device) -> anyhow::Result<Self> {
         anyhow::ensure!(config.workers > 0, "--workers must be at least 1");
         anyhow::ensure!(config.batch_per_worker > 0, "--batch must be at least 1");
+        anyhow::ensure!(
+            config.byzantine < config.workers,
+            "--byzantine {} of --workers {}: at least one worker must be honest",
+            config.byzantine,
+            config.workers
+        );
+        anyhow::ensure!(
+            (config.byzantine > 0) == config.attack.is_some(),
+            "--byzantine N and --attack NAME go together"
+        );
+        anyhow::ensure!(
+            config.byzantine == 0 || config.optimizer == OptimizerKind::Demo,
+            "--byzantine: attacks are on DeMo results (--optimizer demo)"
+        );
         config.schedule.validate()?;
         config.demo.validate()?;
         let model_config =
@@ -185,7 +209,11 @@ impl Simulation {
                     WorkerOptimizer::AdamW(AdamW::new(&replica.tensors(), config.adamw.clone()))
                 }
             };
-            workers.push(Worker { replica, optimizer });
+            workers.push(Worker {
+                replica,
+                optimizer,
+                previous: None,
+            });
         }
         Ok(Self {
             config,
@@ -234,9 +262,16 @@ impl Simulation {
             config.worker_threads,
             |index, worker, ()| {
                 let start = Instant::now();
+                let attack = config
+                    .attack
+                    .filter(|_| index >= config.workers - config.byzantine);
                 let first = (index * config.batch_per_worker) as u64;
+                let data_step = match attack {
+                    Some(attack) if attack.trains_on_wrong_data() => step + WRONG_DATA_OFFSET,
+                    _ => step,
+                };
                 let ranges: Vec<_> = (first..first + config.batch_per_worker as u64)
-                    .map(|id| plan.token_range(step, id))
+                    .map(|id| plan.token_range(data_step, id))
                     .collect();
                 let (inputs, targets) = dataset.training_batch(&ranges);
                 let (loss, grads) = worker
@@ -250,7 +285,13 @@ impl Simulation {
                 let output = match &mut worker.optimizer {
                     WorkerOptimizer::Demo(demo) => {
                         let start = Instant::now();
-                        let update = demo.compress_step(&grads, lr);
+                        let mut update = demo.compress_step(&grads, lr);
+                        if let Some(attack) = attack {
+                            update = attack.forge(update, worker.previous.as_ref(), step, index);
+                            if attack == Attack::Stale {
+                                worker.previous = Some(duplicate(&update));
+                            }
+                        }
                         times.compress = start.elapsed();
                         let start = Instant::now();
                         let bytes = payload::encode(&update, demo.compressor().layouts());
@@ -267,6 +308,16 @@ impl Simulation {
         for (_, output, times) in local {
             self.times += &times;
             outputs.push(output);
+        }
+        // A copier sends the first worker's (an honest one's) result as its own.
+        if self.config.attack == Some(Attack::Copy) {
+            let honest = match &outputs[0] {
+                LocalOutput::Payload(bytes) => bytes.clone(),
+                LocalOutput::Gradients(_) => unreachable!("attacks are on DeMo results"),
+            };
+            for output in &mut outputs[workers - self.config.byzantine..] {
+                *output = LocalOutput::Payload(honest.clone());
+            }
         }
         let bytes_per_worker = match self.config.optimizer {
             OptimizerKind::Demo => self.demo_exchange(&outputs, lr)?,

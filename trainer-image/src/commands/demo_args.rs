@@ -1,7 +1,7 @@
 //! The DeMo flags, declared once for `demeter simulate` and `demeter train` (and `demeter
 //! local`, which passes them on to its clients).
 
-use crate::demo::{DemoConfig, ValueEncoding};
+use crate::demo::{Aggregation, DemoConfig, ValueEncoding};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct DemoArgs {
@@ -17,6 +17,11 @@ pub struct DemoArgs {
     /// DeMo: how the shared coefficients are sent (f32, bf16, or 1-bit signs).
     #[arg(long, value_enum, default_value = "f32")]
     pub values: ValueEncodingArg,
+    /// How every replica combines a round's results: DeMo's mean, a mean of results clipped
+    /// to the median norm, or a per-weight sign vote (the robust two bound what one dishonest
+    /// client can do). Every client of a run must use the same.
+    #[arg(long, value_enum, default_value = "mean")]
+    pub aggregation: Aggregation,
 }
 
 impl DemoArgs {
@@ -28,6 +33,7 @@ impl DemoArgs {
             chunk: self.chunk,
             weight_decay,
             values: self.values.into(),
+            aggregation: self.aggregation,
         }
     }
 
@@ -38,6 +44,7 @@ impl DemoArgs {
             format!("--chunk={}", self.chunk),
             format!("--beta={}", self.beta),
             format!("--values={}", value_name(&self.values)),
+            format!("--aggregation={}", value_name(&self.aggregation)),
         ]
     }
 }

@@ -6,7 +6,7 @@ use anyhow::{Context, ensure};
 use tch::{Device, Tensor};
 
 use super::table::Table;
-use crate::demo::{Compressor, MAX_BLOCK_SIDE, SparseUpdate, ValueEncoding};
+use crate::demo::{Aggregation, Compressor, MAX_BLOCK_SIDE, SparseUpdate, ValueEncoding};
 use crate::model::{load_safetensors, save_safetensors};
 use crate::payload;
 
@@ -95,7 +95,7 @@ pub fn payload(command: &PayloadCommand) -> anyhow::Result<()> {
                 })
                 .collect::<anyhow::Result<Vec<SparseUpdate>>>()?;
             let refs: Vec<&SparseUpdate> = updates.iter().collect();
-            let dense = compressor.aggregate_all(&refs);
+            let dense = compressor.aggregate_by(Aggregation::Mean, &refs);
             let named: Vec<(String, Tensor)> = compressor
                 .layouts()
                 .iter()

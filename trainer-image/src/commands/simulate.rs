@@ -8,6 +8,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use super::demo_args::DemoArgs;
 use super::schedule_args::ScheduleArgs;
 use super::table::Table;
+use crate::attack::Attack;
 use crate::data::Dataset;
 use crate::model::{Preset, default_device};
 use crate::optim::AdamWConfig;
@@ -64,6 +65,12 @@ pub struct SimulateArgs {
     /// No progress bar (benchmarks and logs).
     #[arg(long)]
     pub quiet: bool,
+    /// The last N workers cheat, as --attack says (docs/verification.md).
+    #[arg(long, default_value_t = 0)]
+    pub byzantine: usize,
+    /// How the --byzantine workers cheat.
+    #[arg(long, value_enum)]
+    pub attack: Option<Attack>,
 }
 
 impl SimulateArgs {
@@ -84,6 +91,8 @@ impl SimulateArgs {
             },
             grad_clip: self.grad_clip,
             worker_threads,
+            byzantine: self.byzantine,
+            attack: self.attack,
         }
     }
 }

@@ -160,19 +160,6 @@ impl Compressor {
                 .collect(),
         }
     }
-
-    /// The dense decoded mean of `updates` for every parameter, before DeMo takes its sign.
-    pub fn aggregate_all(&self, updates: &[&SparseUpdate]) -> Vec<Tensor> {
-        (0..self.layouts.len())
-            .map(|index| {
-                let selections: Vec<&SparseBlocks> = updates
-                    .iter()
-                    .map(|update| &update.tensors[index])
-                    .collect();
-                self.aggregate(index, &selections)
-            })
-            .collect()
-    }
 }
 
 #[cfg(test)]

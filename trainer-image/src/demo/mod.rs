@@ -1,7 +1,8 @@
 //! DeMo, Decoupled Momentum optimization: each client keeps its own momentum, shares only its
 //! fastest-moving components (top-k of a blockwise DCT), and every replica applies the sign of
-//! the mean of what was shared.
+//! the mean of what was shared (or of a robust aggregate: [`Aggregation`]).
 
+mod aggregation;
 mod compressor;
 mod dct;
 mod layout;
@@ -9,6 +10,7 @@ mod optimizer;
 mod sparse;
 mod split;
 
+pub use aggregation::Aggregation;
 pub use compressor::{Compressor, SparseUpdate, TensorLayout};
 pub use dct::{DctTransform, dct_matrix};
 pub use layout::{BlockLayout, MAX_BLOCK_SIDE};

@@ -12,6 +12,7 @@
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
+use super::aggregation::Aggregation;
 use super::compressor::{Compressor, SparseUpdate};
 use super::layout::MAX_BLOCK_SIDE;
 use super::sparse::ValueEncoding;
@@ -30,6 +31,8 @@ pub struct DemoConfig {
     pub weight_decay: f64,
     /// How shared values travel: f32, bf16, or one bit (the sign).
     pub values: ValueEncoding,
+    /// How a replica combines the round's results.
+    pub aggregation: Aggregation,
 }
 
 impl Default for DemoConfig {
@@ -40,6 +43,7 @@ impl Default for DemoConfig {
             chunk: 64,
             weight_decay: 0.0,
             values: ValueEncoding::F32,
+            aggregation: Aggregation::Mean,
         }
     }
 }
@@ -165,8 +169,17 @@ impl Demo {
     /// The shared half of a step: aggregate every client's update (the same updates in the same
     /// order on every replica), then apply the sign of the result.
     pub fn apply(&self, parameters: &[Tensor], updates: &[&SparseUpdate], lr: f64) {
-        let aggregate = tch::no_grad(|| self.compressor.aggregate_all(updates));
+        let aggregate = self.aggregate(updates);
         self.apply_aggregate(parameters, &aggregate, lr);
+    }
+
+    /// The round's update for every parameter under the run's aggregation rule, before the
+    /// sign is taken.
+    pub fn aggregate(&self, updates: &[&SparseUpdate]) -> Vec<Tensor> {
+        tch::no_grad(|| {
+            self.compressor
+                .aggregate_by(self.config.aggregation, updates)
+        })
     }
 
     /// `W ← W·(1 − lr·wd) − lr·sign(G)` for every parameter, `G` being the decoded aggregate.

@@ -1,0 +1,112 @@
+//! Dishonest clients, for measurements and tests: what each named attack sends in place of an
+//! honest result. `demeter simulate --byzantine N --attack NAME` makes its last N workers send
+//! these (docs/verification.md).
+
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
+
+use demeter_coordinator_core::shuffle::mix;
+
+use crate::demo::{SparseBlocks, SparseUpdate};
+
+/// How much a `scale` attacker multiplies its honest update by.
+pub const SCALE: f64 = 1000.0;
+
+/// One way a client cheats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Attack {
+    /// Noise of the right shape and size: its honest selection's magnitudes, random signs.
+    Random,
+    /// All values zero: a result that costs nothing and moves nothing.
+    Zero,
+    /// Its own previous result sent again.
+    Stale,
+    /// An honest peer's result, byte for byte (the simulation passes the copy on).
+    Copy,
+    /// Its honest update a thousand times larger.
+    Scale,
+    /// Its honest update negated.
+    SignFlip,
+    /// An honest-looking update trained on batches other than the ones assigned.
+    WrongData,
+}
+
+impl Attack {
+    /// Whether the attacker trains on data other than its assignment.
+    pub fn trains_on_wrong_data(self) -> bool {
+        self == Self::WrongData
+    }
+
+    /// What the attacker sends, from the update it computed honestly (on the data it chose)
+    /// and what it sent the step before. `step` and `worker` seed `random`'s signs.
+    pub fn forge(
+        self,
+        honest: SparseUpdate,
+        previous: Option<&SparseUpdate>,
+        step: u64,
+        worker: usize,
+    ) -> SparseUpdate {
+        let map = |update: SparseUpdate, f: &dyn Fn(usize, &Tensor) -> Tensor| SparseUpdate {
+            values: update.values,
+            tensors: update
+                .tensors
+                .iter()
+                .enumerate()
+                .map(|(index, blocks)| SparseBlocks {
+                    indices: blocks.indices.shallow_clone(),
+                    values: f(index, &blocks.values),
+                })
+                .collect(),
+        };
+        match self {
+            Self::Copy | Self::WrongData => honest,
+            Self::Stale => previous.map_or(honest, duplicate),
+            Self::Zero => map(honest, &|_, values| values.zeros_like()),
+            Self::Scale => map(honest, &|_, values| values * SCALE),
+            Self::SignFlip => map(honest, &|_, values| -values),
+            Self::Random => map(honest, &|index, values| {
+                random_signs(values, seed(step, worker, index))
+            }),
+        }
+    }
+}
+
+/// A copy of `update` (its tensors shared: nobody writes them).
+pub fn duplicate(update: &SparseUpdate) -> SparseUpdate {
+    SparseUpdate {
+        values: update.values,
+        tensors: update
+            .tensors
+            .iter()
+            .map(|blocks| SparseBlocks {
+                indices: blocks.indices.shallow_clone(),
+                values: blocks.values.shallow_clone(),
+            })
+            .collect(),
+    }
+}
+
+fn seed(step: u64, worker: usize, tensor: usize) -> u64 {
+    step.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ ((worker as u64) << 32) ^ tensor as u64
+}
+
+/// `values`' magnitudes with signs from SplitMix64 seeded by `seed`: reproducible noise.
+fn random_signs(values: &Tensor, seed: u64) -> Tensor {
+    let shape = values.size();
+    let magnitudes =
+        Vec::<f32>::try_from(values.to_kind(Kind::Float).abs().flatten(0, -1)).expect("f32 values");
+    let mut state = seed;
+    let noise: Vec<f32> = magnitudes
+        .iter()
+        .map(|&magnitude| {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            if mix(state) & 1 == 0 {
+                magnitude
+            } else {
+                -magnitude
+            }
+        })
+        .collect();
+    Tensor::from_slice(&noise).view(shape.as_slice())
+}
