@@ -146,3 +146,51 @@ async fn the_operator_reads_what_a_trainer_serves_on_metrics() {
     );
     server.abort();
 }
+
+/// The dashboard's panels over the trainers' own series (scraped through the chart's
+/// PodMonitor) query only names a trainer serves, so a renamed metric cannot leave a panel
+/// silently empty. The operator's own series are checked in `operator/src/metrics.rs`.
+#[test]
+fn the_dashboard_queries_only_series_a_trainer_serves() {
+    use std::collections::BTreeSet;
+
+    use demeter_trainer::exchange::serve::ExchangeMetrics;
+    use demeter_trainer::train::TrainerMetrics;
+
+    let registry = prometheus::Registry::new();
+    let trainer = TrainerMetrics::register(&registry).unwrap();
+    let exchange = ExchangeMetrics::register(&registry).unwrap();
+    // Labelled series exist once a label value has been used.
+    trainer.phase_seconds.with_label_values(&["train"]).inc();
+    exchange
+        .downloads_failed
+        .with_label_values(&["hash_mismatch"])
+        .inc();
+    let exported: BTreeSet<String> = registry
+        .gather()
+        .iter()
+        .map(|family| family.name().to_owned())
+        .collect();
+
+    let dashboard = include_str!("../../deploy/dashboards/demeter-operator.json");
+    let queried: BTreeSet<&str> = dashboard
+        .match_indices("demeter_")
+        .map(|(at, _)| {
+            let rest = &dashboard[at..];
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len());
+            &rest[..end]
+        })
+        .filter(|name| !name.starts_with("demeter_operator") && *name != "demeter_")
+        .collect();
+    assert!(queried.len() >= 4, "{queried:?}");
+    let missing: Vec<_> = queried
+        .iter()
+        .filter(|name| !exported.contains(**name))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "the dashboard queries, no trainer serves: {missing:?}"
+    );
+}
