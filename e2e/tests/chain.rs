@@ -163,6 +163,12 @@ async fn three_clients_train_through_the_coordinator_program() {
     // The cluster flags go after `run` or `rewards`, anywhere among the subcommand's.
     let cli = |args: &[&str]| demeter(&[&args[..1], &["-C", &config_flag], &args[1..]].concat());
     let run_id = "chain-e2e";
+    // The ledger stays while members hold points that no pool has paid.
+    let close = cli(&["run", "close", "--run-id", run_id]).unwrap_err();
+    assert!(
+        format!("{close:#}").contains("points not yet paid out"),
+        "{close:#}"
+    );
     let created = cli(&[
         "rewards",
         "create",
@@ -231,12 +237,9 @@ async fn three_clients_train_through_the_coordinator_program() {
             .iter()
             .all(|m| m.owed == Some(0) && m.paid > Some(0))
     );
-    // The ledger stays: a run whose members hold points is not closed.
-    let close = cli(&["run", "close", "--run-id", run_id]).unwrap_err();
-    assert!(
-        format!("{close:#}").contains("points not yet paid out"),
-        "{close:#}"
-    );
+    // Its pool paid everything: the run closes, its rent back to the authority.
+    cli(&["run", "close", "--run-id", run_id]).unwrap();
+    assert!(run_client.read().await.is_err(), "the run account is gone");
 
     // `demeter run` on a run of its own: created from a run file, paused, updated, resumed.
     let run_file = keys.path().join("second.toml");

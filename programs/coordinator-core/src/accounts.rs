@@ -8,15 +8,27 @@
 //! | run instance | the run's name, authority and the address of its run account        |
 //! | run account  | the authorities and the whole [`Coordinator`] state                 |
 //! | join grant   | the join authority's permission for one client                      |
+//! | pool         | the treasurer's reward pool of a run: its rate and what it paid     |
+//!
+//! The pool is the treasurer program's account; its layout lives here so that the coordinator
+//! can tell, when a run is closed, that its pool has paid everything its members earned.
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::state::{Coordinator, MAX_CLIENTS};
+use crate::state::{Coordinator, MAX_CLIENTS, Member};
 
 /// Discriminators: the first eight bytes of each account type.
 pub const RUN_ACCOUNT_TAG: [u8; 8] = *b"dmtr:run";
 pub const RUN_INSTANCE_TAG: [u8; 8] = *b"dmtr:ins";
 pub const JOIN_GRANT_TAG: [u8; 8] = *b"dmtr:grt";
+pub const POOL_TAG: [u8; 8] = *b"dmtr:pol";
+
+/// The treasurer program's id (`7AD5m8LzfVJfCfi9tfMu6cwJcRjQY4iHd6oDUMwpYcT3`): the owner of
+/// every pool. The treasurer crate's `ID` is built from these bytes.
+pub const TREASURER_PROGRAM_ID: [u8; 32] = [
+    91, 130, 2, 149, 139, 220, 159, 3, 231, 5, 133, 45, 81, 248, 245, 220, 172, 27, 86, 126, 21,
+    72, 50, 146, 22, 73, 236, 176, 60, 8, 86, 218,
+];
 
 /// A run's name as the program stores it: its UTF-8 bytes, zero-padded to 32. `None` when the
 /// name is empty or longer than 32 bytes.
@@ -85,6 +97,79 @@ pub struct JoinGrant {
     pub _padding: [u8; 7],
 }
 
+/// One run's reward pool, owned by the treasurer program at the PDA `["pool", run account]`.
+///
+/// The rate is fixed when the pool is created: members earned their points under it, and a rate
+/// that could change afterwards would change what they are owed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
+pub struct Pool {
+    pub tag: [u8; 8],
+    /// The coordinator's run account whose points this pool pays.
+    pub run_account: [u8; 32],
+    /// The run's authority when the pool was created: it alone may close the pool.
+    pub authority: [u8; 32],
+    /// The SPL mint paid out.
+    pub mint: [u8; 32],
+    /// The token account holding the rewards, at the PDA `["escrow", pool]`, owned by the pool.
+    pub escrow: [u8; 32],
+    /// Token units (the mint's smallest unit) per point.
+    pub tokens_per_point: u64,
+    /// Seconds after the run finishes during which members may claim before the authority may
+    /// close the pool with rewards still owed (and take back what is left).
+    pub claim_grace: u64,
+    /// Token units paid out so far, over all members.
+    pub total_paid: u64,
+    /// The pool PDA's canonical bump (it signs for the escrow).
+    pub bump: u8,
+    /// The mint's decimals, for checked transfers.
+    pub decimals: u8,
+    pub _padding: [u8; 6],
+    /// Token units paid to each member slot of the run. A slot that holds points never changes
+    /// hands (the coordinator reuses only slots without points), so this is what each member was
+    /// paid, and the pool can tell exactly what it still owes.
+    pub paid: [u64; MAX_CLIENTS],
+}
+
+/// Points at a pool's rate that do not fit a token amount.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{points} points at {rate} tokens per point do not fit a token amount")]
+pub struct PoolOverflow {
+    pub points: u64,
+    pub rate: u64,
+}
+
+impl Pool {
+    /// Token units `member` has earned: its points less those slashed, at the pool's rate.
+    pub fn entitled(&self, member: &Member) -> Result<u64, PoolOverflow> {
+        let points = member.payable_points();
+        points
+            .checked_mul(self.tokens_per_point)
+            .ok_or(PoolOverflow {
+                points,
+                rate: self.tokens_per_point,
+            })
+    }
+
+    /// Token units the pool owes member slot `slot`: what it earned less what it was paid (never
+    /// below zero: points slashed after a payment are not taken back).
+    pub fn owed(&self, run: &Coordinator, slot: usize) -> Result<u64, PoolOverflow> {
+        Ok(self
+            .entitled(&run.members[slot])?
+            .saturating_sub(self.paid[slot]))
+    }
+
+    /// Token units the pool owes all members of `run`.
+    pub fn total_owed(&self, run: &Coordinator) -> Result<u64, PoolOverflow> {
+        (0..MAX_CLIENTS).try_fold(0u64, |sum, slot| {
+            sum.checked_add(self.owed(run, slot)?).ok_or(PoolOverflow {
+                points: run.members[slot].payable_points(),
+                rate: self.tokens_per_point,
+            })
+        })
+    }
+}
+
 /// Accounts with a fixed layout behind a discriminator.
 pub trait Tagged: Pod {
     const TAG: [u8; 8];
@@ -101,6 +186,10 @@ impl Tagged for RunAccount {
 
 impl Tagged for JoinGrant {
     const TAG: [u8; 8] = JOIN_GRANT_TAG;
+}
+
+impl Tagged for Pool {
+    const TAG: [u8; 8] = POOL_TAG;
 }
 
 impl RunAccount {

@@ -50,10 +50,12 @@ pub enum CoordinatorInstruction {
     /// 0. `[s, w]` join authority: receives the grant's rent.
     /// 1. `[]` run account, live or closed. 2. `[w]` join grant.
     RevokeJoin { client: Pubkey },
-    /// Closes a paused or finished run in which no member holds points (the account is the
-    /// ledger of what they are owed), and returns both accounts' rent to the authority.
+    /// Closes a paused or finished run in which no member holds points, or whose reward pool
+    /// has paid its members everything they earned (the account is the ledger of what they are
+    /// owed), and returns both accounts' rent to the authority.
     ///
     /// 0. `[s, w]` run authority. 1. `[w]` run instance. 2. `[w]` run account.
+    /// 3. `[]` the run's reward pool (the treasurer's), when members hold points.
     CloseRun,
     /// One of the run's inputs, applied by the state machine. Its accounts:
     ///
@@ -308,13 +310,19 @@ pub fn health_check(
     )
 }
 
-pub fn close_run(authority: &Pubkey, run_id: &[u8; 32], run_account: &Pubkey) -> Instruction {
-    instruction(
-        vec![
-            AccountMeta::new(*authority, true),
-            AccountMeta::new(find_run_instance(authority, run_id).0, false),
-            AccountMeta::new(*run_account, false),
-        ],
-        CoordinatorInstruction::CloseRun,
-    )
+/// Closes the run; `pool` is its reward pool when members hold points (the treasurer's PDA
+/// `["pool", run account]`).
+pub fn close_run(
+    authority: &Pubkey,
+    run_id: &[u8; 32],
+    run_account: &Pubkey,
+    pool: Option<&Pubkey>,
+) -> Instruction {
+    let mut accounts = vec![
+        AccountMeta::new(*authority, true),
+        AccountMeta::new(find_run_instance(authority, run_id).0, false),
+        AccountMeta::new(*run_account, false),
+    ];
+    accounts.extend(pool.map(|pool| AccountMeta::new_readonly(*pool, false)));
+    instruction(accounts, CoordinatorInstruction::CloseRun)
 }

@@ -14,7 +14,9 @@ use solana_program::program_error::ProgramError;
 use solana_program::pubkey::Pubkey;
 use solana_program::rent::Rent;
 
-use demeter_coordinator_core::accounts::{JoinGrant, RunAccount, RunInstance, Tagged};
+use demeter_coordinator_core::accounts::{
+    JoinGrant, Pool, RunAccount, RunInstance, TREASURER_PROGRAM_ID, Tagged,
+};
 use demeter_coordinator_core::{
     AccessError, Config, CoordinatorError, Input, MemberStatus, RunState,
 };
@@ -398,8 +400,29 @@ fn revoke_join(program_id: &Pubkey, accounts: &[AccountInfo], client: &Pubkey) -
     close_account(grant, join_authority)
 }
 
+/// Whether `pool`, if given, is the treasurer's pool of the run at `run_account` and owes its
+/// members nothing. A pool is the treasurer's when that program owns it (nobody else can write
+/// an account it owns), and this run's when it names this run account.
+fn pool_paid_everything(
+    run: &RunAccount,
+    run_account: &AccountInfo,
+    pool: Option<&AccountInfo>,
+) -> Result<bool, ProgramError> {
+    // No pool given, or none created yet (its address holds nothing).
+    let Some(pool) = pool.filter(|pool| !pool.data_is_empty()) else {
+        return Ok(false);
+    };
+    let treasurer = Pubkey::new_from_array(TREASURER_PROGRAM_ID);
+    let pool = crate::account::load::<Pool>(pool, &treasurer)?;
+    if pool.run_account != run_account.key.to_bytes() {
+        return Err(denied(AccessError::RunMismatch));
+    }
+    // An owed amount too large for a token amount is owed all the same.
+    Ok(pool.total_owed(&run.coordinator) == Ok(0))
+}
+
 fn close_run(program_id: &Pubkey, accounts: &[AccountInfo]) -> ProgramResult {
-    let [authority, instance, run_account, ..] = accounts else {
+    let [authority, instance, run_account, rest @ ..] = accounts else {
         return Err(ProgramError::NotEnoughAccountKeys);
     };
     signer(authority)?;
@@ -420,13 +443,14 @@ fn close_run(program_id: &Pubkey, accounts: &[AccountInfo]) -> ProgramResult {
         ) {
             return Err(denied(AccessError::RunNotClosable));
         }
-        // The run account is the ledger of what members earned; until a treasurer pays points
-        // out, closing it would erase what they are owed.
+        // The run account is the ledger of what members earned: it closes only when nobody
+        // holds points, or when the run's reward pool has paid everything they earned.
         if run
             .coordinator
             .members
             .iter()
             .any(|member| member.points > 0)
+            && !pool_paid_everything(&run, run_account, rest.first())?
         {
             return Err(denied(AccessError::PointsOwed));
         }

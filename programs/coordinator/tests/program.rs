@@ -342,7 +342,7 @@ async fn a_full_epoch_with_three_clients_pays_points_and_closes() {
     );
 
     // The run account is the ledger of the points: it does not close while they are owed.
-    let close = instruction::close_run(&s.authority.pubkey(), &s.run_id, &run);
+    let close = instruction::close_run(&s.authority.pubkey(), &s.run_id, &run, None);
     let authority = s.authority.insecure_clone();
     assert_eq!(
         failed(s.chain.send(&[close], &[&authority]).await),
@@ -373,7 +373,7 @@ async fn a_run_that_owes_nothing_closes_with_its_rent_back() {
     let rent = chain.account(&instance).await.unwrap().lamports
         + chain.account(&run).await.unwrap().lamports;
     let before = chain.account(&authority.pubkey()).await.unwrap().lamports;
-    let close = instruction::close_run(&authority.pubkey(), &run_id, &run);
+    let close = instruction::close_run(&authority.pubkey(), &run_id, &run, None);
     chain.send(&[close], &[&authority]).await.unwrap();
     assert!(chain.account(&run).await.is_none());
     assert!(chain.account(&instance).await.is_none());
@@ -815,7 +815,7 @@ async fn a_run_holding_deposits_does_not_close() {
     chain.send(&[join], &[&member]).await.unwrap();
     let pause = instruction::pause(&authority.pubkey(), &run);
     chain.send(&[pause], &[&authority]).await.unwrap();
-    let close = || instruction::close_run(&authority.pubkey(), &run_id, &run);
+    let close = || instruction::close_run(&authority.pubkey(), &run_id, &run, None);
     assert_eq!(
         failed(chain.send(&[close()], &[&authority]).await),
         access(AccessError::DepositsHeld)
@@ -896,7 +896,7 @@ async fn inputs_from_the_wrong_party_are_rejected() {
 
     // Closing a run in the middle of an epoch would drop the epoch: refused.
     let authority = s.authority.insecure_clone();
-    let close = instruction::close_run(&authority.pubkey(), &s.run_id, &run);
+    let close = instruction::close_run(&authority.pubkey(), &s.run_id, &run, None);
     assert_eq!(
         failed(
             s.chain
@@ -906,7 +906,7 @@ async fn inputs_from_the_wrong_party_are_rejected() {
         access(AccessError::RunNotClosable)
     );
     // By a stranger, even when closable.
-    let stranger_close = instruction::close_run(&stranger.pubkey(), &s.run_id, &run);
+    let stranger_close = instruction::close_run(&stranger.pubkey(), &s.run_id, &run, None);
     assert_eq!(
         failed(s.chain.send(&[stranger_close], &[&stranger]).await),
         access(AccessError::NotRunAuthority)
@@ -992,7 +992,7 @@ async fn look_alike_and_foreign_accounts_are_rejected() {
         .create_run(&authority, &other_account, [5u8; 32], None, config())
         .await
         .unwrap();
-    let mut mixed = instruction::close_run(&authority.pubkey(), &[5u8; 32], &run);
+    let mut mixed = instruction::close_run(&authority.pubkey(), &[5u8; 32], &run, None);
     mixed.accounts[2].pubkey = run;
     assert_eq!(
         failed(s.chain.send(&[mixed], &[&authority]).await),
@@ -1104,7 +1104,7 @@ async fn grants_neither_outlive_their_run_nor_lock_their_rent() {
     chain.send(&[grant], &[&old_gatekeeper]).await.unwrap();
     let pause = instruction::pause(&authority.pubkey(), &run);
     chain.send(&[pause], &[&authority]).await.unwrap();
-    let close = instruction::close_run(&authority.pubkey(), &run_id, &run);
+    let close = instruction::close_run(&authority.pubkey(), &run_id, &run, None);
     chain.send(&[close], &[&authority]).await.unwrap();
 
     // Re-created at the same address under another join authority: the old grant admits nobody.
@@ -1127,7 +1127,7 @@ async fn grants_neither_outlive_their_run_nor_lock_their_rent() {
     // Closed again: the grant's maker, and only it, takes the grant's rent back.
     let pause = instruction::pause(&authority.pubkey(), &run);
     chain.send(&[pause], &[&authority]).await.unwrap();
-    let close = instruction::close_run(&authority.pubkey(), &run_id, &run);
+    let close = instruction::close_run(&authority.pubkey(), &run_id, &run, None);
     chain.send(&[close], &[&authority]).await.unwrap();
     assert!(chain.account(&run).await.is_none());
     let by_stranger = instruction::revoke_join(&new_gatekeeper.pubkey(), &run, &client.pubkey());

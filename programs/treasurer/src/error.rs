@@ -52,6 +52,15 @@ impl TreasurerError {
     }
 }
 
+impl From<demeter_coordinator_core::accounts::PoolOverflow> for TreasurerError {
+    fn from(overflow: demeter_coordinator_core::accounts::PoolOverflow) -> Self {
+        Self::Overflow {
+            points: overflow.points,
+            rate: overflow.rate,
+        }
+    }
+}
+
 impl From<TreasurerError> for ProgramError {
     fn from(error: TreasurerError) -> Self {
         demeter_coordinator::error::log(&error.to_string());

@@ -22,4 +22,19 @@ pub mod instruction;
 pub mod processor;
 pub mod state;
 
-solana_program::declare_id!("7AD5m8LzfVJfCfi9tfMu6cwJcRjQY4iHd6oDUMwpYcT3");
+/// The program's id, `7AD5m8LzfVJfCfi9tfMu6cwJcRjQY4iHd6oDUMwpYcT3`, from the bytes the
+/// coordinator checks pools' owner against.
+pub const ID: solana_program::pubkey::Pubkey = solana_program::pubkey::Pubkey::new_from_array(
+    demeter_coordinator_core::accounts::TREASURER_PROGRAM_ID,
+);
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_id_is_the_documented_address() {
+        assert_eq!(
+            super::ID.to_string(),
+            "7AD5m8LzfVJfCfi9tfMu6cwJcRjQY4iHd6oDUMwpYcT3"
+        );
+    }
+}

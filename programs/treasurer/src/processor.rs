@@ -299,7 +299,9 @@ fn claim(program_id: &Pubkey, accounts: &[AccountInfo]) -> ProgramResult {
         .coordinator
         .member_index(&payout.signer.key.to_bytes())
         .ok_or(TreasurerError::NotAMember)?;
-    let owed = record.owed(&run.coordinator, slot)?;
+    let owed = record
+        .owed(&run.coordinator, slot)
+        .map_err(TreasurerError::from)?;
     if owed == 0 {
         return Err(TreasurerError::NothingOwed {
             points: run.coordinator.members[slot].payable_points(),
@@ -343,7 +345,9 @@ fn close_pool(program_id: &Pubkey, accounts: &[AccountInfo]) -> ProgramResult {
         if run.coordinator.run_state() != RunState::Finished {
             return Err(TreasurerError::RunNotFinished.into());
         }
-        let owed = pool.total_owed(&run.coordinator)?;
+        let owed = pool
+            .total_owed(&run.coordinator)
+            .map_err(TreasurerError::from)?;
         let grace_ends = i64::try_from(
             i128::from(run.coordinator.state_started_at) + i128::from(pool.claim_grace),
         )

@@ -7,6 +7,8 @@
 //! account, as the coordinator program would have (its own tests cover that path).
 
 use bytemuck::Zeroable;
+use demeter_coordinator::account::find_run_instance;
+use demeter_coordinator_core::AccessError;
 use demeter_coordinator_core::accounts::{RunAccount, RunInstance, Tagged};
 use demeter_coordinator_core::{Config, Coordinator, Endpoint, RunState, WitnessReport};
 use demeter_treasurer::error::TreasurerError;
@@ -75,7 +77,9 @@ fn run_account(authority: &Pubkey, coordinator: &Coordinator) -> Account {
     let mut run: Box<RunAccount> = bytemuck::zeroed_box();
     run.tag = RunAccount::TAG;
     run.authority = authority.to_bytes();
-    run.instance = Pubkey::new_unique().to_bytes();
+    run.instance = find_run_instance(authority, &coordinator.run_id)
+        .0
+        .to_bytes();
     run.coordinator = *coordinator;
     owned_by(demeter_coordinator::ID, bytemuck::bytes_of(&*run).to_vec())
 }
@@ -153,10 +157,26 @@ impl Bank {
         bank
     }
 
-    /// Writes `coordinator` as the state of a run account of this bank's authority at `key`.
+    /// Writes `coordinator` as the state of a run account of this bank's authority at `key`,
+    /// with the run instance that names it (as `InitRun` would have).
     fn set_run(&mut self, key: Pubkey, coordinator: &Coordinator) {
-        let account = run_account(&self.authority.pubkey(), coordinator);
+        let authority = self.authority.pubkey();
+        let account = run_account(&authority, coordinator);
         self.ctx.set_account(&key, &account.into());
+        let (instance, bump) = find_run_instance(&authority, &coordinator.run_id);
+        let record = RunInstance {
+            tag: RunInstance::TAG,
+            run_id: coordinator.run_id,
+            authority: authority.to_bytes(),
+            run_account: key.to_bytes(),
+            bump,
+            _padding: [0; 7],
+        };
+        let account = owned_by(
+            demeter_coordinator::ID,
+            bytemuck::bytes_of(&record).to_vec(),
+        );
+        self.ctx.set_account(&instance, &account.into());
     }
 
     async fn run_state(&mut self) -> Box<RunAccount> {
@@ -285,6 +305,16 @@ impl Bank {
         self.send(&[fund], &[&authority]).await
     }
 
+    /// A token account of the mint for each client.
+    async fn client_wallets(&mut self) -> Vec<Pubkey> {
+        let mut wallets = Vec::new();
+        for index in 0..self.clients.len() {
+            let owner = self.clients[index].pubkey();
+            wallets.push(self.token_account(&owner).await);
+        }
+        wallets
+    }
+
     /// Client `index` claims into `destination`.
     async fn claim(&mut self, index: usize, destination: &Pubkey) -> Sent {
         let client = self.clients[index].insecure_clone();
@@ -317,11 +347,7 @@ async fn a_finished_epoch_is_paid_to_the_unit_partially_when_short_and_never_twi
     assert_eq!(bank.tokens(&escrow).await, 2_000);
     assert_eq!(bank.tokens(&bank.treasury.clone()).await, 998_000);
 
-    let mut wallets = Vec::new();
-    for index in 0..3 {
-        let owner = bank.clients[index].pubkey();
-        wallets.push(bank.token_account(&owner).await);
-    }
+    let wallets = bank.client_wallets().await;
     bank.claim(0, &wallets[0]).await.unwrap();
     bank.claim(1, &wallets[1]).await.unwrap();
     assert_eq!(bank.tokens(&wallets[0]).await, 700);
@@ -639,4 +665,82 @@ async fn a_pool_closes_only_after_its_run_finished_and_its_claims_or_grace() {
     bank.send(&[close(&bank)], &[&authority]).await.unwrap();
     assert_eq!(bank.tokens(&bank.treasury.clone()).await, 1_000_000);
     assert!(bank.account(&find_pool(&bank.run).0).await.is_none());
+}
+
+/// The coordinator keeps a run's ledger while its members hold points no pool has paid, and
+/// lets it go once the run's pool has paid them everything: then the pool closes too.
+#[tokio::test]
+async fn a_run_closes_once_its_pool_paid_everything_its_members_earned() {
+    let mut bank = Bank::start().await;
+    bank.create_pool(RATE, 86_400).await.unwrap();
+    bank.fund(3 * 100 * RATE).await.unwrap();
+    let run_id = bank.run_state().await.coordinator.run_id;
+    let pool = find_pool(&bank.run).0;
+    let authority = bank.authority.insecure_clone();
+    let close = |bank: &Bank, pool: Option<&Pubkey>| {
+        demeter_coordinator::instruction::close_run(
+            &bank.authority.pubkey(),
+            &run_id,
+            &bank.run,
+            pool,
+        )
+    };
+    let points_owed = InstructionError::Custom(AccessError::PointsOwed.code());
+    assert_eq!(
+        failed(bank.send(&[close(&bank, None)], &[&authority]).await),
+        points_owed,
+        "no pool named"
+    );
+    let wallets = bank.client_wallets().await;
+    bank.claim(0, &wallets[0]).await.unwrap();
+    bank.claim(1, &wallets[1]).await.unwrap();
+    assert_eq!(
+        failed(bank.send(&[close(&bank, Some(&pool))], &[&authority]).await),
+        points_owed,
+        "the third member is still owed"
+    );
+    // A look-alike pool that "paid everything", owned by another program, and the pool of
+    // another run, are not this run's pool.
+    let mut fake = bank.account(&pool).await.unwrap();
+    let mut record = *bytemuck::from_bytes::<Pool>(&fake.data);
+    record.paid = [u64::MAX; 256];
+    fake.data = bytemuck::bytes_of(&record).to_vec();
+    fake.owner = Pubkey::new_unique();
+    let fake_key = Pubkey::new_unique();
+    bank.ctx.set_account(&fake_key, &fake.clone().into());
+    assert_eq!(
+        failed(
+            bank.send(&[close(&bank, Some(&fake_key))], &[&authority])
+                .await
+        ),
+        InstructionError::IllegalOwner
+    );
+    record.run_account = Pubkey::new_unique().to_bytes();
+    fake.data = bytemuck::bytes_of(&record).to_vec();
+    fake.owner = demeter_treasurer::ID;
+    bank.ctx.set_account(&fake_key, &fake.into());
+    assert_eq!(
+        failed(
+            bank.send(&[close(&bank, Some(&fake_key))], &[&authority])
+                .await
+        ),
+        InstructionError::Custom(AccessError::RunMismatch.code())
+    );
+    bank.claim(2, &wallets[2]).await.unwrap();
+    bank.send(&[close(&bank, Some(&pool))], &[&authority])
+        .await
+        .unwrap();
+    assert!(
+        bank.account(&bank.run.clone()).await.is_none(),
+        "the run is closed"
+    );
+    // With the run closed, its pool closes at once (nothing can be owed), rent and all.
+    let close_pool = treasurer::close_pool(
+        &bank.authority.pubkey(),
+        &bank.run,
+        &bank.treasury,
+        &bank.mint,
+    );
+    bank.send(&[close_pool], &[&authority]).await.unwrap();
+    assert!(bank.account(&pool).await.is_none());
 }

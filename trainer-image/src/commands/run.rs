@@ -114,8 +114,10 @@ async fn execute(cluster: &Cluster, command: &RunCommand) -> anyhow::Result<Repo
         }
         RunCommand::Close { run_id } => {
             let id = crate::run_file::run_id_bytes(run_id).context("--run-id")?;
+            // The pool lets a run whose members hold points close once it has paid them all.
             send_as_authority(cluster, &authority(run_id), "closed", |me, run| {
-                ix::close_run(me, &id, run)
+                let pool = demeter_treasurer::instruction::find_pool(run).0;
+                ix::close_run(me, &id, run, Some(&pool))
             })
             .await
         }
