@@ -7,6 +7,7 @@ use std::time::Duration;
 use demeter_coordinator_core::Config;
 use demeter_trainer::central::{Server, ServerSettings};
 use demeter_trainer::data::Dataset;
+use demeter_trainer::demo::Aggregation;
 use demeter_trainer::identity::Identity;
 use demeter_trainer::train::backend::{Centralized, CoordinatorBackend};
 use demeter_trainer::train::in_memory::InMemoryRun;
@@ -26,9 +27,12 @@ fn run_config() -> Config {
     }
 }
 
-/// Three clients with their own replicas, each on the backend `connect` gives its identity,
-/// trained until the run finishes; their summaries.
-async fn train_three<B, F>(connect: impl Fn(Arc<Identity>) -> F) -> Vec<TrainSummary>
+/// Three clients with their own replicas and `settings`, each on the backend `connect` gives
+/// its identity, trained until the run finishes; their summaries.
+async fn train_three<B, F>(
+    settings: TrainSettings,
+    connect: impl Fn(Arc<Identity>) -> F,
+) -> Vec<TrainSummary>
 where
     B: CoordinatorBackend + 'static,
     F: std::future::Future<Output = B>,
@@ -39,7 +43,7 @@ where
         let trainer = Trainer::new(
             identity.clone(),
             connect(identity).await,
-            TrainSettings::example(),
+            settings.clone(),
             Dataset::embedded(0.02),
             "127.0.0.1:0".parse().unwrap(),
             None,
@@ -95,7 +99,7 @@ async fn three_clients_train_together_and_stay_identical() {
     let address = listener.local_addr().unwrap();
     tokio::spawn(server.serve(listener, std::future::pending()));
 
-    let summaries = train_three(|identity| async move {
+    let summaries = train_three(TrainSettings::example(), |identity| async move {
         Centralized::connect(address, identity, Duration::from_secs(5))
             .await
             .unwrap()
@@ -112,7 +116,7 @@ async fn three_clients_train_against_an_in_memory_coordinator() {
     let mut run_id = [0u8; 32];
     run_id[..9].copy_from_slice(b"in-memory");
     let run = InMemoryRun::new(run_id, run_config()).unwrap();
-    let summaries = train_three(|identity| {
+    let summaries = train_three(TrainSettings::example(), |identity| {
         let backend = run.client(identity);
         async move { backend }
     })
@@ -122,4 +126,24 @@ async fn three_clients_train_against_an_in_memory_coordinator() {
     assert_eq!(state.step, 6);
     let paid = state.members.iter().filter(|m| m.points > 0).count();
     assert_eq!(paid, 3, "every client earned points");
+}
+
+/// The robust aggregation rules across real clients: replicas stay bitwise identical (norms and
+/// votes are computed the same way on every replica) and the loss falls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_clients_stay_identical_under_each_robust_aggregation() {
+    tch::set_num_threads(1);
+    for aggregation in [Aggregation::ClippedMean, Aggregation::SignVote] {
+        let mut run_id = [0u8; 32];
+        run_id[..6].copy_from_slice(b"robust");
+        let run = InMemoryRun::new(run_id, run_config()).unwrap();
+        let mut settings = TrainSettings::example();
+        settings.demo.aggregation = aggregation;
+        let summaries = train_three(settings, |identity| {
+            let backend = run.client(identity);
+            async move { backend }
+        })
+        .await;
+        trained_together(&summaries);
+    }
 }
