@@ -6,6 +6,9 @@
 //! compares with DeMo's mean when nobody cheats. Targets (issue 15): every attack within 3% of
 //! the honest run under a robust rule, and a robust rule within 2% of the mean without attackers.
 //!
+//! A second table gives what the cheap screens (`screening`: zeros, copies, repeats) flag of each
+//! attack, and the largest overlaps honest results reach, which the threshold must stay above.
+//!
 //! `make bench-byzantine` (BYZANTINE_STEPS overrides the default of 300 steps).
 
 use clap::Parser;
@@ -50,6 +53,7 @@ fn simulate(
     rule: Aggregation,
     attack: Option<Attack>,
     steps: u64,
+    screen: bool,
 ) -> anyhow::Result<SimulationSummary> {
     let (steps_text, warmup, workers, rule_name) = (
         steps.to_string(),
@@ -87,6 +91,9 @@ fn simulate(
     if let Some(attack_name) = &attack_name {
         argv.extend(["--byzantine", &byzantine, "--attack", attack_name]);
     }
+    if screen {
+        argv.push("--screen");
+    }
     let summary = run_simulation(&Wrapper::parse_from(argv).args)?;
     anyhow::ensure!(
         summary.replicas_identical,
@@ -107,7 +114,7 @@ fn main() -> anyhow::Result<()> {
     let mut honest = Vec::new();
     let mut table_header = vec!["attack".to_owned()];
     for rule in RULES {
-        honest.push(simulate(rule, None, steps)?.val_loss);
+        honest.push(simulate(rule, None, steps, false)?.val_loss);
         table_header.push(format!("{} val loss (ratio)", name(&rule)));
     }
     let header: Vec<&str> = table_header.iter().map(String::as_str).collect();
@@ -118,7 +125,7 @@ fn main() -> anyhow::Result<()> {
     for attack in ATTACKS {
         let mut row = vec![name(&attack)];
         for (rule, honest) in RULES.iter().zip(&honest) {
-            let loss = simulate(*rule, Some(attack), steps)?.val_loss;
+            let loss = simulate(*rule, Some(attack), steps, false)?.val_loss;
             row.push(format!("{loss:.4} ({:.3})", loss / honest));
         }
         table.row(row);
@@ -132,8 +139,49 @@ fn main() -> anyhow::Result<()> {
         );
     }
     println!(
-        "{WORKERS} workers ({BYZANTINE} dishonest) x 2 sequences x 64 tokens per step, {steps} steps, tiny preset, seed 7; {:.0} s in all.",
+        "{WORKERS} workers ({BYZANTINE} dishonest) x 2 sequences x 64 tokens per step, {steps} steps, tiny preset, seed 7; {:.0} s.",
         started.elapsed().as_secs_f64()
+    );
+    detection(steps.min(100))
+}
+
+/// What the cheap screens (zeros, copies, repeats) flag of each attack, under the mean.
+fn detection(steps: u64) -> anyhow::Result<()> {
+    let mut table = Table::new(&[
+        "attack",
+        "dishonest results flagged",
+        "honest results flagged",
+        "largest honest overlap (same round, same client)",
+    ]);
+    let mut attacks: Vec<Option<Attack>> = vec![None];
+    attacks.extend(ATTACKS.map(Some));
+    for attack in attacks {
+        let summary = simulate(Aggregation::Mean, attack, steps, true)?;
+        let screens = &summary.screens;
+        let honest = WORKERS - attack.map_or(0, |_| BYZANTINE);
+        let share = |workers: &[u64]| {
+            let flagged: u64 = workers.iter().sum();
+            let results = screens.rounds * workers.len() as u64;
+            format!("{flagged} of {results}")
+        };
+        table.row(vec![
+            attack.map_or("none (honest)".to_owned(), |a| name(&a)),
+            if attack.is_some() {
+                share(&screens.flagged[honest..])
+            } else {
+                "-".to_owned()
+            },
+            share(&screens.flagged[..honest]),
+            format!(
+                "{:.3}, {:.3}",
+                screens.honest_overlap_max, screens.honest_repeat_max
+            ),
+        ]);
+    }
+    println!("{table}");
+    println!(
+        "Screens over {steps} steps under the mean (a result is flagged when it is all zeros, or shares at least {} of its picks with an earlier result of the round or with its sender's previous result).",
+        demeter_trainer::screening::SAME_SELECTION
     );
     Ok(())
 }

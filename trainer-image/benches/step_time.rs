@@ -66,6 +66,7 @@ fn main() -> anyhow::Result<()> {
             worker_threads: 1,
             byzantine: 0,
             attack: None,
+            screen: false,
         };
         let mut simulation = Simulation::new(config, Dataset::embedded(0.01), device)?;
         simulation.step()?;

@@ -15,5 +15,6 @@ pub mod optim;
 pub mod payload;
 pub mod replica;
 pub mod run_file;
+pub mod screening;
 pub mod simulate;
 pub mod train;

@@ -50,6 +50,20 @@ pub struct SimulationConfig {
     pub byzantine: usize,
     /// How they cheat.
     pub attack: Option<Attack>,
+    /// Run the cheap screens (`screening`) on every round's results and count what they flag.
+    pub screen: bool,
+}
+
+/// What the screens found over a simulation.
+#[derive(Clone, Debug, Default)]
+pub struct ScreenCounts {
+    pub rounds: u64,
+    /// Rounds in which each worker's result was flagged, by worker.
+    pub flagged: Vec<u64>,
+    /// The largest share of picks two honest results of one round had in common.
+    pub honest_overlap_max: f64,
+    /// The largest share of picks an honest result had in common with its sender's previous.
+    pub honest_repeat_max: f64,
 }
 
 /// Steps a `wrong-data` attacker's batches are taken from ahead of the assigned ones.
@@ -165,6 +179,9 @@ pub struct Simulation {
     workers: Vec<Worker>,
     step: u64,
     times: PhaseTimes,
+    screens: ScreenCounts,
+    /// Every worker's result of the step before, decoded, for the stale screen.
+    previous_results: Vec<Option<SparseUpdate>>,
 }
 
 impl Simulation {
@@ -223,6 +240,8 @@ impl Simulation {
             workers,
             step: 0,
             times: PhaseTimes::default(),
+            screens: ScreenCounts::default(),
+            previous_results: Vec::new(),
         })
     }
 
@@ -319,6 +338,9 @@ impl Simulation {
                 *output = LocalOutput::Payload(honest.clone());
             }
         }
+        if self.config.screen {
+            self.screen(&outputs)?;
+        }
         let bytes_per_worker = match self.config.optimizer {
             OptimizerKind::Demo => self.demo_exchange(&outputs, lr)?,
             OptimizerKind::Adamw => self.adamw_exchange(&outputs, lr),
@@ -330,6 +352,46 @@ impl Simulation {
             loss: loss_sum / self.workers.len() as f64,
             bytes_per_worker,
         })
+    }
+
+    /// Screens the step's results (as any replica could) and counts what is flagged.
+    fn screen(&mut self, outputs: &[LocalOutput]) -> anyhow::Result<()> {
+        let WorkerOptimizer::Demo(demo) = &self.workers[0].optimizer else {
+            anyhow::bail!("screens are of DeMo results (--optimizer demo)");
+        };
+        let payloads = outputs.iter().map(|output| match output {
+            LocalOutput::Payload(bytes) => bytes.as_slice(),
+            LocalOutput::Gradients(_) => unreachable!("demo run"),
+        });
+        let results = payload::decode_all(payloads, demo.compressor(), Device::Cpu)?;
+        let refs: Vec<&SparseUpdate> = results.iter().collect();
+        let previous: Vec<Option<&SparseUpdate>> =
+            self.previous_results.iter().map(Option::as_ref).collect();
+        let flags = crate::screening::screen(&refs, &previous);
+        let honest = self.workers.len() - self.config.byzantine;
+        let counts = &mut self.screens;
+        counts.rounds += 1;
+        counts.flagged.resize(refs.len(), 0);
+        for (count, flags) in counts.flagged.iter_mut().zip(&flags) {
+            *count += u64::from(flags.any());
+        }
+        for (index, result) in refs[..honest].iter().enumerate() {
+            for other in &refs[..index] {
+                let overlap = crate::screening::overlap(result, other);
+                counts.honest_overlap_max = counts.honest_overlap_max.max(overlap);
+            }
+            if let Some(before) = previous.get(index).copied().flatten() {
+                let overlap = crate::screening::overlap(result, before);
+                counts.honest_repeat_max = counts.honest_repeat_max.max(overlap);
+            }
+        }
+        self.previous_results = results.into_iter().map(Some).collect();
+        Ok(())
+    }
+
+    /// What the screens found so far (nothing unless the config asks for screens).
+    pub fn screen_counts(&self) -> &ScreenCounts {
+        &self.screens
     }
 
     /// Every replica decodes every payload and applies the same aggregate on its own.

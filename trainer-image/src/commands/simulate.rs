@@ -12,7 +12,7 @@ use crate::attack::Attack;
 use crate::data::Dataset;
 use crate::model::{Preset, default_device};
 use crate::optim::AdamWConfig;
-use crate::simulate::{OptimizerKind, PhaseTimes, Simulation, SimulationConfig};
+use crate::simulate::{OptimizerKind, PhaseTimes, ScreenCounts, Simulation, SimulationConfig};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct SimulateArgs {
@@ -71,6 +71,9 @@ pub struct SimulateArgs {
     /// How the --byzantine workers cheat.
     #[arg(long, value_enum)]
     pub attack: Option<Attack>,
+    /// Screen every round's results for zeros, copies and repeats, and report what was flagged.
+    #[arg(long)]
+    pub screen: bool,
 }
 
 impl SimulateArgs {
@@ -93,6 +96,7 @@ impl SimulateArgs {
             worker_threads,
             byzantine: self.byzantine,
             attack: self.attack,
+            screen: self.screen,
         }
     }
 }
@@ -112,6 +116,8 @@ pub struct SimulationSummary {
     pub seconds: f64,
     /// Time per phase over all workers and steps of this run.
     pub phase_times: PhaseTimes,
+    /// What the screens flagged (with --screen).
+    pub screens: ScreenCounts,
 }
 
 /// Runs the simulation `args` describe, with a progress bar unless `quiet`.
@@ -177,6 +183,7 @@ pub fn run_simulation(args: &SimulateArgs) -> anyhow::Result<SimulationSummary> 
         replicas_identical: hashes.windows(2).all(|pair| pair[0] == pair[1]),
         seconds,
         phase_times: simulation.phase_times().clone(),
+        screens: simulation.screen_counts().clone(),
     };
     if let Some(dir) = &args.checkpoint {
         simulation.save_checkpoint(dir)?;
@@ -264,6 +271,24 @@ pub fn simulate(args: &SimulateArgs) -> anyhow::Result<()> {
     ];
     for (metric, value) in rows {
         table.row(vec![metric.to_owned(), value]);
+    }
+    if args.screen {
+        let screens = &summary.screens;
+        let flagged: Vec<String> = screens.flagged.iter().map(u64::to_string).collect();
+        table.row(vec![
+            format!(
+                "rounds flagged by the screens, per worker (of {})",
+                screens.rounds
+            ),
+            flagged.join(" "),
+        ]);
+        table.row(vec![
+            "largest honest overlap: two results of a round, one client's consecutive".to_owned(),
+            format!(
+                "{:.3}, {:.3}",
+                screens.honest_overlap_max, screens.honest_repeat_max
+            ),
+        ]);
     }
     print!("{table}");
     if let Some(dir) = &args.checkpoint {
