@@ -110,3 +110,55 @@ fn random_signs(values: &Tensor, seed: u64) -> Tensor {
         .collect();
     Tensor::from_slice(&noise).view(shape.as_slice())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::demo::ValueEncoding;
+
+    fn honest() -> SparseUpdate {
+        SparseUpdate {
+            values: ValueEncoding::F32,
+            tensors: vec![SparseBlocks {
+                indices: Tensor::from_slice(&[0i64, 3, 1, 2]).view([2, 2]),
+                values: Tensor::from_slice(&[0.5f32, -2.0, 1.5, -0.25]).view([2, 2]),
+            }],
+        }
+    }
+
+    fn values(update: &SparseUpdate) -> [f32; 4] {
+        Vec::<f32>::try_from(update.tensors[0].values.flatten(0, -1))
+            .unwrap()
+            .try_into()
+            .unwrap()
+    }
+
+    #[test]
+    fn each_attack_sends_what_its_name_says() {
+        let own = values(&honest());
+        let forged = |attack: Attack, previous: Option<&SparseUpdate>| {
+            values(&attack.forge(honest(), previous, 4, 7))
+        };
+        assert_eq!(forged(Attack::Zero, None), [0.0; 4]);
+        assert_eq!(forged(Attack::SignFlip, None), own.map(|v| -v));
+        assert_eq!(forged(Attack::Scale, None), own.map(|v| v * SCALE as f32));
+        assert_eq!(
+            forged(Attack::Copy, None),
+            own,
+            "the exchange makes the copy"
+        );
+        assert_eq!(
+            forged(Attack::WrongData, None),
+            own,
+            "its data is what differs"
+        );
+        let mut before = honest();
+        before.tensors[0].values = before.tensors[0].values.ones_like();
+        assert_eq!(forged(Attack::Stale, Some(&before)), [1.0; 4]);
+        assert_eq!(forged(Attack::Stale, None), own, "nothing to repeat yet");
+        // Random keeps the magnitudes, draws the signs, and draws them the same way again.
+        let random = forged(Attack::Random, None);
+        assert_eq!(random.map(f32::abs), own.map(f32::abs));
+        assert_eq!(forged(Attack::Random, None), random);
+    }
+}
