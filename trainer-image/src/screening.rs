@@ -32,26 +32,31 @@ impl Flags {
     }
 }
 
-/// The (block, position) picks of every tensor of `update`.
-fn picks(update: &SparseUpdate) -> BTreeSet<(usize, usize, i64)> {
-    let mut picks = BTreeSet::new();
-    for (tensor, blocks) in update.tensors.iter().enumerate() {
-        let k = blocks.k().max(1);
-        let indices = Vec::<i64>::try_from(blocks.indices.flatten(0, -1)).expect("i64 indices");
-        for (at, index) in indices.into_iter().enumerate() {
-            picks.insert((tensor, at / k, index));
-        }
-    }
-    picks
-}
+/// A result's picks: (tensor, block, position) of every coefficient it selected. Built once per
+/// result, then compared with every other.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Picks(BTreeSet<(usize, usize, i64)>);
 
-/// The share of `a`'s picks that `b` also picks, in the same tensor and block.
-pub fn overlap(a: &SparseUpdate, b: &SparseUpdate) -> f64 {
-    let (a, b) = (picks(a), picks(b));
-    if a.is_empty() {
-        return 0.0;
+impl Picks {
+    pub fn of(update: &SparseUpdate) -> Self {
+        let mut picks = BTreeSet::new();
+        for (tensor, blocks) in update.tensors.iter().enumerate() {
+            let k = blocks.k().max(1);
+            let indices = Vec::<i64>::try_from(blocks.indices.flatten(0, -1)).expect("i64 indices");
+            for (at, index) in indices.into_iter().enumerate() {
+                picks.insert((tensor, at / k, index));
+            }
+        }
+        Self(picks)
     }
-    a.intersection(&b).count() as f64 / a.len() as f64
+
+    /// The share of these picks that `other` also picks, in the same tensor and block.
+    pub fn overlap(&self, other: &Picks) -> f64 {
+        if self.0.is_empty() {
+            return 0.0;
+        }
+        self.0.intersection(&other.0).count() as f64 / self.0.len() as f64
+    }
 }
 
 fn all_zero(blocks: &SparseBlocks) -> bool {
@@ -65,23 +70,26 @@ fn all_zero(blocks: &SparseBlocks) -> bool {
 }
 
 /// Screens a round's `results` (in slot order), each against the others and against what the
-/// same participant sent the round before (`previous`, by the same index).
-pub fn screen(results: &[&SparseUpdate], previous: &[Option<&SparseUpdate>]) -> Vec<Flags> {
-    results
+/// same participant picked the round before (`previous`, by the same index). Returns the flags
+/// and the results' picks, which the next round's screen takes as its `previous`.
+pub fn screen(results: &[&SparseUpdate], previous: &[Option<Picks>]) -> (Vec<Flags>, Vec<Picks>) {
+    let picks: Vec<Picks> = results.iter().map(|result| Picks::of(result)).collect();
+    let flags = results
         .iter()
+        .zip(&picks)
         .enumerate()
-        .map(|(index, result)| Flags {
+        .map(|(index, (result, own))| Flags {
             zero: result.tensors.iter().all(all_zero),
-            copy: results[..index]
+            copy: picks[..index]
                 .iter()
-                .any(|earlier| overlap(result, earlier) >= SAME_SELECTION),
+                .any(|earlier| own.overlap(earlier) >= SAME_SELECTION),
             stale: previous
                 .get(index)
-                .copied()
-                .flatten()
-                .is_some_and(|before| overlap(result, before) >= SAME_SELECTION),
+                .and_then(Option::as_ref)
+                .is_some_and(|before| own.overlap(before) >= SAME_SELECTION),
         })
-        .collect()
+        .collect();
+    (flags, picks)
 }
 
 #[cfg(test)]
@@ -110,12 +118,9 @@ mod tests {
     fn overlap_counts_shared_picks_block_by_block() {
         let a = update(&[&[0, 1, 2, 3], &[0, 1, 2, 3]], 1.0);
         let b = update(&[&[0, 1, 9, 8], &[4, 5, 6, 7]], 1.0);
-        assert_eq!(
-            overlap(&a, &b),
-            2.0 / 8.0,
-            "the second block's picks differ"
-        );
-        assert_eq!(overlap(&a, &a), 1.0);
+        let (a, b) = (Picks::of(&a), Picks::of(&b));
+        assert_eq!(a.overlap(&b), 2.0 / 8.0, "the second block's picks differ");
+        assert_eq!(a.overlap(&a), 1.0);
     }
 
     #[test]
@@ -125,7 +130,7 @@ mod tests {
         let copy = update(&[&[0, 1, 2, 3]], 1.0);
         let zero = update(&[&[8, 9, 10, 11]], 0.0);
         let results = [&honest, &other, &copy, &zero];
-        let flags = screen(&results, &[None, Some(&other), None, None]);
+        let (flags, _) = screen(&results, &[None, Some(Picks::of(&other)), None, None]);
         assert_eq!(flags[0], Flags::default(), "the original is not the copy");
         assert!(flags[1].stale && !flags[1].copy);
         assert!(flags[2].copy && !flags[2].stale);

@@ -17,6 +17,7 @@ use crate::model::{LlamaConfig, Preset, save_safetensors};
 use crate::optim::{AdamW, AdamWConfig, Schedule};
 use crate::payload;
 use crate::replica::Replica;
+use crate::screening::{Picks, screen};
 
 /// Which optimizer the workers use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -180,8 +181,8 @@ pub struct Simulation {
     step: u64,
     times: PhaseTimes,
     screens: ScreenCounts,
-    /// Every worker's result of the step before, decoded, for the stale screen.
-    previous_results: Vec<Option<SparseUpdate>>,
+    /// What every worker's result of the step before picked, for the stale screen.
+    previous_picks: Vec<Option<Picks>>,
 }
 
 impl Simulation {
@@ -241,7 +242,7 @@ impl Simulation {
             step: 0,
             times: PhaseTimes::default(),
             screens: ScreenCounts::default(),
-            previous_results: Vec::new(),
+            previous_picks: Vec::new(),
         })
     }
 
@@ -365,9 +366,7 @@ impl Simulation {
         });
         let results = payload::decode_all(payloads, demo.compressor(), Device::Cpu)?;
         let refs: Vec<&SparseUpdate> = results.iter().collect();
-        let previous: Vec<Option<&SparseUpdate>> =
-            self.previous_results.iter().map(Option::as_ref).collect();
-        let flags = crate::screening::screen(&refs, &previous);
+        let (flags, picks) = screen(&refs, &self.previous_picks);
         let honest = self.workers.len() - self.config.byzantine;
         let counts = &mut self.screens;
         counts.rounds += 1;
@@ -375,17 +374,15 @@ impl Simulation {
         for (count, flags) in counts.flagged.iter_mut().zip(&flags) {
             *count += u64::from(flags.any());
         }
-        for (index, result) in refs[..honest].iter().enumerate() {
-            for other in &refs[..index] {
-                let overlap = crate::screening::overlap(result, other);
-                counts.honest_overlap_max = counts.honest_overlap_max.max(overlap);
+        for (index, own) in picks[..honest].iter().enumerate() {
+            for other in &picks[..index] {
+                counts.honest_overlap_max = counts.honest_overlap_max.max(own.overlap(other));
             }
-            if let Some(before) = previous.get(index).copied().flatten() {
-                let overlap = crate::screening::overlap(result, before);
-                counts.honest_repeat_max = counts.honest_repeat_max.max(overlap);
+            if let Some(Some(before)) = self.previous_picks.get(index) {
+                counts.honest_repeat_max = counts.honest_repeat_max.max(own.overlap(before));
             }
         }
-        self.previous_results = results.into_iter().map(Some).collect();
+        self.previous_picks = picks.into_iter().map(Some).collect();
         Ok(())
     }
 

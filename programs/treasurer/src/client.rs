@@ -3,7 +3,7 @@
 //! adds the token side: mints, associated token accounts and balances.
 
 use demeter_coordinator::client::{ClientFailure, RunClient};
-use demeter_coordinator_core::accounts::Tagged;
+use demeter_coordinator_core::accounts::check_layout;
 use solana_program::program_pack::Pack;
 use solana_program::pubkey::Pubkey;
 use solana_sdk::signature::{Keypair, Signature};
@@ -60,7 +60,7 @@ impl<'a> Rewards<'a> {
             what: "reward pool",
             address,
         };
-        if pool.owner != crate::ID || pool.data.len() != Pool::LEN || pool.data[..8] != Pool::TAG {
+        if pool.owner != crate::ID || check_layout::<Pool>(&pool.data).is_err() {
             return Err(not_a_pool);
         }
         let pool: Pool = bytemuck::try_pod_read_unaligned(&pool.data).map_err(|_| not_a_pool)?;
