@@ -60,6 +60,16 @@ pub enum CoordinatorError {
     AlreadyCommitted,
     #[error("an all-zero hash commits to nothing: commit the payload's content hash")]
     EmptyCommitment,
+    #[error("this client is not an elected witness, and so not a verifier, of that round")]
+    NotAVerifier,
+    #[error("that result did not count in the round: there is nothing to judge")]
+    NotCounted,
+    #[error("the finding cannot be true: {0}")]
+    FindingRefuted(&'static str),
+    #[error("this verifier has judged that result already")]
+    DuplicateVerdict,
+    #[error("this client was ejected from the run for a faked result and cannot take part again")]
+    Ejected,
 }
 
 impl CoordinatorError {
@@ -92,6 +102,11 @@ impl CoordinatorError {
             Self::ReportNamesUncommitted { .. } => 22,
             Self::AlreadyCommitted => 23,
             Self::EmptyCommitment => 24,
+            Self::NotAVerifier => 25,
+            Self::NotCounted => 26,
+            Self::FindingRefuted(_) => 27,
+            Self::DuplicateVerdict => 28,
+            Self::Ejected => 29,
         }
     }
 }

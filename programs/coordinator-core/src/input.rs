@@ -1,6 +1,6 @@
 //! The run's inputs: the one type every host applies, and its one wire encoding.
 //!
-//! A member joins, commits to its results, reports, withdraws; anyone ticks; the run authority pauses, resumes and
+//! A member joins, commits to its results, reports, judges others' results, withdraws; anyone ticks; the run authority pauses, resumes and
 //! changes the config. The Solana program's instructions carry these bytes after their tag (the
 //! program adds only the instructions that manage accounts: creating and closing a run, join
 //! grants), and the centralized server's requests carry the same bytes, so a new input is
@@ -13,6 +13,7 @@
 use crate::config::Config;
 use crate::error::CoordinatorError;
 use crate::state::{Coordinator, Endpoint, WitnessReport};
+use crate::verdict::Finding;
 
 /// One input to a run, from one signer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,6 +44,14 @@ pub enum Input {
     },
     /// The signer shows that `target` trained in round `step` unseen by a witness quorum.
     HealthCheck { step: u64, target: [u8; 32] },
+    /// The signer, elected witness `position` of closed round `step` and so its verifier,
+    /// judges `target`'s counted result of that round faked, by `finding`.
+    Verdict {
+        step: u64,
+        position: u16,
+        target: [u8; 32],
+        finding: Finding,
+    },
 }
 
 /// The tags of the inputs. The program's own instructions use the numbers in between (0, 4, 5,
@@ -58,6 +67,7 @@ pub mod tag {
     pub const WITNESS: u8 = 10;
     pub const HEALTH_CHECK: u8 = 11;
     pub const COMMIT: u8 = 13;
+    pub const VERDICT: u8 = 14;
 }
 
 /// Bytes that are not an input's encoding.
@@ -67,6 +77,8 @@ pub enum MalformedInput {
     Empty,
     #[error("unknown input tag {0}")]
     UnknownTag(u8),
+    #[error("a verdict's finding is not one the coordinator knows (kind {0})")]
+    UnknownFinding(u8),
     #[error("input tag {tag}: {len} bytes of fields, {expected} expected")]
     WrongLength {
         tag: u8,
@@ -100,6 +112,7 @@ impl Input {
             Self::Commit { .. } => "Commit",
             Self::Witness { .. } => "Witness",
             Self::HealthCheck { .. } => "HealthCheck",
+            Self::Verdict { .. } => "Verdict",
         }
     }
 
@@ -115,6 +128,7 @@ impl Input {
             Self::Commit { .. } => tag::COMMIT,
             Self::Witness { .. } => tag::WITNESS,
             Self::HealthCheck { .. } => tag::HEALTH_CHECK,
+            Self::Verdict { .. } => tag::VERDICT,
         }
     }
 
@@ -159,6 +173,16 @@ impl Input {
                 step: u64_at(0),
                 target: fields[8..].try_into().expect("32"),
             },
+            tag::VERDICT => {
+                let finding: &[u8; Finding::LEN] = fields[42..].try_into().expect("5");
+                Self::Verdict {
+                    step: u64_at(0),
+                    position: u16_at(8),
+                    target: fields[10..42].try_into().expect("32"),
+                    finding: Finding::unpack(finding)
+                        .ok_or(MalformedInput::UnknownFinding(finding[0]))?,
+                }
+            }
             _ => unreachable!("fields_len knows every tag"),
         })
     }
@@ -171,6 +195,7 @@ impl Input {
             tag::JOIN => 16 + 2,
             tag::WITNESS => 8 + 2 + size_of::<WitnessReport>(),
             tag::HEALTH_CHECK | tag::COMMIT => 8 + 32,
+            tag::VERDICT => 8 + 2 + 32 + Finding::LEN,
             _ => return None,
         })
     }
@@ -200,6 +225,17 @@ impl Input {
             Self::HealthCheck { step, target } => {
                 data.extend_from_slice(&step.to_le_bytes());
                 data.extend_from_slice(target);
+            }
+            Self::Verdict {
+                step,
+                position,
+                target,
+                finding,
+            } => {
+                data.extend_from_slice(&step.to_le_bytes());
+                data.extend_from_slice(&position.to_le_bytes());
+                data.extend_from_slice(target);
+                data.extend_from_slice(&finding.pack());
             }
             Self::Pause | Self::Resume | Self::Withdraw | Self::Tick | Self::WarmupWitness => {}
         }
@@ -234,6 +270,12 @@ impl Coordinator {
                 ref report,
             } => self.witness(signer, step, position, report, now),
             Input::HealthCheck { step, target } => self.health_check(signer, step, target, now),
+            Input::Verdict {
+                step,
+                position,
+                target,
+                finding,
+            } => self.verdict(signer, step, position, target, finding, now),
         }
     }
 }
@@ -275,6 +317,27 @@ mod tests {
                 step: u64::MAX,
                 target: [4; 32],
             },
+            Input::Verdict {
+                step: 9,
+                position: 2,
+                target: [5; 32],
+                finding: Finding::Zero,
+            },
+            Input::Verdict {
+                step: 9,
+                position: 2,
+                target: [5; 32],
+                finding: Finding::Copy {
+                    of: 7,
+                    overlap: 990,
+                },
+            },
+            Input::Verdict {
+                step: 9,
+                position: 0,
+                target: [5; 32],
+                finding: Finding::Stale { overlap: 1000 },
+            },
         ];
         for input in inputs {
             let data = input.pack();
@@ -293,7 +356,7 @@ mod tests {
             }
         }
         assert_eq!(Input::unpack(&[]), Err(MalformedInput::Empty));
-        for tag in [0, 4, 5, 12, 14, 255] {
+        for tag in [0, 4, 5, 12, 15, 255] {
             assert_eq!(Input::unpack(&[tag]), Err(MalformedInput::UnknownTag(tag)));
         }
     }

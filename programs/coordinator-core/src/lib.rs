@@ -17,8 +17,10 @@ pub mod input;
 mod machine;
 pub mod shuffle;
 pub mod state;
+pub mod verdict;
 
 pub use config::Config;
 pub use error::{AccessError, CoordinatorError, MALFORMED_INPUT};
 pub use input::Input;
 pub use state::{Coordinator, Endpoint, Member, MemberStatus, Round, RunState, WitnessReport};
+pub use verdict::Finding;

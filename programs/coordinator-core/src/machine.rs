@@ -12,6 +12,8 @@
 //! Cooldown ──(cooldown time-out; points to members a quorum saw)──► WaitingForMembers | Paused | Finished
 //! WaitingForMembers | Warmup ──pause──► Paused ──resume──► WaitingForMembers
 //! ```
+//!
+//! Verdicts (`verdict.rs`) change no run state: they eject members.
 
 use bytemuck::Zeroable;
 
@@ -43,7 +45,7 @@ impl Coordinator {
         Ok(())
     }
 
-    fn check_clock(&self, now: i64) -> Result<()> {
+    pub(crate) fn check_clock(&self, now: i64) -> Result<()> {
         if self.run_state() == RunState::Uninitialized {
             return Err(CoordinatorError::Uninitialized);
         }
@@ -142,6 +144,7 @@ impl Coordinator {
                 MemberStatus::Pending | MemberStatus::Active => {
                     return Err(CoordinatorError::AlreadyJoined);
                 }
+                MemberStatus::Ejected => return Err(CoordinatorError::Ejected),
                 _ => slot,
             },
             None => {
@@ -286,6 +289,15 @@ impl Coordinator {
             .epoch_rounds
             .checked_add(1)
             .ok_or(CoordinatorError::Overflow("epoch rounds"))?;
+        // A participant ejected while its round was under way had its result seen, perhaps,
+        // but it counts for nothing: the round's record says so for every replica.
+        for index in 0..MAX_CLIENTS {
+            if self.rounds[slot].is_participant(index)
+                && self.members[index].status() == MemberStatus::Ejected
+            {
+                self.rounds[slot].ejected[index / 8] |= 1 << (index % 8);
+            }
+        }
         self.rounds[slot].closed = 1;
         self.step = step;
         self.data_position = data_position;
@@ -385,7 +397,7 @@ impl Coordinator {
         Ok(())
     }
 
-    fn active_slot(&self, id: &[u8; 32]) -> Result<usize> {
+    pub(crate) fn active_slot(&self, id: &[u8; 32]) -> Result<usize> {
         let slot = self.member_index(id).ok_or(CoordinatorError::NotAMember)?;
         if self.members[slot].status() != MemberStatus::Active {
             return Err(CoordinatorError::NotInEpoch);
@@ -427,6 +439,9 @@ impl Coordinator {
             return Err(CoordinatorError::AlreadyCommitted);
         }
         round.commitments[slot] = hash;
+        // At most 256 participants commit once each, so the order fits a byte.
+        round.commit_order[slot] = round.commit_count as u8;
+        round.commit_count += 1;
         self.last_update = now;
         Ok(())
     }

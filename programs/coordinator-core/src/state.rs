@@ -63,6 +63,9 @@ pub enum MemberStatus {
     Dropped = 3,
     /// Left the run; may rejoin.
     Withdrawn = 4,
+    /// Judged by a quorum of verifiers to have faked a result: its unpaid points are slashed,
+    /// none of its results count from then on, and it may never rejoin.
+    Ejected = 5,
 }
 
 /// Where a member serves its results to peers, announced when it joins: an IPv6 address (IPv4
@@ -127,11 +130,12 @@ impl Member {
         self.points.saturating_sub(self.slashed)
     }
 
-    /// Dropped or withdrawn without a point earned: its slot may go to a new client.
+    /// Out of the run without a point earned: its slot may go to a new client. (An ejected
+    /// member with no points has nothing left to slash, and its deposit is forfeit already.)
     pub fn is_reclaimable(&self) -> bool {
         matches!(
             self.status(),
-            MemberStatus::Dropped | MemberStatus::Withdrawn
+            MemberStatus::Dropped | MemberStatus::Withdrawn | MemberStatus::Ejected
         ) && self.points == 0
     }
 
@@ -141,6 +145,7 @@ impl Member {
             2 => MemberStatus::Active,
             3 => MemberStatus::Dropped,
             4 => MemberStatus::Withdrawn,
+            5 => MemberStatus::Ejected,
             _ => MemberStatus::Empty,
         }
     }
@@ -194,12 +199,24 @@ pub struct Round {
     pub reported: u32,
     pub in_use: u8,
     pub closed: u8,
-    pub _padding: [u8; 6],
+    /// Commitments made this round so far.
+    pub commit_count: u16,
+    pub _padding: [u8; 4],
     pub reports: [WitnessReport; MAX_WITNESSES],
     /// By member slot: the content hash of the result the participant committed to this round,
     /// all zero until it commits. Written once, so what a witness vouched for cannot change
     /// afterwards, and every replica applies exactly the payload with this hash.
     pub commitments: [[u8; 32]; MAX_CLIENTS],
+    /// By member slot: the order in which the participant committed (0 first), valid where it
+    /// committed. A result can only be fetched by its committed hash, so a copy is always
+    /// committed after its original: what tells a copier from the one it copied.
+    pub commit_order: [u8; MAX_CLIENTS],
+    /// Bitmap over member slots of participants ejected before the round closed: their results
+    /// do not count, whatever the witnesses saw.
+    pub ejected: [u8; 32],
+    /// By member slot: a bitmap over verifier (witness) positions that judged the participant's
+    /// result faked (`Input::Verdict`). A verdict quorum of them ejects it.
+    pub accusations: [u32; MAX_CLIENTS],
 }
 
 impl Round {
@@ -278,11 +295,38 @@ impl Round {
         self.witness_count > 0 && self.reports_seeing(slot) >= self.quorum()
     }
 
-    /// The content hash of participant `slot`'s result if it counts: committed, and held by a
-    /// witness quorum. Every client applies exactly the payloads with these hashes, so a result
-    /// is only ever forged by a second preimage of SHA-256.
+    /// Whether participant `slot` was ejected before the round closed.
+    pub fn was_ejected(&self, slot: usize) -> bool {
+        slot < MAX_CLIENTS && self.ejected[slot / 8] & (1 << (slot % 8)) != 0
+    }
+
+    /// The content hash of participant `slot`'s result if it counts: committed, held by a
+    /// witness quorum, and not ejected by the close. Every client applies exactly the payloads
+    /// with these hashes, so a result is only ever forged by a second preimage of SHA-256.
     pub fn counted(&self, slot: usize) -> Option<&[u8; 32]> {
-        self.was_seen(slot).then(|| self.commitment(slot)).flatten()
+        (self.was_seen(slot) && !self.was_ejected(slot))
+            .then(|| self.commitment(slot))
+            .flatten()
+    }
+
+    /// Whether `earlier` committed before `later` in this round (both having committed).
+    pub fn committed_before(&self, earlier: usize, later: usize) -> bool {
+        self.commitment(earlier).is_some()
+            && self.commitment(later).is_some()
+            && self.commit_order[earlier] < self.commit_order[later]
+    }
+
+    /// Verifiers that judged participant `slot`'s result faked.
+    pub fn accusation_count(&self, slot: usize) -> u16 {
+        self.accusations
+            .get(slot)
+            .map_or(0, |a| a.count_ones() as u16)
+    }
+
+    /// Verdicts that eject a participant: a witness quorum, and never fewer than two, so no
+    /// single verifier can eject anyone (a run with one witness ejects nobody).
+    pub fn verdict_quorum(&self) -> u16 {
+        self.quorum().max(2)
     }
 }
 

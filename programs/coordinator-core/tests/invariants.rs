@@ -1,7 +1,7 @@
 //! Random sequences of inputs never break the run's invariants.
 
 use demeter_coordinator_core::{
-    Config, Coordinator, Endpoint, Input, MemberStatus, RunState, WitnessReport,
+    Config, Coordinator, Endpoint, Finding, Input, MemberStatus, RunState, WitnessReport,
 };
 use proptest::prelude::*;
 
@@ -15,21 +15,66 @@ enum Action {
     WarmupWitness(u8),
     /// A client commits to a result of the current round.
     Commit(u8, u8),
-    /// A client reports as witness `position`, having seen the clients in the mask.
     /// `client` reports as witness `position` (`None`: the member elected there), having seen
-    /// the clients in the mask.
+    /// the clients in the mask (`None`: every participant that committed, as an honest witness
+    /// holding everything reports).
     Witness {
         client: Option<u8>,
         position: u16,
-        seen: u8,
+        seen: Option<u8>,
     },
     HealthCheck {
         from: u8,
         rounds_back: u64,
         target: u8,
     },
+    /// `client` (`None`: the member elected there) judges `target`'s result of a round
+    /// `rounds_back` before the current step, as verifier `position`.
+    Verdict {
+        client: Option<u8>,
+        rounds_back: u64,
+        position: u16,
+        target: u8,
+        finding: Finding,
+    },
     Pause,
     Resume,
+    /// Shorthand, expanded before it is applied: every client commits, then every elected
+    /// witness reports what was committed (so rounds close with results that count).
+    HonestRound,
+    /// Shorthand: every verifier of the two rounds before judges `target` by `finding`.
+    Judge {
+        target: u8,
+        finding: Finding,
+    },
+}
+
+impl Action {
+    /// The inputs' actions this one stands for.
+    fn expand(&self) -> Vec<Action> {
+        match *self {
+            Action::HonestRound => (0..CLIENTS)
+                .map(|client| Action::Commit(client, client))
+                .chain((0..4).map(|position| Action::Witness {
+                    client: None,
+                    position,
+                    seen: None,
+                }))
+                .collect(),
+            Action::Judge { target, finding } => (1..3)
+                .flat_map(|rounds_back| {
+                    (0..4).map(move |position| Action::Verdict {
+                        client: None,
+                        rounds_back,
+                        position,
+                        target,
+                        finding,
+                    })
+                })
+                .collect(),
+            ref action => vec![action.clone()],
+        }
+    }
 }
 
 const CLIENTS: u8 = 6;
@@ -41,11 +86,32 @@ fn action() -> impl Strategy<Value = Action> {
         6 => prop_oneof![Just(0i64), 1..15i64, 15..90i64].prop_map(Action::Tick),
         3 => (0..CLIENTS).prop_map(Action::WarmupWitness),
         5 => (0..CLIENTS, any::<u8>()).prop_map(|(client, hash)| Action::Commit(client, hash)),
-        5 => (proptest::option::of(0..CLIENTS), 0..4u16, prop_oneof![Just(0xFFu8), any::<u8>()])
+        5 => (proptest::option::of(0..CLIENTS), 0..4u16, prop_oneof![Just(None), Just(Some(0xFFu8)), any::<u8>().prop_map(Some)])
             .prop_map(|(client, position, seen)| Action::Witness { client, position, seen }),
         1 => (0..CLIENTS, 1..3u64, 0..CLIENTS).prop_map(|(from, rounds_back, target)| Action::HealthCheck { from, rounds_back, target }),
+        3 => (
+            proptest::option::of(0..CLIENTS),
+            1..3u64,
+            0..4u16,
+            0..CLIENTS,
+            prop_oneof![
+                Just(Finding::Zero),
+                (0..CLIENTS as u16).prop_map(|of| Finding::Copy { of, overlap: 1000 }),
+                Just(Finding::Stale { overlap: 960 }),
+            ],
+        )
+            .prop_map(|(client, rounds_back, position, target, finding)| Action::Verdict {
+                client,
+                rounds_back,
+                position,
+                target,
+                finding,
+            }),
         1 => Just(Action::Pause),
         1 => Just(Action::Resume),
+        4 => Just(Action::HonestRound),
+        3 => (0..CLIENTS, prop_oneof![Just(Finding::Zero), Just(Finding::Stale { overlap: 1000 })])
+            .prop_map(|(target, finding)| Action::Judge { target, finding }),
     ]
 }
 
@@ -102,9 +168,14 @@ fn apply(c: &mut Coordinator, action: &Action, now: &mut i64, counter: u64) -> (
         } => {
             // Any members' slots: honest reports (committed participants only) and false ones.
             for slot in (0..CLIENTS).filter_map(|other| {
-                (seen & (1 << other) != 0)
-                    .then(|| c.member_index(&id(other)))
-                    .flatten()
+                let marked = match (seen, c.current_round()) {
+                    (Some(mask), _) => mask & (1 << other) != 0,
+                    (None, Some(round)) => c
+                        .member_index(&id(other))
+                        .is_some_and(|slot| round.commitment(slot).is_some()),
+                    (None, None) => false,
+                };
+                marked.then(|| c.member_index(&id(other))).flatten()
             }) {
                 report.insert(slot);
             }
@@ -134,8 +205,33 @@ fn apply(c: &mut Coordinator, action: &Action, now: &mut i64, counter: u64) -> (
                 target: id(target),
             },
         ),
+        Action::Verdict {
+            client,
+            rounds_back,
+            position,
+            target,
+            finding,
+        } => {
+            let step = c.step.saturating_sub(rounds_back);
+            let elected = c
+                .held_round(step)
+                .and_then(|round| round.elected(position))
+                .map(|slot| c.members[slot].id);
+            let signer = match client {
+                Some(client) => id(client),
+                None => elected.unwrap_or(id(0)),
+            };
+            let input = Input::Verdict {
+                step,
+                position,
+                target: id(target),
+                finding,
+            };
+            (signer, input)
+        }
         Action::Pause => (AUTHORITY, Input::Pause),
         Action::Resume => (AUTHORITY, Input::Resume),
+        Action::HonestRound | Action::Judge { .. } => unreachable!("expanded before applied"),
     };
     (signer, c.apply(signer, &input, *now, &seed).is_ok())
 }
@@ -166,6 +262,7 @@ proptest! {
         let mut c: Box<Coordinator> = bytemuck::zeroed_box();
         let mut now = 0i64;
         c.init([1; 32], config(witness_nodes), now).unwrap();
+        let actions: Vec<Action> = actions.iter().flat_map(Action::expand).collect();
         for (counter, action) in actions.iter().enumerate() {
             let before = *c;
             let (signer, accepted) = apply(&mut c, action, &mut now, counter as u64);
@@ -196,6 +293,40 @@ proptest! {
                 // Audit finding 3: slots are freed, but never one that holds points.
                 if old.points > 0 {
                     prop_assert_eq!(new.id, old.id, "a member with points keeps its slot");
+                }
+                prop_assert!(new.slashed <= new.points, "only points held are slashed");
+                if new.id == old.id {
+                    prop_assert!(new.slashed >= old.slashed, "a slash is never undone");
+                    if old.status() == MemberStatus::Ejected {
+                        prop_assert_eq!(new.status(), MemberStatus::Ejected, "an ejection is for good");
+                    }
+                }
+                if new.slashed > old.slashed || (new.status() == MemberStatus::Ejected && old.status() != MemberStatus::Ejected && new.id == old.id) {
+                    prop_assert!(matches!(action, Action::Verdict { .. }), "only a verdict ejects and slashes");
+                    prop_assert_eq!(new.slashed, new.points, "an ejection slashes every point held");
+                }
+            }
+            // Verdicts come from a verifier of the judged round that stands in the epoch, are
+            // about a result that counted, and eject only with two or more verifiers agreeing.
+            if let Action::Verdict { rounds_back, position, target, .. } = action {
+                let step = before.step.saturating_sub(*rounds_back);
+                let round = before.closed_round(step).unwrap();
+                let slot = before.member_index(&signer).unwrap();
+                prop_assert_eq!(before.members[slot].status(), MemberStatus::Active);
+                prop_assert_eq!(round.elected(*position), Some(slot), "a verdict comes from an elected verifier");
+                let accused = before.member_index(&id(*target)).unwrap();
+                prop_assert!(round.counted(accused).is_some(), "only a counted result is judged");
+                let after = &c.rounds[step as usize % 4];
+                if c.members[accused].status() == MemberStatus::Ejected {
+                    prop_assert!(after.accusation_count(accused) >= after.verdict_quorum().max(2));
+                }
+            }
+            // What a closed round counts never changes: replicas applied it.
+            for (old, new) in before.rounds.iter().zip(&c.rounds) {
+                if old.closed == 1 && new.step == old.step {
+                    for slot in 0..256 {
+                        prop_assert_eq!(new.counted(slot), old.counted(slot), "a closed round's results are fixed");
+                    }
                 }
             }
             // Audit finding 10: only a member standing in the epoch reports as a witness.

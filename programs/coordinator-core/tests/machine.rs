@@ -1,122 +1,11 @@
 //! The run state machine, transition by transition, and whole epochs.
 
+mod fixture;
+
 use demeter_coordinator_core::{
     Config, Coordinator, CoordinatorError, Endpoint, MemberStatus, RunState, WitnessReport,
 };
-
-fn config() -> Config {
-    Config {
-        ..Config::example()
-    }
-}
-
-fn id(n: u8) -> [u8; 32] {
-    [n; 32]
-}
-
-fn endpoint(n: u8) -> Endpoint {
-    Endpoint::from(std::net::SocketAddr::from((
-        [127, 0, 0, 1],
-        7000 + u16::from(n),
-    )))
-}
-
-fn seed(n: u64) -> [u8; 32] {
-    let mut seed = [0u8; 32];
-    seed[..8].copy_from_slice(&n.to_le_bytes());
-    seed
-}
-
-struct Run {
-    c: Box<Coordinator>,
-    now: i64,
-}
-
-impl Run {
-    fn new(config: Config) -> Self {
-        let mut c: Box<Coordinator> = bytemuck::zeroed_box();
-        c.init([9; 32], config, 1000).unwrap();
-        Self { c, now: 1000 }
-    }
-
-    fn at(&mut self, seconds: i64) -> i64 {
-        self.now += seconds;
-        self.now
-    }
-
-    /// One tick `seconds` later, and when it arms a transition (a round's start or close),
-    /// the tick that takes it, at the same time with a fresh seed (as a host's next tick does).
-    fn tick(&mut self, seconds: i64) -> Result<RunState, CoordinatorError> {
-        let now = self.at(seconds);
-        let state = self.c.tick(now, &seed(now as u64))?;
-        if self.c.transition_armed == 1 {
-            return self.c.tick(now, &seed(now as u64 ^ 0xA5));
-        }
-        Ok(state)
-    }
-
-    /// Three members join, the window passes, all report ready: the first round is training.
-    fn started(config: Config, members: &[u8]) -> Self {
-        let mut run = Self::new(config);
-        for &m in members {
-            let now = run.at(1);
-            run.c.join(id(m), endpoint(m), now).unwrap();
-        }
-        assert_eq!(run.tick(5), Ok(RunState::Warmup));
-        for &m in members {
-            let now = run.at(1);
-            run.c.warmup_witness(id(m), now).unwrap();
-        }
-        // All ready arms the first round's start; the next tick takes it.
-        assert_eq!(run.c.transition_armed, 1);
-        assert_eq!(run.tick(0), Ok(RunState::RoundTrain));
-        run
-    }
-
-    /// Members `members` commit to their results of the current round (those that have not).
-    fn commit(&mut self, members: &[u8]) {
-        let round = *self.c.current_round().unwrap();
-        for &m in members {
-            let slot = self.c.member_index(&id(m)).unwrap();
-            if round.commitment(slot).is_none() {
-                let now = self.at(0);
-                self.c
-                    .commit(id(m), round.step, commitment(m, round.step), now)
-                    .unwrap();
-            }
-        }
-    }
-
-    /// A witness report of the current round that holds the committed results of `seen`,
-    /// which commit first.
-    fn report(&mut self, seen: &[u8]) -> WitnessReport {
-        self.commit(seen);
-        let mut report = WitnessReport::default();
-        for &m in seen {
-            report.insert(self.c.member_index(&id(m)).unwrap());
-        }
-        report
-    }
-
-    /// Every elected witness reports having seen `seen` (and their commitments).
-    fn witness_all(&mut self, seen: &[u8]) {
-        let round = *self.c.current_round().unwrap();
-        let report = self.report(seen);
-        for position in 0..round.witness_count {
-            let witness = self.c.members[round.elected(position).unwrap()].id;
-            let now = self.at(1);
-            self.c
-                .witness(witness, round.step, position, &report, now)
-                .unwrap();
-        }
-    }
-}
-
-fn commitment(member: u8, step: u64) -> [u8; 32] {
-    let mut c = [member; 32];
-    c[..8].copy_from_slice(&step.to_le_bytes());
-    c
-}
+use fixture::*;
 
 #[test]
 fn endpoints_keep_v4_and_v6_addresses_and_zero_means_none() {
@@ -284,28 +173,6 @@ fn throwaway_keys_cannot_fill_a_run_for_good() {
         None,
         "its slot went to a new client"
     );
-}
-
-/// Closes the current round with a report from every elected witness that is still Active.
-fn close_round_with_active_witnesses(run: &mut Run, seen: &[u8]) {
-    let round = *run.c.current_round().unwrap();
-    let report = run.report(seen);
-    for position in 0..round.witness_count {
-        let witness = run.c.members[round.elected(position).unwrap()];
-        if witness.status() == MemberStatus::Active {
-            let now = run.at(1);
-            run.c
-                .witness(witness.id, round.step, position, &report, now)
-                .unwrap();
-        }
-    }
-    for _ in 0..20 {
-        if run.c.step != round.step {
-            return;
-        }
-        let _ = run.tick(10);
-    }
-    panic!("round {} did not close", round.step);
 }
 
 #[test]

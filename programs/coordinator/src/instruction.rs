@@ -8,7 +8,7 @@
 //! exactly one encoding.
 
 use demeter_coordinator_core::input::MalformedInput;
-use demeter_coordinator_core::{Config, Endpoint, Input, WitnessReport};
+use demeter_coordinator_core::{Config, Endpoint, Finding, Input, WitnessReport};
 use solana_program::instruction::{AccountMeta, Instruction};
 use solana_program::program_error::ProgramError;
 use solana_program::pubkey::Pubkey;
@@ -60,8 +60,8 @@ pub enum CoordinatorInstruction {
     /// One of the run's inputs, applied by the state machine. Its accounts:
     ///
     /// - `UpdateConfig`, `Pause`, `Resume` (the run authority signs), `WarmupWitness`,
-    ///   `Commit`, `Witness`, `HealthCheck` (a member signs): 0. `[s]` signer. 1. `[w]` run account.
-    ///   2. `[]` Clock sysvar.
+    ///   `Commit`, `Witness`, `HealthCheck`, `Verdict` (a member signs): 0. `[s]` signer.
+    ///   1. `[w]` run account. 2. `[]` Clock sysvar.
     /// - `Withdraw`: the same, with 0. `[s, w]`: the member, which gets its deposit back.
     /// - `Join`: 0. `[s, w]` the client, which pays the deposit. 1. `[w]` run account.
     ///   2. `[]` Clock sysvar. 3. `[]` system program. 4. `[]` the client's join grant, read
@@ -174,7 +174,8 @@ pub fn input(signer: &Pubkey, run_account: &Pubkey, input: Input) -> Instruction
         | Input::WarmupWitness
         | Input::Commit { .. }
         | Input::Witness { .. }
-        | Input::HealthCheck { .. } => vec![signer, run, clock],
+        | Input::HealthCheck { .. }
+        | Input::Verdict { .. } => vec![signer, run, clock],
     };
     instruction(accounts, CoordinatorInstruction::Input(input))
 }
@@ -306,6 +307,27 @@ pub fn health_check(
         Input::HealthCheck {
             step,
             target: target.to_bytes(),
+        },
+    )
+}
+
+/// Verifier `position` of closed round `step` judges `target`'s result faked, by `finding`.
+pub fn verdict(
+    client: &Pubkey,
+    run_account: &Pubkey,
+    step: u64,
+    position: u16,
+    target: &Pubkey,
+    finding: Finding,
+) -> Instruction {
+    input(
+        client,
+        run_account,
+        Input::Verdict {
+            step,
+            position,
+            target: target.to_bytes(),
+            finding,
         },
     )
 }

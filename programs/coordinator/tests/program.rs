@@ -6,7 +6,8 @@ use demeter_coordinator::instruction::{self, CoordinatorInstruction};
 use demeter_coordinator::processor::process_instruction;
 use demeter_coordinator_core::accounts::{RunAccount, RunInstance, Tagged};
 use demeter_coordinator_core::{
-    AccessError, Config, CoordinatorError, Endpoint, Input, MemberStatus, RunState, WitnessReport,
+    AccessError, Config, CoordinatorError, Endpoint, Finding, Input, MemberStatus, RunState,
+    WitnessReport,
 };
 use solana_program_test::{BanksClientError, ProgramTest, ProgramTestContext, processor};
 use solana_sdk::account::{Account, AccountSharedData, WritableAccount};
@@ -188,16 +189,24 @@ struct Started {
 
 impl Started {
     async fn new(config: Config) -> Self {
+        Self::with_deposit(config, 0).await
+    }
+
+    /// Three clients, each paying `join_deposit` to join, in the first round of the run.
+    async fn with_deposit(config: Config, join_deposit: u64) -> Self {
         let mut chain = Chain::start().await;
         let authority = chain.funded().await;
         let run_account = Keypair::new();
         let run_id = *b"moby-dick-tiny\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0";
         chain
-            .create_run(&authority, &run_account, run_id, None, config)
+            .create_run_with_deposit(&authority, &run_account, run_id, None, config, join_deposit)
             .await
             .unwrap();
         let run = run_account.pubkey();
-        let clients: Vec<Keypair> = (0..3).map(|_| Keypair::new()).collect();
+        let mut clients = Vec::new();
+        for _ in 0..3 {
+            clients.push(chain.funded().await);
+        }
         for client in &clients {
             chain.advance(1);
             chain
@@ -534,6 +543,96 @@ async fn a_result_counts_only_by_the_hash_its_participant_committed_once() {
 
 /// Audit finding 6: a config the authority set (points or batch sizes up to u64::MAX) let a
 /// tick overflow, and every later tick fail, locking the run and its rent.
+/// Issue 15: a verdict quorum of a round's verifiers ejects a member through real
+/// transactions: its deposit is forfeit, it cannot rejoin, and what the coordinator can check
+/// of a finding is checked on chain.
+#[tokio::test]
+async fn a_verdict_quorum_ejects_a_member_and_its_deposit_is_forfeit() {
+    let mut s = Started::with_deposit(config(), DEPOSIT).await;
+    let run = s.run;
+    s.witness_round().await;
+    s.chain.advance(10);
+    s.chain.tick(&run).await.unwrap();
+    let state = s.chain.run(&run).await;
+    let round = *state.coordinator.closed_round(0).unwrap();
+    let (cheater, verifiers): (Vec<usize>, Vec<usize>) = {
+        let slots: Vec<usize> = (0..round.witness_count)
+            .map(|position| round.elected(position).unwrap())
+            .collect();
+        (vec![slots[0]], slots[1..].to_vec())
+    };
+    let key = |slot: usize| Pubkey::new_from_array(state.coordinator.members[slot].id);
+    let target = key(cheater[0]);
+    let verdict = |signer: &Pubkey, position: u16, finding: Finding| {
+        instruction::verdict(signer, &run, 0, position, &target, finding)
+    };
+    let position = |slot: usize| round.witness_position(slot).unwrap();
+
+    let stranger = s.chain.funded().await;
+    let sent = s
+        .chain
+        .send(
+            &[verdict(&stranger.pubkey(), 1, Finding::Zero)],
+            &[&stranger],
+        )
+        .await;
+    assert_eq!(failed(sent), machine(CoordinatorError::NotAMember));
+    let first = s.client(&key(verifiers[0]).to_bytes()).insecure_clone();
+    let wrong_position = (position(verifiers[0]) + 1) % round.witness_count;
+    let sent = s
+        .chain
+        .send(
+            &[verdict(&first.pubkey(), wrong_position, Finding::Zero)],
+            &[&first],
+        )
+        .await;
+    assert_eq!(failed(sent), machine(CoordinatorError::NotAVerifier));
+    let itself = Finding::Copy {
+        of: cheater[0] as u16,
+        overlap: 1000,
+    };
+    let sent = s
+        .chain
+        .send(
+            &[verdict(&first.pubkey(), position(verifiers[0]), itself)],
+            &[&first],
+        )
+        .await;
+    assert!(matches!(
+        failed(sent),
+        TransactionError::InstructionError(0, InstructionError::Custom(27))
+    ));
+
+    for &slot in &verifiers {
+        let verifier = s.client(&key(slot).to_bytes()).insecure_clone();
+        s.chain.advance(1);
+        let ix = verdict(&verifier.pubkey(), position(slot), Finding::Zero);
+        s.chain.send(&[ix], &[&verifier]).await.unwrap();
+    }
+    let state = s.chain.run(&run).await;
+    let ejected = state.coordinator.members[cheater[0]];
+    assert_eq!(ejected.status(), MemberStatus::Ejected);
+    assert_eq!(ejected.slashed, ejected.points);
+    assert_eq!(state.deposits[cheater[0]], 0);
+    assert_eq!(state.forfeited, DEPOSIT, "its deposit is forfeit");
+    assert_eq!(state.deposits_held(), 2 * DEPOSIT);
+
+    let cheater = s.client(&target.to_bytes()).insecure_clone();
+    let sent = s
+        .chain
+        .send(
+            &[instruction::withdraw(&cheater.pubkey(), &run)],
+            &[&cheater],
+        )
+        .await;
+    assert_eq!(failed(sent), machine(CoordinatorError::NotAMember));
+    let rejoin = instruction::join(&cheater.pubkey(), &run, endpoint());
+    assert_eq!(
+        failed(s.chain.send(&[rejoin], &[&cheater]).await),
+        machine(CoordinatorError::Ejected)
+    );
+}
+
 #[tokio::test]
 async fn configs_that_could_overflow_are_refused() {
     let mut chain = Chain::start().await;
@@ -1214,10 +1313,10 @@ fn account_sizes_are_as_documented() {
     use demeter_coordinator_core::accounts::JoinGrant;
     assert_eq!(
         (RunInstance::LEN, RunAccount::LEN, JoinGrant::LEN),
-        (112, 58_152, 112)
+        (112, 63_400, 112)
     );
     let rent = solana_sdk::rent::Rent::default().minimum_balance(RunAccount::LEN);
-    assert_eq!(rent, 405_628_800, "lamports to keep a run account");
+    assert_eq!(rent, 442_154_880, "lamports to keep a run account");
 }
 
 #[test]

@@ -16,10 +16,11 @@ use demeter_coordinator_core::Coordinator;
 use serde::{Deserialize, Serialize};
 use tokio_util::codec::LengthDelimitedCodec;
 
-/// Version 3: participants commit their results (`Input::Commit`) and witness reports are exact
-/// bitmaps (version 2 had Bloom-filter reports; version 1 a request enum of its own).
-pub const PROTOCOL_VERSION: u16 = 3;
-/// The largest frame either side accepts; a state push is about 57 KB.
+/// Version 4: verifiers judge results (`Input::Verdict`) and members can be ejected (version 3
+/// added commitments and exact witness bitmaps; version 2 had Bloom-filter reports; version 1 a
+/// request enum of its own).
+pub const PROTOCOL_VERSION: u16 = 4;
+/// The largest frame either side accepts; a state push is about 62 KB.
 pub const MAX_FRAME: usize = 1 << 20;
 const CHALLENGE_DOMAIN: &[u8] = b"demeter-coordinator-challenge-v1";
 

@@ -13,7 +13,8 @@ use demeter_coordinator_core::Coordinator;
 use sha2::{Digest, Sha256};
 
 const MAGIC: &[u8; 4] = b"DMCS";
-const FORMAT_VERSION: u32 = 1;
+/// Version 2: rounds record commit order, accusations and ejections (issue 15).
+const FORMAT_VERSION: u32 = 2;
 const HEADER: usize = 8;
 
 #[derive(Debug, thiserror::Error)]
@@ -63,14 +64,16 @@ impl StateStore {
             why,
         };
         let state_len = size_of::<Coordinator>();
-        if bytes.len() != HEADER + state_len + 32 {
-            return Err(corrupt("wrong size"));
-        }
-        if &bytes[..4] != MAGIC {
+        if bytes.len() < HEADER || &bytes[..4] != MAGIC {
             return Err(corrupt("wrong magic"));
         }
         if bytes[4..8] != FORMAT_VERSION.to_le_bytes() {
-            return Err(corrupt("another format version"));
+            return Err(corrupt(
+                "another format version: a server of the release that wrote it reads it",
+            ));
+        }
+        if bytes.len() != HEADER + state_len + 32 {
+            return Err(corrupt("wrong size"));
         }
         let (body, digest) = bytes.split_at(HEADER + state_len);
         if Sha256::digest(body).as_slice() != digest {
@@ -131,5 +134,11 @@ mod tests {
         assert!(error.contains("checksum mismatch"), "{error}");
         std::fs::write(store.path(), &bytes[..50]).unwrap();
         assert!(store.load().unwrap_err().to_string().contains("wrong size"));
+        // A file of the format before (rounds without verdicts) is named as such, and kept.
+        bytes[4..8].copy_from_slice(&1u32.to_le_bytes());
+        std::fs::write(store.path(), &bytes).unwrap();
+        let error = store.load().unwrap_err().to_string();
+        assert!(error.contains("another format version"), "{error}");
+        assert_eq!(std::fs::read(store.path()).unwrap(), bytes);
     }
 }

@@ -1,0 +1,213 @@
+//! Verdicts: verifiers judge the results of a closed round, and a quorum of them ejects a member
+//! that faked one.
+//!
+//! The verifiers of round `s` are its elected witnesses: they hold every counted payload of the
+//! round already. After the round closes, each screens the counted results and sends one
+//! [`Input::Verdict`](crate::Input::Verdict) per result it finds faked, with the finding and
+//! the evidence a third party needs to recheck it from the committed payloads. The coordinator
+//! checks everything it can without the payloads (the target's result counted, a copy's
+//! original committed earlier, a repeat's earlier result counted, an overlap high enough to
+//! mean anything), and counts each verifier once per target. When a verdict quorum (two thirds
+//! of the round's witnesses, and at least two) agrees, the member is ejected: every point it
+//! holds unpaid is slashed, its results in rounds that close from then on do not count, its
+//! join deposit is forfeit, and it may not rejoin. A lone lying verifier is outvoted.
+
+use crate::error::CoordinatorError;
+use crate::state::{Coordinator, MAX_CLIENTS, MemberStatus, ROUNDS_KEPT};
+
+/// The overlap (per mille of a result's picks) a copy or a repeat must reach: honest results
+/// of one round, or of one client in consecutive rounds, share at most about half their picks
+/// (docs/verification.md), and an exact copy shares all.
+pub const SAME_SELECTION_PER_MILLE: u16 = 950;
+
+/// What a verifier found wrong with one result, and what anyone holding the committed payloads
+/// rechecks it by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Finding {
+    /// Every value of the result is zero, though its participant was assigned samples.
+    Zero,
+    /// The result selects what the result member slot `of` committed earlier in the same round
+    /// selects: `overlap` per mille of its picks.
+    Copy { of: u16, overlap: u16 },
+    /// The result selects what its participant's result of the round before selected.
+    Stale { overlap: u16 },
+}
+
+impl Finding {
+    const ZERO: u8 = 1;
+    const COPY: u8 = 2;
+    const STALE: u8 = 3;
+    /// Bytes of an encoded finding: a kind, then two u16 fields (zero where unused).
+    pub const LEN: usize = 5;
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Zero => "zero",
+            Self::Copy { .. } => "copy",
+            Self::Stale { .. } => "stale",
+        }
+    }
+
+    pub fn pack(&self) -> [u8; Self::LEN] {
+        let (kind, first, second) = match *self {
+            Self::Zero => (Self::ZERO, 0, 0),
+            Self::Copy { of, overlap } => (Self::COPY, of, overlap),
+            Self::Stale { overlap } => (Self::STALE, 0, overlap),
+        };
+        let mut bytes = [kind, 0, 0, 0, 0];
+        bytes[1..3].copy_from_slice(&first.to_le_bytes());
+        bytes[3..5].copy_from_slice(&second.to_le_bytes());
+        bytes
+    }
+
+    /// Decodes a finding; `None` for an unknown kind or a field set that the kind leaves unused
+    /// (so every finding has exactly one encoding).
+    pub fn unpack(bytes: &[u8; Self::LEN]) -> Option<Self> {
+        let first = u16::from_le_bytes([bytes[1], bytes[2]]);
+        let second = u16::from_le_bytes([bytes[3], bytes[4]]);
+        match (bytes[0], first, second) {
+            (Self::ZERO, 0, 0) => Some(Self::Zero),
+            (Self::COPY, of, overlap) => Some(Self::Copy { of, overlap }),
+            (Self::STALE, 0, overlap) => Some(Self::Stale { overlap }),
+            _ => None,
+        }
+    }
+}
+
+type Result<T> = core::result::Result<T, CoordinatorError>;
+
+impl Coordinator {
+    /// Verifier `position` of round `step` judges `target`'s counted result of that round
+    /// faked, by `finding`. The round must be closed and of the current epoch (verdicts come
+    /// during the rounds after it, or the cooldown); the verifier must still be in the epoch. Ejects `target` when this verdict completes a verdict
+    /// quorum.
+    pub fn verdict(
+        &mut self,
+        id: [u8; 32],
+        step: u64,
+        position: u16,
+        target: [u8; 32],
+        finding: Finding,
+        now: i64,
+    ) -> Result<()> {
+        self.check_clock(now)?;
+        let round = self
+            .closed_round(step)
+            .ok_or(CoordinatorError::UnknownRound(step))?;
+        let verifier = self.active_slot(&id)?;
+        if round.elected(position) != Some(verifier) {
+            return Err(CoordinatorError::NotAVerifier);
+        }
+        let accused = self
+            .member_index(&target)
+            .ok_or(CoordinatorError::NotAMember)?;
+        if self.members[accused].status() == MemberStatus::Ejected {
+            return Err(CoordinatorError::Ejected);
+        }
+        if round.counted(accused).is_none() {
+            return Err(CoordinatorError::NotCounted);
+        }
+        if round
+            .assignment(accused)
+            .is_none_or(|samples| samples.is_empty())
+        {
+            return Err(CoordinatorError::FindingRefuted(
+                "the participant was assigned no samples, so its result has nothing to fake",
+            ));
+        }
+        match finding {
+            Finding::Zero => {}
+            Finding::Copy { of, overlap } => {
+                let of = usize::from(of);
+                if of >= MAX_CLIENTS || of == accused {
+                    return Err(CoordinatorError::FindingRefuted(
+                        "a copy names another member slot as its original",
+                    ));
+                }
+                if !round.committed_before(of, accused) {
+                    return Err(CoordinatorError::FindingRefuted(
+                        "the original must have committed before the copy, or the copy could \
+                         not have seen it",
+                    ));
+                }
+                check_overlap(overlap)?;
+            }
+            Finding::Stale { overlap } => {
+                let before = step
+                    .checked_sub(1)
+                    .and_then(|earlier| self.held_round(earlier))
+                    .filter(|earlier| earlier.counted(accused).is_some());
+                if before.is_none() {
+                    return Err(CoordinatorError::FindingRefuted(
+                        "a repeat needs the participant's counted result of the round before, \
+                         still held",
+                    ));
+                }
+                check_overlap(overlap)?;
+            }
+        }
+        if round.accusations[accused] & (1 << position) != 0 {
+            return Err(CoordinatorError::DuplicateVerdict);
+        }
+        let round = &mut self.rounds[step as usize % ROUNDS_KEPT];
+        round.accusations[accused] |= 1 << position;
+        let ejected = round.accusation_count(accused) >= round.verdict_quorum();
+        if ejected {
+            self.eject(accused);
+        }
+        self.last_update = now;
+        Ok(())
+    }
+
+    /// Ejects member `slot`: it forfeits every point it holds (the treasurer pays `points −
+    /// slashed − paid`, never below zero), earns nothing for the epoch, and is out of the run.
+    /// Whatever its status, so withdrawing before the verdict escapes nothing.
+    fn eject(&mut self, slot: usize) {
+        let member = &mut self.members[slot];
+        member.slashed = member.points;
+        member.seen_rounds = 0;
+        member.ready = 0;
+        member.status = MemberStatus::Ejected as u8;
+    }
+}
+
+fn check_overlap(overlap: u16) -> Result<()> {
+    if !(SAME_SELECTION_PER_MILLE..=1000).contains(&overlap) {
+        return Err(CoordinatorError::FindingRefuted(
+            "an overlap below 950 per mille is within what honest results share (it is at most \
+             1000)",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_finding_has_one_encoding() {
+        for finding in [
+            Finding::Zero,
+            Finding::Copy {
+                of: 3,
+                overlap: 999,
+            },
+            Finding::Stale { overlap: 950 },
+        ] {
+            assert_eq!(Finding::unpack(&finding.pack()), Some(finding));
+        }
+        assert_eq!(Finding::unpack(&[0, 0, 0, 0, 0]), None, "no kind 0");
+        assert_eq!(Finding::unpack(&[4, 0, 0, 0, 0]), None, "no kind 4");
+        assert_eq!(
+            Finding::unpack(&[1, 0, 0, 1, 0]),
+            None,
+            "a zero carries no overlap"
+        );
+        assert_eq!(
+            Finding::unpack(&[3, 1, 0, 0, 0]),
+            None,
+            "a repeat names no slot"
+        );
+    }
+}
