@@ -1,6 +1,6 @@
 //! Dishonest clients, for measurements and tests: what each named attack sends in place of an
 //! honest result. `demeter simulate --byzantine N --attack NAME` makes its last N workers send
-//! these (docs/verification.md).
+//! these, and `demeter train --attack NAME` a real client (docs/verification.md).
 
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
@@ -8,6 +8,15 @@ use tch::{Kind, Tensor};
 use demeter_coordinator_core::shuffle::mix;
 
 use crate::demo::{SparseBlocks, SparseUpdate};
+
+/// A client that cheats on purpose, to see a run catch it: `demeter train --attack NAME
+/// --attack-from-step N` (drills and tests; it gets the client ejected and slashed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Drill {
+    pub attack: Attack,
+    /// The first step it cheats in; honest before.
+    pub from_step: u64,
+}
 
 /// How much a `scale` attacker multiplies its honest update by.
 pub const SCALE: f64 = 1000.0;

@@ -66,23 +66,28 @@ impl Replica {
         lr: f64,
     ) -> Result<(usize, ApplyTimes), PayloadError> {
         let start = Instant::now();
-        let compressor = demo.compressor();
-        let updates = payload::decode_all(payloads, compressor, self.device())?;
-        let mut times = ApplyTimes {
-            decode: start.elapsed(),
-            ..ApplyTimes::default()
-        };
+        let updates = payload::decode_all(payloads, demo.compressor(), self.device())?;
+        let decode = start.elapsed();
+        let refs: Vec<&SparseUpdate> = updates.iter().collect();
+        let times = self.apply_updates(demo, &refs, lr);
+        Ok((updates.len(), ApplyTimes { decode, ..times }))
+    }
+
+    /// Applies one round's decoded results (what [`Self::apply_results`] does after decoding,
+    /// for a client that also screens them): aggregates them and steps by the sign of the
+    /// aggregate with `lr`.
+    pub fn apply_updates(&self, demo: &Demo, updates: &[&SparseUpdate], lr: f64) -> ApplyTimes {
+        let mut times = ApplyTimes::default();
         if updates.is_empty() {
-            return Ok((0, times));
+            return times;
         }
         let start = Instant::now();
-        let refs: Vec<&SparseUpdate> = updates.iter().collect();
-        let aggregate = demo.aggregate(&refs);
+        let aggregate = demo.aggregate(updates);
         times.aggregate = start.elapsed();
         let start = Instant::now();
         tch::no_grad(|| demo.apply_aggregate(&self.tensors(), &aggregate, lr));
         times.apply = start.elapsed();
-        Ok((updates.len(), times))
+        times
     }
 
     /// Forward and backward on one batch: the loss and the gradients (clipped to a global norm

@@ -7,28 +7,50 @@ use std::collections::BTreeSet;
 
 use tch::Kind;
 
+use demeter_coordinator_core::Finding;
+use demeter_coordinator_core::verdict::SAME_SELECTION_PER_MILLE;
+
 use crate::demo::{SparseBlocks, SparseUpdate};
 
 /// The share of picks two results must share (over all their blocks) to be the same selection:
 /// honest results of one round, or of one client in consecutive rounds, share far fewer
-/// (measured by the byzantine benchmark), and an exact copy shares all.
-pub const SAME_SELECTION: f64 = 0.95;
+/// (measured by the byzantine benchmark), and an exact copy shares all. The coordinator's own
+/// bound, so it refuses nothing a screen flags.
+pub const SAME_SELECTION: f64 = SAME_SELECTION_PER_MILLE as f64 / 1000.0;
 
 /// What the screens found about one result.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Flags {
     /// Every value is zero: the result moves nothing and cost nothing to make.
     pub zero: bool,
-    /// It selects what an earlier result of the round selects (on chain: the earlier
-    /// commitment; a copier must see the original before it can send it).
-    pub copy: bool,
-    /// It selects what the same participant selected the round before.
-    pub stale: bool,
+    /// It selects what an earlier result of the round selects: that result's index and the
+    /// overlap (on chain, earlier is the commit order: a copier must see the original first).
+    pub copy: Option<(usize, f64)>,
+    /// It selects what the same participant selected the round before: the overlap.
+    pub stale: Option<f64>,
 }
 
 impl Flags {
     pub fn any(&self) -> bool {
-        self.zero || self.copy || self.stale
+        self.zero || self.copy.is_some() || self.stale.is_some()
+    }
+
+    /// The finding a verifier reports, the strongest first (a zero result proves itself, a copy
+    /// and a repeat by their overlap); `slot_of` maps a result's index to its member slot.
+    pub fn finding(&self, slot_of: impl Fn(usize) -> usize) -> Option<Finding> {
+        let per_mille = |overlap: f64| (overlap * 1000.0).round() as u16;
+        if self.zero {
+            Some(Finding::Zero)
+        } else if let Some((index, overlap)) = self.copy {
+            Some(Finding::Copy {
+                of: slot_of(index) as u16,
+                overlap: per_mille(overlap),
+            })
+        } else {
+            self.stale.map(|overlap| Finding::Stale {
+                overlap: per_mille(overlap),
+            })
+        }
     }
 }
 
@@ -69,10 +91,11 @@ fn all_zero(blocks: &SparseBlocks) -> bool {
         == 0.0
 }
 
-/// Screens a round's `results` (in slot order), each against the others and against what the
-/// same participant picked the round before (`previous`, by the same index). Returns the flags
-/// and the results' picks, which the next round's screen takes as its `previous`.
-pub fn screen(results: &[&SparseUpdate], previous: &[Option<Picks>]) -> (Vec<Flags>, Vec<Picks>) {
+/// Screens a round's `results` (in the order they were committed), each against the earlier
+/// ones and against what the same participant picked the round before (`previous`, by the same
+/// index). Returns the flags and the results' picks, which the next round's screen takes as its
+/// `previous`.
+pub fn screen(results: &[&SparseUpdate], previous: &[Option<&Picks>]) -> (Vec<Flags>, Vec<Picks>) {
     let picks: Vec<Picks> = results.iter().map(|result| Picks::of(result)).collect();
     let flags = results
         .iter()
@@ -82,11 +105,16 @@ pub fn screen(results: &[&SparseUpdate], previous: &[Option<Picks>]) -> (Vec<Fla
             zero: result.tensors.iter().all(all_zero),
             copy: picks[..index]
                 .iter()
-                .any(|earlier| own.overlap(earlier) >= SAME_SELECTION),
+                .map(|earlier| own.overlap(earlier))
+                .enumerate()
+                .filter(|&(_, overlap)| overlap >= SAME_SELECTION)
+                .max_by(|a, b| a.1.total_cmp(&b.1)),
             stale: previous
                 .get(index)
-                .and_then(Option::as_ref)
-                .is_some_and(|before| own.overlap(before) >= SAME_SELECTION),
+                .copied()
+                .flatten()
+                .map(|before| own.overlap(before))
+                .filter(|&overlap| overlap >= SAME_SELECTION),
         })
         .collect();
     (flags, picks)
@@ -130,10 +158,27 @@ mod tests {
         let copy = update(&[&[0, 1, 2, 3]], 1.0);
         let zero = update(&[&[8, 9, 10, 11]], 0.0);
         let results = [&honest, &other, &copy, &zero];
-        let (flags, _) = screen(&results, &[None, Some(Picks::of(&other)), None, None]);
+        let before = Picks::of(&other);
+        let (flags, _) = screen(&results, &[None, Some(&before), None, None]);
         assert_eq!(flags[0], Flags::default(), "the original is not the copy");
-        assert!(flags[1].stale && !flags[1].copy);
-        assert!(flags[2].copy && !flags[2].stale);
-        assert!(flags[3].zero && !flags[3].copy);
+        assert_eq!((flags[1].stale, flags[1].copy), (Some(1.0), None));
+        assert_eq!((flags[2].copy, flags[2].stale), (Some((0, 1.0)), None));
+        assert!(flags[3].zero && flags[3].copy.is_none());
+
+        // What a verifier reports, by member slot (here slot = 10 + index).
+        let slot_of = |index: usize| 10 + index;
+        assert_eq!(flags[0].finding(slot_of), None);
+        assert_eq!(
+            flags[1].finding(slot_of),
+            Some(Finding::Stale { overlap: 1000 })
+        );
+        assert_eq!(
+            flags[2].finding(slot_of),
+            Some(Finding::Copy {
+                of: 10,
+                overlap: 1000
+            })
+        );
+        assert_eq!(flags[3].finding(slot_of), Some(Finding::Zero));
     }
 }

@@ -366,7 +366,9 @@ impl Simulation {
         });
         let results = payload::decode_all(payloads, demo.compressor(), Device::Cpu)?;
         let refs: Vec<&SparseUpdate> = results.iter().collect();
-        let (flags, picks) = screen(&refs, &self.previous_picks);
+        let previous: Vec<Option<&Picks>> =
+            self.previous_picks.iter().map(Option::as_ref).collect();
+        let (flags, picks) = screen(&refs, &previous);
         let honest = self.workers.len() - self.config.byzantine;
         let counts = &mut self.screens;
         counts.rounds += 1;

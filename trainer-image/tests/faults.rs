@@ -2,146 +2,13 @@
 //! the middle of a round (and restarted), the coordinator server killed and restarted, a dishonest
 //! participant, and a stranger committing to the coordinator and flooding the clients.
 
+mod cluster;
+
 use std::net::SocketAddr;
-use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use demeter_coordinator_core::Config;
-use demeter_trainer::central::CoordinatorClient;
-use demeter_trainer::commands::read_gauge;
+use cluster::{Run, connect_when_up};
 use demeter_trainer::identity::Identity;
-use demeter_trainer::local_run::{LocalRun, free_port};
-use demeter_trainer::run_file::RunFile;
-
-const PATIENCE: Duration = Duration::from_secs(150);
-
-/// Kills what it started when the test ends, however it ends (`LocalRun` does).
-struct Run {
-    local: LocalRun,
-    coordinator: SocketAddr,
-}
-
-/// A run of three clients; `init_min_clients` below three lets two go on without the third.
-fn run_file(total_steps: u64, epoch_time: u64, init_min_clients: u16) -> String {
-    RunFile {
-        run_id: "faults".into(),
-        authority: None,
-        clients: None,
-        config: Config {
-            warmup_time: 15,
-            cooldown_time: 2,
-            max_round_train_time: 4,
-            round_witness_time: 1,
-            epoch_time,
-            join_window: 3,
-            total_steps,
-            points_per_epoch: 10,
-            init_min_clients,
-            ..Config::example()
-        },
-    }
-    .to_toml("the fault tests")
-}
-
-impl Run {
-    fn start(dir: &Path, total_steps: u64, epoch_time: u64, init_min_clients: u16) -> Self {
-        Self::start_with(dir, total_steps, epoch_time, init_min_clients, 3)
-    }
-
-    /// A run whose first `processes` clients are `demeter train` processes.
-    fn start_with(
-        dir: &Path,
-        total_steps: u64,
-        epoch_time: u64,
-        init_min_clients: u16,
-        processes: usize,
-    ) -> Self {
-        std::fs::write(
-            dir.join("run.toml"),
-            run_file(total_steps, epoch_time, init_min_clients),
-        )
-        .unwrap();
-        let mut run = Self {
-            local: LocalRun::new(Path::new(env!("CARGO_BIN_EXE_demeter")), dir),
-            coordinator: free_port().unwrap(),
-        };
-        run.start_server();
-        for _ in 0..processes {
-            let index = run.local.add_client().unwrap();
-            run.start_client(index);
-        }
-        run
-    }
-
-    fn start_server(&mut self) {
-        let run_file = self.local.dir().join("run.toml");
-        self.local
-            .start_server(&run_file, self.coordinator)
-            .unwrap();
-    }
-
-    /// Starts (or restarts, with the same key) client `index`, checkpointing every epoch.
-    fn start_client(&mut self, index: usize) {
-        let args = [
-            "--seq-len=64".to_owned(),
-            "--warmup=1".to_owned(),
-            format!("--coordinator=tcp://{}", self.coordinator),
-            format!(
-                "--checkpoint-dir={}",
-                self.local
-                    .dir()
-                    .join(format!("checkpoints-{index}"))
-                    .display()
-            ),
-        ];
-        self.local.start_client(index, &args).unwrap();
-    }
-
-    fn endpoints(&self) -> Vec<SocketAddr> {
-        self.local.clients().iter().map(|c| c.endpoint).collect()
-    }
-
-    fn gauge(&self, index: usize, name: &str) -> Option<f64> {
-        read_gauge(self.local.clients()[index].endpoint, name)
-    }
-
-    /// Waits until `condition` holds, failing with the logs' tails if it never does.
-    fn wait(&self, what: &str, condition: impl Fn(&Self) -> bool) {
-        let deadline = Instant::now() + PATIENCE;
-        while !condition(self) {
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}\n{}",
-                self.logs()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    fn logs(&self) -> String {
-        self.local.log_tails(12)
-    }
-
-    /// Every client's summary once all have finished: (steps, replica hash).
-    fn finished(&self) -> Vec<(u64, String)> {
-        let clients = self.local.clients().len();
-        self.wait("every client to finish", |run| {
-            (0..clients).all(|index| run.local.summary_path(index).exists())
-        });
-        (0..clients)
-            .map(|index| {
-                let summary: serde_json::Value = serde_json::from_str(
-                    &std::fs::read_to_string(self.local.summary_path(index)).unwrap(),
-                )
-                .unwrap();
-                (
-                    summary["steps"].as_u64().unwrap(),
-                    summary["replica_hash"].as_str().unwrap().to_owned(),
-                )
-            })
-            .collect()
-    }
-}
 
 #[test]
 fn a_client_killed_mid_round_is_dropped_and_catches_up_after_a_restart() {
@@ -195,16 +62,6 @@ fn clients_go_on_after_the_coordinator_is_killed_and_restarted() {
         finished.iter().all(|(_, hash)| *hash == finished[0].1),
         "replicas differ: {finished:?}"
     );
-}
-
-/// A connection to the coordinator as `identity`, retried until the server is up.
-async fn connect_when_up(coordinator: SocketAddr, identity: &Identity) -> CoordinatorClient {
-    loop {
-        match CoordinatorClient::connect(coordinator, identity).await {
-            Ok(client) => return client,
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    }
 }
 
 /// A participant that commits to a hash and serves other bytes under it, then tries to swap its

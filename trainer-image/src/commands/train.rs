@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::demo_args::{DemoArgs, value_name};
 use super::schedule_args::ScheduleArgs;
+use crate::attack::{Attack, Drill};
 use crate::data::Dataset;
 use crate::exchange::PeerDns;
 use crate::identity::Identity;
@@ -55,6 +56,13 @@ pub struct TrainArgs {
     /// Write a JSON summary here when the run finishes.
     #[arg(long)]
     pub summary: Option<PathBuf>,
+    /// Drills only: send forged results of this kind, to watch the run's verifiers eject this
+    /// client and slash its points. Never on a key whose points matter.
+    #[arg(long, value_enum, hide = true)]
+    pub attack: Option<Attack>,
+    /// Drills only: with --attack, the first step to cheat in (honest before).
+    #[arg(long, default_value_t = 0, hide = true, requires = "attack")]
+    pub attack_from_step: u64,
     #[command(flatten)]
     pub model: RunModelArgs,
 }
@@ -97,6 +105,7 @@ impl RunModelArgs {
             schedule: self.schedule.schedule(2e-3, 5, 0),
             grad_clip: Some(self.grad_clip),
             checkpoint_dir: self.checkpoint_dir.clone(),
+            drill: None,
         }
     }
 
@@ -226,10 +235,31 @@ async fn run_client<B: CoordinatorBackend>(
     backend: B,
     dataset: Dataset,
 ) -> anyhow::Result<(TrainSummary, usize)> {
+    let drill = match args.attack {
+        Some(Attack::Copy) => anyhow::bail!(
+            "--attack copy is not a drill of `demeter train` (it would wait for a peer's committed \
+             result and commit the same hash); `demeter simulate --attack copy` measures it"
+        ),
+        Some(attack) => {
+            tracing::warn!(
+                ?attack,
+                from_step = args.attack_from_step,
+                "drill: sending forged results"
+            );
+            Some(Drill {
+                attack,
+                from_step: args.attack_from_step,
+            })
+        }
+        None => None,
+    };
     let trainer = Trainer::new(
         identity,
         backend,
-        args.model.settings(),
+        TrainSettings {
+            drill,
+            ..args.model.settings()
+        },
         dataset,
         args.listen,
         args.advertise,

@@ -1,7 +1,10 @@
-//! Applying closed rounds: every replica applies exactly the results a witness quorum saw, in
-//! slot order, fetching any it is missing, so replicas stay bitwise identical.
+//! Applying closed rounds: every replica applies exactly the results that count (a witness
+//! quorum saw them, and their participant was not ejected before the close), in slot order,
+//! fetching any it is missing, so replicas stay bitwise identical. It screens them on the way
+//! (`verify`).
 
 use super::*;
+use crate::demo::SparseUpdate;
 
 impl<B: CoordinatorBackend> Trainer<B> {
     /// Applies every closed round up to the run's step, in order.
@@ -15,41 +18,55 @@ impl<B: CoordinatorBackend> Trainer<B> {
             let fetching = Instant::now();
             let counted = self.counted_results(state, &round).await?;
             self.metrics.time("fetch", fetching.elapsed());
+            let decoding = Instant::now();
+            let compressor = self.demo.compressor();
+            let device = self.replica.device();
+            let results = counted
+                .iter()
+                .map(|(slot, bytes)| {
+                    payload::decode(bytes, compressor.layouts(), compressor.values(), device)
+                        .map(|update| (*slot, update))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let decode = decoding.elapsed();
+            let findings = self.screen_round(&round, &results);
             let lr = self.schedule(state).lr(step);
-            let (applied, times) = tokio::task::block_in_place(|| {
-                self.replica
-                    .apply_results(&self.demo, counted.iter().map(AsRef::as_ref), lr)
-            })?;
-            if applied > 0 {
-                self.metrics
-                    .time("aggregate", times.decode + times.aggregate);
+            let times = tokio::task::block_in_place(|| {
+                let updates: Vec<&SparseUpdate> =
+                    results.iter().map(|(_, update)| update).collect();
+                self.replica.apply_updates(&self.demo, &updates, lr)
+            });
+            if !results.is_empty() {
+                self.metrics.time("aggregate", decode + times.aggregate);
                 self.metrics.time("apply", times.apply);
             }
             self.applied += 1;
             self.metrics.applied_step.set(self.applied as i64);
-            self.metrics.results_applied.set(applied as i64);
+            self.metrics.results_applied.set(results.len() as i64);
+            drop(results);
+            self.send_verdicts(state, &round, findings).await;
             self.health_check(state, &round).await;
         }
         Ok(())
     }
 
-    /// The payloads of `round` that count (committed, and held by a witness quorum), in
-    /// participant slot order: the same bytes on every client.
+    /// The payloads of `round` that count (committed, held by a witness quorum, not ejected),
+    /// by participant slot, in slot order: the same bytes on every client.
     pub(super) async fn counted_results(
         &mut self,
         state: &Coordinator,
         round: &Round,
-    ) -> anyhow::Result<Vec<Bytes>> {
-        let counted_hashes: Vec<[u8; 32]> = participants(state, round)
-            .filter_map(|(slot, _)| round.counted(slot).copied())
+    ) -> anyhow::Result<Vec<(usize, Bytes)>> {
+        let counted_hashes: Vec<(usize, [u8; 32])> = participants(state, round)
+            .filter_map(|(slot, _)| Some((slot, *round.counted(slot)?)))
             .collect();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let mut counted = Vec::new();
-            for hash in &counted_hashes {
+            for (slot, hash) in &counted_hashes {
                 // The round is closed: anyone may hold the payload, so everyone is asked.
                 if let Some(bytes) = self.fetch_verified(state, round, hash).await {
-                    counted.push(bytes);
+                    counted.push((*slot, bytes));
                 }
             }
             let missing = counted_hashes.len() - counted.len();

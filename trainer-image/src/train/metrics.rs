@@ -4,14 +4,15 @@ use demeter_coordinator_core::client_metrics as names;
 use demeter_coordinator_core::{Coordinator, MemberStatus};
 use std::time::Duration;
 
-use prometheus::{CounterVec, Gauge, IntCounter, IntGauge, Opts, Registry};
+use prometheus::{CounterVec, Gauge, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 /// The phases of a step, as `demeter_phase_seconds_total{phase}` labels them.
-pub const PHASES: [&str; 6] = [
+pub const PHASES: [&str; 7] = [
     "train",
     "compress",
     "publish",
     "fetch",
+    "verify",
     "aggregate",
     "apply",
 ];
@@ -38,6 +39,10 @@ pub struct TrainerMetrics {
     pub results_held: IntGauge,
     /// Seconds spent per phase of the step (see [`PHASES`]).
     pub phase_seconds: CounterVec,
+    /// Counted results the screens flagged, by finding (zero, copy, stale).
+    pub results_flagged: IntCounterVec,
+    /// Verdicts this client sent as a verifier that the coordinator took.
+    pub verdicts_sent: IntCounter,
 }
 
 impl TrainerMetrics {
@@ -124,9 +129,27 @@ impl TrainerMetrics {
                         "demeter_phase_seconds_total",
                         "Seconds spent per phase: train (forward and backward), compress \
                          (DeMo and payload encoding), publish (the commitment to the coordinator), \
-                         fetch (committed payloads, verified), aggregate (decode and mean), apply (inverse DCT and sign)",
+                         fetch (committed payloads, verified), verify (the screens of counted results), \
+                         aggregate (decode and mean), apply (inverse DCT and sign)",
                     ),
                     &["phase"],
+                )?,
+            )?,
+            results_flagged: add(
+                registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "demeter_results_flagged_total",
+                        "Counted results the screens flagged, by finding (zero, copy, stale)",
+                    ),
+                    &["finding"],
+                )?,
+            )?,
+            verdicts_sent: add(
+                registry,
+                IntCounter::new(
+                    "demeter_verdicts_sent_total",
+                    "Verdicts this client sent as a round's verifier that the coordinator took",
                 )?,
             )?,
         })

@@ -6,7 +6,9 @@
 //!
 //! 1. membership: join (again) when not in the run;
 //! 2. apply every closed round not yet applied, in step order (fetching any counted result it
-//!    lacks from any peer), then health-check participants a quorum did not see;
+//!    lacks from any peer), screening its results (and, as one of its verifiers, sending a
+//!    verdict against each the screens flag), then health-check participants a quorum did not
+//!    see;
 //! 3. warmup: report ready once the replica is at the run's step;
 //! 4. training round: train the assigned samples, compress, serve the payload, and commit its
 //!    content hash to the coordinator;
@@ -22,6 +24,7 @@ mod metrics;
 pub mod on_chain;
 mod outage;
 mod results;
+mod verify;
 mod witness;
 
 use std::collections::BTreeMap;
@@ -33,12 +36,13 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use bytes::Bytes;
 use demeter_coordinator_core::{
-    Coordinator, Input, MemberStatus, Round, RunState, WitnessReport, state::MAX_CLIENTS,
+    Coordinator, Finding, Input, MemberStatus, Round, RunState, WitnessReport, state::MAX_CLIENTS,
 };
 use tch::Device;
 
 use self::backend::{BackendError, CoordinatorBackend};
 pub use self::metrics::TrainerMetrics;
+use crate::attack::Drill;
 use crate::data::{BatchPlan, Dataset};
 use crate::demo::{Demo, DemoConfig};
 use crate::exchange::serve::{Exchange, ExchangeMetrics, HEADER_READ_TIMEOUT, Snapshot, serve};
@@ -66,6 +70,9 @@ pub struct TrainSettings {
     pub grad_clip: Option<f64>,
     /// Where to write epoch checkpoints, if anywhere.
     pub checkpoint_dir: Option<PathBuf>,
+    /// Drills and tests only: send forged results (`demeter train --attack`), to see a run
+    /// eject this client.
+    pub drill: Option<Drill>,
 }
 
 impl TrainSettings {
@@ -89,6 +96,7 @@ impl TrainSettings {
             },
             grad_clip: Some(1.0),
             checkpoint_dir: None,
+            drill: None,
         }
     }
 }
@@ -137,6 +145,10 @@ pub struct Trainer<B: CoordinatorBackend> {
     metrics: TrainerMetrics,
     /// Steps applied to the replica: the next step to apply.
     applied: u64,
+    /// What the last round's screen saw, for the next.
+    screens: verify::ScreenMemory,
+    /// The result this client sent last, kept only for a drill's `stale` attack.
+    sent_before: Option<crate::demo::SparseUpdate>,
     work: RoundWork,
     checkpointed_epoch: Option<u64>,
     /// When this client last asked peers for a snapshot.
@@ -207,6 +219,8 @@ impl<B: CoordinatorBackend> Trainer<B> {
             endpoint,
             metrics,
             applied: 0,
+            screens: verify::ScreenMemory::default(),
+            sent_before: None,
             work: RoundWork::default(),
             checkpointed_epoch: None,
             first_loss: None,
@@ -308,6 +322,14 @@ impl<B: CoordinatorBackend> Trainer<B> {
         self.exchange.store.follow(state.step);
         let slot = state.member_index(&self.me());
         let status = slot.map_or(MemberStatus::Empty, |slot| state.members[slot].status());
+        if let Some(slot) = slot.filter(|_| status == MemberStatus::Ejected) {
+            let member = &state.members[slot];
+            anyhow::bail!(
+                "this client was ejected from the run: a quorum of verifiers judged a result it \
+                 sent faked; its {} points are slashed and it cannot rejoin with this key",
+                member.slashed
+            );
+        }
 
         if state.run_state() != RunState::Finished
             && matches!(
@@ -374,8 +396,15 @@ impl<B: CoordinatorBackend> Trainer<B> {
         slot: usize,
     ) -> anyhow::Result<()> {
         let assignment = round.assignment(slot).expect("a participant");
+        // A drill's wrong-data attacker trains the samples of a round to come instead.
+        let shift = match self.settings.drill {
+            Some(drill) if drill.attack.trains_on_wrong_data() && round.step >= drill.from_step => {
+                round.batch_size
+            }
+            _ => 0,
+        };
         let ranges: Vec<_> = assignment
-            .map(|sample| self.plan.sample_range(sample))
+            .map(|sample| self.plan.sample_range(sample + shift))
             .collect();
         let lr = self.schedule(state).lr(round.step);
         let started = Instant::now();
@@ -399,6 +428,21 @@ impl<B: CoordinatorBackend> Trainer<B> {
             };
             let train_time = started.elapsed();
             let update = self.demo.compress_step(&gradients, lr);
+            let update = match self.settings.drill {
+                Some(drill) if round.step >= drill.from_step => {
+                    let forged =
+                        drill
+                            .attack
+                            .forge(update, self.sent_before.as_ref(), round.step, slot);
+                    self.sent_before = Some(crate::attack::duplicate(&forged));
+                    forged
+                }
+                Some(_) => {
+                    self.sent_before = Some(crate::attack::duplicate(&update));
+                    update
+                }
+                None => update,
+            };
             Ok((self.last_loss, update, train_time))
         })?;
         let bytes: Bytes = payload::encode(&update, self.demo.compressor().layouts()).into();

@@ -1,0 +1,129 @@
+//! Verified work with real processes on loopback: one of four clients starts sending forged
+//! results after an honest epoch; the round's verifiers catch it, a verdict quorum ejects it,
+//! its points are slashed, and the three honest replicas end bitwise identical with their loss
+//! still falling.
+
+mod cluster;
+
+use std::time::Duration;
+
+use cluster::{Run, connect_when_up};
+use demeter_coordinator_core::{MemberStatus, RunState};
+use demeter_trainer::identity::Identity;
+
+/// The step the cheater forges its first result in.
+const CHEATS_FROM: u64 = 6;
+const TOTAL_STEPS: u64 = 16;
+
+/// What an observer of the coordinator saw of the cheater: (the epoch of its first forged
+/// round, the epoch and step when it was ejected, its points and slashed points then).
+async fn watch_cheater(
+    coordinator: std::net::SocketAddr,
+    cheater: [u8; 32],
+) -> (u64, u64, u64, u64, u64) {
+    let observer = Identity::generate().unwrap();
+    let mut client = connect_when_up(coordinator, &observer).await;
+    let mut cheating_epoch = None;
+    loop {
+        let state = client.state();
+        if let Some(round) = state.current_round()
+            && round.step == CHEATS_FROM
+        {
+            cheating_epoch.get_or_insert(round.epoch);
+        }
+        if let Some(slot) = state.member_index(&cheater)
+            && state.members[slot].status() == MemberStatus::Ejected
+        {
+            let member = state.members[slot];
+            return (
+                cheating_epoch.expect("ejected only after it cheated"),
+                state.epoch,
+                state.step,
+                member.points,
+                member.slashed,
+            );
+        }
+        assert_ne!(state.run_state(), RunState::Finished, "never ejected");
+        let _ = client
+            .wait_for(Duration::from_millis(500), |now| *now != *state)
+            .await;
+    }
+}
+
+#[test]
+fn a_client_sending_zero_results_is_ejected_and_slashed_and_the_rest_train_on() {
+    let dir = tempfile::tempdir().unwrap();
+    // Epochs of about six seconds: the cheater earns points in the first before it cheats. An
+    // epoch starts with three members, so the honest three go on once it is ejected; the
+    // cheater starts first, so it is in the first epoch.
+    let mut run = Run::start_with(dir.path(), TOTAL_STEPS, 6, 3, 0);
+    let cheater = run.local.add_client().unwrap();
+    run.start_client_with(
+        cheater,
+        &[
+            "--attack=zero".to_owned(),
+            format!("--attack-from-step={CHEATS_FROM}"),
+        ],
+    );
+    let honest_clients: Vec<usize> = (0..3)
+        .map(|_| {
+            let index = run.local.add_client().unwrap();
+            run.start_client(index);
+            index
+        })
+        .collect();
+    let cheater_key = Identity::read(&run.local.clients()[cheater].wallet)
+        .unwrap()
+        .public();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let watched = runtime.spawn(watch_cheater(run.coordinator, cheater_key));
+
+    let flagged = |run: &Run| -> f64 {
+        honest_clients
+            .iter()
+            .filter_map(|index| {
+                run.gauge(*index, r#"demeter_results_flagged_total{finding="zero"}"#)
+            })
+            .sum()
+    };
+    run.wait("the screens to flag the zeros", |run| flagged(run) >= 1.0);
+    let honest = run.finished_of(&honest_clients);
+    let (cheating_epoch, ejected_epoch, ejected_step, points, slashed) =
+        runtime.block_on(watched).unwrap();
+    assert!(
+        ejected_epoch <= cheating_epoch + 1,
+        "ejected within two epochs of cheating: epoch {cheating_epoch} to {ejected_epoch}"
+    );
+    assert!(
+        ejected_step <= CHEATS_FROM + 3,
+        "ejected at step {ejected_step}"
+    );
+    assert!(
+        points > 0,
+        "it earned points in the epoch before it cheated"
+    );
+    assert_eq!(slashed, points, "every point it held is slashed");
+
+    for summary in &honest {
+        assert_eq!(summary["steps"].as_u64(), Some(TOTAL_STEPS), "{summary}");
+        let (first, last) = (
+            summary["first_loss"].as_f64().unwrap(),
+            summary["last_loss"].as_f64().unwrap(),
+        );
+        assert!(last < first, "the loss keeps falling: {first} to {last}");
+    }
+    assert!(
+        honest
+            .iter()
+            .all(|summary| summary["replica_hash"] == honest[0]["replica_hash"]),
+        "honest replicas identical: {honest:?}"
+    );
+    // The cheater's process stopped on its ejection and said why.
+    let log =
+        std::fs::read_to_string(run.local.dir().join(format!("client-{cheater}.log"))).unwrap();
+    assert!(
+        log.contains("this client was ejected from the run"),
+        "{}",
+        run.logs()
+    );
+}
