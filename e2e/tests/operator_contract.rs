@@ -120,6 +120,7 @@ async fn the_operator_reads_what_a_trainer_serves_on_metrics() {
     trainer.tokens.inc_by(123_456);
     trainer.members_active.set(7);
     trainer.results_applied.set(6);
+    trainer.members_ejected.set(1);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let server = tokio::spawn(async move { axum::serve(listener, router(exchange)).await });
@@ -142,6 +143,7 @@ async fn the_operator_reads_what_a_trainer_serves_on_metrics() {
             tokens: 123_456,
             members_active: 7,
             results_applied: 6,
+            members_ejected: 1,
         }]
     );
     server.abort();

@@ -155,6 +155,8 @@ pub struct ChainView {
     /// Participants of the last closed round whose results a witness quorum saw.
     pub witnessed: u16,
     pub dropped: u16,
+    /// Members a verdict quorum ejected for faked results, by key.
+    pub ejected: Vec<Pubkey>,
     pub points: u64,
     /// Points taken back from members for cheating (never paid).
     pub slashed: u64,
@@ -222,6 +224,12 @@ impl ChainView {
             joined: count(MemberStatus::Active).saturating_add(count(MemberStatus::Pending)),
             witnessed,
             dropped: count(MemberStatus::Dropped),
+            ejected: state
+                .members
+                .iter()
+                .filter(|m| m.status() == MemberStatus::Ejected)
+                .map(|m| Pubkey::new_from_array(m.id))
+                .collect(),
             points: state.members.iter().map(|m| m.points).sum(),
             slashed: state.members.iter().map(|m| m.slashed).sum(),
             last_round_seconds,

@@ -603,6 +603,9 @@ pub struct ClientCounts {
     pub witnessed: u16,
     /// Members dropped by health checks or time-outs.
     pub dropped: u16,
+    /// Members a verdict quorum ejected for faked results: their points are slashed and they
+    /// never rejoin.
+    pub ejected: u16,
     /// `ready/desired`, for `kubectl get`.
     pub ready_text: String,
 }
@@ -645,6 +648,9 @@ pub struct ChainStatus {
     /// Points taken back from members for cheating; never paid.
     #[serde(default)]
     pub slashed: u64,
+    /// The keys of members a verdict quorum ejected for faked results.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ejected: Vec<String>,
     /// The run's reward pool on the treasurer program, when it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rewards: Option<RewardsStatus>,

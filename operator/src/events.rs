@@ -60,6 +60,44 @@ pub async fn report_changes(
         )
         .await;
     }
+    let was_ejected = |key: &String| {
+        previous
+            .chain
+            .as_ref()
+            .is_some_and(|chain| chain.ejected.contains(key))
+    };
+    let newly_ejected: Vec<&String> = status
+        .chain
+        .iter()
+        .flat_map(|chain| &chain.ejected)
+        .filter(|key| !was_ejected(key))
+        .collect();
+    for key in &newly_ejected {
+        ctx.publish(
+            &reference,
+            EventType::Warning,
+            "ClientEjected",
+            format!(
+                "Client {key} was ejected: a quorum of the run's verifiers judged a result it \
+                 sent faked; its points are slashed and it cannot rejoin"
+            ),
+        )
+        .await;
+    }
+    // A centralized run names no keys: its clients report how many were ejected.
+    if newly_ejected.is_empty() && status.clients.ejected > previous.clients.ejected {
+        ctx.publish(
+            &reference,
+            EventType::Warning,
+            "ClientEjected",
+            format!(
+                "{} client(s) ejected by the run's verifiers for faked results ({} in all)",
+                status.clients.ejected - previous.clients.ejected,
+                status.clients.ejected
+            ),
+        )
+        .await;
+    }
     if previous.phase != status.phase {
         let phase = status.phase.unwrap_or(Phase::Pending);
         let (type_, note) = match phase {

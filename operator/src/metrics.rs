@@ -105,7 +105,7 @@ impl Metrics {
             clients: IntGaugeVec::new(
                 Opts::new(
                     "run_clients",
-                    "Clients by state: desired, ready, joined, witnessed, dropped.",
+                    "Clients by state: desired, ready, joined, witnessed, dropped, ejected.",
                 ),
                 &["namespace", "name", "state"],
             )
@@ -263,6 +263,7 @@ impl Metrics {
             ("joined", c.joined),
             ("witnessed", c.witnessed),
             ("dropped", c.dropped),
+            ("ejected", c.ejected),
         ] {
             self.clients
                 .with_label_values(&[namespace, name, state])
@@ -390,7 +391,14 @@ impl Metrics {
                 .chain_transactions
                 .remove_label_values(&[namespace, name, instruction]);
         }
-        for state in ["desired", "ready", "joined", "witnessed", "dropped"] {
+        for state in [
+            "desired",
+            "ready",
+            "joined",
+            "witnessed",
+            "dropped",
+            "ejected",
+        ] {
             let _ = self.clients.remove_label_values(&[namespace, name, state]);
         }
         let mut phases = self.phases.lock().expect("phases lock");
@@ -501,6 +509,7 @@ mod tests {
                 joined: 3,
                 witnessed: 3,
                 dropped: 0,
+                ejected: Vec::new(),
                 points: 30,
                 slashed: 0,
                 last_round_seconds: Some(9.0),

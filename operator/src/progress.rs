@@ -22,6 +22,7 @@ pub struct ClientReport {
     pub tokens: u64,
     pub members_active: u64,
     pub results_applied: u64,
+    pub members_ejected: u64,
 }
 
 /// Reads the trainer's own series out of a `/metrics` page; unknown lines are ignored.
@@ -43,6 +44,7 @@ pub fn parse(text: &str) -> ClientReport {
             names::TOKENS_TOTAL => report.tokens = whole,
             names::MEMBERS_ACTIVE => report.members_active = whole,
             names::RESULTS_APPLIED => report.results_applied = whole,
+            names::MEMBERS_EJECTED => report.members_ejected = whole,
             _ => {}
         }
     }
@@ -60,6 +62,8 @@ pub struct Progress {
     pub tokens: u64,
     pub joined: u16,
     pub witnessed: u16,
+    /// Members a verdict quorum ejected (the most any client saw).
+    pub ejected: u16,
 }
 
 /// Combines reports; `None` when no client answered.
@@ -90,6 +94,7 @@ pub fn combine(reports: &[ClientReport]) -> Option<Progress> {
                 .max()
                 .unwrap_or(0),
         ),
+        ejected: clamp(reports.iter().map(|r| r.members_ejected).max().unwrap_or(0)),
     })
 }
 
@@ -136,6 +141,7 @@ demeter_epoch 2
 demeter_tokens_total 52480
 demeter_members_active 3
 demeter_results_applied 3
+demeter_members_ejected 1
 demeter_phase_seconds_total{phase=\"train\"} 12.5
 ";
 
@@ -150,6 +156,7 @@ demeter_phase_seconds_total{phase=\"train\"} 12.5
                 tokens: 52480,
                 members_active: 3,
                 results_applied: 3,
+                members_ejected: 1,
             }
         );
         assert_eq!(parse("garbage\ndemeter_step x\n"), ClientReport::default());
@@ -164,6 +171,7 @@ demeter_phase_seconds_total{phase=\"train\"} 12.5
             tokens,
             members_active: 3,
             results_applied: 2,
+            members_ejected: u64::from(step == 7),
         };
         // A client still catching up does not pull the loss back to an older step.
         let progress = combine(&[
@@ -176,6 +184,7 @@ demeter_phase_seconds_total{phase=\"train\"} 12.5
         assert_eq!(progress.loss, Some(2.5));
         assert_eq!(progress.tokens, 270);
         assert_eq!((progress.joined, progress.witnessed), (3, 2));
+        assert_eq!(progress.ejected, 1, "an ejection any client saw");
         assert_eq!(combine(&[]), None);
     }
 }

@@ -169,6 +169,7 @@ pub fn derive(
             previous.tokens = previous.tokens.max(progress.tokens);
             previous.clients.joined = progress.joined;
             previous.clients.witnessed = progress.witnessed;
+            previous.clients.ejected = previous.clients.ejected.max(progress.ejected);
         }
     }
     if let Some(view) = view {
@@ -180,6 +181,7 @@ pub fn derive(
         previous.clients.joined = view.joined;
         previous.clients.witnessed = view.witnessed;
         previous.clients.dropped = view.dropped;
+        previous.clients.ejected = u16::try_from(view.ejected.len()).unwrap_or(u16::MAX);
         previous.last_round_seconds = view.last_round_seconds.or(previous.last_round_seconds);
         previous.chain = Some(ChainStatus {
             run_account: Some(view.run_account.to_string()),
@@ -187,6 +189,7 @@ pub fn derive(
             pause_pending: view.pause_pending,
             points: view.points,
             slashed: view.slashed,
+            ejected: view.ejected.iter().map(ToString::to_string).collect(),
             rewards: view.rewards.as_ref().map(|rewards| RewardsStatus {
                 pool: rewards.pool.to_string(),
                 mint: rewards.mint.to_string(),
@@ -235,6 +238,7 @@ mod tests {
     use super::*;
     use crate::chain::ChainView;
     use demeter_coordinator_core::RunState;
+    use solana_sdk::pubkey::Pubkey;
 
     const NOW: Timestamp = Timestamp::UNIX_EPOCH;
 
@@ -268,8 +272,9 @@ mod tests {
             joined: 3,
             witnessed: 2,
             dropped: 1,
+            ejected: vec![Pubkey::new_from_array([7; 32])],
             points: 300,
-            slashed: 0,
+            slashed: 40,
             last_round_seconds: Some(4.5),
             members: Vec::new(),
             rewards: None,
@@ -346,6 +351,7 @@ mod tests {
             tokens: 5,
             joined: 9,
             witnessed: 9,
+            ejected: 0,
         };
         let status = derive(&run, &plan(2, 2), Some(&synced), Some(&progress), NOW);
         assert_eq!(status.phase, Some(Phase::Succeeded), "finished on chain");
@@ -361,7 +367,9 @@ mod tests {
             "the loss only the clients know"
         );
         let chain = status.chain.as_ref().unwrap();
-        assert_eq!((chain.points, chain.slot), (300, 77));
+        assert_eq!((chain.points, chain.slashed, chain.slot), (300, 40, 77));
+        assert_eq!(status.clients.ejected, 1);
+        assert_eq!(chain.ejected, [Pubkey::new_from_array([7; 32]).to_string()]);
         assert_eq!(condition(&status, CHAIN_SYNCED).0, "True");
     }
 
@@ -380,9 +388,10 @@ mod tests {
             tokens: 300,
             joined: 2,
             witnessed: 2,
+            ejected: 1,
         };
         let status = derive(&run, &plan(2, 2), None, Some(&progress), NOW);
         assert_eq!((status.step, status.tokens), (4, 10_000));
-        assert_eq!(status.clients.joined, 2);
+        assert_eq!((status.clients.joined, status.clients.ejected), (2, 1));
     }
 }

@@ -15,3 +15,5 @@ pub const TOKENS_TOTAL: &str = "demeter_tokens_total";
 pub const MEMBERS_ACTIVE: &str = "demeter_members_active";
 /// Results applied in the last step: those a witness quorum saw (gauge).
 pub const RESULTS_APPLIED: &str = "demeter_results_applied";
+/// Members ejected from the run by a verdict quorum (gauge).
+pub const MEMBERS_EJECTED: &str = "demeter_members_ejected";

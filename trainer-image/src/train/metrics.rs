@@ -33,6 +33,8 @@ pub struct TrainerMetrics {
     /// Participants of the current round.
     pub round_participants: IntGauge,
     pub members_active: IntGauge,
+    /// Members a verdict quorum ejected.
+    pub members_ejected: IntGauge,
     /// Committed payloads that did not decode against this model.
     pub rejected_payloads: IntCounter,
     /// Committed results of the current round this client holds, its own included.
@@ -108,6 +110,13 @@ impl TrainerMetrics {
                 registry,
                 IntGauge::new(names::MEMBERS_ACTIVE, "Members active in the epoch")?,
             )?,
+            members_ejected: add(
+                registry,
+                IntGauge::new(
+                    names::MEMBERS_EJECTED,
+                    "Members a verdict quorum ejected for faked results",
+                )?,
+            )?,
             rejected_payloads: add(
                 registry,
                 IntCounter::new(
@@ -177,6 +186,8 @@ impl TrainerMetrics {
         self.epoch.set(state.epoch as i64);
         self.members_active
             .set(state.count(MemberStatus::Active) as i64);
+        self.members_ejected
+            .set(state.count(MemberStatus::Ejected) as i64);
         self.round_participants.set(
             state
                 .current_round()
