@@ -6,15 +6,23 @@
 //! compares with DeMo's mean when nobody cheats. Targets (issue 15): every attack within 3% of
 //! the honest run under a robust rule, and a robust rule within 2% of the mean without attackers.
 //!
-//! A second table gives what the cheap screens (`screening`: zeros, copies, repeats) flag of each
-//! attack, and the largest overlaps honest results reach, which the threshold must stay above.
+//! A second table gives what the screens (`screening`: zeros, copies, repeats, outsized norms,
+//! contrary signs) flag of each attack, from which round, what honest results measure against
+//! each threshold, and what screening costs a replica.
 //!
-//! `make bench-byzantine` (BYZANTINE_STEPS overrides the default of 300 steps).
+//! `make bench-byzantine`. BYZANTINE_STEPS overrides the default of 300 steps (the detection
+//! table runs at most 100 unless it runs alone); BYZANTINE_TABLE=losses or =detection runs one
+//! table.
 
 use clap::Parser;
 use demeter_trainer::attack::Attack;
-use demeter_trainer::commands::{SimulateArgs, SimulationSummary, Table, run_simulation};
+use demeter_trainer::commands::{
+    SimulateArgs, SimulationSummary, Table, run_simulation, screening_cost,
+};
 use demeter_trainer::demo::Aggregation;
+use demeter_trainer::screening::{
+    CONTRARY_AGREEMENT, CONTRARY_ROUNDS, OUTSIZED_RATIO, SAME_SELECTION,
+};
 
 #[derive(Parser)]
 struct Wrapper {
@@ -110,6 +118,21 @@ fn simulate(
 
 fn main() -> anyhow::Result<()> {
     let steps: u64 = std::env::var("BYZANTINE_STEPS").map_or(Ok(300), |steps| steps.parse())?;
+    match std::env::var("BYZANTINE_TABLE").as_deref() {
+        Err(_) => {
+            losses(steps)?;
+            detection(steps.min(100))
+        }
+        Ok("losses") => losses(steps),
+        Ok("detection") => detection(steps),
+        Ok(other) => {
+            anyhow::bail!("BYZANTINE_TABLE={other}: expected losses or detection (unset: both)")
+        }
+    }
+}
+
+/// Final validation loss of every attack under every rule, against the rule's honest run.
+fn losses(steps: u64) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let mut honest = Vec::new();
     let mut table_header = vec!["attack".to_owned()];
@@ -142,19 +165,25 @@ fn main() -> anyhow::Result<()> {
         "{WORKERS} workers ({BYZANTINE} dishonest) x 2 sequences x 64 tokens per step, {steps} steps, tiny preset, seed 7; {:.0} s.",
         started.elapsed().as_secs_f64()
     );
-    detection(steps.min(100))
+    Ok(())
 }
 
-/// What the cheap screens (zeros, copies, repeats) flag of each attack, under the mean.
+/// What the screens flag of each attack, under the mean: how many dishonest and honest
+/// results, from which round, what honest results measured against the thresholds, and what
+/// screening costs.
 fn detection(steps: u64) -> anyhow::Result<()> {
     let mut table = Table::new(&[
         "attack",
-        "dishonest results flagged",
+        "dishonest results flagged (from round)",
         "honest results flagged",
         "largest honest overlap (same round, same client)",
+        "norm / median: honest max, dishonest min",
+        "sign agreement: honest min, dishonest max",
+        "screening per round (share of a step)",
     ]);
     let mut attacks: Vec<Option<Attack>> = vec![None];
     attacks.extend(ATTACKS.map(Some));
+    let three = |value: Option<f64>| value.map_or("-".to_owned(), |v| format!("{v:.3}"));
     for attack in attacks {
         let summary = simulate(Aggregation::Mean, attack, steps, true)?;
         let screens = &summary.screens;
@@ -164,24 +193,43 @@ fn detection(steps: u64) -> anyhow::Result<()> {
             let results = screens.rounds * workers.len() as u64;
             format!("{flagged} of {results}")
         };
+        let dishonest = match attack {
+            None => "-".to_owned(),
+            Some(_) => {
+                let first = screens.first_flagged[honest..].iter().flatten().max();
+                let caught = screens.first_flagged[honest..].iter().all(Option::is_some);
+                match (first, caught) {
+                    (Some(first), true) => {
+                        format!("{} ({first})", share(&screens.flagged[honest..]))
+                    }
+                    _ => share(&screens.flagged[honest..]),
+                }
+            }
+        };
         table.row(vec![
             attack.map_or("none (honest)".to_owned(), |a| name(&a)),
-            if attack.is_some() {
-                share(&screens.flagged[honest..])
-            } else {
-                "-".to_owned()
-            },
+            dishonest,
             share(&screens.flagged[..honest]),
             format!(
                 "{:.3}, {:.3}",
                 screens.honest_overlap_max, screens.honest_repeat_max
             ),
+            format!(
+                "{:.3}, {}",
+                screens.honest_norm_max,
+                three(screens.dishonest_norm_min)
+            ),
+            format!(
+                "{}, {}",
+                three(screens.honest_agreement_min),
+                three(screens.dishonest_agreement_max)
+            ),
+            screening_cost(&summary),
         ]);
     }
     println!("{table}");
     println!(
-        "Screens over {steps} steps under the mean (a result is flagged when it is all zeros, or shares at least {} of its picks with an earlier result of the round or with its sender's previous result).",
-        demeter_trainer::screening::SAME_SELECTION
+        "Screens over {steps} steps under the mean. A result is flagged when it is all zeros; shares at least {SAME_SELECTION} of its picks with an earlier result of the round or with its sender's previous result; has {OUTSIZED_RATIO} times the round's median norm or more; or, {CONTRARY_ROUNDS} rounds in a row, agrees in sign with the rest of the round on less than {CONTRARY_AGREEMENT} of the coefficients they share. \"From round\": the round by which every dishonest client had been flagged (a verdict quorum ejects it in the round after)."
     );
     Ok(())
 }

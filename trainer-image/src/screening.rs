@@ -1,14 +1,18 @@
-//! Cheap screens of a round's results, from their selections alone: a result of all zeros, a
-//! copy of another participant's, and a participant's previous result sent again. They need no
-//! forward pass, so every replica can run them on every round; what they cannot see (a scaled,
-//! flipped, random or wrongly trained update) needs scoring against data (docs/verification.md).
+//! Cheap screens of a round's results, from the results alone: a result of all zeros, a copy of
+//! another participant's, a participant's previous result sent again, a result far larger than
+//! the round's others, and one whose signs go against the rest of the round's. They need no
+//! forward pass, so every replica can run them on every round; what they cannot see (an update
+//! trained on the wrong data, random signs at honest magnitudes) needs scoring against data
+//! (docs/verification.md).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
-use tch::Kind;
+use tch::{Kind, Tensor};
 
 use demeter_coordinator_core::Finding;
-use demeter_coordinator_core::verdict::SAME_SELECTION_PER_MILLE;
+use demeter_coordinator_core::verdict::{
+    CONTRARY_PER_MILLE, OUTSIZED_PER_CENT, SAME_SELECTION_PER_MILLE,
+};
 
 use crate::demo::{SparseBlocks, SparseUpdate};
 
@@ -17,6 +21,25 @@ use crate::demo::{SparseBlocks, SparseUpdate};
 /// (measured by the byzantine benchmark), and an exact copy shares all. The coordinator's own
 /// bound, so it refuses nothing a screen flags.
 pub const SAME_SELECTION: f64 = SAME_SELECTION_PER_MILLE as f64 / 1000.0;
+
+/// How many times the round's median norm a result's values must reach to be outsized: honest
+/// results of a round differ by far less (their gradients are clipped to one norm), and a
+/// scaled one by its scale.
+pub const OUTSIZED_RATIO: f64 = OUTSIZED_PER_CENT as f64 / 100.0;
+
+/// The share of a result's signs (where the rest of the round picked the same coefficient) that
+/// must agree with the sum of the rest for the result to stand: an honest result agrees with
+/// its peers more often than not, a negated one less often than not.
+pub const CONTRARY_AGREEMENT: f64 = CONTRARY_PER_MILLE as f64 / 1000.0;
+
+/// Rounds in a row a participant's result must be contrary before a verifier acts on it: an
+/// honest result's signs go against the round's now and then late in training (measured: a
+/// few rounds in 300, never two in a row), a negated one's nearly every round.
+pub const CONTRARY_ROUNDS: u32 = 3;
+
+/// Results a round needs before the norm and sign screens judge one against the rest: with
+/// fewer, the rest is too small to stand for the honest majority.
+pub const SCREEN_QUORUM: usize = 3;
 
 /// What the screens found about one result.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -28,11 +51,32 @@ pub struct Flags {
     pub copy: Option<(usize, f64)>,
     /// It selects what the same participant selected the round before: the overlap.
     pub stale: Option<f64>,
+    /// Its values' norm over the round's median norm, when at least [`OUTSIZED_RATIO`].
+    pub outsized: Option<f64>,
+    /// The share of its signs that agree with the sum of the round's other results (where they
+    /// picked the same coefficients), when below [`CONTRARY_AGREEMENT`].
+    pub contrary: Option<f64>,
+}
+
+/// What the norm and sign screens measured of one result, flagged or not (for benchmarks and
+/// for setting the bounds).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Measures {
+    /// Its values' norm over the round's median norm.
+    pub norm_ratio: f64,
+    /// The share of its signs that agree with the sum of the round's other results, where they
+    /// picked the same coefficients; `None` where no other result picked any of its
+    /// coefficients.
+    pub agreement: Option<f64>,
 }
 
 impl Flags {
     pub fn any(&self) -> bool {
-        self.zero || self.copy.is_some() || self.stale.is_some()
+        self.zero
+            || self.copy.is_some()
+            || self.stale.is_some()
+            || self.outsized.is_some()
+            || self.contrary.is_some()
     }
 
     /// The finding a verifier reports, the strongest first (a zero result proves itself, a copy
@@ -46,9 +90,17 @@ impl Flags {
                 of: slot_of(index) as u16,
                 overlap: per_mille(overlap),
             })
-        } else {
-            self.stale.map(|overlap| Finding::Stale {
+        } else if let Some(overlap) = self.stale {
+            Some(Finding::Stale {
                 overlap: per_mille(overlap),
+            })
+        } else if let Some(ratio) = self.outsized {
+            Some(Finding::Outsized {
+                per_cent: (ratio * 100.0).round().min(f64::from(u16::MAX)) as u16,
+            })
+        } else {
+            self.contrary.map(|agreement| Finding::Contrary {
+                agreement: per_mille(agreement),
             })
         }
     }
@@ -91,39 +143,157 @@ fn all_zero(blocks: &SparseBlocks) -> bool {
         == 0.0
 }
 
+/// The L2 norm of a result's values over all its tensors.
+fn norm(update: &SparseUpdate) -> f64 {
+    update
+        .tensors
+        .iter()
+        .map(|blocks| {
+            let values = blocks.values.to_kind(Kind::Double);
+            (&values * &values).sum(Kind::Double).double_value(&[])
+        })
+        .sum::<f64>()
+        .sqrt()
+}
+
+/// Each result's sign agreement with the sum of the others: per tensor, every result's values
+/// are laid into its blocks, the others' sum is the round's sum less its own, and each of its
+/// picks where that sum is nonzero counts as agreeing or not.
+fn agreements(results: &[&SparseUpdate]) -> Vec<Option<f64>> {
+    let tensors = results.first().map_or(0, |first| first.tensors.len());
+    let mut counts = vec![(0i64, 0i64); results.len()];
+    for tensor in 0..tensors {
+        let parts: Vec<&SparseBlocks> = results.iter().map(|r| &r.tensors[tensor]).collect();
+        let width = parts
+            .iter()
+            .map(|part| part.indices.max().int64_value(&[]) + 1)
+            .max()
+            .unwrap_or(1);
+        let dense = |part: &SparseBlocks| {
+            let rows = part.indices.size()[0];
+            Tensor::zeros([rows, width], (Kind::Double, part.values.device())).scatter_add(
+                -1,
+                &part.indices,
+                &part.values.to_kind(Kind::Double),
+            )
+        };
+        let denses: Vec<Tensor> = parts.iter().map(|part| dense(part)).collect();
+        let total = denses
+            .iter()
+            .skip(1)
+            .fold(denses[0].copy(), |sum, d| sum + d);
+        for (index, (part, own)) in parts.iter().zip(&denses).enumerate() {
+            let others = (&total - own).gather(-1, &part.indices, false);
+            let shared = others.ne(0.0);
+            let agree = others
+                .sign()
+                .eq_tensor(&part.values.to_kind(Kind::Double).sign())
+                .logical_and(&shared);
+            counts[index].0 += agree.sum(Kind::Int64).int64_value(&[]);
+            counts[index].1 += shared.sum(Kind::Int64).int64_value(&[]);
+        }
+    }
+    counts
+        .into_iter()
+        .map(|(agree, shared)| (shared > 0).then(|| agree as f64 / shared as f64))
+        .collect()
+}
+
+/// The norm and sign measures of a round's results (see [`Measures`]); empty below
+/// [`SCREEN_QUORUM`] results.
+pub fn measure(results: &[&SparseUpdate]) -> Vec<Measures> {
+    if results.len() < SCREEN_QUORUM {
+        return Vec::new();
+    }
+    let norms: Vec<f64> = results.iter().map(|result| norm(result)).collect();
+    let mut sorted = norms.clone();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted[sorted.len() / 2];
+    norms
+        .iter()
+        .zip(agreements(results))
+        .map(|(norm, agreement)| Measures {
+            norm_ratio: if median > 0.0 { norm / median } else { 0.0 },
+            agreement,
+        })
+        .collect()
+}
+
 /// Screens a round's `results` (in the order they were committed), each against the earlier
 /// ones and against what the same participant picked the round before (`previous`, by the same
-/// index). Returns the flags and the results' picks, which the next round's screen takes as its
-/// `previous`.
+/// index), and by its norm and signs against the whole round. Returns the flags and the
+/// results' picks, which the next round's screen takes as its `previous`.
 pub fn screen(results: &[&SparseUpdate], previous: &[Option<&Picks>]) -> (Vec<Flags>, Vec<Picks>) {
     let picks: Vec<Picks> = results.iter().map(|result| Picks::of(result)).collect();
+    let measures = measure(results);
     let flags = results
         .iter()
         .zip(&picks)
         .enumerate()
-        .map(|(index, (result, own))| Flags {
-            zero: result.tensors.iter().all(all_zero),
-            copy: picks[..index]
-                .iter()
-                .map(|earlier| own.overlap(earlier))
-                .enumerate()
-                .filter(|&(_, overlap)| overlap >= SAME_SELECTION)
-                .max_by(|a, b| a.1.total_cmp(&b.1)),
-            stale: previous
-                .get(index)
-                .copied()
-                .flatten()
-                .map(|before| own.overlap(before))
-                .filter(|&overlap| overlap >= SAME_SELECTION),
+        .map(|(index, (result, own))| {
+            let measured = measures.get(index);
+            Flags {
+                zero: result.tensors.iter().all(all_zero),
+                copy: picks[..index]
+                    .iter()
+                    .map(|earlier| own.overlap(earlier))
+                    .enumerate()
+                    .filter(|&(_, overlap)| overlap >= SAME_SELECTION)
+                    .max_by(|a, b| a.1.total_cmp(&b.1)),
+                stale: previous
+                    .get(index)
+                    .copied()
+                    .flatten()
+                    .map(|before| own.overlap(before))
+                    .filter(|&overlap| overlap >= SAME_SELECTION),
+                outsized: measured
+                    .map(|m| m.norm_ratio)
+                    .filter(|&ratio| ratio >= OUTSIZED_RATIO),
+                contrary: measured
+                    .and_then(|m| m.agreement)
+                    .filter(|&agreement| agreement < CONTRARY_AGREEMENT),
+            }
         })
         .collect();
     (flags, picks)
 }
 
+/// Consecutive rounds each participant's result was contrary, so a verifier acts on a contrary
+/// sign only once it persists ([`CONTRARY_ROUNDS`]). Keyed by whatever names a participant
+/// (a member slot, a simulated worker).
+#[derive(Clone, Debug, Default)]
+pub struct Streaks<K: Ord>(BTreeMap<K, u32>);
+
+impl<K: Ord + Copy> Streaks<K> {
+    /// Takes one round's flags by participant and returns the flags a verifier acts on: all
+    /// but a contrary sign that has not yet held for [`CONTRARY_ROUNDS`] rounds in a row. A
+    /// participant missing from the round starts over.
+    pub fn judge(&mut self, round: impl IntoIterator<Item = (K, Flags)>) -> Vec<(K, Flags)> {
+        let mut streaks = BTreeMap::new();
+        let judged = round
+            .into_iter()
+            .map(|(key, mut flags)| {
+                let streak = if flags.contrary.is_some() {
+                    self.0.get(&key).copied().unwrap_or(0) + 1
+                } else {
+                    0
+                };
+                streaks.insert(key, streak);
+                if streak < CONTRARY_ROUNDS {
+                    flags.contrary = None;
+                }
+                (key, flags)
+            })
+            .collect();
+        self.0 = streaks;
+        judged
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tch::{Device, Tensor};
+    use tch::Device;
 
     fn update(rows: &[&[i64]], value: f32) -> SparseUpdate {
         let k = rows[0].len() as i64;
@@ -180,5 +350,57 @@ mod tests {
             })
         );
         assert_eq!(flags[3].finding(slot_of), Some(Finding::Zero));
+    }
+
+    #[test]
+    fn a_scaled_or_negated_result_stands_out_from_its_round() {
+        // Overlapping picks, none the same selection as another's (that would be a copy).
+        let honest = [
+            update(&[&[0, 1, 2, 3]], 1.0),
+            update(&[&[1, 2, 3, 4]], 1.2),
+            update(&[&[2, 3, 4, 5]], 0.9),
+        ];
+        let scaled = update(&[&[0, 1, 2, 4]], 1000.0);
+        let negated = update(&[&[0, 2, 3, 5]], -1.0);
+        let mut results: Vec<&SparseUpdate> = honest.iter().collect();
+        results.push(&scaled);
+        results.push(&negated);
+        let (flags, _) = screen(&results, &[]);
+        assert!(flags[..3].iter().all(|f| !f.any()), "{flags:?}");
+        assert!(flags[3].outsized.is_some_and(|ratio| ratio > 800.0));
+        assert_eq!(flags[4].contrary, Some(0.0), "every sign against the rest");
+        assert_eq!(
+            flags[4].finding(|i| i),
+            Some(Finding::Contrary { agreement: 0 })
+        );
+
+        // Two results are no round to judge against.
+        let (flags, _) = screen(&results[3..], &[]);
+        assert!(
+            flags
+                .iter()
+                .all(|f| f.outsized.is_none() && f.contrary.is_none())
+        );
+    }
+
+    #[test]
+    fn a_contrary_sign_counts_once_it_persists() {
+        let contrary = Flags {
+            contrary: Some(0.2),
+            ..Flags::default()
+        };
+        let zero = Flags {
+            zero: true,
+            ..Flags::default()
+        };
+        let mut streaks = Streaks::default();
+        for round in 1..=CONTRARY_ROUNDS {
+            let judged = streaks.judge([(7, contrary), (8, zero)]);
+            assert_eq!(judged[0].1.contrary.is_some(), round == CONTRARY_ROUNDS);
+            assert!(judged[1].1.zero, "other flags count at once");
+        }
+        // A round without the flag, or without the participant, starts it over.
+        streaks.judge([(8, zero)]);
+        assert!(streaks.judge([(7, contrary)])[0].1.contrary.is_none());
     }
 }

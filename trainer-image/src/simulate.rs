@@ -17,7 +17,7 @@ use crate::model::{LlamaConfig, Preset, save_safetensors};
 use crate::optim::{AdamW, AdamWConfig, Schedule};
 use crate::payload;
 use crate::replica::Replica;
-use crate::screening::{Picks, screen};
+use crate::screening::{Picks, Streaks, measure, screen};
 
 /// Which optimizer the workers use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -59,12 +59,27 @@ pub struct SimulationConfig {
 #[derive(Clone, Debug, Default)]
 pub struct ScreenCounts {
     pub rounds: u64,
-    /// Rounds in which each worker's result was flagged, by worker.
+    /// Rounds in which each worker's result was flagged (a flag a verifier acts on: a contrary
+    /// sign once it persisted), by worker.
     pub flagged: Vec<u64>,
+    /// The first round (from 1) each worker's result was flagged in: a verdict quorum ejects it
+    /// in the round after.
+    pub first_flagged: Vec<Option<u64>>,
     /// The largest share of picks two honest results of one round had in common.
     pub honest_overlap_max: f64,
     /// The largest share of picks an honest result had in common with its sender's previous.
     pub honest_repeat_max: f64,
+    /// Time spent screening (the decoded results: a replica decodes them to apply them anyway).
+    pub time: Duration,
+    /// The largest norm of an honest result over its round's median.
+    pub honest_norm_max: f64,
+    /// The smallest share of an honest result's signs that agreed with the rest of its round.
+    pub honest_agreement_min: Option<f64>,
+    /// The smallest norm ratio of a dishonest result (what the outsized screen must stay under).
+    pub dishonest_norm_min: Option<f64>,
+    /// The largest sign agreement of a dishonest result (what the contrary screen must stay
+    /// above).
+    pub dishonest_agreement_max: Option<f64>,
 }
 
 /// Steps a `wrong-data` attacker's batches are taken from ahead of the assigned ones.
@@ -83,6 +98,18 @@ pub struct PhaseTimes {
     pub aggregate: Duration,
     /// Sign and parameter update (DeMo) or the AdamW update.
     pub apply: Duration,
+}
+
+impl PhaseTimes {
+    /// All phases together.
+    pub fn total(&self) -> Duration {
+        self.forward_backward
+            + self.compress
+            + self.wire_encode
+            + self.wire_decode
+            + self.aggregate
+            + self.apply
+    }
 }
 
 impl std::ops::AddAssign<&PhaseTimes> for PhaseTimes {
@@ -183,6 +210,8 @@ pub struct Simulation {
     screens: ScreenCounts,
     /// What every worker's result of the step before picked, for the stale screen.
     previous_picks: Vec<Option<Picks>>,
+    /// How long each worker's result has gone against the round's.
+    contrary: Streaks<usize>,
 }
 
 impl Simulation {
@@ -243,6 +272,7 @@ impl Simulation {
             times: PhaseTimes::default(),
             screens: ScreenCounts::default(),
             previous_picks: Vec::new(),
+            contrary: Streaks::default(),
         })
     }
 
@@ -368,13 +398,20 @@ impl Simulation {
         let refs: Vec<&SparseUpdate> = results.iter().collect();
         let previous: Vec<Option<&Picks>> =
             self.previous_picks.iter().map(Option::as_ref).collect();
+        let started = Instant::now();
         let (flags, picks) = screen(&refs, &previous);
+        let judged = self.contrary.judge(flags.iter().copied().enumerate());
         let honest = self.workers.len() - self.config.byzantine;
         let counts = &mut self.screens;
+        counts.time += started.elapsed();
         counts.rounds += 1;
         counts.flagged.resize(refs.len(), 0);
-        for (count, flags) in counts.flagged.iter_mut().zip(&flags) {
-            *count += u64::from(flags.any());
+        counts.first_flagged.resize(refs.len(), None);
+        for (worker, flags) in &judged {
+            if flags.any() {
+                counts.flagged[*worker] += 1;
+                counts.first_flagged[*worker].get_or_insert(counts.rounds);
+            }
         }
         for (index, own) in picks[..honest].iter().enumerate() {
             for other in &picks[..index] {
@@ -383,6 +420,24 @@ impl Simulation {
             if let Some(Some(before)) = self.previous_picks.get(index) {
                 counts.honest_repeat_max = counts.honest_repeat_max.max(own.overlap(before));
             }
+        }
+        let measures = measure(&refs);
+        let (honest_measures, dishonest_measures) = measures.split_at(honest.min(measures.len()));
+        let min = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let max = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        for m in honest_measures {
+            counts.honest_norm_max = counts.honest_norm_max.max(m.norm_ratio);
+            counts.honest_agreement_min = min(counts.honest_agreement_min, m.agreement);
+        }
+        for m in dishonest_measures {
+            counts.dishonest_norm_min = min(counts.dishonest_norm_min, Some(m.norm_ratio));
+            counts.dishonest_agreement_max = max(counts.dishonest_agreement_max, m.agreement);
         }
         self.previous_picks = picks.into_iter().map(Some).collect();
         Ok(())

@@ -20,6 +20,15 @@ use crate::state::{Coordinator, MAX_CLIENTS, MemberStatus, ROUNDS_KEPT};
 /// (docs/verification.md), and an exact copy shares all.
 pub const SAME_SELECTION_PER_MILLE: u16 = 950;
 
+/// How many hundredths of the round's median norm a result must reach to be outsized (ten
+/// times): honest results of a round are within a few times of each other (docs/verification.md).
+pub const OUTSIZED_PER_CENT: u16 = 1000;
+
+/// The sign agreement (per mille of the coefficients the rest of the round also picked) below
+/// which a result goes against the round: honest results agree with the rest more often than
+/// not (docs/verification.md).
+pub const CONTRARY_PER_MILLE: u16 = 400;
+
 /// What a verifier found wrong with one result, and what anyone holding the committed payloads
 /// rechecks it by.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,12 +40,20 @@ pub enum Finding {
     Copy { of: u16, overlap: u16 },
     /// The result selects what its participant's result of the round before selected.
     Stale { overlap: u16 },
+    /// The result's values have `per_cent` hundredths of the norm of the round's median
+    /// counted result: a scaled update.
+    Outsized { per_cent: u16 },
+    /// Only `agreement` per mille of the result's signs agree with the sum of the round's other
+    /// counted results where they picked the same coefficients: a negated update.
+    Contrary { agreement: u16 },
 }
 
 impl Finding {
     const ZERO: u8 = 1;
     const COPY: u8 = 2;
     const STALE: u8 = 3;
+    const OUTSIZED: u8 = 4;
+    const CONTRARY: u8 = 5;
     /// Bytes of an encoded finding: a kind, then two u16 fields (zero where unused).
     pub const LEN: usize = 5;
 
@@ -45,6 +62,8 @@ impl Finding {
             Self::Zero => "zero",
             Self::Copy { .. } => "copy",
             Self::Stale { .. } => "stale",
+            Self::Outsized { .. } => "outsized",
+            Self::Contrary { .. } => "contrary",
         }
     }
 
@@ -53,6 +72,8 @@ impl Finding {
             Self::Zero => (Self::ZERO, 0, 0),
             Self::Copy { of, overlap } => (Self::COPY, of, overlap),
             Self::Stale { overlap } => (Self::STALE, 0, overlap),
+            Self::Outsized { per_cent } => (Self::OUTSIZED, 0, per_cent),
+            Self::Contrary { agreement } => (Self::CONTRARY, 0, agreement),
         };
         let mut bytes = [kind, 0, 0, 0, 0];
         bytes[1..3].copy_from_slice(&first.to_le_bytes());
@@ -69,6 +90,8 @@ impl Finding {
             (Self::ZERO, 0, 0) => Some(Self::Zero),
             (Self::COPY, of, overlap) => Some(Self::Copy { of, overlap }),
             (Self::STALE, 0, overlap) => Some(Self::Stale { overlap }),
+            (Self::OUTSIZED, 0, per_cent) => Some(Self::Outsized { per_cent }),
+            (Self::CONTRARY, 0, agreement) => Some(Self::Contrary { agreement }),
             _ => None,
         }
     }
@@ -145,6 +168,24 @@ impl Coordinator {
                 }
                 check_overlap(overlap)?;
             }
+            Finding::Outsized { per_cent } => {
+                if per_cent < OUTSIZED_PER_CENT {
+                    return Err(CoordinatorError::FindingRefuted(
+                        "a norm under ten times the round's median is within what honest \
+                         results reach",
+                    ));
+                }
+                check_judged_against_a_round(round)?;
+            }
+            Finding::Contrary { agreement } => {
+                if agreement >= CONTRARY_PER_MILLE {
+                    return Err(CoordinatorError::FindingRefuted(
+                        "a sign agreement of 400 per mille or more is within what honest results \
+                         reach",
+                    ));
+                }
+                check_judged_against_a_round(round)?;
+            }
         }
         if round.accusations[accused] & (1 << position) != 0 {
             return Err(CoordinatorError::DuplicateVerdict);
@@ -171,6 +212,20 @@ impl Coordinator {
     }
 }
 
+/// A norm or a sign judged against the rest of the round needs a rest to stand for the honest
+/// majority: at least three counted results (the screens' own bound).
+fn check_judged_against_a_round(round: &crate::state::Round) -> Result<()> {
+    let counted = (0..MAX_CLIENTS)
+        .filter(|&slot| round.counted(slot).is_some())
+        .count();
+    if counted < 3 {
+        return Err(CoordinatorError::FindingRefuted(
+            "a result is judged against the rest of its round only when at least three counted",
+        ));
+    }
+    Ok(())
+}
+
 fn check_overlap(overlap: u16) -> Result<()> {
     if !(SAME_SELECTION_PER_MILLE..=1000).contains(&overlap) {
         return Err(CoordinatorError::FindingRefuted(
@@ -194,11 +249,18 @@ mod tests {
                 overlap: 999,
             },
             Finding::Stale { overlap: 950 },
+            Finding::Outsized { per_cent: 10_000 },
+            Finding::Contrary { agreement: 120 },
         ] {
             assert_eq!(Finding::unpack(&finding.pack()), Some(finding));
         }
         assert_eq!(Finding::unpack(&[0, 0, 0, 0, 0]), None, "no kind 0");
-        assert_eq!(Finding::unpack(&[4, 0, 0, 0, 0]), None, "no kind 4");
+        assert_eq!(Finding::unpack(&[6, 0, 0, 0, 0]), None, "no kind 6");
+        assert_eq!(
+            Finding::unpack(&[4, 1, 0, 0, 0]),
+            None,
+            "a norm names no slot"
+        );
         assert_eq!(
             Finding::unpack(&[1, 0, 0, 1, 0]),
             None,

@@ -269,3 +269,41 @@ fn a_participant_assigned_no_samples_cannot_be_judged() {
         Err(CoordinatorError::FindingRefuted(_))
     ));
 }
+
+#[test]
+fn norm_and_sign_findings_need_their_bound_and_a_round_to_judge_against() {
+    let members = [1, 2, 3, 4];
+    let mut run = Run::started(config(), &members);
+    let refuted = |result| matches!(result, Err(CoordinatorError::FindingRefuted(_)));
+
+    // Two counted results are no round to judge one against.
+    let two = {
+        let step = run.c.step;
+        run.commit(&members);
+        run.witness_all(&[1, 2]);
+        run.tick(10).unwrap();
+        *run.c.held_round(step).unwrap()
+    };
+    let (verifiers, _) = verifiers_and_others(&run, &two, &members);
+    let v = verifiers[0];
+    let target = if v == 1 { 2 } else { 1 };
+    let outsized = Finding::Outsized { per_cent: 10_000 };
+    let contrary = Finding::Contrary { agreement: 0 };
+    assert!(refuted(verdict(&mut run, &two, v, target, outsized)));
+    assert!(refuted(verdict(&mut run, &two, v, target, contrary)));
+
+    let all = close_round_seen_by_all(&mut run, &members);
+    let (verifiers, _) = verifiers_and_others(&run, &all, &members);
+    let v = verifiers[0];
+    let target = *members.iter().find(|&&m| m != v).unwrap();
+    let honest_norm = Finding::Outsized { per_cent: 999 };
+    let honest_signs = Finding::Contrary { agreement: 400 };
+    assert!(refuted(verdict(&mut run, &all, v, target, honest_norm)));
+    assert!(refuted(verdict(&mut run, &all, v, target, honest_signs)));
+    verdict(&mut run, &all, v, target, outsized).unwrap();
+    assert_eq!(
+        verdict(&mut run, &all, v, target, contrary),
+        Err(CoordinatorError::DuplicateVerdict),
+        "one verdict per verifier and target, whatever the finding"
+    );
+}

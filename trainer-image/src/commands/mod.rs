@@ -26,6 +26,6 @@ pub use rewards::{RewardsArgs, RewardsCommand, rewards};
 pub use run::{RunArgs, RunCommand, manage_run};
 pub use run_view::{MemberView, PoolView, RunView};
 pub use schedule_args::ScheduleArgs;
-pub use simulate::{SimulateArgs, SimulationSummary, run_simulation, simulate};
+pub use simulate::{SimulateArgs, SimulationSummary, run_simulation, screening_cost, simulate};
 pub use table::Table;
 pub use train::{ClientSummary, RunModelArgs, TrainArgs, train};

@@ -105,6 +105,7 @@ impl SimulateArgs {
 #[derive(Clone, Debug)]
 pub struct SimulationSummary {
     pub parameters: usize,
+    pub workers: usize,
     pub steps: u64,
     pub tokens: usize,
     pub first_loss: f64,
@@ -173,6 +174,7 @@ pub fn run_simulation(args: &SimulateArgs) -> anyhow::Result<SimulationSummary> 
     let hashes = simulation.replica_hashes();
     let summary = SimulationSummary {
         parameters: simulation.model_config().parameter_count(),
+        workers: args.workers,
         steps: args.steps - start_step,
         tokens: simulation.tokens_per_step() * (args.steps - start_step) as usize,
         first_loss,
@@ -204,6 +206,21 @@ fn phase_split(times: &PhaseTimes, steps: u64) -> String {
     ]
     .map(|phase| format!("{:.1}", per_step(phase)))
     .join(" / ")
+}
+
+/// What screening a round costs a replica: its time per round, and its share of a worker's
+/// step (the phase times are summed over the workers, and every worker runs every phase).
+pub fn screening_cost(summary: &SimulationSummary) -> String {
+    let screens = &summary.screens;
+    let per_round = screens.time.as_secs_f64() / screens.rounds.max(1) as f64;
+    let step = summary.phase_times.total().as_secs_f64()
+        / summary.workers.max(1) as f64
+        / summary.steps.max(1) as f64;
+    format!(
+        "{:.2} ms, {:.2}%",
+        per_round * 1e3,
+        100.0 * per_round / step.max(f64::MIN_POSITIVE)
+    )
 }
 
 /// `demeter simulate`: runs and prints the summary table.
@@ -287,6 +304,27 @@ pub fn simulate(args: &SimulateArgs) -> anyhow::Result<()> {
             format!(
                 "{:.3}, {:.3}",
                 screens.honest_overlap_max, screens.honest_repeat_max
+            ),
+        ]);
+        table.row(vec![
+            "screening: ms per round, share of a worker's step".to_owned(),
+            screening_cost(&summary),
+        ]);
+        let or_none = |value: Option<f64>| value.map_or("-".to_owned(), |v| format!("{v:.3}"));
+        table.row(vec![
+            "norm over the round's median: largest honest, smallest dishonest".to_owned(),
+            format!(
+                "{:.3}, {}",
+                screens.honest_norm_max,
+                or_none(screens.dishonest_norm_min)
+            ),
+        ]);
+        table.row(vec![
+            "sign agreement with the round: smallest honest, largest dishonest".to_owned(),
+            format!(
+                "{}, {}",
+                or_none(screens.honest_agreement_min),
+                or_none(screens.dishonest_agreement_max)
             ),
         ]);
     }

@@ -5,7 +5,7 @@
 
 use super::*;
 use crate::demo::SparseUpdate;
-use crate::screening::{Picks, screen};
+use crate::screening::{Picks, Streaks, screen};
 
 /// What the screen of the last applied round keeps for the next: each result's picks, by
 /// member slot, for the stale screen.
@@ -14,6 +14,8 @@ pub(super) struct ScreenMemory {
     /// The round the picks are of.
     step: Option<u64>,
     picks: BTreeMap<usize, Picks>,
+    /// How long each participant's result has gone against the round's, by member slot.
+    contrary: Streaks<usize>,
 }
 
 impl<B: CoordinatorBackend> Trainer<B> {
@@ -40,10 +42,20 @@ impl<B: CoordinatorBackend> Trainer<B> {
             .collect();
         let (flags, picks) = screen(&updates, &previous);
         let slot_of = |position: usize| results[order[position]].0;
-        let findings: Vec<(usize, Finding)> = flags
+        // Streaks run over consecutive rounds only.
+        let mut contrary = match previous_round {
+            true => std::mem::take(&mut self.screens.contrary),
+            false => Streaks::default(),
+        };
+        let judged = contrary.judge(
+            flags
+                .iter()
+                .enumerate()
+                .map(|(position, flags)| (slot_of(position), *flags)),
+        );
+        let findings: Vec<(usize, Finding)> = judged
             .iter()
-            .enumerate()
-            .filter_map(|(position, flags)| Some((slot_of(position), flags.finding(slot_of)?)))
+            .filter_map(|(slot, flags)| Some((*slot, flags.finding(slot_of)?)))
             .collect();
         self.screens = ScreenMemory {
             step: Some(round.step),
@@ -52,6 +64,7 @@ impl<B: CoordinatorBackend> Trainer<B> {
                 .map(|&index| results[index].0)
                 .zip(picks)
                 .collect(),
+            contrary,
         };
         self.metrics.time("verify", started.elapsed());
         for (_, finding) in &findings {
