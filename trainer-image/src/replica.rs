@@ -137,17 +137,13 @@ impl Replica {
     }
 
     /// SHA-256 over every parameter's name and bytes, in parameter order: equal hashes mean
-    /// bitwise-identical replicas.
+    /// bitwise-identical replicas. What witnesses attest at an epoch's end.
     pub fn hash(&self) -> [u8; 32] {
-        let mut hasher = Sha256::new();
-        for (name, tensor) in &self.parameters {
-            let tensor = tensor.to_device(Device::Cpu).contiguous();
-            let mut bytes = vec![0u8; tensor.numel() * tensor.kind().elt_size_in_bytes()];
-            tensor.copy_data_u8(&mut bytes, tensor.numel());
-            hasher.update(name.as_bytes());
-            hasher.update(&bytes);
-        }
-        hasher.finalize().into()
+        weights_hash(
+            self.parameters
+                .iter()
+                .map(|(name, tensor)| (name.as_str(), tensor)),
+        )
     }
 
     /// Writes the weights as safetensors with HF names.
@@ -155,10 +151,35 @@ impl Replica {
         Ok(save_safetensors(path, &self.parameters)?)
     }
 
+    /// Loads weights saved by [`Replica::save`] only if they hash to `attested` (see
+    /// [`Replica::hash`]); otherwise an error, and the replica is left as it was.
+    pub fn load_attested(&self, path: &Path, attested: &[u8; 32]) -> anyhow::Result<()> {
+        let saved: BTreeMap<String, Tensor> = load_safetensors(path)?.into_iter().collect();
+        // A missing tensor changes the hash too.
+        let hash = weights_hash(
+            self.parameters
+                .iter()
+                .filter_map(|(name, _)| Some((name.as_str(), saved.get(name)?))),
+        );
+        anyhow::ensure!(
+            &hash == attested,
+            "{}: weights hash {} but the run's witnesses attested {}",
+            path.display(),
+            hex::encode(hash),
+            hex::encode(attested)
+        );
+        self.copy_in(path, &saved)
+    }
+
     /// Loads weights saved by [`Replica::save`] (or any safetensors file with the same names
     /// and shapes); a missing tensor or another shape is an error naming it.
     pub fn load(&self, path: &Path) -> anyhow::Result<()> {
         let saved: BTreeMap<String, Tensor> = load_safetensors(path)?.into_iter().collect();
+        self.copy_in(path, &saved)
+    }
+
+    /// Copies `saved` (read from `path`) into the parameters, by name.
+    fn copy_in(&self, path: &Path, saved: &BTreeMap<String, Tensor>) -> anyhow::Result<()> {
         tch::no_grad(|| {
             for (name, tensor) in &self.parameters {
                 let source = saved
@@ -184,4 +205,45 @@ pub struct ApplyTimes {
     pub decode: Duration,
     pub aggregate: Duration,
     pub apply: Duration,
+}
+
+/// SHA-256 over each tensor's name and its bytes on the host, in the order given.
+fn weights_hash<'a>(tensors: impl IntoIterator<Item = (&'a str, &'a Tensor)>) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    for (name, tensor) in tensors {
+        let tensor = tensor.to_device(Device::Cpu).contiguous();
+        let mut bytes = vec![0u8; tensor.numel() * tensor.kind().elt_size_in_bytes()];
+        tensor.copy_data_u8(&mut bytes, tensor.numel());
+        hasher.update(name.as_bytes());
+        hasher.update(&bytes);
+    }
+    hasher.finalize().into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Preset;
+
+    fn replica(seed: u64) -> Replica {
+        let config = LlamaConfig::for_training(Preset::Tiny, 256, 32);
+        Replica::new(&config, seed, Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn only_the_attested_weights_are_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let (theirs, path) = (replica(1), dir.path().join("model.safetensors"));
+        theirs.save(&path).unwrap();
+        let mine = replica(2);
+        let before = mine.hash();
+        assert_ne!(before, theirs.hash());
+
+        let error = mine.load_attested(&path, &before).unwrap_err();
+        assert!(error.to_string().contains("attested"), "{error}");
+        assert_eq!(mine.hash(), before, "a refused snapshot changes nothing");
+
+        mine.load_attested(&path, &theirs.hash()).unwrap();
+        assert_eq!(mine.hash(), theirs.hash());
+    }
 }

@@ -70,6 +70,15 @@ pub enum CoordinatorError {
     DuplicateVerdict,
     #[error("this client was ejected from the run for a faked result and cannot take part again")]
     Ejected,
+    #[error(
+        "this client is not an elected witness of the last round before the checkpoint, so it \
+         does not attest it"
+    )]
+    NotAnAttester,
+    #[error("an all-zero hash attests nothing: send the model's weights hash")]
+    EmptyAttestation,
+    #[error("this witness has attested the checkpoint already")]
+    DuplicateAttestation,
 }
 
 impl CoordinatorError {
@@ -107,6 +116,9 @@ impl CoordinatorError {
             Self::FindingRefuted(_) => 27,
             Self::DuplicateVerdict => 28,
             Self::Ejected => 29,
+            Self::NotAnAttester => 30,
+            Self::EmptyAttestation => 31,
+            Self::DuplicateAttestation => 32,
         }
     }
 }

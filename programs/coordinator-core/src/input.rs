@@ -1,10 +1,11 @@
 //! The run's inputs: the one type every host applies, and its one wire encoding.
 //!
-//! A member joins, commits to its results, reports, judges others' results, withdraws; anyone ticks; the run authority pauses, resumes and
-//! changes the config. The Solana program's instructions carry these bytes after their tag (the
-//! program adds only the instructions that manage accounts: creating and closing a run, join
-//! grants), and the centralized server's requests carry the same bytes, so a new input is
-//! written here once: its variant, its encoding and its transition in [`Coordinator::apply`].
+//! A member joins, commits to its results, reports, judges others' results, attests checkpoints
+//! and withdraws; anyone ticks; the run authority pauses, resumes and changes the config. The
+//! Solana program's instructions carry these bytes after their tag (the program adds only the
+//! instructions that manage accounts: creating and closing a run, join grants), and the
+//! centralized server's requests carry the same bytes, so a new input is written here once: its
+//! variant, its encoding and its transition in [`Coordinator::apply`].
 //!
 //! Encoding: one tag byte, then the fields in order, little-endian; a `Config` and a
 //! `WitnessReport` are their fixed-size bytes. Trailing bytes are an error, so every input has
@@ -52,6 +53,13 @@ pub enum Input {
         target: [u8; 32],
         finding: Finding,
     },
+    /// The signer, elected witness `position` of round `step - 1` (the last before the run
+    /// stopped training), attests that the model after `step` rounds has weights hash `hash`.
+    Attest {
+        step: u64,
+        position: u16,
+        hash: [u8; 32],
+    },
 }
 
 /// The tags of the inputs. The program's own instructions use the numbers in between (0, 4, 5,
@@ -68,6 +76,7 @@ pub mod tag {
     pub const HEALTH_CHECK: u8 = 11;
     pub const COMMIT: u8 = 13;
     pub const VERDICT: u8 = 14;
+    pub const ATTEST: u8 = 15;
 }
 
 /// Bytes that are not an input's encoding.
@@ -113,6 +122,7 @@ impl Input {
             Self::Witness { .. } => "Witness",
             Self::HealthCheck { .. } => "HealthCheck",
             Self::Verdict { .. } => "Verdict",
+            Self::Attest { .. } => "Attest",
         }
     }
 
@@ -129,6 +139,7 @@ impl Input {
             Self::Witness { .. } => tag::WITNESS,
             Self::HealthCheck { .. } => tag::HEALTH_CHECK,
             Self::Verdict { .. } => tag::VERDICT,
+            Self::Attest { .. } => tag::ATTEST,
         }
     }
 
@@ -183,6 +194,11 @@ impl Input {
                         .ok_or(MalformedInput::UnknownFinding(finding[0]))?,
                 }
             }
+            tag::ATTEST => Self::Attest {
+                step: u64_at(0),
+                position: u16_at(8),
+                hash: fields[10..].try_into().expect("32"),
+            },
             _ => unreachable!("fields_len knows every tag"),
         })
     }
@@ -196,6 +212,7 @@ impl Input {
             tag::WITNESS => 8 + 2 + size_of::<WitnessReport>(),
             tag::HEALTH_CHECK | tag::COMMIT => 8 + 32,
             tag::VERDICT => 8 + 2 + 32 + Finding::LEN,
+            tag::ATTEST => 8 + 2 + 32,
             _ => return None,
         })
     }
@@ -237,6 +254,15 @@ impl Input {
                 data.extend_from_slice(target);
                 data.extend_from_slice(&finding.pack());
             }
+            Self::Attest {
+                step,
+                position,
+                hash,
+            } => {
+                data.extend_from_slice(&step.to_le_bytes());
+                data.extend_from_slice(&position.to_le_bytes());
+                data.extend_from_slice(hash);
+            }
             Self::Pause | Self::Resume | Self::Withdraw | Self::Tick | Self::WarmupWitness => {}
         }
         data
@@ -276,6 +302,11 @@ impl Coordinator {
                 target,
                 finding,
             } => self.verdict(signer, step, position, target, finding, now),
+            Input::Attest {
+                step,
+                position,
+                hash,
+            } => self.attest(signer, step, position, hash, now),
         }
     }
 }
@@ -338,6 +369,11 @@ mod tests {
                 target: [5; 32],
                 finding: Finding::Stale { overlap: 1000 },
             },
+            Input::Attest {
+                step: 40,
+                position: 31,
+                hash: [6; 32],
+            },
         ];
         for input in inputs {
             let data = input.pack();
@@ -356,7 +392,7 @@ mod tests {
             }
         }
         assert_eq!(Input::unpack(&[]), Err(MalformedInput::Empty));
-        for tag in [0, 4, 5, 12, 15, 255] {
+        for tag in [0, 4, 5, 12, 16, 255] {
             assert_eq!(Input::unpack(&[tag]), Err(MalformedInput::UnknownTag(tag)));
         }
     }

@@ -10,6 +10,7 @@
 //! seconds.
 
 pub mod accounts;
+pub mod attestation;
 pub mod client_metrics;
 pub mod config;
 pub mod error;
@@ -19,6 +20,7 @@ pub mod shuffle;
 pub mod state;
 pub mod verdict;
 
+pub use attestation::Attestation;
 pub use config::Config;
 pub use error::{AccessError, CoordinatorError, MALFORMED_INPUT};
 pub use input::Input;

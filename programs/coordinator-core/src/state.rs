@@ -6,6 +6,7 @@ use core::ops::Range;
 
 use bytemuck::{Pod, Zeroable};
 
+use crate::attestation::Attestation;
 use crate::config::Config;
 use crate::shuffle::{derive_key, permute};
 
@@ -363,6 +364,9 @@ pub struct Coordinator {
     pub epoch_quorum_rounds: u32,
     pub members: [Member; MAX_CLIENTS],
     pub rounds: [Round; ROUNDS_KEPT],
+    /// The model the witnesses attested at the latest epoch's end: what a catching-up client
+    /// checks a peer's snapshot against.
+    pub checkpoint: Attestation,
 }
 
 impl Coordinator {

@@ -37,11 +37,22 @@ enum Action {
         target: u8,
         finding: Finding,
     },
+    /// `client` (`None`: the member elected there) attests, as witness `position` of the round
+    /// before the current step, the model with hash `[hash; 32]`.
+    Attest {
+        client: Option<u8>,
+        position: u16,
+        hash: u8,
+    },
     Pause,
     Resume,
     /// Shorthand, expanded before it is applied: every client commits, then every elected
     /// witness reports what was committed (so rounds close with results that count).
     HonestRound,
+    /// Shorthand: every witness of the round before the current step attests `[hash; 32]`.
+    AttestAll {
+        hash: u8,
+    },
     /// Shorthand: every verifier of the two rounds before judges `target` by `finding`.
     Judge {
         target: u8,
@@ -70,6 +81,13 @@ impl Action {
                         target,
                         finding,
                     })
+                })
+                .collect(),
+            Action::AttestAll { hash } => (0..4)
+                .map(|position| Action::Attest {
+                    client: None,
+                    position,
+                    hash,
                 })
                 .collect(),
             ref action => vec![action.clone()],
@@ -107,6 +125,9 @@ fn action() -> impl Strategy<Value = Action> {
                 target,
                 finding,
             }),
+        3 => (proptest::option::of(0..CLIENTS), 0..4u16, 0..3u8)
+            .prop_map(|(client, position, hash)| Action::Attest { client, position, hash }),
+        2 => (0..2u8).prop_map(|hash| Action::AttestAll { hash }),
         1 => Just(Action::Pause),
         1 => Just(Action::Resume),
         4 => Just(Action::HonestRound),
@@ -229,9 +250,31 @@ fn apply(c: &mut Coordinator, action: &Action, now: &mut i64, counter: u64) -> (
             };
             (signer, input)
         }
+        Action::Attest {
+            client,
+            position,
+            hash,
+        } => {
+            let elected = c
+                .held_round(c.step.saturating_sub(1))
+                .and_then(|round| round.elected(position))
+                .map(|slot| c.members[slot].id);
+            let signer = match client {
+                Some(client) => id(client),
+                None => elected.unwrap_or(id(0)),
+            };
+            let input = Input::Attest {
+                step: c.step,
+                position,
+                hash: [hash; 32],
+            };
+            (signer, input)
+        }
         Action::Pause => (AUTHORITY, Input::Pause),
         Action::Resume => (AUTHORITY, Input::Resume),
-        Action::HonestRound | Action::Judge { .. } => unreachable!("expanded before applied"),
+        Action::HonestRound | Action::Judge { .. } | Action::AttestAll { .. } => {
+            unreachable!("expanded before applied")
+        }
     };
     (signer, c.apply(signer, &input, *now, &seed).is_ok())
 }
@@ -320,6 +363,19 @@ proptest! {
                 if c.members[accused].status() == MemberStatus::Ejected {
                     prop_assert!(after.accusation_count(accused) >= after.verdict_quorum().max(2));
                 }
+            }
+            // Only an attestation moves the attested checkpoint, only forward, only to the model
+            // a witness quorum of the last round before it voted for.
+            if c.checkpoint.attested() != before.checkpoint.attested() {
+                prop_assert!(matches!(action, Action::Attest { .. }), "only witnesses attest");
+                let (step, hash) = c.checkpoint.attested().unwrap();
+                prop_assert!(before.checkpoint.attested().is_none_or(|(old, _)| step >= old));
+                prop_assert!(!matches!(before.run_state(), RunState::RoundTrain | RunState::RoundWitness));
+                let last = before.held_round(step - 1).unwrap();
+                let agreeing = (0..last.witness_count)
+                    .filter(|&p| c.checkpoint.has_voted(step, p) && c.checkpoint.votes[usize::from(p)] == *hash)
+                    .count();
+                prop_assert!(agreeing >= usize::from(last.quorum()), "a quorum of equal votes");
             }
             // What a closed round counts never changes: replicas applied it.
             for (old, new) in before.rounds.iter().zip(&c.rounds) {

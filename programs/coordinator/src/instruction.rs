@@ -60,7 +60,8 @@ pub enum CoordinatorInstruction {
     /// One of the run's inputs, applied by the state machine. Its accounts:
     ///
     /// - `UpdateConfig`, `Pause`, `Resume` (the run authority signs), `WarmupWitness`,
-    ///   `Commit`, `Witness`, `HealthCheck`, `Verdict` (a member signs): 0. `[s]` signer.
+    ///   `Commit`, `Witness`, `HealthCheck`, `Verdict`, `Attest` (a member signs): 0. `[s]`
+    ///   signer.
     ///   1. `[w]` run account. 2. `[]` Clock sysvar.
     /// - `Withdraw`: the same, with 0. `[s, w]`: the member, which gets its deposit back.
     /// - `Join`: 0. `[s, w]` the client, which pays the deposit. 1. `[w]` run account.
@@ -175,7 +176,8 @@ pub fn input(signer: &Pubkey, run_account: &Pubkey, input: Input) -> Instruction
         | Input::Commit { .. }
         | Input::Witness { .. }
         | Input::HealthCheck { .. }
-        | Input::Verdict { .. } => vec![signer, run, clock],
+        | Input::Verdict { .. }
+        | Input::Attest { .. } => vec![signer, run, clock],
     };
     instruction(accounts, CoordinatorInstruction::Input(input))
 }
@@ -328,6 +330,26 @@ pub fn verdict(
             position,
             target: target.to_bytes(),
             finding,
+        },
+    )
+}
+
+/// Witness `position` of round `step - 1` attests that the model after `step` rounds has
+/// weights hash `hash`.
+pub fn attest(
+    client: &Pubkey,
+    run_account: &Pubkey,
+    step: u64,
+    position: u16,
+    hash: [u8; 32],
+) -> Instruction {
+    input(
+        client,
+        run_account,
+        Input::Attest {
+            step,
+            position,
+            hash,
         },
     )
 }

@@ -360,6 +360,87 @@ async fn a_full_epoch_with_three_clients_pays_points_and_closes() {
     assert!(s.chain.account(&run).await.is_some());
 }
 
+/// Issue 15: the last round's witnesses attest the epoch-end model through real transactions;
+/// a quorum of equal hashes records it, and what is not theirs to attest is refused on chain.
+#[tokio::test]
+async fn the_last_rounds_witnesses_attest_the_epoch_end_model() {
+    let mut s = Started::new(config()).await;
+    let run = s.run;
+    for _ in 0..2 {
+        s.witness_round().await;
+        s.chain.advance(10);
+        s.chain.tick(&run).await.unwrap();
+    }
+    let state = s.chain.run(&run).await.coordinator;
+    assert_eq!((state.run_state(), state.step), (RunState::Cooldown, 2));
+    let last = *state.held_round(1).unwrap();
+    let witness = |position: u16| {
+        let slot = last.elected(position).unwrap();
+        s.client(&state.members[slot].id).insecure_clone()
+    };
+    let (first, second) = (witness(0), witness(1));
+    let model = [42; 32];
+
+    let stranger = s.chain.funded().await;
+    let sent = s
+        .chain
+        .send(
+            &[instruction::attest(&stranger.pubkey(), &run, 2, 0, model)],
+            &[&stranger],
+        )
+        .await;
+    assert_eq!(failed(sent), machine(CoordinatorError::NotAMember));
+    let sent = s
+        .chain
+        .send(
+            &[instruction::attest(&first.pubkey(), &run, 2, 1, model)],
+            &[&first],
+        )
+        .await;
+    assert_eq!(failed(sent), machine(CoordinatorError::NotAnAttester));
+    let sent = s
+        .chain
+        .send(
+            &[instruction::attest(&first.pubkey(), &run, 1, 0, model)],
+            &[&first],
+        )
+        .await;
+    assert_eq!(
+        failed(sent),
+        machine(CoordinatorError::WrongRound {
+            step: 1,
+            current: 2
+        })
+    );
+
+    s.chain
+        .send(
+            &[instruction::attest(&first.pubkey(), &run, 2, 0, model)],
+            &[&first],
+        )
+        .await
+        .unwrap();
+    s.chain.advance(1);
+    let again = instruction::attest(&first.pubkey(), &run, 2, 0, model);
+    assert_eq!(
+        failed(s.chain.send(&[again], &[&first]).await),
+        machine(CoordinatorError::DuplicateAttestation)
+    );
+    assert_eq!(
+        s.chain.run(&run).await.coordinator.checkpoint.attested(),
+        None
+    );
+    s.chain
+        .send(
+            &[instruction::attest(&second.pubkey(), &run, 2, 1, model)],
+            &[&second],
+        )
+        .await
+        .unwrap();
+    let state = s.chain.run(&run).await.coordinator;
+    assert_eq!(state.checkpoint.attested(), Some((2, &model)));
+}
+
 #[tokio::test]
 async fn a_run_that_owes_nothing_closes_with_its_rent_back() {
     let mut chain = Chain::start().await;
@@ -541,8 +622,6 @@ async fn a_result_counts_only_by_the_hash_its_participant_committed_once() {
     assert_eq!(closed.counted(slot), Some(&honest));
 }
 
-/// Audit finding 6: a config the authority set (points or batch sizes up to u64::MAX) let a
-/// tick overflow, and every later tick fail, locking the run and its rent.
 /// Issue 15: a verdict quorum of a round's verifiers ejects a member through real
 /// transactions: its deposit is forfeit, it cannot rejoin, and what the coordinator can check
 /// of a finding is checked on chain.
@@ -633,6 +712,8 @@ async fn a_verdict_quorum_ejects_a_member_and_its_deposit_is_forfeit() {
     );
 }
 
+/// Audit finding 6: a config the authority set (points or batch sizes up to u64::MAX) let a
+/// tick overflow, and every later tick fail, locking the run and its rent.
 #[tokio::test]
 async fn configs_that_could_overflow_are_refused() {
     let mut chain = Chain::start().await;
@@ -1313,10 +1394,10 @@ fn account_sizes_are_as_documented() {
     use demeter_coordinator_core::accounts::JoinGrant;
     assert_eq!(
         (RunInstance::LEN, RunAccount::LEN, JoinGrant::LEN),
-        (112, 63_400, 112)
+        (112, 64_480, 112)
     );
     let rent = solana_sdk::rent::Rent::default().minimum_balance(RunAccount::LEN);
-    assert_eq!(rent, 442_154_880, "lamports to keep a run account");
+    assert_eq!(rent, 449_671_680, "lamports to keep a run account");
 }
 
 #[test]

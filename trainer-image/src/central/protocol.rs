@@ -16,11 +16,11 @@ use demeter_coordinator_core::Coordinator;
 use serde::{Deserialize, Serialize};
 use tokio_util::codec::LengthDelimitedCodec;
 
-/// Version 4: verifiers judge results (`Input::Verdict`) and members can be ejected (version 3
-/// added commitments and exact witness bitmaps; version 2 had Bloom-filter reports; version 1 a
-/// request enum of its own).
-pub const PROTOCOL_VERSION: u16 = 4;
-/// The largest frame either side accepts; a state push is about 62 KB.
+/// Version 5: witnesses attest epoch-end models (`Input::Attest`, the state's `checkpoint`)
+/// (version 4 added verdicts and ejection; version 3 commitments and exact witness bitmaps;
+/// version 2 had Bloom-filter reports; version 1 a request enum of its own).
+pub const PROTOCOL_VERSION: u16 = 5;
+/// The largest frame either side accepts; a state push is about 63 KB.
 pub const MAX_FRAME: usize = 1 << 20;
 const CHALLENGE_DOMAIN: &[u8] = b"demeter-coordinator-challenge-v1";
 

@@ -13,8 +13,9 @@ use demeter_coordinator_core::Coordinator;
 use sha2::{Digest, Sha256};
 
 const MAGIC: &[u8; 4] = b"DMCS";
-/// Version 2: rounds record commit order, accusations and ejections (issue 15).
-const FORMAT_VERSION: u32 = 2;
+/// Version 3: the attested checkpoint; version 2: rounds record commit order, accusations and
+/// ejections (issue 15).
+const FORMAT_VERSION: u32 = 3;
 const HEADER: usize = 8;
 
 #[derive(Debug, thiserror::Error)]

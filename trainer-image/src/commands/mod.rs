@@ -24,7 +24,7 @@ pub use model::{ModelInitArgs, init_model};
 pub use payload::{PayloadCommand, payload};
 pub use rewards::{RewardsArgs, RewardsCommand, rewards};
 pub use run::{RunArgs, RunCommand, manage_run};
-pub use run_view::{MemberView, PoolView, RunView};
+pub use run_view::{AttestedView, MemberView, PoolView, RunView};
 pub use schedule_args::ScheduleArgs;
 pub use simulate::{SimulateArgs, SimulationSummary, run_simulation, screening_cost, simulate};
 pub use table::Table;

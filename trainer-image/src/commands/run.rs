@@ -26,7 +26,7 @@ pub struct RunArgs {
 #[derive(clap::Subcommand, Debug)]
 pub enum RunCommand {
     /// Create the run of a run file, the --keypair its authority (it pays the run account's
-    /// rent, about 0.44 SOL, returned when the run is closed). The file's `clients` become
+    /// rent, about 0.45 SOL, returned when the run is closed). The file's `clients` become
     /// join grants; an existing run of the same name is left alone.
     Create {
         /// The run file (see deploy/examples/coordinator-run.toml).

@@ -20,6 +20,8 @@ pub struct RunView {
     pub epoch: u64,
     pub step: u64,
     pub total_steps: u64,
+    /// The model the run's witnesses attested last: late joiners accept only its snapshots.
+    pub attested: Option<AttestedView>,
     pub members: Vec<MemberView>,
     pub pool: Option<PoolView>,
 }
@@ -34,6 +36,14 @@ pub struct MemberView {
     pub paid: Option<u64>,
     /// Token units the pool still owes it (with a pool).
     pub owed: Option<u64>,
+}
+
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct AttestedView {
+    /// The rounds applied to it.
+    pub step: u64,
+    /// SHA-256 of its weights, hex.
+    pub weights_hash: String,
 }
 
 #[derive(Serialize, Debug, Clone, PartialEq)]
@@ -94,6 +104,13 @@ impl RunView {
             epoch: state.epoch,
             step: state.step,
             total_steps: state.config.total_steps,
+            attested: state
+                .checkpoint
+                .attested()
+                .map(|(step, hash)| AttestedView {
+                    step,
+                    weights_hash: hex::encode(hash),
+                }),
             members,
             pool,
         })
@@ -111,6 +128,12 @@ impl fmt::Display for RunView {
             (
                 "epoch, step",
                 format!("{}, {} of {}", self.epoch, self.step, self.total_steps),
+            ),
+            (
+                "attested model",
+                self.attested.as_ref().map_or("none yet".to_owned(), |a| {
+                    format!("step {}, weights hash {}", a.step, a.weights_hash)
+                }),
             ),
         ];
         match &self.pool {

@@ -1,5 +1,6 @@
-//! Checkpoints: written at an epoch's end, read to resume, and the catch-up of a replica that
-//! fell behind the rounds the coordinator still holds.
+//! Checkpoints: written at an epoch's end and attested by the last round's witnesses, read to
+//! resume, and the catch-up of a replica that fell behind the rounds the coordinator still holds
+//! (from a peer's snapshot, only if it is the attested model).
 
 use super::*;
 use crate::checkpoint::{self, CheckpointWriter, SavedState, named_state};
@@ -67,8 +68,46 @@ impl<B: CoordinatorBackend> Trainer<B> {
         Ok(())
     }
 
+    /// Between rounds, as an elected witness of the last round before them: attests the model
+    /// this replica holds after every round so far (its weights hash), once. A witness quorum
+    /// of equal hashes is what catching-up clients accept a snapshot by.
+    pub(super) async fn attest(&mut self, state: &Coordinator, slot: usize) {
+        let step = state.step;
+        if self.attested == Some(step) || self.applied != step {
+            return;
+        }
+        let Some(position) = step
+            .checked_sub(1)
+            .and_then(|last| state.held_round(last))
+            .and_then(|last| last.witness_position(slot))
+        else {
+            return;
+        };
+        if state.checkpoint.has_voted(step, position) {
+            self.attested = Some(step);
+            return;
+        }
+        let hash = tokio::task::block_in_place(|| self.replica.hash());
+        match self
+            .send(Input::Attest {
+                step,
+                position,
+                hash,
+            })
+            .await
+        {
+            Ok(()) => {
+                tracing::info!(step, hash = %hex::encode(hash), "attested the model");
+                self.attested = Some(step);
+            }
+            Err(BackendError::Rejected(_)) => self.attested = Some(step),
+            Err(BackendError::Unavailable(_)) => {}
+        }
+    }
+
     /// A replica that fell behind the rounds the coordinator still holds (a restarted or late
-    /// client) loads a peer's epoch-end snapshot, then applies the held rounds after it. Asks
+    /// client) loads a peer's epoch-end snapshot, then applies the held rounds after it. Only
+    /// the model the run's witnesses attested: one peer cannot hand it a poisoned model. Asks
     /// at most every two seconds; peers have snapshots from the first epoch's end on.
     pub(super) async fn catch_up(&mut self, state: &Coordinator) -> anyhow::Result<()> {
         if self
@@ -78,6 +117,10 @@ impl<B: CoordinatorBackend> Trainer<B> {
             return Ok(());
         }
         self.last_catch_up = Some(Instant::now());
+        let Some((attested_step, &attested)) = state.checkpoint.attested() else {
+            tracing::debug!("behind, and no model attested yet to catch up from");
+            return Ok(());
+        };
         let me = self.me();
         let mut peers: Vec<SocketAddr> = state
             .members
@@ -92,7 +135,8 @@ impl<B: CoordinatorBackend> Trainer<B> {
             let Some((step, model)) = self.peers.snapshot(peer, max_len).await else {
                 continue;
             };
-            let usable = step > self.applied
+            let usable = step == attested_step
+                && step > self.applied
                 && step <= state.step
                 && (step == state.step || state.held_round(step).is_some());
             if !usable {
@@ -101,8 +145,8 @@ impl<B: CoordinatorBackend> Trainer<B> {
             let scratch = tempfile::tempdir()?;
             let path = scratch.path().join("model.safetensors");
             std::fs::write(&path, &model)?;
-            if let Err(error) = self.replica.load(&path) {
-                tracing::warn!(%peer, %error, "a peer's snapshot does not fit this model");
+            if let Err(error) = self.replica.load_attested(&path, &attested) {
+                tracing::warn!(%peer, %error, "a peer's snapshot is not the attested model");
                 continue;
             }
             tracing::info!(%peer, from = self.applied, to = step, "caught up from a peer's snapshot");

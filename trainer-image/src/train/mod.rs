@@ -151,6 +151,8 @@ pub struct Trainer<B: CoordinatorBackend> {
     sent_before: Option<crate::demo::SparseUpdate>,
     work: RoundWork,
     checkpointed_epoch: Option<u64>,
+    /// The step whose model this client attested last (as a witness of the round before it).
+    attested: Option<u64>,
     /// When this client last asked peers for a snapshot.
     last_catch_up: Option<Instant>,
     first_loss: Option<f64>,
@@ -223,6 +225,7 @@ impl<B: CoordinatorBackend> Trainer<B> {
             sent_before: None,
             work: RoundWork::default(),
             checkpointed_epoch: None,
+            attested: None,
             first_loss: None,
             last_loss: None,
             tokens: 0,
@@ -287,6 +290,9 @@ impl<B: CoordinatorBackend> Trainer<B> {
             let state = self.backend.state();
             if state.run_state() == RunState::Finished && self.applied >= state.step {
                 self.checkpoint(&state)?;
+                if let Some(slot) = state.member_index(&self.me()) {
+                    self.attest(&state, slot).await;
+                }
                 if let Err(error) = self.backend.settle().await {
                     tracing::warn!(%error, "could not take back what the coordinator holds for this client; withdraw later");
                 }
@@ -384,6 +390,16 @@ impl<B: CoordinatorBackend> Trainer<B> {
             }
             RunState::Cooldown if in_sync => self.checkpoint(state)?,
             _ => {}
+        }
+        // Between rounds (a short cooldown must not keep a witness from attesting).
+        if let Some(slot) = slot
+            && in_sync
+            && !matches!(
+                state.run_state(),
+                RunState::RoundTrain | RunState::RoundWitness
+            )
+        {
+            self.attest(state, slot).await;
         }
         Ok(())
     }
