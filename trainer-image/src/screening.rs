@@ -5,16 +5,17 @@
 //! trained on the wrong data, random signs at honest magnitudes) needs scoring against data
 //! (docs/verification.md).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
 
-use tch::{Kind, Tensor};
+use tch::Kind;
 
 use demeter_coordinator_core::Finding;
 use demeter_coordinator_core::verdict::{
     CONTRARY_PER_MILLE, OUTSIZED_PER_CENT, SAME_SELECTION_PER_MILLE,
 };
 
-use crate::demo::{SparseBlocks, SparseUpdate};
+use crate::demo::SparseUpdate;
 
 /// The share of picks two results must share (over all their blocks) to be the same selection:
 /// honest results of one round, or of one client in consecutive rounds, share far fewer
@@ -106,91 +107,117 @@ impl Flags {
     }
 }
 
-/// A result's picks: (tensor, block, position) of every coefficient it selected. Built once per
-/// result, then compared with every other.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Picks(BTreeSet<(usize, usize, i64)>);
+/// Where a coefficient sits: (tensor, block, position in the block's coefficients).
+type Pick = (u32, u32, i64);
+
+/// A result as the screens read it: every coefficient it picked and its value, copied to the
+/// host once and sorted by pick, so two results compare in one merge and the whole round's
+/// signs in one pass, with no dense tensors and a handful of tensor reads per result.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Picks {
+    picks: Vec<Pick>,
+    values: Vec<f32>,
+}
 
 impl Picks {
     pub fn of(update: &SparseUpdate) -> Self {
-        let mut picks = BTreeSet::new();
+        let mut entries: Vec<(Pick, f32)> = Vec::new();
         for (tensor, blocks) in update.tensors.iter().enumerate() {
             let k = blocks.k().max(1);
             let indices = Vec::<i64>::try_from(blocks.indices.flatten(0, -1)).expect("i64 indices");
-            for (at, index) in indices.into_iter().enumerate() {
-                picks.insert((tensor, at / k, index));
-            }
+            let values = Vec::<f32>::try_from(blocks.values.to_kind(Kind::Float).flatten(0, -1))
+                .expect("f32 values");
+            entries.extend(
+                indices
+                    .into_iter()
+                    .zip(values)
+                    .enumerate()
+                    .map(|(at, (index, value))| ((tensor as u32, (at / k) as u32, index), value)),
+            );
         }
-        Self(picks)
+        // Tensors and blocks come in order already: this sorts each block's picks. A block
+        // picks a coefficient once (top-k), so the order is total.
+        entries.sort_unstable_by_key(|&(pick, _)| pick);
+        let (picks, values) = entries.into_iter().unzip();
+        Self { picks, values }
     }
 
     /// The share of these picks that `other` also picks, in the same tensor and block.
     pub fn overlap(&self, other: &Picks) -> f64 {
-        if self.0.is_empty() {
+        if self.picks.is_empty() {
             return 0.0;
         }
-        self.0.intersection(&other.0).count() as f64 / self.0.len() as f64
+        let (mut mine, mut theirs) = (self.picks.iter().peekable(), other.picks.iter().peekable());
+        let mut shared = 0usize;
+        while let (Some(a), Some(b)) = (mine.peek(), theirs.peek()) {
+            match a.cmp(b) {
+                Ordering::Less => {
+                    mine.next();
+                }
+                Ordering::Greater => {
+                    theirs.next();
+                }
+                Ordering::Equal => {
+                    shared += 1;
+                    mine.next();
+                    theirs.next();
+                }
+            }
+        }
+        shared as f64 / self.picks.len() as f64
+    }
+
+    /// Every value is zero (a NaN is not).
+    fn all_zero(&self) -> bool {
+        self.values.iter().all(|&value| value == 0.0)
+    }
+
+    /// The L2 norm of the values.
+    fn norm(&self) -> f64 {
+        self.values
+            .iter()
+            .map(|&value| f64::from(value) * f64::from(value))
+            .sum::<f64>()
+            .sqrt()
     }
 }
 
-fn all_zero(blocks: &SparseBlocks) -> bool {
-    blocks
-        .values
-        .to_kind(Kind::Float)
-        .abs()
-        .max()
-        .double_value(&[])
-        == 0.0
+/// -1, 0 or 1.
+fn sign(value: f64) -> i8 {
+    i8::from(value > 0.0) - i8::from(value < 0.0)
 }
 
-/// The L2 norm of a result's values over all its tensors.
-fn norm(update: &SparseUpdate) -> f64 {
-    update
-        .tensors
-        .iter()
-        .map(|blocks| {
-            let values = blocks.values.to_kind(Kind::Double);
-            (&values * &values).sum(Kind::Double).double_value(&[])
-        })
-        .sum::<f64>()
-        .sqrt()
-}
-
-/// Each result's sign agreement with the sum of the others: per tensor, every result's values
-/// are laid into its blocks, the others' sum is the round's sum less its own, and each of its
-/// picks where that sum is nonzero counts as agreeing or not.
-fn agreements(results: &[&SparseUpdate]) -> Vec<Option<f64>> {
-    let tensors = results.first().map_or(0, |first| first.tensors.len());
-    let mut counts = vec![(0i64, 0i64); results.len()];
-    for tensor in 0..tensors {
-        let parts: Vec<&SparseBlocks> = results.iter().map(|r| &r.tensors[tensor]).collect();
-        let width = parts
+/// Each result's sign agreement with the sum of the others: walking every result's sorted
+/// picks together, at each coefficient the others' sum (in result order, so every replica gets
+/// the same bits) is compared in sign with the result's own value wherever it is nonzero.
+fn agreements(results: &[Picks]) -> Vec<Option<f64>> {
+    let mut counts = vec![(0u64, 0u64); results.len()];
+    let mut cursors = vec![0usize; results.len()];
+    let mut here: Vec<(usize, f64)> = Vec::with_capacity(results.len());
+    loop {
+        let next = results
             .iter()
-            .map(|part| part.indices.max().int64_value(&[]) + 1)
-            .max()
-            .unwrap_or(1);
-        let dense = |part: &SparseBlocks| {
-            let rows = part.indices.size()[0];
-            Tensor::zeros([rows, width], (Kind::Double, part.values.device())).scatter_add(
-                -1,
-                &part.indices,
-                &part.values.to_kind(Kind::Double),
-            )
-        };
-        let denses: Vec<Tensor> = parts.iter().map(|part| dense(part)).collect();
-        let total = denses
-            .iter()
-            .skip(1)
-            .fold(denses[0].copy(), |sum, d| sum + d);
-        for (index, (part, own)) in parts.iter().zip(&denses).enumerate() {
-            let others = (&total - own).gather(-1, &part.indices, false);
-            let shared = others.ne(0.0);
-            let agree = others
-                .sign()
-                .eq_tensor(&part.values.to_kind(Kind::Double).sign())
-                .logical_and(&shared);
-            counts[index].0 += agree.sum(Kind::Int64).int64_value(&[]);
-            counts[index].1 += shared.sum(Kind::Int64).int64_value(&[]);
+            .zip(&cursors)
+            .filter_map(|(result, &at)| result.picks.get(at))
+            .min();
+        let Some(&pick) = next else { break };
+        here.clear();
+        for (index, (result, at)) in results.iter().zip(&mut cursors).enumerate() {
+            if result.picks.get(*at) == Some(&pick) {
+                here.push((index, f64::from(result.values[*at])));
+                *at += 1;
+            }
+        }
+        for &(index, own) in &here {
+            let others: f64 = here
+                .iter()
+                .filter(|&&(other, _)| other != index)
+                .map(|&(_, value)| value)
+                .sum();
+            if others != 0.0 {
+                counts[index].1 += 1;
+                counts[index].0 += u64::from(sign(others) == sign(own));
+            }
         }
     }
     counts
@@ -201,11 +228,11 @@ fn agreements(results: &[&SparseUpdate]) -> Vec<Option<f64>> {
 
 /// The norm and sign measures of a round's results (see [`Measures`]); empty below
 /// [`SCREEN_QUORUM`] results.
-pub fn measure(results: &[&SparseUpdate]) -> Vec<Measures> {
+pub fn measure(results: &[Picks]) -> Vec<Measures> {
     if results.len() < SCREEN_QUORUM {
         return Vec::new();
     }
-    let norms: Vec<f64> = results.iter().map(|result| norm(result)).collect();
+    let norms: Vec<f64> = results.iter().map(Picks::norm).collect();
     let mut sorted = norms.clone();
     sorted.sort_by(f64::total_cmp);
     let median = sorted[sorted.len() / 2];
@@ -225,15 +252,14 @@ pub fn measure(results: &[&SparseUpdate]) -> Vec<Measures> {
 /// results' picks, which the next round's screen takes as its `previous`.
 pub fn screen(results: &[&SparseUpdate], previous: &[Option<&Picks>]) -> (Vec<Flags>, Vec<Picks>) {
     let picks: Vec<Picks> = results.iter().map(|result| Picks::of(result)).collect();
-    let measures = measure(results);
-    let flags = results
+    let measures = measure(&picks);
+    let flags = picks
         .iter()
-        .zip(&picks)
         .enumerate()
-        .map(|(index, (result, own))| {
+        .map(|(index, own)| {
             let measured = measures.get(index);
             Flags {
-                zero: result.tensors.iter().all(all_zero),
+                zero: own.all_zero(),
                 copy: picks[..index]
                     .iter()
                     .map(|earlier| own.overlap(earlier))
@@ -293,7 +319,8 @@ impl<K: Ord + Copy> Streaks<K> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tch::Device;
+    use crate::demo::SparseBlocks;
+    use tch::{Device, Tensor};
 
     fn update(rows: &[&[i64]], value: f32) -> SparseUpdate {
         let k = rows[0].len() as i64;

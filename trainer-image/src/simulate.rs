@@ -421,7 +421,7 @@ impl Simulation {
                 counts.honest_repeat_max = counts.honest_repeat_max.max(own.overlap(before));
             }
         }
-        let measures = measure(&refs);
+        let measures = measure(&picks);
         let (honest_measures, dishonest_measures) = measures.split_at(honest.min(measures.len()));
         let min = |a: Option<f64>, b: Option<f64>| match (a, b) {
             (Some(a), Some(b)) => Some(a.min(b)),
