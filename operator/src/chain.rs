@@ -160,6 +160,8 @@ pub struct ChainView {
     pub points: u64,
     /// Points taken back from members for cheating (never paid).
     pub slashed: u64,
+    /// The model the witnesses attested last: its step and weights hash.
+    pub attested: Option<(u64, [u8; 32])>,
     /// From the last closed round's start to the next round's start, within one epoch.
     pub last_round_seconds: Option<f64>,
     /// Every member with points: what it earned, lost and was paid.
@@ -232,6 +234,10 @@ impl ChainView {
                 .collect(),
             points: state.members.iter().map(|m| m.points).sum(),
             slashed: state.members.iter().map(|m| m.slashed).sum(),
+            attested: state
+                .checkpoint
+                .attested()
+                .map(|(step, hash)| (step, *hash)),
             last_round_seconds,
             members: state
                 .members

@@ -627,6 +627,16 @@ pub struct RewardsStatus {
     pub owed: u64,
 }
 
+/// A model the run's witnesses attested.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AttestedModel {
+    /// The rounds applied to it.
+    pub step: u64,
+    /// SHA-256 of its weights (names and bytes in model order), hex.
+    pub weights_hash: String,
+}
+
 /// The run on chain, as last read.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, KubeSchema)]
 #[serde(rename_all = "camelCase")]
@@ -651,6 +661,10 @@ pub struct ChainStatus {
     /// The keys of members a verdict quorum ejected for faked results.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ejected: Vec<String>,
+    /// The model the witnesses of an epoch's last round attested: clients catching up accept
+    /// only a snapshot of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attested_model: Option<AttestedModel>,
     /// The run's reward pool on the treasurer program, when it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rewards: Option<RewardsStatus>,

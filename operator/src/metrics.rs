@@ -512,6 +512,7 @@ mod tests {
                 ejected: Vec::new(),
                 points: 30,
                 slashed: 0,
+                attested: None,
                 last_round_seconds: Some(9.0),
                 members: vec![crate::chain::MemberPoints {
                     key: solana_sdk::pubkey::Pubkey::new_unique(),

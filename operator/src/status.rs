@@ -7,7 +7,9 @@ use k8s_openapi::jiff::Timestamp;
 use crate::chain::{ChainError, Synced};
 use crate::clients::Plan;
 use crate::conditions::{self, CHAIN_SYNCED, DEGRADED, PROGRESSING, READY};
-use crate::crd::{ChainStatus, ClientCounts, Phase, RewardsStatus, TrainingRun, TrainingRunStatus};
+use crate::crd::{
+    AttestedModel, ChainStatus, ClientCounts, Phase, RewardsStatus, TrainingRun, TrainingRunStatus,
+};
 use crate::progress::Progress;
 
 /// The status for `run` now: its phase, the Ready, Progressing, Degraded and (in solana mode)
@@ -190,6 +192,10 @@ pub fn derive(
             points: view.points,
             slashed: view.slashed,
             ejected: view.ejected.iter().map(ToString::to_string).collect(),
+            attested_model: view.attested.map(|(step, hash)| AttestedModel {
+                step,
+                weights_hash: hex::encode(hash),
+            }),
             rewards: view.rewards.as_ref().map(|rewards| RewardsStatus {
                 pool: rewards.pool.to_string(),
                 mint: rewards.mint.to_string(),
@@ -275,6 +281,7 @@ mod tests {
             ejected: vec![Pubkey::new_from_array([7; 32])],
             points: 300,
             slashed: 40,
+            attested: Some((8, [0xAB; 32])),
             last_round_seconds: Some(4.5),
             members: Vec::new(),
             rewards: None,
@@ -370,6 +377,8 @@ mod tests {
         assert_eq!((chain.points, chain.slashed, chain.slot), (300, 40, 77));
         assert_eq!(status.clients.ejected, 1);
         assert_eq!(chain.ejected, [Pubkey::new_from_array([7; 32]).to_string()]);
+        let attested = chain.attested_model.as_ref().unwrap();
+        assert_eq!((attested.step, &attested.weights_hash[..4]), (8, "abab"));
         assert_eq!(condition(&status, CHAIN_SYNCED).0, "True");
     }
 
