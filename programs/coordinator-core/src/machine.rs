@@ -106,7 +106,7 @@ impl Coordinator {
     }
 
     fn start_round(&mut self, now: i64, seed: &[u8; 32]) {
-        // Written in place, like `init`: a round is 16 KB.
+        // Written in place, like `init`: a round is 10 KB.
         let round = &mut self.rounds[self.step as usize % ROUNDS_KEPT];
         bytemuck::bytes_of_mut(round).fill(0);
         round.step = self.step;

@@ -431,7 +431,7 @@ impl Shared {
 type Frames = Framed<TcpStream, ServerCodec>;
 
 /// The protocol's framing with a tighter bound on what the client may send: its frames are
-/// capped at the size of its largest message, while the server's own state pushes (~57 KB)
+/// capped at the size of its largest message, while the server's own state pushes (~64 KB)
 /// go out under [`protocol::MAX_FRAME`]. One `LengthDelimitedCodec` bounds both directions
 /// alike, hence two.
 struct ServerCodec {
