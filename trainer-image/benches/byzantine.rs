@@ -12,7 +12,7 @@
 //!
 //! `make bench-byzantine`. BYZANTINE_STEPS overrides the default of 300 steps (the detection
 //! table runs at most 100 unless it runs alone); BYZANTINE_TABLE=losses or =detection runs one
-//! table.
+//! table; BYZANTINE_ATTACKS=NAME,NAME measures those attacks only (and the honest runs).
 
 use clap::Parser;
 use demeter_trainer::attack::Attack;
@@ -37,11 +37,12 @@ const RULES: [Aggregation; 3] = [
     Aggregation::ClippedMean,
     Aggregation::SignVote,
 ];
-const ATTACKS: [Attack; 7] = [
+const ATTACKS: [Attack; 8] = [
     Attack::Random,
     Attack::Zero,
     Attack::Stale,
     Attack::Copy,
+    Attack::NoisyCopy,
     Attack::Scale,
     Attack::SignFlip,
     Attack::WrongData,
@@ -116,15 +117,34 @@ fn simulate(
     Ok(summary)
 }
 
+/// The attacks BYZANTINE_ATTACKS names, or all of them.
+fn attacks() -> anyhow::Result<Vec<Attack>> {
+    let Ok(names) = std::env::var("BYZANTINE_ATTACKS") else {
+        return Ok(ATTACKS.to_vec());
+    };
+    names
+        .split(',')
+        .map(|attack| {
+            <Attack as clap::ValueEnum>::from_str(attack.trim(), false).map_err(|_| {
+                anyhow::anyhow!(
+                    "BYZANTINE_ATTACKS: no attack {attack:?}; the attacks are {}",
+                    ATTACKS.map(|a| name(&a)).join(", ")
+                )
+            })
+        })
+        .collect()
+}
+
 fn main() -> anyhow::Result<()> {
     let steps: u64 = std::env::var("BYZANTINE_STEPS").map_or(Ok(300), |steps| steps.parse())?;
+    let attacks = attacks()?;
     match std::env::var("BYZANTINE_TABLE").as_deref() {
         Err(_) => {
-            losses(steps)?;
-            detection(steps.min(100))
+            losses(steps, &attacks)?;
+            detection(steps.min(100), &attacks)
         }
-        Ok("losses") => losses(steps),
-        Ok("detection") => detection(steps),
+        Ok("losses") => losses(steps, &attacks),
+        Ok("detection") => detection(steps, &attacks),
         Ok(other) => {
             anyhow::bail!("BYZANTINE_TABLE={other}: expected losses or detection (unset: both)")
         }
@@ -132,7 +152,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// Final validation loss of every attack under every rule, against the rule's honest run.
-fn losses(steps: u64) -> anyhow::Result<()> {
+fn losses(steps: u64, attacks: &[Attack]) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let mut honest = Vec::new();
     let mut table_header = vec!["attack".to_owned()];
@@ -145,7 +165,7 @@ fn losses(steps: u64) -> anyhow::Result<()> {
     let mut row = vec!["none (honest)".to_owned()];
     row.extend(honest.iter().map(|loss| format!("{loss:.4} (1.000)")));
     table.row(row);
-    for attack in ATTACKS {
+    for &attack in attacks {
         let mut row = vec![name(&attack)];
         for (rule, honest) in RULES.iter().zip(&honest) {
             let loss = simulate(*rule, Some(attack), steps, false)?.val_loss;
@@ -171,7 +191,7 @@ fn losses(steps: u64) -> anyhow::Result<()> {
 /// What the screens flag of each attack, under the mean: how many dishonest and honest
 /// results, from which round, what honest results measured against the thresholds, and what
 /// screening costs.
-fn detection(steps: u64) -> anyhow::Result<()> {
+fn detection(steps: u64, attacks: &[Attack]) -> anyhow::Result<()> {
     let mut table = Table::new(&[
         "attack",
         "dishonest results flagged (from round)",
@@ -181,10 +201,10 @@ fn detection(steps: u64) -> anyhow::Result<()> {
         "sign agreement: honest min, dishonest max",
         "screening per round (share of a step)",
     ]);
-    let mut attacks: Vec<Option<Attack>> = vec![None];
-    attacks.extend(ATTACKS.map(Some));
+    let mut runs: Vec<Option<Attack>> = vec![None];
+    runs.extend(attacks.iter().copied().map(Some));
     let three = |value: Option<f64>| value.map_or("-".to_owned(), |v| format!("{v:.3}"));
-    for attack in attacks {
+    for attack in runs {
         let summary = simulate(Aggregation::Mean, attack, steps, true)?;
         let screens = &summary.screens;
         let honest = WORKERS - attack.map_or(0, |_| BYZANTINE);

@@ -21,6 +21,9 @@ pub struct Drill {
 /// How much a `scale` attacker multiplies its honest update by.
 pub const SCALE: f64 = 1000.0;
 
+/// The most a `noisy-copy` attacker moves each copied value, as a share of it.
+pub const COPY_NOISE: f64 = 0.01;
+
 /// One way a client cheats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
@@ -33,6 +36,9 @@ pub enum Attack {
     Stale,
     /// An honest peer's result, byte for byte (the simulation passes the copy on).
     Copy,
+    /// An honest peer's selection with every value moved by up to 1%: a copy no hash matches
+    /// (the simulation makes it from the peer's result, [`jitter`]).
+    NoisyCopy,
     /// Its honest update a thousand times larger.
     Scale,
     /// Its honest update negated.
@@ -69,7 +75,7 @@ impl Attack {
                 .collect(),
         };
         match self {
-            Self::Copy | Self::WrongData => honest,
+            Self::Copy | Self::NoisyCopy | Self::WrongData => honest,
             Self::Stale => previous.map_or(honest, duplicate),
             Self::Zero => map(honest, &|_, values| values.zeros_like()),
             Self::Scale => map(honest, &|_, values| values * SCALE),
@@ -91,6 +97,39 @@ pub fn duplicate(update: &SparseUpdate) -> SparseUpdate {
             .map(|blocks| SparseBlocks {
                 indices: blocks.indices.shallow_clone(),
                 values: blocks.values.shallow_clone(),
+            })
+            .collect(),
+    }
+}
+
+/// A peer's `update` with every value moved by up to [`COPY_NOISE`] of itself, reproducibly
+/// from `step` and `worker`: what a `noisy-copy` attacker sends.
+pub fn jitter(update: &SparseUpdate, step: u64, worker: usize) -> SparseUpdate {
+    SparseUpdate {
+        values: update.values,
+        tensors: update
+            .tensors
+            .iter()
+            .enumerate()
+            .map(|(index, blocks)| {
+                let shape = blocks.values.size();
+                let values =
+                    Vec::<f32>::try_from(blocks.values.to_kind(Kind::Float).flatten(0, -1))
+                        .expect("f32 values");
+                let mut state = seed(step, worker, index);
+                let moved: Vec<f32> = values
+                    .iter()
+                    .map(|&value| {
+                        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                        // Uniform in [-1, 1).
+                        let unit = (mix(state) >> 11) as f64 / (1u64 << 52) as f64 - 1.0;
+                        (f64::from(value) * (1.0 + COPY_NOISE * unit)) as f32
+                    })
+                    .collect();
+                SparseBlocks {
+                    indices: blocks.indices.shallow_clone(),
+                    values: Tensor::from_slice(&moved).view(shape.as_slice()),
+                }
             })
             .collect(),
     }
@@ -165,6 +204,23 @@ mod tests {
         before.tensors[0].values = before.tensors[0].values.ones_like();
         assert_eq!(forged(Attack::Stale, Some(&before)), [1.0; 4]);
         assert_eq!(forged(Attack::Stale, None), own, "nothing to repeat yet");
+        assert_eq!(
+            forged(Attack::NoisyCopy, None),
+            own,
+            "the exchange makes it"
+        );
+        // A noisy copy keeps the picks and moves each value by at most 1%, reproducibly.
+        let noisy = jitter(&honest(), 4, 7);
+        let moved = values(&noisy);
+        assert!(
+            moved
+                .iter()
+                .zip(&own)
+                .all(|(m, o)| (m - o).abs() <= o.abs() * 0.01 + 1e-7)
+        );
+        assert_ne!(moved, own);
+        assert_eq!(values(&jitter(&honest(), 4, 7)), moved);
+        assert!(noisy.tensors[0].indices.equal(&honest().tensors[0].indices));
         // Random keeps the magnitudes, draws the signs, and draws them the same way again.
         let random = forged(Attack::Random, None);
         assert_eq!(random.map(f32::abs), own.map(f32::abs));

@@ -9,7 +9,7 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
-use crate::attack::{Attack, duplicate};
+use crate::attack::{Attack, duplicate, jitter};
 use crate::checkpoint::{self, CheckpointWriter, SavedState, named_state};
 use crate::data::{BatchPlan, Dataset};
 use crate::demo::{Demo, DemoConfig, SparseUpdate};
@@ -359,14 +359,35 @@ impl Simulation {
             self.times += &times;
             outputs.push(output);
         }
-        // A copier sends the first worker's (an honest one's) result as its own.
-        if self.config.attack == Some(Attack::Copy) {
+        // A copier sends the first worker's (an honest one's) result as its own, byte for byte
+        // or with its values jittered.
+        if let Some(attack @ (Attack::Copy | Attack::NoisyCopy)) = self.config.attack {
             let honest = match &outputs[0] {
                 LocalOutput::Payload(bytes) => bytes.clone(),
                 LocalOutput::Gradients(_) => unreachable!("attacks are on DeMo results"),
             };
-            for output in &mut outputs[workers - self.config.byzantine..] {
-                *output = LocalOutput::Payload(honest.clone());
+            let WorkerOptimizer::Demo(demo) = &self.workers[0].optimizer else {
+                unreachable!("attacks are on DeMo results")
+            };
+            let layouts = demo.compressor().layouts();
+            let original = match attack {
+                Attack::NoisyCopy => Some(
+                    payload::decode_all([honest.as_slice()], demo.compressor(), Device::Cpu)?
+                        .remove(0),
+                ),
+                _ => None,
+            };
+            for (worker, output) in outputs
+                .iter_mut()
+                .enumerate()
+                .skip(workers - self.config.byzantine)
+            {
+                *output = LocalOutput::Payload(match &original {
+                    Some(original) => {
+                        payload::encode(&jitter(original, self.step, worker), layouts)
+                    }
+                    None => honest.clone(),
+                });
             }
         }
         if self.config.screen {

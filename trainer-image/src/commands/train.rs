@@ -236,9 +236,12 @@ async fn run_client<B: CoordinatorBackend>(
     dataset: Dataset,
 ) -> anyhow::Result<(TrainSummary, usize)> {
     let drill = match args.attack {
-        Some(Attack::Copy) => anyhow::bail!(
-            "--attack copy is not a drill of `demeter train` (it would wait for a peer's committed \
-             result and commit the same hash); `demeter simulate --attack copy` measures it"
+        Some(attack @ (Attack::Copy | Attack::NoisyCopy)) => anyhow::bail!(
+            "--attack {} is not a drill of `demeter train` (it would wait for a peer's committed \
+             result to copy); `demeter simulate --attack {0}` measures it",
+            clap::ValueEnum::to_possible_value(&attack)
+                .expect("named")
+                .get_name()
         ),
         Some(attack) => {
             tracing::warn!(
