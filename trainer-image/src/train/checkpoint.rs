@@ -117,8 +117,21 @@ impl<B: CoordinatorBackend> Trainer<B> {
             return Ok(());
         }
         self.last_catch_up = Some(Instant::now());
-        let Some((attested_step, &attested)) = state.checkpoint.attested() else {
-            tracing::debug!("behind, and no model attested yet to catch up from");
+        let Some((attested_step, &attested)) = state
+            .checkpoint
+            .attested()
+            .filter(|&(step, _)| step > self.applied)
+        else {
+            // Said once per step of the run: it waits for the witnesses at the epoch's end.
+            if self.behind_noted != Some(state.step) {
+                self.behind_noted = Some(state.step);
+                tracing::info!(
+                    applied = self.applied,
+                    run_step = state.step,
+                    "behind the rounds the coordinator holds, and no newer model attested to catch \
+                     up from: waiting for the witnesses to attest the next epoch's end"
+                );
+            }
             return Ok(());
         };
         let me = self.me();

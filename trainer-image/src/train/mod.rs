@@ -155,6 +155,8 @@ pub struct Trainer<B: CoordinatorBackend> {
     attested: Option<u64>,
     /// When this client last asked peers for a snapshot.
     last_catch_up: Option<Instant>,
+    /// The run step at which this client last said it waits for an attested model.
+    behind_noted: Option<u64>,
     first_loss: Option<f64>,
     last_loss: Option<f64>,
     tokens: u64,
@@ -231,6 +233,7 @@ impl<B: CoordinatorBackend> Trainer<B> {
             tokens: 0,
             started: Instant::now(),
             last_catch_up: None,
+            behind_noted: None,
         };
         trainer.resume()?;
         Ok(trainer)
