@@ -187,48 +187,82 @@ fn sign(value: f64) -> i8 {
     i8::from(value > 0.0) - i8::from(value < 0.0)
 }
 
-/// Each result's sign agreement with the sum of the others: walking every result's sorted
-/// picks together, at each coefficient the others' sum (in result order, so every replica gets
-/// the same bits) is compared in sign with the result's own value wherever it is nonzero.
-fn agreements(results: &[Picks]) -> Vec<Option<f64>> {
-    let mut counts = vec![(0u64, 0u64); results.len()];
-    let mut cursors = vec![0usize; results.len()];
-    let mut here: Vec<(usize, f64)> = Vec::with_capacity(results.len());
-    loop {
-        let next = results
-            .iter()
-            .zip(&cursors)
-            .filter_map(|(result, &at)| result.picks.get(at))
-            .min();
-        let Some(&pick) = next else { break };
-        here.clear();
-        for (index, (result, at)) in results.iter().zip(&mut cursors).enumerate() {
-            if result.picks.get(*at) == Some(&pick) {
-                here.push((index, f64::from(result.values[*at])));
-                *at += 1;
+/// What one walk over a round's sorted picks counts: the picks every pair of results share, and
+/// each result's sign agreement with the sum of the others.
+struct Tally {
+    /// By pair of results (both ways): the picks both made.
+    shared: Vec<Vec<u32>>,
+    /// By result: its signs that agree with the others' sum, and its picks where that sum is
+    /// nonzero.
+    signs: Vec<(u64, u64)>,
+}
+
+impl Tally {
+    /// Walks every result's sorted picks together. At each coefficient, the results that
+    /// picked it share it pairwise, and each one's value is compared in sign with the others'
+    /// sum (in result order, so every replica gets the same bits) wherever that sum is nonzero.
+    fn of(results: &[Picks]) -> Self {
+        let n = results.len();
+        let mut tally = Self {
+            shared: vec![vec![0; n]; n],
+            signs: vec![(0, 0); n],
+        };
+        let mut cursors = vec![0usize; n];
+        let mut here: Vec<(usize, f64)> = Vec::with_capacity(n);
+        loop {
+            let next = results
+                .iter()
+                .zip(&cursors)
+                .filter_map(|(result, &at)| result.picks.get(at))
+                .min();
+            let Some(&pick) = next else { break };
+            here.clear();
+            for (index, (result, at)) in results.iter().zip(&mut cursors).enumerate() {
+                if result.picks.get(*at) == Some(&pick) {
+                    here.push((index, f64::from(result.values[*at])));
+                    *at += 1;
+                }
+            }
+            for &(index, own) in &here {
+                let mut others = 0.0;
+                for &(other, value) in &here {
+                    if other != index {
+                        tally.shared[index][other] += 1;
+                        others += value;
+                    }
+                }
+                if others != 0.0 {
+                    tally.signs[index].1 += 1;
+                    tally.signs[index].0 += u64::from(sign(others) == sign(own));
+                }
             }
         }
-        for &(index, own) in &here {
-            let others: f64 = here
-                .iter()
-                .filter(|&&(other, _)| other != index)
-                .map(|&(_, value)| value)
-                .sum();
-            if others != 0.0 {
-                counts[index].1 += 1;
-                counts[index].0 += u64::from(sign(others) == sign(own));
-            }
+        tally
+    }
+
+    /// The share of result `index`'s picks that result `other` also made.
+    fn overlap(&self, results: &[Picks], index: usize, other: usize) -> f64 {
+        match results[index].picks.len() {
+            0 => 0.0,
+            picks => f64::from(self.shared[index][other]) / picks as f64,
         }
     }
-    counts
-        .into_iter()
-        .map(|(agree, shared)| (shared > 0).then(|| agree as f64 / shared as f64))
-        .collect()
+
+    /// The share of result `index`'s signs that agree with the others' sum, where it is
+    /// nonzero; `None` where no other result picked any of its coefficients.
+    fn agreement(&self, index: usize) -> Option<f64> {
+        let (agree, shared) = self.signs[index];
+        (shared > 0).then(|| agree as f64 / shared as f64)
+    }
 }
 
 /// The norm and sign measures of a round's results (see [`Measures`]); empty below
 /// [`SCREEN_QUORUM`] results.
 pub fn measure(results: &[Picks]) -> Vec<Measures> {
+    measure_with(results, &Tally::of(results))
+}
+
+fn measure_with(results: &[Picks], tally: &Tally) -> Vec<Measures> {
     if results.len() < SCREEN_QUORUM {
         return Vec::new();
     }
@@ -238,10 +272,10 @@ pub fn measure(results: &[Picks]) -> Vec<Measures> {
     let median = sorted[sorted.len() / 2];
     norms
         .iter()
-        .zip(agreements(results))
-        .map(|(norm, agreement)| Measures {
+        .enumerate()
+        .map(|(index, norm)| Measures {
             norm_ratio: if median > 0.0 { norm / median } else { 0.0 },
-            agreement,
+            agreement: tally.agreement(index),
         })
         .collect()
 }
@@ -252,7 +286,8 @@ pub fn measure(results: &[Picks]) -> Vec<Measures> {
 /// results' picks, which the next round's screen takes as its `previous`.
 pub fn screen(results: &[&SparseUpdate], previous: &[Option<&Picks>]) -> (Vec<Flags>, Vec<Picks>) {
     let picks: Vec<Picks> = results.iter().map(|result| Picks::of(result)).collect();
-    let measures = measure(&picks);
+    let tally = Tally::of(&picks);
+    let measures = measure_with(&picks, &tally);
     let flags = picks
         .iter()
         .enumerate()
@@ -260,10 +295,8 @@ pub fn screen(results: &[&SparseUpdate], previous: &[Option<&Picks>]) -> (Vec<Fl
             let measured = measures.get(index);
             Flags {
                 zero: own.all_zero(),
-                copy: picks[..index]
-                    .iter()
-                    .map(|earlier| own.overlap(earlier))
-                    .enumerate()
+                copy: (0..index)
+                    .map(|earlier| (earlier, tally.overlap(&picks, index, earlier)))
                     .filter(|&(_, overlap)| overlap >= SAME_SELECTION)
                     .max_by(|a, b| a.1.total_cmp(&b.1)),
                 stale: previous
@@ -346,6 +379,26 @@ mod tests {
         let (a, b) = (Picks::of(&a), Picks::of(&b));
         assert_eq!(a.overlap(&b), 2.0 / 8.0, "the second block's picks differ");
         assert_eq!(a.overlap(&a), 1.0);
+    }
+
+    #[test]
+    fn one_walk_over_the_round_counts_every_pair_s_shared_picks() {
+        let results = [
+            update(&[&[0, 1, 2, 3], &[4, 5, 6, 7]], 1.0),
+            update(&[&[0, 1, 9, 8], &[4, 5, 6, 7]], -1.0),
+            update(&[&[3, 2, 1, 0], &[0, 1, 2, 3]], 0.5),
+            update(&[&[10, 11, 12, 13], &[7, 6, 5, 4]], 2.0),
+        ];
+        let picks: Vec<Picks> = results.iter().map(Picks::of).collect();
+        let tally = Tally::of(&picks);
+        for a in 0..picks.len() {
+            for b in 0..picks.len() {
+                if a != b {
+                    assert_eq!(tally.overlap(&picks, a, b), picks[a].overlap(&picks[b]));
+                }
+            }
+        }
+        assert_eq!(tally.overlap(&picks, 0, 1), 6.0 / 8.0);
     }
 
     #[test]
