@@ -8,14 +8,14 @@
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
-use tch::Kind;
+use tch::{Kind, Tensor};
 
 use demeter_coordinator_core::Finding;
 use demeter_coordinator_core::verdict::{
     CONTRARY_PER_MILLE, OUTSIZED_PER_CENT, SAME_SELECTION_PER_MILLE,
 };
 
-use crate::demo::SparseUpdate;
+use crate::demo::{SparseBlocks, SparseUpdate};
 
 /// The share of picks two results must share (over all their blocks) to be the same selection:
 /// honest results of one round, or of one client in consecutive rounds, share far fewer
@@ -121,19 +121,30 @@ pub struct Picks {
 
 impl Picks {
     pub fn of(update: &SparseUpdate) -> Self {
-        let mut entries: Vec<(Pick, f32)> = Vec::new();
+        // Two reads from the device per result, not two per tensor: small tensor operations
+        // cost more than the bytes they move.
+        let all = |part: &dyn Fn(&SparseBlocks) -> &Tensor| {
+            let flat: Vec<Tensor> = update
+                .tensors
+                .iter()
+                .map(|blocks| part(blocks).flatten(0, -1))
+                .collect();
+            Tensor::cat(&flat, 0)
+        };
+        let indices = Vec::<i64>::try_from(all(&|blocks| &blocks.indices)).expect("i64 indices");
+        let values = Vec::<f32>::try_from(all(&|blocks| &blocks.values).to_kind(Kind::Float))
+            .expect("f32 values");
+        let mut entries: Vec<(Pick, f32)> = Vec::with_capacity(indices.len());
+        let mut at = 0;
         for (tensor, blocks) in update.tensors.iter().enumerate() {
-            let k = blocks.k().max(1);
-            let indices = Vec::<i64>::try_from(blocks.indices.flatten(0, -1)).expect("i64 indices");
-            let values = Vec::<f32>::try_from(blocks.values.to_kind(Kind::Float).flatten(0, -1))
-                .expect("f32 values");
-            entries.extend(
-                indices
-                    .into_iter()
-                    .zip(values)
-                    .enumerate()
-                    .map(|(at, (index, value))| ((tensor as u32, (at / k) as u32, index), value)),
-            );
+            let (k, len) = (blocks.k().max(1), blocks.indices.numel());
+            entries.extend((0..len).map(|offset| {
+                (
+                    (tensor as u32, (offset / k) as u32, indices[at + offset]),
+                    values[at + offset],
+                )
+            }));
+            at += len;
         }
         // Tensors and blocks come in order already: this sorts each block's picks. A block
         // picks a coefficient once (top-k), so the order is total.
@@ -352,8 +363,7 @@ impl<K: Ord + Copy> Streaks<K> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::demo::SparseBlocks;
-    use tch::{Device, Tensor};
+    use tch::Device;
 
     fn update(rows: &[&[i64]], value: f32) -> SparseUpdate {
         let k = rows[0].len() as i64;
