@@ -29,7 +29,11 @@ fn a_client_killed_mid_round_is_dropped_and_catches_up_after_a_restart() {
         run.gauge(0, "demeter_applied_step").unwrap_or(0.0) >= step + 2.0
     });
 
-    // Restarted with the same key, it rejoins for the next epoch and catches up from peers.
+    // Restarted with the same key, it rejoins for the next epoch and catches up from peers,
+    // taking only the model the witnesses attested at an epoch's end.
+    run.wait("the witnesses to attest an epoch-end model", |run| {
+        run.gauge(0, "demeter_attested_step").unwrap_or(0.0) > 0.0
+    });
     run.start_client(2);
     let finished = run.finished();
     assert!(

@@ -35,13 +35,16 @@ pub struct TrainerMetrics {
     pub members_active: IntGauge,
     /// Members a verdict quorum ejected.
     pub members_ejected: IntGauge,
+    /// The step of the model the witnesses attested last (0 for none yet): what a client
+    /// catching up can start from.
+    pub attested_step: IntGauge,
     /// Committed payloads that did not decode against this model.
     pub rejected_payloads: IntCounter,
     /// Committed results of the current round this client holds, its own included.
     pub results_held: IntGauge,
     /// Seconds spent per phase of the step (see [`PHASES`]).
     pub phase_seconds: CounterVec,
-    /// Counted results the screens flagged, by finding (zero, copy, stale).
+    /// Counted results the screens flagged, by finding (zero, copy, stale, outsized, contrary).
     pub results_flagged: IntCounterVec,
     /// Verdicts this client sent as a verifier that the coordinator took.
     pub verdicts_sent: IntCounter,
@@ -117,6 +120,13 @@ impl TrainerMetrics {
                     "Members a verdict quorum ejected for faked results",
                 )?,
             )?,
+            attested_step: add(
+                registry,
+                IntGauge::new(
+                    "demeter_attested_step",
+                    "The step of the model the run's witnesses attested last (0: none yet)",
+                )?,
+            )?,
             rejected_payloads: add(
                 registry,
                 IntCounter::new(
@@ -188,6 +198,12 @@ impl TrainerMetrics {
             .set(state.count(MemberStatus::Active) as i64);
         self.members_ejected
             .set(state.count(MemberStatus::Ejected) as i64);
+        self.attested_step.set(
+            state
+                .checkpoint
+                .attested()
+                .map_or(0, |(step, _)| step as i64),
+        );
         self.round_participants.set(
             state
                 .current_round()
