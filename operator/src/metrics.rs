@@ -48,6 +48,7 @@ pub struct Metrics {
     client_paid: IntGaugeVec,
     chain_slot: IntGaugeVec,
     chain_slot_lag: IntGaugeVec,
+    attested_step: IntGaugeVec,
     chain_last_sync: GaugeVec,
     chain_errors: IntCounterVec,
     chain_transactions: IntCounterVec,
@@ -166,6 +167,10 @@ impl Metrics {
                 "run_chain_slot_lag",
                 "Slots the last read of the run account trailed the RPC node's newest slot.",
             ),
+            attested_step: run_gauge(
+                "run_attested_step",
+                "The step of the model the run's witnesses attested last (solana; 0: none yet).",
+            ),
             chain_last_sync: GaugeVec::new(
                 Opts::new(
                     "run_chain_last_sync_timestamp_seconds",
@@ -217,6 +222,7 @@ impl Metrics {
             Box::new(metrics.client_paid.clone()),
             Box::new(metrics.chain_slot.clone()),
             Box::new(metrics.chain_slot_lag.clone()),
+            Box::new(metrics.attested_step.clone()),
             Box::new(metrics.chain_last_sync.clone()),
             Box::new(metrics.chain_errors.clone()),
             Box::new(metrics.chain_transactions.clone()),
@@ -325,6 +331,9 @@ impl Metrics {
         self.chain_slot_lag
             .with_label_values(&labels)
             .set(int(view.slot_lag));
+        self.attested_step
+            .with_label_values(&labels)
+            .set(int(view.attested.map_or(0, |(step, _)| step)));
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
@@ -360,6 +369,7 @@ impl Metrics {
             &self.rewards_escrow,
             &self.chain_slot,
             &self.chain_slot_lag,
+            &self.attested_step,
         ] {
             let _ = gauge.remove_label_values(&labels);
         }
