@@ -62,25 +62,13 @@ impl Attack {
         step: u64,
         worker: usize,
     ) -> SparseUpdate {
-        let map = |update: SparseUpdate, f: &dyn Fn(usize, &Tensor) -> Tensor| SparseUpdate {
-            values: update.values,
-            tensors: update
-                .tensors
-                .iter()
-                .enumerate()
-                .map(|(index, blocks)| SparseBlocks {
-                    indices: blocks.indices.shallow_clone(),
-                    values: f(index, &blocks.values),
-                })
-                .collect(),
-        };
         match self {
             Self::Copy | Self::NoisyCopy | Self::WrongData => honest,
             Self::Stale => previous.map_or(honest, duplicate),
-            Self::Zero => map(honest, &|_, values| values.zeros_like()),
-            Self::Scale => map(honest, &|_, values| values * SCALE),
-            Self::SignFlip => map(honest, &|_, values| -values),
-            Self::Random => map(honest, &|index, values| {
+            Self::Zero => map_values(&honest, &|_, values| values.zeros_like()),
+            Self::Scale => map_values(&honest, &|_, values| values * SCALE),
+            Self::SignFlip => map_values(&honest, &|_, values| -values),
+            Self::Random => map_values(&honest, &|index, values| {
                 random_signs(values, seed(step, worker, index))
             }),
         }
@@ -105,31 +93,26 @@ pub fn duplicate(update: &SparseUpdate) -> SparseUpdate {
 /// A peer's `update` with every value moved by up to [`COPY_NOISE`] of itself, reproducibly
 /// from `step` and `worker`: what a `noisy-copy` attacker sends.
 pub fn jitter(update: &SparseUpdate, step: u64, worker: usize) -> SparseUpdate {
+    map_values(update, &|index, values| {
+        seeded(values, seed(step, worker, index), |value, random| {
+            // Uniform in [-1, 1).
+            let unit = (random >> 11) as f64 / (1u64 << 52) as f64 - 1.0;
+            (f64::from(value) * (1.0 + COPY_NOISE * unit)) as f32
+        })
+    })
+}
+
+/// `update` with each tensor's values replaced by `f(tensor index, values)`, its picks kept.
+fn map_values(update: &SparseUpdate, f: &dyn Fn(usize, &Tensor) -> Tensor) -> SparseUpdate {
     SparseUpdate {
         values: update.values,
         tensors: update
             .tensors
             .iter()
             .enumerate()
-            .map(|(index, blocks)| {
-                let shape = blocks.values.size();
-                let values =
-                    Vec::<f32>::try_from(blocks.values.to_kind(Kind::Float).flatten(0, -1))
-                        .expect("f32 values");
-                let mut state = seed(step, worker, index);
-                let moved: Vec<f32> = values
-                    .iter()
-                    .map(|&value| {
-                        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-                        // Uniform in [-1, 1).
-                        let unit = (mix(state) >> 11) as f64 / (1u64 << 52) as f64 - 1.0;
-                        (f64::from(value) * (1.0 + COPY_NOISE * unit)) as f32
-                    })
-                    .collect();
-                SparseBlocks {
-                    indices: blocks.indices.shallow_clone(),
-                    values: Tensor::from_slice(&moved).view(shape.as_slice()),
-                }
+            .map(|(index, blocks)| SparseBlocks {
+                indices: blocks.indices.shallow_clone(),
+                values: f(index, &blocks.values),
             })
             .collect(),
     }
@@ -141,22 +124,29 @@ fn seed(step: u64, worker: usize, tensor: usize) -> u64 {
 
 /// `values`' magnitudes with signs from SplitMix64 seeded by `seed`: reproducible noise.
 fn random_signs(values: &Tensor, seed: u64) -> Tensor {
+    seeded(values, seed, |value, random| {
+        if random & 1 == 0 {
+            value.abs()
+        } else {
+            -value.abs()
+        }
+    })
+}
+
+/// `values` (same shape, f32) with each value replaced by `f(value, random)`, where `random`
+/// is the next word of SplitMix64 seeded by `seed`: reproducible noise.
+fn seeded(values: &Tensor, seed: u64, f: impl Fn(f32, u64) -> f32) -> Tensor {
     let shape = values.size();
-    let magnitudes =
-        Vec::<f32>::try_from(values.to_kind(Kind::Float).abs().flatten(0, -1)).expect("f32 values");
+    let values = Vec::<f32>::try_from(values.to_kind(Kind::Float).flatten(0, -1)).expect("f32");
     let mut state = seed;
-    let noise: Vec<f32> = magnitudes
-        .iter()
-        .map(|&magnitude| {
+    let noisy: Vec<f32> = values
+        .into_iter()
+        .map(|value| {
             state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            if mix(state) & 1 == 0 {
-                magnitude
-            } else {
-                -magnitude
-            }
+            f(value, mix(state))
         })
         .collect();
-    Tensor::from_slice(&noise).view(shape.as_slice())
+    Tensor::from_slice(&noisy).view(shape.as_slice())
 }
 
 #[cfg(test)]
