@@ -269,11 +269,7 @@ impl Tally {
 
 /// The norm and sign measures of a round's results (see [`Measures`]); empty below
 /// [`SCREEN_QUORUM`] results.
-pub fn measure(results: &[Picks]) -> Vec<Measures> {
-    measure_with(results, &Tally::of(results))
-}
-
-fn measure_with(results: &[Picks], tally: &Tally) -> Vec<Measures> {
+fn measure(results: &[Picks], tally: &Tally) -> Vec<Measures> {
     if results.len() < SCREEN_QUORUM {
         return Vec::new();
     }
@@ -291,14 +287,23 @@ fn measure_with(results: &[Picks], tally: &Tally) -> Vec<Measures> {
         .collect()
 }
 
+/// What the screens made of one round, by result.
+#[derive(Debug)]
+pub struct Screened {
+    pub flags: Vec<Flags>,
+    /// The norm and sign measures, flagged or not; empty below [`SCREEN_QUORUM`] results.
+    pub measures: Vec<Measures>,
+    /// The picks, which the next round's screen takes as its `previous`.
+    pub picks: Vec<Picks>,
+}
+
 /// Screens a round's `results` (in the order they were committed), each against the earlier
 /// ones and against what the same participant picked the round before (`previous`, by the same
-/// index), and by its norm and signs against the whole round. Returns the flags and the
-/// results' picks, which the next round's screen takes as its `previous`.
-pub fn screen(results: &[&SparseUpdate], previous: &[Option<&Picks>]) -> (Vec<Flags>, Vec<Picks>) {
+/// index), and by its norm and signs against the whole round.
+pub fn screen(results: &[&SparseUpdate], previous: &[Option<&Picks>]) -> Screened {
     let picks: Vec<Picks> = results.iter().map(|result| Picks::of(result)).collect();
     let tally = Tally::of(&picks);
-    let measures = measure_with(&picks, &tally);
+    let measures = measure(&picks, &tally);
     let flags = picks
         .iter()
         .enumerate()
@@ -325,7 +330,11 @@ pub fn screen(results: &[&SparseUpdate], previous: &[Option<&Picks>]) -> (Vec<Fl
             }
         })
         .collect();
-    (flags, picks)
+    Screened {
+        flags,
+        measures,
+        picks,
+    }
 }
 
 /// Consecutive rounds each participant's result was contrary, so a verifier acts on a contrary
@@ -419,7 +428,7 @@ mod tests {
         let zero = update(&[&[8, 9, 10, 11]], 0.0);
         let results = [&honest, &other, &copy, &zero];
         let before = Picks::of(&other);
-        let (flags, _) = screen(&results, &[None, Some(&before), None, None]);
+        let flags = screen(&results, &[None, Some(&before), None, None]).flags;
         assert_eq!(flags[0], Flags::default(), "the original is not the copy");
         assert_eq!((flags[1].stale, flags[1].copy), (Some(1.0), None));
         assert_eq!((flags[2].copy, flags[2].stale), (Some((0, 1.0)), None));
@@ -455,7 +464,7 @@ mod tests {
         let mut results: Vec<&SparseUpdate> = honest.iter().collect();
         results.push(&scaled);
         results.push(&negated);
-        let (flags, _) = screen(&results, &[]);
+        let flags = screen(&results, &[]).flags;
         assert!(flags[..3].iter().all(|f| !f.any()), "{flags:?}");
         assert!(flags[3].outsized.is_some_and(|ratio| ratio > 800.0));
         assert_eq!(flags[4].contrary, Some(0.0), "every sign against the rest");
@@ -465,7 +474,7 @@ mod tests {
         );
 
         // Two results are no round to judge against.
-        let (flags, _) = screen(&results[3..], &[]);
+        let flags = screen(&results[3..], &[]).flags;
         assert!(
             flags
                 .iter()

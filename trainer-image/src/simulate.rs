@@ -17,7 +17,7 @@ use crate::model::{LlamaConfig, Preset, save_safetensors};
 use crate::optim::{AdamW, AdamWConfig, Schedule};
 use crate::payload;
 use crate::replica::Replica;
-use crate::screening::{Picks, Streaks, measure, screen};
+use crate::screening::{Picks, Screened, Streaks, screen};
 
 /// Which optimizer the workers use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -420,7 +420,11 @@ impl Simulation {
         let previous: Vec<Option<&Picks>> =
             self.previous_picks.iter().map(Option::as_ref).collect();
         let started = Instant::now();
-        let (flags, picks) = screen(&refs, &previous);
+        let Screened {
+            flags,
+            measures,
+            picks,
+        } = screen(&refs, &previous);
         let judged = self.contrary.judge(flags.iter().copied().enumerate());
         let honest = self.workers.len() - self.config.byzantine;
         let counts = &mut self.screens;
@@ -442,7 +446,6 @@ impl Simulation {
                 counts.honest_repeat_max = counts.honest_repeat_max.max(own.overlap(before));
             }
         }
-        let measures = measure(&picks);
         let (honest_measures, dishonest_measures) = measures.split_at(honest.min(measures.len()));
         let min = |a: Option<f64>, b: Option<f64>| match (a, b) {
             (Some(a), Some(b)) => Some(a.min(b)),

@@ -5,7 +5,7 @@
 
 use super::*;
 use crate::demo::SparseUpdate;
-use crate::screening::{Picks, Streaks, screen};
+use crate::screening::{Picks, Screened, Streaks, screen};
 
 /// What the screen of the last applied round keeps for the next: each result's picks, by
 /// member slot, for the stale screen.
@@ -40,7 +40,7 @@ impl<B: CoordinatorBackend> Trainer<B> {
                     .flatten()
             })
             .collect();
-        let (flags, picks) = screen(&updates, &previous);
+        let Screened { flags, picks, .. } = screen(&updates, &previous);
         let slot_of = |position: usize| results[order[position]].0;
         // Streaks run over consecutive rounds only.
         let mut contrary = match previous_round {
