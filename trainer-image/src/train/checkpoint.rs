@@ -117,19 +117,18 @@ impl<B: CoordinatorBackend> Trainer<B> {
             return Ok(());
         }
         self.last_catch_up = Some(Instant::now());
-        let Some((attested_step, &attested)) = state
-            .checkpoint
-            .attested()
-            .filter(|&(step, _)| step > self.applied)
-        else {
+        // Usable when newer than this replica and the rounds after it are still held.
+        let Some((attested_step, &attested)) = state.checkpoint.attested().filter(|&(step, _)| {
+            step > self.applied && (step == state.step || state.held_round(step).is_some())
+        }) else {
             // Said once per step of the run: it waits for the witnesses at the epoch's end.
             if self.behind_noted != Some(state.step) {
                 self.behind_noted = Some(state.step);
                 tracing::info!(
                     applied = self.applied,
                     run_step = state.step,
-                    "behind the rounds the coordinator holds, and no newer model attested to catch \
-                     up from: waiting for the witnesses to attest the next epoch's end"
+                    "behind the rounds the coordinator holds, and no attested model to catch up \
+                     from: waiting for the witnesses to attest the next epoch's end"
                 );
             }
             return Ok(());
@@ -148,11 +147,7 @@ impl<B: CoordinatorBackend> Trainer<B> {
             let Some((step, model)) = self.peers.snapshot(peer, max_len).await else {
                 continue;
             };
-            let usable = step == attested_step
-                && step > self.applied
-                && step <= state.step
-                && (step == state.step || state.held_round(step).is_some());
-            if !usable {
+            if step != attested_step {
                 continue;
             }
             let scratch = tempfile::tempdir()?;
