@@ -16,19 +16,6 @@ fn train_to_cooldown(run: &mut Run, members: &[u8]) -> Round {
     *run.c.held_round(run.c.step - 1).unwrap()
 }
 
-/// The ids of the round's witnesses by position, and of the members it did not elect.
-fn witnesses_and_others(run: &Run, round: &Round, members: &[u8]) -> (Vec<u8>, Vec<u8>) {
-    let witnesses: Vec<u8> = (0..round.witness_count)
-        .map(|position| run.c.members[round.elected(position).unwrap()].id[0])
-        .collect();
-    let others = members
-        .iter()
-        .copied()
-        .filter(|m| !witnesses.contains(m))
-        .collect();
-    (witnesses, others)
-}
-
 /// Member `m` attests, through the one input every host applies.
 fn attest(
     run: &mut Run,
@@ -60,7 +47,7 @@ fn a_witness_quorum_of_the_last_round_attests_the_epoch_end_model() {
     let last = train_to_cooldown(&mut run, &members);
     let step = run.c.step;
     assert_eq!(last.step, step - 1);
-    let (witnesses, others) = witnesses_and_others(&run, &last, &members);
+    let (witnesses, others) = elected_and_others(&run, &last, &members);
     assert_eq!((witnesses.len(), last.quorum()), (3, 2));
     assert_eq!(
         attest(&mut run, others[0], step, 0, model),
@@ -113,7 +100,7 @@ fn a_witness_quorum_of_the_last_round_attests_the_epoch_end_model() {
     assert_eq!(run.tick(0), Ok(RunState::RoundTrain));
     let next = train_to_cooldown(&mut run, &members);
     assert_eq!(run.c.checkpoint.attested(), Some((step, &model)));
-    let (witnesses, _) = witnesses_and_others(&run, &next, &members);
+    let (witnesses, _) = elected_and_others(&run, &next, &members);
     let (later, later_model) = (run.c.step, [8; 32]);
     for (position, &witness) in witnesses.iter().enumerate().take(2) {
         attest(&mut run, witness, later, position as u16, later_model).unwrap();
@@ -127,7 +114,7 @@ fn a_split_vote_attests_nothing_and_the_previous_record_stands() {
     let mut run = Run::started(config(), &members);
     let last = train_to_cooldown(&mut run, &members);
     let step = run.c.step;
-    let (witnesses, _) = witnesses_and_others(&run, &last, &members);
+    let (witnesses, _) = elected_and_others(&run, &last, &members);
     for (position, &witness) in witnesses.iter().enumerate() {
         attest(
             &mut run,

@@ -234,14 +234,7 @@ fn apply(c: &mut Coordinator, action: &Action, now: &mut i64, counter: u64) -> (
             finding,
         } => {
             let step = c.step.saturating_sub(rounds_back);
-            let elected = c
-                .held_round(step)
-                .and_then(|round| round.elected(position))
-                .map(|slot| c.members[slot].id);
-            let signer = match client {
-                Some(client) => id(client),
-                None => elected.unwrap_or(id(0)),
-            };
+            let signer = signer_or_elected(c, client, step, position);
             let input = Input::Verdict {
                 step,
                 position,
@@ -255,14 +248,7 @@ fn apply(c: &mut Coordinator, action: &Action, now: &mut i64, counter: u64) -> (
             position,
             hash,
         } => {
-            let elected = c
-                .held_round(c.step.saturating_sub(1))
-                .and_then(|round| round.elected(position))
-                .map(|slot| c.members[slot].id);
-            let signer = match client {
-                Some(client) => id(client),
-                None => elected.unwrap_or(id(0)),
-            };
+            let signer = signer_or_elected(c, client, c.step.saturating_sub(1), position);
             let input = Input::Attest {
                 step: c.step,
                 position,
@@ -277,6 +263,18 @@ fn apply(c: &mut Coordinator, action: &Action, now: &mut i64, counter: u64) -> (
         }
     };
     (signer, c.apply(signer, &input, *now, &seed).is_ok())
+}
+
+/// `client`'s key, or (`None`) the member elected witness `position` of held round `step`.
+fn signer_or_elected(c: &Coordinator, client: Option<u8>, step: u64, position: u16) -> [u8; 32] {
+    let elected = c
+        .held_round(step)
+        .and_then(|round| round.elected(position))
+        .map(|slot| c.members[slot].id);
+    match client {
+        Some(client) => id(client),
+        None => elected.unwrap_or(id(0)),
+    }
 }
 
 fn config(witness_nodes: u16) -> Config {

@@ -14,20 +14,6 @@ fn close_round_seen_by_all(run: &mut Run, members: &[u8]) -> Round {
     *run.c.held_round(step).unwrap()
 }
 
-/// The ids of the round's verifiers (its witnesses) by position, and of the participants it
-/// did not elect.
-fn verifiers_and_others(run: &Run, round: &Round, members: &[u8]) -> (Vec<u8>, Vec<u8>) {
-    let verifiers: Vec<u8> = (0..round.witness_count)
-        .map(|position| run.c.members[round.elected(position).unwrap()].id[0])
-        .collect();
-    let others = members
-        .iter()
-        .copied()
-        .filter(|m| !verifiers.contains(m))
-        .collect();
-    (verifiers, others)
-}
-
 fn verdict(
     run: &mut Run,
     round: &Round,
@@ -69,7 +55,7 @@ fn a_verdict_quorum_ejects_the_cheater_slashes_its_points_and_voids_its_later_re
     assert_eq!(run.tick(0), Ok(RunState::RoundTrain));
 
     let judged = close_round_seen_by_all(&mut run, &members);
-    let (verifiers, others) = verifiers_and_others(&run, &judged, &members);
+    let (verifiers, others) = elected_and_others(&run, &judged, &members);
     assert_eq!((verifiers.len(), others.len()), (3, 1));
     let cheater = others[0];
     // The cheater commits to its next result before the verdicts land.
@@ -134,7 +120,7 @@ fn one_lying_verifier_is_outvoted() {
     let members = [1, 2, 3, 4];
     let mut run = Run::started(config(), &members);
     let judged = close_round_seen_by_all(&mut run, &members);
-    let (verifiers, others) = verifiers_and_others(&run, &judged, &members);
+    let (verifiers, others) = elected_and_others(&run, &judged, &members);
     // The liar accuses an honest member; the other verifiers do not.
     verdict(&mut run, &judged, verifiers[0], others[0], Finding::Zero).unwrap();
     let honest = run.c.member_index(&id(others[0])).unwrap();
@@ -161,7 +147,7 @@ fn a_run_with_one_witness_ejects_nobody() {
     let mut run = Run::started(config, &members);
     let judged = close_round_seen_by_all(&mut run, &members);
     assert_eq!((judged.quorum(), judged.verdict_quorum()), (1, 2));
-    let (verifiers, others) = verifiers_and_others(&run, &judged, &members);
+    let (verifiers, others) = elected_and_others(&run, &judged, &members);
     verdict(&mut run, &judged, verifiers[0], others[0], Finding::Zero).unwrap();
     assert_eq!(member(&run, others[0]).status(), MemberStatus::Active);
 }
@@ -184,7 +170,7 @@ fn findings_are_checked_against_what_the_coordinator_recorded() {
         run.tick(10).unwrap();
         *run.c.held_round(step).unwrap()
     };
-    let (verifiers, _) = verifiers_and_others(&run, &judged, &members);
+    let (verifiers, _) = elected_and_others(&run, &judged, &members);
     let v = verifiers[0];
     let target = *members.iter().find(|&&m| m != v && m != 1).unwrap();
     let refuted = |result| matches!(result, Err(CoordinatorError::FindingRefuted(_)));
@@ -236,7 +222,7 @@ fn findings_are_checked_against_what_the_coordinator_recorded() {
 
     // A repeat of the round before is judged in the next round.
     let next = close_round_seen_by_all(&mut run, &members);
-    let (verifiers, _) = verifiers_and_others(&run, &next, &members);
+    let (verifiers, _) = elected_and_others(&run, &next, &members);
     let stale = Finding::Stale { overlap: 990 };
     let target = *members
         .iter()
@@ -262,7 +248,7 @@ fn a_participant_assigned_no_samples_cannot_be_judged() {
             judged.assignment(slot).unwrap().is_empty()
         })
         .expect("four participants share three samples");
-    let (verifiers, _) = verifiers_and_others(&run, &judged, &members);
+    let (verifiers, _) = elected_and_others(&run, &judged, &members);
     let v = *verifiers.iter().find(|&&v| v != idle).unwrap();
     assert!(matches!(
         verdict(&mut run, &judged, v, idle, Finding::Zero),
@@ -284,7 +270,7 @@ fn norm_and_sign_findings_need_their_bound_and_a_round_to_judge_against() {
         run.tick(10).unwrap();
         *run.c.held_round(step).unwrap()
     };
-    let (verifiers, _) = verifiers_and_others(&run, &two, &members);
+    let (verifiers, _) = elected_and_others(&run, &two, &members);
     let v = verifiers[0];
     let target = if v == 1 { 2 } else { 1 };
     let outsized = Finding::Outsized { per_cent: 10_000 };
@@ -293,7 +279,7 @@ fn norm_and_sign_findings_need_their_bound_and_a_round_to_judge_against() {
     assert!(refuted(verdict(&mut run, &two, v, target, contrary)));
 
     let all = close_round_seen_by_all(&mut run, &members);
-    let (verifiers, _) = verifiers_and_others(&run, &all, &members);
+    let (verifiers, _) = elected_and_others(&run, &all, &members);
     let v = verifiers[0];
     let target = *members.iter().find(|&&m| m != v).unwrap();
     let honest_norm = Finding::Outsized { per_cent: 999 };
