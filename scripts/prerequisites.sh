@@ -16,7 +16,7 @@ declare -A needed=(
     [pkg-config]="openssl-sys finds libssl through pkg-config"
     [libssl-dev]="openssl-sys (solana-client's HTTP stack)"
     [ca-certificates]="HTTPS to crates.io and PyPI"
-    [prometheus]="promtool checks and unit-tests the chart's alerting rules (scripts/check-chart.sh)"
+    [prometheus]="promtool checks and unit-tests the chart's alerting rules (scripts/check-chart.sh); a real Prometheus scrapes a run (e2e/tests/prometheus.rs)"
 )
 
 installed() { [[ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" == "install ok installed" ]]; }

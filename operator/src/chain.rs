@@ -164,7 +164,8 @@ pub struct ChainView {
     pub attested: Option<(u64, [u8; 32])>,
     /// From the last closed round's start to the next round's start, within one epoch.
     pub last_round_seconds: Option<f64>,
-    /// Every member with points: what it earned, lost and was paid.
+    /// Every member that joined (from its join, so per-client series exist before the first
+    /// epoch pays): what it earned, lost and was paid.
     pub members: Vec<MemberPoints>,
     /// The run's reward pool on the treasurer, if it has one.
     pub rewards: Option<RewardsView>,
@@ -243,7 +244,7 @@ impl ChainView {
                 .members
                 .iter()
                 .enumerate()
-                .filter(|(_, m)| m.status() != MemberStatus::Empty && m.points > 0)
+                .filter(|(_, m)| m.status() != MemberStatus::Empty)
                 .map(|(slot, m)| MemberPoints {
                     key: Pubkey::new_from_array(m.id),
                     points: m.points,
@@ -674,6 +675,11 @@ mod tests {
         assert_eq!((view.joined, view.witnessed, view.dropped), (3, 1, 1));
         assert_eq!((view.epoch, view.step, view.samples), (2, 8, 64));
         assert_eq!(view.points, 25);
+        assert_eq!(
+            view.members.len(),
+            4,
+            "every member that joined, points or not"
+        );
         assert_eq!(view.last_round_seconds, Some(42.0));
         assert_eq!((view.slot, view.slot_lag), (500, 3));
         assert_eq!(view.state_name(), "RoundTrain");

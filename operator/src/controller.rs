@@ -67,7 +67,11 @@ pub enum Error {
 }
 
 impl Error {
-    /// The `error` label of the failure counter.
+    /// Every value of the `error` label, exported from the start at zero so a dashboard's
+    /// rate over failures is a flat line, not nothing, while all is well.
+    pub const METRIC_LABELS: [&'static str; 5] = ["kube", "identity", "spec", "chain", "finalizer"];
+
+    /// The `error` label of the failure counter (one of [`Self::METRIC_LABELS`]).
     pub fn metric_label(&self) -> &'static str {
         match self {
             Error::Kube(_) => "kube",

@@ -232,6 +232,9 @@ impl Metrics {
         for phase in PHASES {
             metrics.runs.with_label_values(&[phase_name(phase)]).set(0);
         }
+        for error in crate::controller::Error::METRIC_LABELS {
+            metrics.failures.with_label_values(&[error]);
+        }
         metrics
     }
 
@@ -294,6 +297,16 @@ impl Metrics {
     /// A read of the run on chain.
     pub fn chain_synced(&self, namespace: &str, name: &str, view: &ChainView) {
         let labels = [namespace, name];
+        // Every reason and instruction is exported from the first sync, at zero, so rates
+        // over them read as flat lines rather than nothing.
+        for reason in crate::chain::REASONS {
+            self.chain_errors
+                .with_label_values(&[namespace, name, reason]);
+        }
+        for instruction in crate::chain::INSTRUCTIONS {
+            self.chain_transactions
+                .with_label_values(&[namespace, name, instruction]);
+        }
         let int = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         self.points.with_label_values(&labels).set(int(view.points));
         self.slashed

@@ -19,6 +19,39 @@ pub enum FetchError {
     NoPeers,
 }
 
+/// Why one download from one peer failed: the `reason` label of
+/// `demeter_downloads_failed_total`. Every reason is exported from the start, at zero, so a
+/// dashboard's rate over them shows a flat line rather than nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DownloadFailure {
+    /// The peer could not be reached, or its connection broke mid-body.
+    Unreachable,
+    /// The peer answered with an error status.
+    Status,
+    /// The peer announced or sent more bytes than the payload can have.
+    TooLarge,
+    /// The bytes did not hash to the commitment.
+    HashMismatch,
+}
+
+impl DownloadFailure {
+    pub const ALL: [Self; 4] = [
+        Self::Unreachable,
+        Self::Status,
+        Self::TooLarge,
+        Self::HashMismatch,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Unreachable => "unreachable",
+            Self::Status => "status",
+            Self::TooLarge => "too_large",
+            Self::HashMismatch => "hash_mismatch",
+        }
+    }
+}
+
 /// A pooled HTTP client for the exchange.
 #[derive(Clone)]
 pub struct PeerClient {
@@ -94,7 +127,7 @@ impl PeerClient {
                         return Ok(bytes);
                     }
                     Ok(_) => {
-                        self.failed("hash_mismatch");
+                        self.failed(DownloadFailure::HashMismatch);
                         last = format!("{peer} served bytes that do not match the hash");
                     }
                     Err((reason, message)) => {
@@ -110,10 +143,10 @@ impl PeerClient {
         })
     }
 
-    fn failed(&self, reason: &str) {
+    fn failed(&self, reason: DownloadFailure) {
         self.metrics
             .downloads_failed
-            .with_label_values(&[reason])
+            .with_label_values(&[reason.label()])
             .inc();
     }
 
@@ -123,31 +156,34 @@ impl PeerClient {
         peer: SocketAddr,
         hex_hash: &str,
         max_len: usize,
-    ) -> Result<Bytes, (&'static str, String)> {
+    ) -> Result<Bytes, (DownloadFailure, String)> {
         let response = self
             .http
             .get(format!("http://{peer}/v1/payloads/{hex_hash}"))
             .send()
             .await
-            .map_err(|error| ("unreachable", error.to_string()))?;
+            .map_err(|error| (DownloadFailure::Unreachable, error.to_string()))?;
         if !response.status().is_success() {
-            return Err(("status", response.status().to_string()));
+            return Err((DownloadFailure::Status, response.status().to_string()));
         }
         if response
             .content_length()
             .is_some_and(|len| len > max_len as u64)
         {
             return Err((
-                "too_large",
+                DownloadFailure::TooLarge,
                 "announced more bytes than a payload has".into(),
             ));
         }
         let mut body = Vec::new();
         let mut stream = response.bytes_stream();
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|error| ("unreachable", error.to_string()))?;
+            let chunk = chunk.map_err(|error| (DownloadFailure::Unreachable, error.to_string()))?;
             if body.len() + chunk.len() > max_len {
-                return Err(("too_large", "sent more bytes than a payload has".into()));
+                return Err((
+                    DownloadFailure::TooLarge,
+                    "sent more bytes than a payload has".into(),
+                ));
             }
             body.extend_from_slice(&chunk);
         }

@@ -15,6 +15,7 @@ use hyper_util::service::TowerToHyperService;
 use prometheus::{IntCounter, IntCounterVec, Opts, Registry, TextEncoder};
 use tokio::net::TcpListener;
 
+use super::fetch::DownloadFailure;
 use super::store::ResultStore;
 
 /// How long a peer has to send a request's headers; a connection that trickles them (or sends
@@ -43,6 +44,14 @@ impl ExchangeMetrics {
             registry.register(Box::new(counter.clone()))?;
             Ok(counter)
         };
+        let downloads_failed = by(
+            "demeter_downloads_failed_total",
+            "Payload downloads that failed, by reason",
+            "reason",
+        )?;
+        for reason in DownloadFailure::ALL {
+            downloads_failed.with_label_values(&[reason.label()]);
+        }
         Ok(Self {
             payloads_served: counter(
                 "demeter_payloads_served_total",
@@ -53,11 +62,7 @@ impl ExchangeMetrics {
                 "demeter_bytes_down_total",
                 "Payload bytes fetched from peers and verified",
             )?,
-            downloads_failed: by(
-                "demeter_downloads_failed_total",
-                "Payload downloads that failed, by reason",
-                "reason",
-            )?,
+            downloads_failed,
         })
     }
 }

@@ -1,0 +1,744 @@
+//! A real Prometheus (Debian's `prometheus`, installed by scripts/prerequisites.sh) scrapes a
+//! run the way an admin's cluster would: the operator through what the Prometheus Operator
+//! makes of the chart's ServiceMonitor, and the run's two training clients through the chart's
+//! PodMonitor, with the rules of the chart's PrometheusRule loaded. The operator drives the run
+//! on the coordinator program on a localnet, its pods live on the in-memory API server, and the
+//! clients are real trainers on loopback addresses of their own (127.0.0.2 and 127.0.0.3, as
+//! two pods' IPs).
+//!
+//! While the run trains, every query of the dashboard, as an admin picks the run's namespace
+//! and name in its variables, returns series; every rule evaluates without error over series
+//! that exist; and no alert fires.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use demeter_e2e::{ApiServer, Localnet, LocalnetOptions};
+use demeter_operator::controller::{self, Context};
+use demeter_operator::crd::{SolanaCoordinator, TrainingRun};
+use demeter_operator::leader::{LeaderElection, Timing};
+use demeter_operator::metrics::Metrics;
+use demeter_trainer::data::Dataset;
+use demeter_trainer::identity::Identity;
+use demeter_trainer::run_file::run_id_bytes;
+use demeter_trainer::train::on_chain::{ChainRun, OnChain};
+use demeter_trainer::train::{TrainSettings, Trainer};
+use demeter_treasurer::client::{Rewards, create_mint, mint_to};
+use k8s_openapi::api::core::v1::{Pod, Secret, SecretKeySelector};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::{CustomResourceExt, ResourceExt};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use solana_sdk::signer::Signer;
+
+const NAMESPACE: &str = "ml";
+const RELEASE_NAMESPACE: &str = "demeter-system";
+const RUN: &str = "scraped";
+/// The pods' IPs: each client listens on its own loopback address, on the run's one port.
+const POD_IPS: [&str; 2] = ["127.0.0.2", "127.0.0.3"];
+/// Localnet start, run creation, warmup and the first rounds; then every query has had time
+/// to see a few scrapes.
+const LIMIT: Duration = Duration::from_secs(180);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn prometheus_sees_every_panel_and_rule_while_a_run_trains() {
+    tch::set_num_threads(1);
+    let rendered = Chart::render();
+    let prometheus_bin = prometheus_binary();
+
+    let authority = Identity::generate().unwrap();
+    let clients: Vec<Arc<Identity>> = (0..2)
+        .map(|_| Arc::new(Identity::generate().unwrap()))
+        .collect();
+    let mut fund: Vec<_> = clients.iter().map(|client| client.pubkey()).collect();
+    fund.push(authority.pubkey());
+    let localnet = Localnet::start(LocalnetOptions {
+        fund,
+        sol_each: 10,
+        ..LocalnetOptions::default()
+    })
+    .await
+    .unwrap();
+
+    // The operator, as `demeter-operator run` starts it, serving /metrics on a loopback port.
+    let server = ApiServer::start().await.unwrap();
+    server
+        .install_crd(serde_json::to_value(TrainingRun::crd()).unwrap())
+        .unwrap();
+    let kube = server.client(NAMESPACE).await.unwrap();
+    let operator_address = start_operator(&server).await;
+
+    // The authority's wallet and the clients' identities, as Secrets the operator uses.
+    let keys = tempfile::tempdir().unwrap();
+    let wallet = |name: &str, identity: &Identity| {
+        let path = keys.path().join(format!("{name}.json"));
+        identity.write(&path).unwrap();
+        std::fs::read_to_string(path).unwrap()
+    };
+    let secrets = Api::<Secret>::namespaced(kube.clone(), NAMESPACE);
+    let mut secret_wallets = vec![("run-authority".to_owned(), wallet("authority", &authority))];
+    for (index, client) in clients.iter().enumerate() {
+        let name = format!("{RUN}-client-{index}-identity");
+        secret_wallets.push((name.clone(), wallet(&name, client)));
+    }
+    for (name, wallet) in secret_wallets {
+        let secret = json!({
+            "metadata": {"name": name, "namespace": NAMESPACE},
+            "stringData": {"keypair.json": wallet},
+        });
+        secrets
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(secret).unwrap(),
+            )
+            .await
+            .unwrap();
+    }
+    let port = free_port(POD_IPS[0]);
+    let runs = Api::<TrainingRun>::namespaced(kube.clone(), NAMESPACE);
+    runs.create(
+        &PostParams::default(),
+        &training_run(&localnet.rpc_url(), &authority, port),
+    )
+    .await
+    .unwrap();
+
+    // The kubelet's part: both client pods run, each at its own IP.
+    let pods = Api::<Pod>::namespaced(kube.clone(), NAMESPACE);
+    let client_pods = eventually("the two client pods", || async {
+        let selector = format!("demeter.dev/run={RUN},app.kubernetes.io/component=client");
+        let mut items = pods
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .unwrap()
+            .items;
+        items.sort_by_key(|pod| pod.name_any());
+        (items.len() == 2).then_some(items)
+    })
+    .await;
+    for (pod, ip) in client_pods.iter().zip(POD_IPS) {
+        let status = json!({"status": {
+            "phase": "Running",
+            "podIP": ip,
+            "conditions": [{"type": "Ready", "status": "True"}],
+        }});
+        pods.patch_status(
+            &pod.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(status),
+        )
+        .await
+        .unwrap();
+    }
+
+    // The clients train the run the operator created on chain, once it is there.
+    let run_id = run_id_bytes(RUN).unwrap();
+    let chain_run = ChainRun {
+        rpc_url: localnet.rpc_url(),
+        program_id: demeter_coordinator::ID,
+        authority: authority.pubkey(),
+        run_id,
+    };
+    let run_client = eventually("the run created on chain", || async {
+        demeter_coordinator::client::RunClient::find(
+            &localnet.rpc_url(),
+            &authority.pubkey(),
+            &run_id,
+        )
+        .await
+        .ok()
+    })
+    .await;
+    let mut trainers = Vec::new();
+    for (identity, ip) in clients.iter().zip(POD_IPS) {
+        let backend = OnChain::open(&chain_run, identity.clone()).await.unwrap();
+        let address: SocketAddr = format!("{ip}:{port}").parse().unwrap();
+        let trainer = Trainer::new(
+            identity.clone(),
+            backend,
+            TrainSettings::example(),
+            Dataset::embedded(0.02),
+            address,
+            Some(address),
+        )
+        .await
+        .unwrap();
+        trainers.push(tokio::spawn(trainer.run()));
+    }
+
+    // A funded reward pool, so the rewards row has something to show.
+    let mint = create_mint(&run_client, &authority, 6).await.unwrap();
+    mint_to(&run_client, &authority, &mint, &authority.pubkey(), 1_000)
+        .await
+        .unwrap();
+    let pool = Rewards::new(&run_client);
+    pool.create(&authority, &mint, 3, 3_600).await.unwrap();
+    pool.fund(&authority, &mint, 1_000).await.unwrap();
+
+    // Prometheus, configured the way the Prometheus Operator configures it from the chart.
+    let workdir = tempfile::tempdir().unwrap();
+    let targets = Targets {
+        operator: operator_address,
+        clients: client_pods
+            .iter()
+            .zip(POD_IPS)
+            .map(|(pod, ip)| (pod.clone(), format!("{ip}:{port}")))
+            .collect(),
+    };
+    let prometheus = Prometheus::start(&prometheus_bin, workdir.path(), &rendered, &targets);
+
+    let panels = dashboard_queries();
+    // The run trains: its step, as the operator's series report it, passes 3.
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    loop {
+        let step = prometheus
+            .query("demeter_operator_run_step{name=\"scraped\"}")
+            .await;
+        let step = step
+            .first()
+            .and_then(|series| series["value"][1].as_str()?.parse::<f64>().ok());
+        if step.is_some_and(|step| step >= 3.0) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the run did not pass step 3 (at {step:?}); targets: {}",
+            prometheus.target_health().await
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // Every panel returns series, with the dashboard's variables set to this run.
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    let mut empty = panels.clone();
+    while !empty.is_empty() {
+        let mut still = Vec::new();
+        for query in empty {
+            if prometheus.query(&query).await.is_empty() {
+                still.push(query);
+            }
+        }
+        empty = still;
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "panels still empty while the run trains: {empty:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // The variables offer this run: the operator's series keep the run's namespace.
+    for (selector, label, expected) in variable_queries() {
+        let values: BTreeSet<String> = prometheus
+            .query(&selector)
+            .await
+            .iter()
+            .filter_map(|series| Some(series["metric"][&label].as_str()?.to_owned()))
+            .collect();
+        assert!(
+            values.contains(expected),
+            "label_values({selector}, {label}) offers {values:?}, not {expected}"
+        );
+    }
+
+    // Every rule evaluated cleanly, over series that exist, and none fired.
+    let rules = prometheus.rules().await;
+    assert!(rules.len() >= 9, "{} rules loaded", rules.len());
+    let metric_name = regex::Regex::new(r"\bdemeter_[a-z_]+\b").unwrap();
+    for rule in &rules {
+        let name = rule["name"].as_str().unwrap();
+        assert_eq!(rule["health"], "ok", "{name}: {}", rule["lastError"]);
+        assert_eq!(rule["state"], "inactive", "{name} is not quiet: {rule}");
+        let query = rule["query"].as_str().unwrap();
+        for series in metric_name.find_iter(query) {
+            assert!(
+                !prometheus.query(series.as_str()).await.is_empty(),
+                "{name} reads {}, which nothing exports",
+                series.as_str()
+            );
+        }
+    }
+    eprintln!(
+        "prometheus test: {} panel queries, {} rules, all answered while the run trained",
+        panels.len(),
+        rules.len()
+    );
+
+    for trainer in trainers {
+        trainer.abort();
+    }
+    drop(prometheus);
+    drop(localnet);
+}
+
+/// The solana example, small: two clients on the localnet, the operator holding the
+/// authority's wallet and cranking, clients serving on `port`.
+fn training_run(rpc_url: &str, authority: &Identity, port: u16) -> TrainingRun {
+    let mut run: TrainingRun = serde_yaml_ng::from_str(include_str!(
+        "../../deploy/examples/trainingrun-solana.yaml"
+    ))
+    .unwrap();
+    run.metadata.name = Some(RUN.into());
+    run.metadata.namespace = Some(NAMESPACE.into());
+    run.spec.clients.replicas = 2;
+    run.spec.clients.port = port;
+    let schedule = &mut run.spec.schedule;
+    schedule.total_steps = 1_000;
+    schedule.global_batch.start = 8;
+    schedule.global_batch.end = 8;
+    schedule.init_min_clients = 2;
+    schedule.min_clients = 1;
+    schedule.witness_nodes = 2;
+    schedule.warmup_seconds = 15;
+    schedule.round_witness_seconds = 2;
+    schedule.cooldown_seconds = 1;
+    run.spec.coordinator.solana = Some(SolanaCoordinator {
+        rpc_url: rpc_url.into(),
+        ws_url: None,
+        program_id: demeter_coordinator::ID.to_string(),
+        run_id: RUN.into(),
+        authority: authority.pubkey().to_string(),
+        authority_secret_ref: Some(SecretKeySelector {
+            name: "run-authority".into(),
+            key: "keypair.json".into(),
+            ..SecretKeySelector::default()
+        }),
+        crank: true,
+        join_deposit_lamports: 0,
+    });
+    run
+}
+
+/// One operator replica leading, its controller running, and its HTTP port.
+async fn start_operator(server: &ApiServer) -> SocketAddr {
+    let client = server.client(NAMESPACE).await.unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let ctx = Arc::new(Context::new(client.clone(), metrics.clone(), "operator-0"));
+    let leading = Arc::new(AtomicBool::new(false));
+    let election = LeaderElection::new(
+        Api::namespaced(client, RELEASE_NAMESPACE),
+        "demeter-operator",
+        "operator-0",
+        Timing {
+            lease_duration: Duration::from_secs(3),
+            renew_every: Duration::from_millis(500),
+            retry_every: Duration::from_millis(200),
+        },
+    );
+    let endpoints = demeter_operator::http::Endpoints {
+        metrics,
+        leading: leading.clone(),
+    };
+    tokio::spawn(async move {
+        let _ = election.run(controller::run(ctx, None, leading)).await;
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(
+        async move { axum::serve(listener, demeter_operator::http::router(endpoints)).await },
+    );
+    address
+}
+
+/// The chart rendered with its monitors and rules on, by the Helm the bootstrap pins.
+struct Chart {
+    service_monitor: Value,
+    pod_monitor: Value,
+    prometheus_rule: Value,
+}
+
+impl Chart {
+    fn render() -> Self {
+        let helm = std::env::var("DEMETER_HELM").expect(
+            "DEMETER_HELM names the pinned Helm; run this test through `make test` or after \
+             `. scripts/env.sh`",
+        );
+        let output = Command::new(helm)
+            .current_dir(repository())
+            .args(["template", "demeter", "charts/demeter-operator"])
+            .args(["--namespace", RELEASE_NAMESPACE])
+            .args([
+                "--set",
+                "monitoring.serviceMonitor.enabled=true,monitoring.podMonitor.enabled=true,\
+                 monitoring.prometheusRule.enabled=true",
+            ])
+            .output()
+            .expect("helm runs");
+        assert!(
+            output.status.success(),
+            "helm template: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let text = String::from_utf8(output.stdout).unwrap();
+        let documents: Vec<Value> = serde_yaml_ng::Deserializer::from_str(&text)
+            .filter_map(|document| Value::deserialize(document).ok())
+            .filter(|document| !document.is_null())
+            .collect();
+        let kind = |kind: &str| {
+            documents
+                .iter()
+                .find(|document| document["kind"] == kind)
+                .unwrap_or_else(|| panic!("the chart renders no {kind}"))
+                .clone()
+        };
+        Self {
+            service_monitor: kind("ServiceMonitor"),
+            pod_monitor: kind("PodMonitor"),
+            prometheus_rule: kind("PrometheusRule"),
+        }
+    }
+}
+
+/// Where Prometheus finds each target: the operator's Service endpoint and the client pods.
+struct Targets {
+    operator: SocketAddr,
+    clients: Vec<(Pod, String)>,
+}
+
+/// A Prometheus server on a free loopback port, stopped when dropped.
+struct Prometheus {
+    child: Child,
+    url: String,
+    http: reqwest::Client,
+}
+
+impl Prometheus {
+    fn start(binary: &Path, dir: &Path, chart: &Chart, targets: &Targets) -> Self {
+        let rules = dir.join("rules.yaml");
+        std::fs::write(
+            &rules,
+            serde_json::to_string(&chart.prometheus_rule["spec"]).unwrap(),
+        )
+        .unwrap();
+        let config = json!({
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "rule_files": [rules],
+            "scrape_configs": [
+                service_monitor_job(&chart.service_monitor, targets.operator),
+                pod_monitor_job(&chart.pod_monitor, &targets.clients),
+            ],
+        });
+        let config_path = dir.join("prometheus.yml");
+        std::fs::write(&config_path, config.to_string()).unwrap();
+        let address = format!("127.0.0.1:{}", free_port("127.0.0.1"));
+        let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
+        let child = Command::new(binary)
+            .arg(format!("--config.file={}", config_path.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address={address}"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("prometheus starts");
+        Self {
+            child,
+            url: format!("http://{address}"),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// The instant vector `query` returns now; empty while Prometheus is not yet up.
+    async fn query(&self, query: &str) -> Vec<Value> {
+        let response = self
+            .http
+            .get(format!("{}/api/v1/query", self.url))
+            .query(&[("query", query)])
+            .send()
+            .await;
+        let Ok(response) = response else {
+            return Vec::new();
+        };
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["status"], "success", "{query}: {body}");
+        match &body["data"]["result"] {
+            Value::Array(series) => series.clone(),
+            // A scalar (e.g. `time()`) is one answer.
+            scalar => vec![json!({"value": scalar})],
+        }
+    }
+
+    /// Each target's scrape URL, health and last error, for a failure's message.
+    async fn target_health(&self) -> String {
+        let Ok(response) = self
+            .http
+            .get(format!("{}/api/v1/targets", self.url))
+            .send()
+            .await
+        else {
+            return "(prometheus not up)".into();
+        };
+        let body: Value = response.json().await.unwrap();
+        body["data"]["activeTargets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|target| {
+                format!(
+                    "{} {} {}",
+                    target["scrapeUrl"], target["health"], target["lastError"]
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    /// Every loaded rule with its health, state and query.
+    async fn rules(&self) -> Vec<Value> {
+        let body: Value = self
+            .http
+            .get(format!("{}/api/v1/rules", self.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        body["data"]["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|group| group["rules"].as_array().unwrap().clone())
+            .collect()
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The scrape job the Prometheus Operator generates for the ServiceMonitor's endpoint, with
+/// the target Kubernetes service discovery would find (the operator's metrics Service, whose
+/// endpoint is the leader pod). Target labels are the operator's own: namespace, service,
+/// pod, container, endpoint, job; `honorLabels` decides whether a scraped `namespace` (the
+/// run's) survives them.
+fn service_monitor_job(monitor: &Value, address: SocketAddr) -> Value {
+    let endpoint = &monitor["spec"]["endpoints"][0];
+    let service = monitor["metadata"]["name"].as_str().unwrap();
+    let mut relabel = vec![
+        replace("__meta_kubernetes_namespace", "namespace"),
+        replace("__meta_kubernetes_service_name", "service"),
+        replace("__meta_kubernetes_pod_name", "pod"),
+        replace("__meta_kubernetes_pod_container_name", "container"),
+        replace("__meta_kubernetes_service_name", "job"),
+        json!({"target_label": "endpoint", "replacement": endpoint["port"]}),
+    ];
+    relabel.extend(relabelings(endpoint));
+    json!({
+        "job_name": format!("serviceMonitor/{RELEASE_NAMESPACE}/{service}/0"),
+        "honor_labels": endpoint["honorLabels"].as_bool().unwrap_or(false),
+        "metrics_path": endpoint["path"],
+        "static_configs": [{
+            "targets": [address.to_string()],
+            "labels": {
+                "__meta_kubernetes_namespace": RELEASE_NAMESPACE,
+                "__meta_kubernetes_service_name": service,
+                "__meta_kubernetes_pod_name": format!("{service}-0"),
+                "__meta_kubernetes_pod_container_name": "operator",
+            },
+        }],
+        "relabel_configs": relabel,
+    })
+}
+
+/// The scrape job the Prometheus Operator generates for the PodMonitor's endpoint, with each
+/// client pod as discovery would find it (its namespace, name and labels).
+fn pod_monitor_job(monitor: &Value, pods: &[(Pod, String)]) -> Value {
+    let endpoint = &monitor["spec"]["podMetricsEndpoints"][0];
+    let name = monitor["metadata"]["name"].as_str().unwrap();
+    let static_configs: Vec<Value> = pods
+        .iter()
+        .map(|(pod, address)| {
+            let mut labels = serde_json::Map::new();
+            labels.insert("__meta_kubernetes_namespace".into(), json!(NAMESPACE));
+            labels.insert("__meta_kubernetes_pod_name".into(), json!(pod.name_any()));
+            labels.insert(
+                "__meta_kubernetes_pod_container_name".into(),
+                json!("trainer"),
+            );
+            for (key, value) in pod.labels() {
+                let key = key.replace(|c: char| !c.is_ascii_alphanumeric(), "_");
+                labels.insert(format!("__meta_kubernetes_pod_label_{key}"), json!(value));
+            }
+            json!({"targets": [address], "labels": labels})
+        })
+        .collect();
+    let mut relabel = vec![
+        replace("__meta_kubernetes_namespace", "namespace"),
+        replace("__meta_kubernetes_pod_container_name", "container"),
+        replace("__meta_kubernetes_pod_name", "pod"),
+        json!({"target_label": "job", "replacement": format!("{RELEASE_NAMESPACE}/{name}")}),
+        json!({"target_label": "endpoint", "replacement": endpoint["port"]}),
+    ];
+    relabel.extend(relabelings(endpoint));
+    json!({
+        "job_name": format!("podMonitor/{RELEASE_NAMESPACE}/{name}/0"),
+        "honor_labels": endpoint["honorLabels"].as_bool().unwrap_or(false),
+        "metrics_path": endpoint["path"],
+        "static_configs": static_configs,
+        "relabel_configs": relabel,
+    })
+}
+
+fn replace(source: &str, target: &str) -> Value {
+    json!({"source_labels": [source], "target_label": target})
+}
+
+/// A monitor endpoint's own `relabelings`, in Prometheus' spelling.
+fn relabelings(endpoint: &Value) -> Vec<Value> {
+    let spelling = [
+        ("sourceLabels", "source_labels"),
+        ("targetLabel", "target_label"),
+        ("regex", "regex"),
+        ("replacement", "replacement"),
+        ("separator", "separator"),
+        ("action", "action"),
+        ("modulus", "modulus"),
+    ];
+    endpoint["relabelings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|rule| {
+            let mut converted = serde_json::Map::new();
+            for (key, value) in rule.as_object().unwrap() {
+                let (_, spelled) = spelling
+                    .iter()
+                    .find(|(camel, _)| camel == key)
+                    .unwrap_or_else(|| panic!("relabeling field {key} not translated"));
+                let value = if *spelled == "action" {
+                    json!(value.as_str().unwrap().to_lowercase())
+                } else {
+                    value.clone()
+                };
+                converted.insert((*spelled).into(), value);
+            }
+            Value::Object(converted)
+        })
+        .collect()
+}
+
+/// Every panel's query, with the variables as an admin sets them to this run (Grafana's
+/// `$__rate_interval` at least four scrapes: 1m here).
+fn dashboard_queries() -> Vec<String> {
+    let dashboard: Value = serde_json::from_str(include_str!(
+        "../../deploy/dashboards/demeter-operator.json"
+    ))
+    .unwrap();
+    let mut queries = Vec::new();
+    collect_exprs(&dashboard["panels"], &mut queries);
+    assert!(queries.len() >= 20, "{} panel queries", queries.len());
+    queries
+        .into_iter()
+        .map(|query| {
+            query
+                .replace("$namespace", NAMESPACE)
+                .replace("$run", RUN)
+                .replace("$__rate_interval", "1m")
+        })
+        .collect()
+}
+
+fn collect_exprs(node: &Value, into: &mut Vec<String>) {
+    match node {
+        Value::Object(map) => {
+            if let Some(Value::String(expr)) = map.get("expr") {
+                into.push(expr.clone());
+            }
+            map.values().for_each(|value| collect_exprs(value, into));
+        }
+        Value::Array(values) => values.iter().for_each(|value| collect_exprs(value, into)),
+        _ => {}
+    }
+}
+
+/// The dashboard's `label_values(SELECTOR, LABEL)` variables, each with the value this run
+/// must offer.
+fn variable_queries() -> Vec<(String, String, &'static str)> {
+    let dashboard: Value = serde_json::from_str(include_str!(
+        "../../deploy/dashboards/demeter-operator.json"
+    ))
+    .unwrap();
+    let label_values = regex::Regex::new(r"^label_values\((.+),\s*(\w+)\)$").unwrap();
+    dashboard["templating"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|variable| {
+            let query = variable["query"]["query"]
+                .as_str()
+                .or(variable["query"].as_str())?;
+            let captures = label_values.captures(query)?;
+            let expected = match variable["name"].as_str()? {
+                "namespace" => NAMESPACE,
+                "run" => RUN,
+                other => panic!("no expected value for the variable {other}"),
+            };
+            Some((
+                captures[1].replace("$namespace", NAMESPACE),
+                captures[2].to_owned(),
+                expected,
+            ))
+        })
+        .collect()
+}
+
+fn prometheus_binary() -> PathBuf {
+    let found = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+        .map(|dir| dir.join("prometheus"))
+        .find(|candidate| candidate.is_file());
+    found.expect(
+        "no `prometheus` on PATH: install Debian's prometheus package (scripts/prerequisites.sh \
+         does)",
+    )
+}
+
+fn repository() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A port free on `ip` now (the listener is closed before the port is used).
+fn free_port(ip: &str) -> u16 {
+    std::net::TcpListener::bind((ip, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn eventually<T, F, Fut>(what: &str, check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    eventually_within(LIMIT, what, check).await
+}
+
+/// Polls `check` every half second until it returns Some, or fails after `limit` with `what`.
+async fn eventually_within<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
