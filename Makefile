@@ -19,7 +19,7 @@ LINT_ENV := export RUSTC_WORKSPACE_WRAPPER="$(CURDIR)/scripts/clippy-rustc" &&
 # (`demeter local` runs 3 clients unless told otherwise).
 ARGS ?=
 
-.PHONY: bootstrap run run-chain test lint bench bench-byzantine bench-operator fuzz
+.PHONY: bootstrap run run-chain test lint images bench bench-byzantine bench-operator fuzz
 bootstrap:
 	scripts/bootstrap.sh
 
@@ -41,6 +41,13 @@ lint: bootstrap
 
 test: lint
 	$(ENV) $(LINT_ENV) scripts/test.sh
+	$(ENV) $(TIMED) "images: built and run" scripts/images.sh check
+
+# The operator and trainer images with the local Docker engine (release binaries; tagged with
+# the crate version). IMAGES="operator" builds one; the table gives sizes and build times.
+IMAGES ?= operator trainer
+images: bootstrap
+	$(ENV) scripts/images.sh build $(IMAGES)
 
 # Benchmarks print markdown tables; docs/benchmarks.md records them with these commands.
 # `--workspace --bench NAME` resolves features as the test build does, so it reuses the build;

@@ -38,7 +38,7 @@ fi
 
 root="$dir/root"
 cleanup() {
-    for mount in tmp dev/shm dev proc root/.rustup root/.pyenv; do
+    for mount in tmp dev/shm dev sys proc root/.rustup root/.pyenv; do
         umount -l "$root/$mount" 2>/dev/null || true
     done
 }
@@ -68,6 +68,9 @@ mount --bind -o ro "$rustup_home" "$root/root/.rustup"
 mount --bind -o ro "$pyenv_root" "$root/root/.pyenv"
 cp -a "$cargo_bin" "$root/root/.cargo/bin"
 mount -t proc proc "$root/proc"
+# sysfs with the machine's cgroups: the Docker engine `make test` starts to build and run the
+# images needs them, as it would on any machine.
+mount --rbind /sys "$root/sys"
 mount --rbind /dev "$root/dev"
 mount -t tmpfs tmpfs "$root/dev/shm"
 mount -t tmpfs -o size=16g tmpfs "$root/tmp"

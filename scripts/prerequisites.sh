@@ -16,7 +16,14 @@ declare -A needed=(
     [pkg-config]="openssl-sys finds libssl through pkg-config"
     [libssl-dev]="openssl-sys (solana-client's HTTP stack)"
     [ca-certificates]="HTTPS to crates.io and PyPI"
+    [debootstrap]="the images' Debian base is made locally (scripts/images.sh), where no registry answers"
     [prometheus]="promtool checks and unit-tests the chart's alerting rules (scripts/check-chart.sh); a real Prometheus scrapes a run (e2e/tests/prometheus.rs)"
+)
+
+# Packages needed only on some machines, and why.
+declare -A why=(
+    [docker.io]="a Docker engine builds and runs the images in make test (scripts/images.sh)"
+    [python3-venv]="the libtorch bootstrap makes a venv with pip"
 )
 
 installed() { [[ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" == "install ok installed" ]]; }
@@ -25,6 +32,11 @@ missing=()
 for package in "${!needed[@]}"; do
     installed "$package" || missing+=("$package")
 done
+# A Docker engine builds and runs the images in `make test` (scripts/images.sh): Debian's
+# docker.io, unless the machine has an engine already (Docker's own docker-ce would conflict).
+if ! { command -v docker >/dev/null && { command -v dockerd >/dev/null || docker info >/dev/null 2>&1; }; }; then
+    missing+=(docker.io)
+fi
 # python3-venv is needed only when the Python on PATH cannot make a venv with pip (Debian's
 # python3 without python3-venv); a pyenv or python.org build carries ensurepip itself.
 if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
@@ -35,7 +47,7 @@ if ((${#missing[@]} == 0)); then
     exit 0
 fi
 for package in "${missing[@]}"; do
-    echo "prerequisites: missing $package: ${needed[$package]:-the libtorch bootstrap makes a venv with pip}" >&2
+    echo "prerequisites: missing $package: ${needed[$package]:-${why[$package]}}" >&2
 done
 sudo_cmd=()
 if [[ $(id -u) != 0 ]]; then
