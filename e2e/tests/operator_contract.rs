@@ -121,6 +121,8 @@ async fn the_operator_reads_what_a_trainer_serves_on_metrics() {
     trainer.members_active.set(7);
     trainer.results_applied.set(6);
     trainer.members_ejected.set(1);
+    trainer.attested_step.set(40);
+    trainer.round_seconds.set(6);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let server = tokio::spawn(async move { axum::serve(listener, router(exchange)).await });
@@ -144,6 +146,8 @@ async fn the_operator_reads_what_a_trainer_serves_on_metrics() {
             members_active: 7,
             results_applied: 6,
             members_ejected: 1,
+            attested_step: 40,
+            round_seconds: Some(6.0),
         }]
     );
     server.abort();

@@ -1,14 +1,15 @@
 //! A real Prometheus (Debian's `prometheus`, installed by scripts/prerequisites.sh) scrapes a
 //! run the way an admin's cluster would: the operator through what the Prometheus Operator
 //! makes of the chart's ServiceMonitor, and the run's two training clients through the chart's
-//! PodMonitor, with the rules of the chart's PrometheusRule loaded. The operator drives the run
-//! on the coordinator program on a localnet, its pods live on the in-memory API server, and the
-//! clients are real trainers on loopback addresses of their own (127.0.0.2 and 127.0.0.3, as
-//! two pods' IPs).
+//! PodMonitor, with the rules of the chart's PrometheusRule loaded. The operator runs against
+//! the in-memory API server; the clients are real trainers, each on a loopback address of its
+//! own (127.0.0.2 and 127.0.0.3, as two pods' IPs). Two runs: one on the coordinator program on
+//! a localnet, with a funded reward pool; one with the centralized coordinator, started from
+//! the run file the operator wrote, its clients holding the identities the operator made.
 //!
-//! While the run trains, every query of the dashboard, as an admin picks the run's namespace
-//! and name in its variables, returns series; every rule evaluates without error over series
-//! that exist; and no alert fires.
+//! While the run trains, every query of the dashboard that its mode feeds, as an admin sets
+//! its variables to the run's namespace and name, returns series; the variables offer the run;
+//! every rule evaluates without error over series that exist; and no alert is pending or firing.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -23,13 +24,16 @@ use demeter_operator::controller::{self, Context};
 use demeter_operator::crd::{SolanaCoordinator, TrainingRun};
 use demeter_operator::leader::{LeaderElection, Timing};
 use demeter_operator::metrics::Metrics;
+use demeter_trainer::central::server::{Server, ServerSettings};
 use demeter_trainer::data::Dataset;
 use demeter_trainer::identity::Identity;
+use demeter_trainer::run_file::RunFile;
 use demeter_trainer::run_file::run_id_bytes;
+use demeter_trainer::train::backend::{Centralized, CoordinatorBackend};
 use demeter_trainer::train::on_chain::{ChainRun, OnChain};
-use demeter_trainer::train::{TrainSettings, Trainer};
+use demeter_trainer::train::{TrainSettings, TrainSummary, Trainer};
 use demeter_treasurer::client::{Rewards, create_mint, mint_to};
-use k8s_openapi::api::core::v1::{Pod, Secret, SecretKeySelector};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, SecretKeySelector};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{CustomResourceExt, ResourceExt};
 use serde::Deserialize;
@@ -45,12 +49,17 @@ const POD_IPS: [&str; 2] = ["127.0.0.2", "127.0.0.3"];
 /// to see a few scrapes.
 const LIMIT: Duration = Duration::from_secs(180);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn prometheus_sees_every_panel_and_rule_while_a_run_trains() {
-    tch::set_num_threads(1);
-    let rendered = Chart::render();
-    let prometheus_bin = prometheus_binary();
+/// Which rows of the dashboard and which groups of rules a run feeds: a centralized run has no
+/// chain and no reward pool.
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    Centralized,
+    Solana,
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn prometheus_sees_every_panel_and_rule_while_a_run_trains_on_chain() {
+    tch::set_num_threads(1);
     let authority = Identity::generate().unwrap();
     let clients: Vec<Arc<Identity>> = (0..2)
         .map(|_| Arc::new(Identity::generate().unwrap()))
@@ -64,77 +73,37 @@ async fn prometheus_sees_every_panel_and_rule_while_a_run_trains() {
     })
     .await
     .unwrap();
-
-    // The operator, as `demeter-operator run` starts it, serving /metrics on a loopback port.
-    let server = ApiServer::start().await.unwrap();
-    server
-        .install_crd(serde_json::to_value(TrainingRun::crd()).unwrap())
-        .unwrap();
-    let kube = server.client(NAMESPACE).await.unwrap();
-    let operator_address = start_operator(&server).await;
+    let cluster = Cluster::start().await;
 
     // The authority's wallet and the clients' identities, as Secrets the operator uses.
-    let keys = tempfile::tempdir().unwrap();
-    let wallet = |name: &str, identity: &Identity| {
-        let path = keys.path().join(format!("{name}.json"));
-        identity.write(&path).unwrap();
-        std::fs::read_to_string(path).unwrap()
-    };
-    let secrets = Api::<Secret>::namespaced(kube.clone(), NAMESPACE);
-    let mut secret_wallets = vec![("run-authority".to_owned(), wallet("authority", &authority))];
+    cluster
+        .wallet_secret("run-authority", &cluster.wallet("authority", &authority))
+        .await;
     for (index, client) in clients.iter().enumerate() {
-        let name = format!("{RUN}-client-{index}-identity");
-        secret_wallets.push((name.clone(), wallet(&name, client)));
-    }
-    for (name, wallet) in secret_wallets {
-        let secret = json!({
-            "metadata": {"name": name, "namespace": NAMESPACE},
-            "stringData": {"keypair.json": wallet},
-        });
-        secrets
-            .create(
-                &PostParams::default(),
-                &serde_json::from_value(secret).unwrap(),
+        cluster
+            .wallet_secret(
+                &format!("{RUN}-client-{index}-identity"),
+                &cluster.wallet(&format!("client-{index}"), client),
             )
-            .await
-            .unwrap();
+            .await;
     }
     let port = free_port(POD_IPS[0]);
-    let runs = Api::<TrainingRun>::namespaced(kube.clone(), NAMESPACE);
-    runs.create(
-        &PostParams::default(),
-        &training_run(&localnet.rpc_url(), &authority, port),
-    )
-    .await
-    .unwrap();
-
-    // The kubelet's part: both client pods run, each at its own IP.
-    let pods = Api::<Pod>::namespaced(kube.clone(), NAMESPACE);
-    let client_pods = eventually("the two client pods", || async {
-        let selector = format!("demeter.dev/run={RUN},app.kubernetes.io/component=client");
-        let mut items = pods
-            .list(&ListParams::default().labels(&selector))
-            .await
-            .unwrap()
-            .items;
-        items.sort_by_key(|pod| pod.name_any());
-        (items.len() == 2).then_some(items)
-    })
-    .await;
-    for (pod, ip) in client_pods.iter().zip(POD_IPS) {
-        let status = json!({"status": {
-            "phase": "Running",
-            "podIP": ip,
-            "conditions": [{"type": "Ready", "status": "True"}],
-        }});
-        pods.patch_status(
-            &pod.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(status),
-        )
-        .await
-        .unwrap();
-    }
+    let mut run = small_run("trainingrun-solana.yaml", port);
+    run.spec.coordinator.solana = Some(SolanaCoordinator {
+        rpc_url: localnet.rpc_url(),
+        ws_url: None,
+        program_id: demeter_coordinator::ID.to_string(),
+        run_id: RUN.into(),
+        authority: authority.pubkey().to_string(),
+        authority_secret_ref: Some(SecretKeySelector {
+            name: "run-authority".into(),
+            key: "keypair.json".into(),
+            ..SecretKeySelector::default()
+        }),
+        crank: true,
+        join_deposit_lamports: 0,
+    });
+    let pods = cluster.run_pods(&run).await;
 
     // The clients train the run the operator created on chain, once it is there.
     let run_id = run_id_bytes(RUN).unwrap();
@@ -157,18 +126,7 @@ async fn prometheus_sees_every_panel_and_rule_while_a_run_trains() {
     let mut trainers = Vec::new();
     for (identity, ip) in clients.iter().zip(POD_IPS) {
         let backend = OnChain::open(&chain_run, identity.clone()).await.unwrap();
-        let address: SocketAddr = format!("{ip}:{port}").parse().unwrap();
-        let trainer = Trainer::new(
-            identity.clone(),
-            backend,
-            TrainSettings::example(),
-            Dataset::embedded(0.02),
-            address,
-            Some(address),
-        )
-        .await
-        .unwrap();
-        trainers.push(tokio::spawn(trainer.run()));
+        trainers.push(train(identity.clone(), backend, ip, port).await);
     }
 
     // A funded reward pool, so the rewards row has something to show.
@@ -180,107 +138,77 @@ async fn prometheus_sees_every_panel_and_rule_while_a_run_trains() {
     pool.create(&authority, &mint, 3, 3_600).await.unwrap();
     pool.fund(&authority, &mint, 1_000).await.unwrap();
 
-    // Prometheus, configured the way the Prometheus Operator configures it from the chart.
-    let workdir = tempfile::tempdir().unwrap();
-    let targets = Targets {
-        operator: operator_address,
-        clients: client_pods
-            .iter()
-            .zip(POD_IPS)
-            .map(|(pod, ip)| (pod.clone(), format!("{ip}:{port}")))
-            .collect(),
-    };
-    let prometheus = Prometheus::start(&prometheus_bin, workdir.path(), &rendered, &targets);
-
-    let panels = dashboard_queries();
-    // The run trains: its step, as the operator's series report it, passes 3.
-    let deadline = tokio::time::Instant::now() + LIMIT;
-    loop {
-        let step = prometheus
-            .query("demeter_operator_run_step{name=\"scraped\"}")
-            .await;
-        let step = step
-            .first()
-            .and_then(|series| series["value"][1].as_str()?.parse::<f64>().ok());
-        if step.is_some_and(|step| step >= 3.0) {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the run did not pass step 3 (at {step:?}); targets: {}",
-            prometheus.target_health().await
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-
-    // Every panel returns series, with the dashboard's variables set to this run.
-    let deadline = tokio::time::Instant::now() + LIMIT;
-    let mut empty = panels.clone();
-    while !empty.is_empty() {
-        let mut still = Vec::new();
-        for query in empty {
-            if prometheus.query(&query).await.is_empty() {
-                still.push(query);
-            }
-        }
-        empty = still;
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "panels still empty while the run trains: {empty:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    // The variables offer this run: the operator's series keep the run's namespace.
-    for (selector, label, expected) in variable_queries() {
-        let values: BTreeSet<String> = prometheus
-            .query(&selector)
-            .await
-            .iter()
-            .filter_map(|series| Some(series["metric"][&label].as_str()?.to_owned()))
-            .collect();
-        assert!(
-            values.contains(expected),
-            "label_values({selector}, {label}) offers {values:?}, not {expected}"
-        );
-    }
-
-    // Every rule evaluated cleanly, over series that exist, and none fired.
-    let rules = prometheus.rules().await;
-    assert!(rules.len() >= 9, "{} rules loaded", rules.len());
-    let metric_name = regex::Regex::new(r"\bdemeter_[a-z_]+\b").unwrap();
-    for rule in &rules {
-        let name = rule["name"].as_str().unwrap();
-        assert_eq!(rule["health"], "ok", "{name}: {}", rule["lastError"]);
-        assert_eq!(rule["state"], "inactive", "{name} is not quiet: {rule}");
-        let query = rule["query"].as_str().unwrap();
-        for series in metric_name.find_iter(query) {
-            assert!(
-                !prometheus.query(series.as_str()).await.is_empty(),
-                "{name} reads {}, which nothing exports",
-                series.as_str()
-            );
-        }
-    }
-    eprintln!(
-        "prometheus test: {} panel queries, {} rules, all answered while the run trained",
-        panels.len(),
-        rules.len()
-    );
-
+    cluster
+        .check_while_training(&pods, port, Mode::Solana)
+        .await;
     for trainer in trainers {
         trainer.abort();
+        let _ = trainer.await;
     }
-    drop(prometheus);
     drop(localnet);
 }
 
-/// The solana example, small: two clients on the localnet, the operator holding the
-/// authority's wallet and cranking, clients serving on `port`.
-fn training_run(rpc_url: &str, authority: &Identity, port: u16) -> TrainingRun {
-    let mut run: TrainingRun = serde_yaml_ng::from_str(include_str!(
-        "../../deploy/examples/trainingrun-solana.yaml"
-    ))
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn prometheus_sees_every_panel_and_rule_of_a_centralized_run() {
+    tch::set_num_threads(1);
+    let cluster = Cluster::start().await;
+    let port = free_port(POD_IPS[0]);
+    let run = small_run("trainingrun.yaml", port);
+    let pods = cluster.run_pods(&run).await;
+
+    // The coordinator pod's part: the server, from the run file the operator wrote.
+    let config_maps = Api::<ConfigMap>::namespaced(cluster.kube.clone(), NAMESPACE);
+    let run_file = config_maps.get(&format!("{RUN}-config")).await.unwrap();
+    let run_file_path = cluster.files.path().join("run.toml");
+    std::fs::write(&run_file_path, &run_file.data.unwrap()["run.toml"]).unwrap();
+    let settings = ServerSettings::from_run_file(
+        &RunFile::read(&run_file_path).unwrap(),
+        cluster.files.path().join("run.state"),
+        Duration::from_millis(100),
+    )
     .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let coordinator = listener.local_addr().unwrap();
+    let server = Server::open(settings).unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(server.serve(listener, async move {
+        let _ = stopped.await;
+    }));
+
+    // The client pods' part, with the identities the operator generated for them.
+    let secrets = Api::<Secret>::namespaced(cluster.kube.clone(), NAMESPACE);
+    let mut trainers = Vec::new();
+    for (index, ip) in POD_IPS.iter().enumerate() {
+        let secret = secrets
+            .get(&format!("{RUN}-client-{index}-identity"))
+            .await
+            .unwrap();
+        let path = cluster.files.path().join(format!("client-{index}.json"));
+        std::fs::write(&path, &secret.data.unwrap()["keypair.json"].0).unwrap();
+        let identity = Arc::new(Identity::read(&path).unwrap());
+        let backend = Centralized::connect(coordinator, identity.clone(), Duration::from_secs(10))
+            .await
+            .unwrap();
+        trainers.push(train(identity, backend, ip, port).await);
+    }
+
+    cluster
+        .check_while_training(&pods, port, Mode::Centralized)
+        .await;
+    for trainer in trainers {
+        trainer.abort();
+        let _ = trainer.await;
+    }
+    let _ = stop.send(());
+    let _ = serving.await;
+}
+
+/// The example `file`, small: two clients serving on `port`, a quick warmup, short rounds, and
+/// more steps than the test will wait for.
+fn small_run(file: &str, port: u16) -> TrainingRun {
+    let path = repository().join("deploy/examples").join(file);
+    let mut run: TrainingRun =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     run.metadata.name = Some(RUN.into());
     run.metadata.namespace = Some(NAMESPACE.into());
     run.spec.clients.replicas = 2;
@@ -295,21 +223,142 @@ fn training_run(rpc_url: &str, authority: &Identity, port: u16) -> TrainingRun {
     schedule.warmup_seconds = 15;
     schedule.round_witness_seconds = 2;
     schedule.cooldown_seconds = 1;
-    run.spec.coordinator.solana = Some(SolanaCoordinator {
-        rpc_url: rpc_url.into(),
-        ws_url: None,
-        program_id: demeter_coordinator::ID.to_string(),
-        run_id: RUN.into(),
-        authority: authority.pubkey().to_string(),
-        authority_secret_ref: Some(SecretKeySelector {
-            name: "run-authority".into(),
-            key: "keypair.json".into(),
-            ..SecretKeySelector::default()
-        }),
-        crank: true,
-        join_deposit_lamports: 0,
-    });
     run
+}
+
+/// A trainer on `ip:port` (its pod's address), training until aborted.
+async fn train<B>(
+    identity: Arc<Identity>,
+    backend: B,
+    ip: &str,
+    port: u16,
+) -> tokio::task::JoinHandle<anyhow::Result<TrainSummary>>
+where
+    B: CoordinatorBackend + Send + 'static,
+{
+    let address: SocketAddr = format!("{ip}:{port}").parse().unwrap();
+    let trainer = Trainer::new(
+        identity,
+        backend,
+        TrainSettings::example(),
+        Dataset::embedded(0.02),
+        address,
+        Some(address),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(trainer.run())
+}
+
+/// The in-memory API server with the operator's CRD, one operator replica leading and serving
+/// its `/metrics`, and the chart rendered with its monitors and rules on.
+struct Cluster {
+    _server: ApiServer,
+    kube: kube::Client,
+    operator: SocketAddr,
+    chart: Chart,
+    /// Wallet files, run files and Prometheus' own files.
+    files: tempfile::TempDir,
+}
+
+impl Cluster {
+    async fn start() -> Self {
+        let chart = Chart::render();
+        let server = ApiServer::start().await.unwrap();
+        server
+            .install_crd(serde_json::to_value(TrainingRun::crd()).unwrap())
+            .unwrap();
+        let kube = server.client(NAMESPACE).await.unwrap();
+        let operator = start_operator(&server).await;
+        Self {
+            _server: server,
+            kube,
+            operator,
+            chart,
+            files: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// `identity` as a wallet file's text (`name`.json).
+    fn wallet(&self, name: &str, identity: &Identity) -> String {
+        let path = self.files.path().join(format!("{name}.json"));
+        identity.write(&path).unwrap();
+        std::fs::read_to_string(path).unwrap()
+    }
+
+    async fn wallet_secret(&self, name: &str, wallet: &str) {
+        let secret = json!({
+            "metadata": {"name": name, "namespace": NAMESPACE},
+            "stringData": {"keypair.json": wallet},
+        });
+        Api::<Secret>::namespaced(self.kube.clone(), NAMESPACE)
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(secret).unwrap(),
+            )
+            .await
+            .unwrap();
+    }
+
+    /// Creates `run`; then, as the kubelet, runs its two client pods, each at its own IP.
+    async fn run_pods(&self, run: &TrainingRun) -> Vec<Pod> {
+        Api::<TrainingRun>::namespaced(self.kube.clone(), NAMESPACE)
+            .create(&PostParams::default(), run)
+            .await
+            .unwrap();
+        let pods = Api::<Pod>::namespaced(self.kube.clone(), NAMESPACE);
+        let client_pods = eventually("the two client pods", || async {
+            let selector = format!("demeter.dev/run={RUN},app.kubernetes.io/component=client");
+            let mut items = pods
+                .list(&ListParams::default().labels(&selector))
+                .await
+                .unwrap()
+                .items;
+            items.sort_by_key(|pod| pod.name_any());
+            (items.len() == 2).then_some(items)
+        })
+        .await;
+        for (pod, ip) in client_pods.iter().zip(POD_IPS) {
+            let status = json!({"status": {
+                "phase": "Running",
+                "podIP": ip,
+                "conditions": [{"type": "Ready", "status": "True"}],
+            }});
+            pods.patch_status(
+                &pod.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(status),
+            )
+            .await
+            .unwrap();
+        }
+        client_pods
+    }
+
+    /// Starts Prometheus on the operator and the client pods (listening on `port`), waits for
+    /// the run to train, and checks every panel and rule `mode` feeds.
+    async fn check_while_training(&self, pods: &[Pod], port: u16, mode: Mode) {
+        let targets = Targets {
+            operator: self.operator,
+            clients: pods
+                .iter()
+                .zip(POD_IPS)
+                .map(|(pod, ip)| (pod.clone(), format!("{ip}:{port}")))
+                .collect(),
+        };
+        let dir = self.files.path().join("prometheus");
+        std::fs::create_dir_all(&dir).unwrap();
+        let prometheus = Prometheus::start(&prometheus_binary(), &dir, &self.chart, &targets);
+        prometheus.wait_for_step(3).await;
+        let panels = dashboard_queries(mode);
+        prometheus.every_panel_answers(&panels).await;
+        prometheus.variables_offer_the_run().await;
+        let rules = prometheus.rules_are_quiet(mode).await;
+        eprintln!(
+            "prometheus test: {} panel queries and {rules} rules answered while the run trained",
+            panels.len(),
+        );
+    }
 }
 
 /// One operator replica leading, its controller running, and its HTTP port.
@@ -488,8 +537,68 @@ impl Prometheus {
             .join("; ")
     }
 
-    /// Every loaded rule with its health, state and query.
-    async fn rules(&self) -> Vec<Value> {
+    /// Waits until the run's step, as the operator's series report it, reaches `step`.
+    async fn wait_for_step(&self, step: u64) {
+        let deadline = tokio::time::Instant::now() + LIMIT;
+        loop {
+            let series = self
+                .query(&format!("demeter_operator_run_step{{name=\"{RUN}\"}}"))
+                .await;
+            let now = series
+                .first()
+                .and_then(|series| series["value"][1].as_str()?.parse::<f64>().ok());
+            if now.is_some_and(|now| now >= step as f64) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the run did not reach step {step} (at {now:?}); targets: {}",
+                self.target_health().await
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// Every query returns series (some only after a round or two: each gets until `LIMIT`).
+    async fn every_panel_answers(&self, panels: &[String]) {
+        let deadline = tokio::time::Instant::now() + LIMIT;
+        let mut empty = panels.to_vec();
+        while !empty.is_empty() {
+            let mut still = Vec::new();
+            for query in empty {
+                if self.query(&query).await.is_empty() {
+                    still.push(query);
+                }
+            }
+            empty = still;
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "panels still empty while the run trains: {empty:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// The dashboard's variables offer this run: the operator's series keep the run's
+    /// namespace, not the operator's.
+    async fn variables_offer_the_run(&self) {
+        for (selector, label, expected) in variable_queries() {
+            let values: BTreeSet<String> = self
+                .query(&selector)
+                .await
+                .iter()
+                .filter_map(|series| Some(series["metric"][&label].as_str()?.to_owned()))
+                .collect();
+            assert!(
+                values.contains(expected),
+                "label_values({selector}, {label}) offers {values:?}, not {expected}"
+            );
+        }
+    }
+
+    /// Every rule evaluated cleanly and none is pending or firing; each rule `mode` feeds reads
+    /// only series that exist. Returns how many rules were loaded.
+    async fn rules_are_quiet(&self, mode: Mode) -> usize {
         let body: Value = self
             .http
             .get(format!("{}/api/v1/rules", self.url))
@@ -499,12 +608,27 @@ impl Prometheus {
             .json()
             .await
             .unwrap();
-        body["data"]["groups"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .flat_map(|group| group["rules"].as_array().unwrap().clone())
-            .collect()
+        let metric_name = regex::Regex::new(r"\bdemeter_[a-z_]+\b").unwrap();
+        let mut count = 0;
+        for group in body["data"]["groups"].as_array().unwrap() {
+            let fed = mode == Mode::Solana || group["name"] != "demeter-chain";
+            for rule in group["rules"].as_array().unwrap() {
+                count += 1;
+                let name = rule["name"].as_str().unwrap();
+                assert_eq!(rule["health"], "ok", "{name}: {}", rule["lastError"]);
+                assert_eq!(rule["state"], "inactive", "{name} is not quiet: {rule}");
+                let query = rule["query"].as_str().unwrap();
+                for series in metric_name.find_iter(query).filter(|_| fed) {
+                    assert!(
+                        !self.query(series.as_str()).await.is_empty(),
+                        "{name} reads {}, which nothing exports",
+                        series.as_str()
+                    );
+                }
+            }
+        }
+        assert!(count >= 9, "{count} rules loaded");
+        count
     }
 }
 
@@ -626,16 +750,24 @@ fn relabelings(endpoint: &Value) -> Vec<Value> {
         .collect()
 }
 
-/// Every panel's query, with the variables as an admin sets them to this run (Grafana's
-/// `$__rate_interval` at least four scrapes: 1m here).
-fn dashboard_queries() -> Vec<String> {
+/// Every panel's query that `mode` feeds (a centralized run has nothing for the rows marked
+/// "(solana mode)"), with the variables as an admin sets them to this run.
+fn dashboard_queries(mode: Mode) -> Vec<String> {
     let dashboard: Value = serde_json::from_str(include_str!(
         "../../deploy/dashboards/demeter-operator.json"
     ))
     .unwrap();
     let mut queries = Vec::new();
-    collect_exprs(&dashboard["panels"], &mut queries);
-    assert!(queries.len() >= 20, "{} panel queries", queries.len());
+    let mut fed = true;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        if panel["type"] == "row" {
+            let title = panel["title"].as_str().unwrap_or_default();
+            fed = mode == Mode::Solana || !title.contains("(solana mode)");
+        } else if fed {
+            collect_exprs(panel, &mut queries);
+        }
+    }
+    assert!(queries.len() >= 15, "{} panel queries", queries.len());
     queries
         .into_iter()
         .map(|query| {

@@ -210,11 +210,6 @@ impl ChainView {
                 .filter(|&slot| round.is_participant(slot) && round.was_seen(slot))
                 .count() as u16
         });
-        let last_round_seconds = last_closed.and_then(|closed| {
-            let next = state.current_round()?;
-            (next.epoch == closed.epoch && next.step == closed.step + 1)
-                .then(|| (next.started_at - closed.started_at) as f64)
-        });
         Self {
             run_account,
             slot,
@@ -239,7 +234,7 @@ impl ChainView {
                 .checkpoint
                 .attested()
                 .map(|(step, hash)| (step, *hash)),
-            last_round_seconds,
+            last_round_seconds: state.last_round_seconds().map(|seconds| seconds as f64),
             members: state
                 .members
                 .iter()

@@ -553,6 +553,10 @@ pub struct TrainingRunStatus {
     /// How long the last round took, in seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_round_seconds: Option<f64>,
+    /// The step of the model the run's witnesses attested last (late joiners start from it);
+    /// in solana mode `chain.attestedModel` also has its weights hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attested_step: Option<u64>,
     /// The on-chain run, in solana mode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chain: Option<ChainStatus>,

@@ -265,6 +265,9 @@ impl Metrics {
         if let Some(seconds) = status.last_round_seconds {
             self.round_seconds.with_label_values(&labels).set(seconds);
         }
+        self.attested_step
+            .with_label_values(&labels)
+            .set(int(status.attested_step.unwrap_or(0)));
         let c = &status.clients;
         for (state, count) in [
             ("desired", c.desired),
@@ -344,9 +347,6 @@ impl Metrics {
         self.chain_slot_lag
             .with_label_values(&labels)
             .set(int(view.slot_lag));
-        self.attested_step
-            .with_label_values(&labels)
-            .set(int(view.attested.map_or(0, |(step, _)| step)));
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();

@@ -23,6 +23,8 @@ pub struct ClientReport {
     pub members_active: u64,
     pub results_applied: u64,
     pub members_ejected: u64,
+    pub attested_step: u64,
+    pub round_seconds: Option<f64>,
 }
 
 /// Reads the trainer's own series out of a `/metrics` page; unknown lines are ignored.
@@ -45,6 +47,8 @@ pub fn parse(text: &str) -> ClientReport {
             names::MEMBERS_ACTIVE => report.members_active = whole,
             names::RESULTS_APPLIED => report.results_applied = whole,
             names::MEMBERS_EJECTED => report.members_ejected = whole,
+            names::ATTESTED_STEP => report.attested_step = whole,
+            names::ROUND_SECONDS if value.is_finite() => report.round_seconds = Some(value),
             _ => {}
         }
     }
@@ -64,6 +68,10 @@ pub struct Progress {
     pub witnessed: u16,
     /// Members a verdict quorum ejected (the most any client saw).
     pub ejected: u16,
+    /// The step of the model the run's witnesses attested last (the newest any client saw).
+    pub attested_step: u64,
+    /// How long the last round took, as the clients at the newest step saw it.
+    pub round_seconds: Option<f64>,
 }
 
 /// Combines reports; `None` when no client answered.
@@ -95,6 +103,11 @@ pub fn combine(reports: &[ClientReport]) -> Option<Progress> {
                 .unwrap_or(0),
         ),
         ejected: clamp(reports.iter().map(|r| r.members_ejected).max().unwrap_or(0)),
+        attested_step: reports.iter().map(|r| r.attested_step).max().unwrap_or(0),
+        round_seconds: at_newest
+            .iter()
+            .filter_map(|r| r.round_seconds)
+            .reduce(f64::max),
     })
 }
 
@@ -142,6 +155,8 @@ demeter_tokens_total 52480
 demeter_members_active 3
 demeter_results_applied 3
 demeter_members_ejected 1
+demeter_attested_step 32
+demeter_round_seconds 4
 demeter_phase_seconds_total{phase=\"train\"} 12.5
 ";
 
@@ -157,6 +172,8 @@ demeter_phase_seconds_total{phase=\"train\"} 12.5
                 members_active: 3,
                 results_applied: 3,
                 members_ejected: 1,
+                attested_step: 32,
+                round_seconds: Some(4.0),
             }
         );
         assert_eq!(parse("garbage\ndemeter_step x\n"), ClientReport::default());
@@ -172,6 +189,8 @@ demeter_phase_seconds_total{phase=\"train\"} 12.5
             members_active: 3,
             results_applied: 2,
             members_ejected: u64::from(step == 7),
+            attested_step: step / 4 * 4,
+            round_seconds: Some(step as f64),
         };
         // A client still catching up does not pull the loss back to an older step.
         let progress = combine(&[
@@ -185,6 +204,12 @@ demeter_phase_seconds_total{phase=\"train\"} 12.5
         assert_eq!(progress.tokens, 270);
         assert_eq!((progress.joined, progress.witnessed), (3, 2));
         assert_eq!(progress.ejected, 1, "an ejection any client saw");
+        assert_eq!(progress.attested_step, 8);
+        assert_eq!(
+            progress.round_seconds,
+            Some(10.0),
+            "as seen at the newest step"
+        );
         assert_eq!(combine(&[]), None);
     }
 }

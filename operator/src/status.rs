@@ -172,6 +172,11 @@ pub fn derive(
             previous.clients.joined = progress.joined;
             previous.clients.witnessed = progress.witnessed;
             previous.clients.ejected = previous.clients.ejected.max(progress.ejected);
+            previous.last_round_seconds = progress.round_seconds.or(previous.last_round_seconds);
+            // A restarted client reports 0 until it has read the run; attestation only grows.
+            if progress.attested_step > 0 {
+                previous.attested_step = previous.attested_step.max(Some(progress.attested_step));
+            }
         }
     }
     if let Some(view) = view {
@@ -185,6 +190,7 @@ pub fn derive(
         previous.clients.dropped = view.dropped;
         previous.clients.ejected = u16::try_from(view.ejected.len()).unwrap_or(u16::MAX);
         previous.last_round_seconds = view.last_round_seconds.or(previous.last_round_seconds);
+        previous.attested_step = view.attested.map(|(step, _)| step);
         previous.chain = Some(ChainStatus {
             run_account: Some(view.run_account.to_string()),
             state: Some(view.state_name().to_owned()),
@@ -359,6 +365,8 @@ mod tests {
             joined: 9,
             witnessed: 9,
             ejected: 0,
+            attested_step: 4,
+            round_seconds: Some(99.0),
         };
         let status = derive(&run, &plan(2, 2), Some(&synced), Some(&progress), NOW);
         assert_eq!(status.phase, Some(Phase::Succeeded), "finished on chain");
@@ -379,15 +387,18 @@ mod tests {
         assert_eq!(chain.ejected, [Pubkey::new_from_array([7; 32]).to_string()]);
         let attested = chain.attested_model.as_ref().unwrap();
         assert_eq!((attested.step, &attested.weights_hash[..4]), (8, "abab"));
+        assert_eq!(status.attested_step, Some(8), "the chain's, not a client's");
+        assert_eq!(status.last_round_seconds, Some(4.5));
         assert_eq!(condition(&status, CHAIN_SYNCED).0, "True");
     }
 
     #[test]
-    fn in_centralized_mode_a_restarted_client_does_not_set_tokens_back() {
+    fn in_centralized_mode_a_restarted_client_does_not_set_tokens_or_attestation_back() {
         let run = TrainingRun::test()
             .replicas(2)
             .with_status(TrainingRunStatus {
                 tokens: 10_000,
+                attested_step: Some(8),
                 ..TrainingRunStatus::default()
             });
         let progress = Progress {
@@ -398,9 +409,17 @@ mod tests {
             joined: 2,
             witnessed: 2,
             ejected: 1,
+            attested_step: 0,
+            round_seconds: Some(3.0),
         };
         let status = derive(&run, &plan(2, 2), None, Some(&progress), NOW);
         assert_eq!((status.step, status.tokens), (4, 10_000));
         assert_eq!((status.clients.joined, status.clients.ejected), (2, 1));
+        assert_eq!(status.attested_step, Some(8));
+        assert_eq!(
+            status.last_round_seconds,
+            Some(3.0),
+            "the clients' round time"
+        );
     }
 }

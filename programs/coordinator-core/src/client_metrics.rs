@@ -17,3 +17,7 @@ pub const MEMBERS_ACTIVE: &str = "demeter_members_active";
 pub const RESULTS_APPLIED: &str = "demeter_results_applied";
 /// Members ejected from the run by a verdict quorum (gauge).
 pub const MEMBERS_EJECTED: &str = "demeter_members_ejected";
+/// The step of the model the run's witnesses attested last; 0 for none yet (gauge).
+pub const ATTESTED_STEP: &str = "demeter_attested_step";
+/// How long the last round took, from its start to the next round's start (gauge).
+pub const ROUND_SECONDS: &str = "demeter_round_seconds";

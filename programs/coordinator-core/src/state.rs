@@ -407,6 +407,15 @@ impl Coordinator {
         .then(|| &self.rounds[self.step as usize % ROUNDS_KEPT])
     }
 
+    /// Seconds from the last closed round's start to the next round's start, when both are
+    /// of one epoch: how long a round takes, as clients and the operator report it.
+    pub fn last_round_seconds(&self) -> Option<u64> {
+        let closed = self.held_round(self.step.checked_sub(1)?)?;
+        let next = self.current_round()?;
+        (next.epoch == closed.epoch && next.step == closed.step + 1)
+            .then(|| u64::try_from(next.started_at.saturating_sub(closed.started_at)).unwrap_or(0))
+    }
+
     /// A closed round still held (the last four), of any epoch: what a client applies.
     pub fn held_round(&self, step: u64) -> Option<&Round> {
         let round = &self.rounds[step as usize % ROUNDS_KEPT];

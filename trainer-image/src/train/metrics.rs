@@ -38,6 +38,7 @@ pub struct TrainerMetrics {
     /// The step of the model the witnesses attested last (0 for none yet): what a client
     /// catching up can start from.
     pub attested_step: IntGauge,
+    pub round_seconds: IntGauge,
     /// Committed payloads that did not decode against this model.
     pub rejected_payloads: IntCounter,
     /// Committed results of the current round this client holds, its own included.
@@ -123,8 +124,15 @@ impl TrainerMetrics {
             attested_step: add(
                 registry,
                 IntGauge::new(
-                    "demeter_attested_step",
+                    names::ATTESTED_STEP,
                     "The step of the model the run's witnesses attested last (0: none yet)",
+                )?,
+            )?,
+            round_seconds: add(
+                registry,
+                IntGauge::new(
+                    names::ROUND_SECONDS,
+                    "Seconds from the last closed round's start to the next round's start",
                 )?,
             )?,
             rejected_payloads: add(
@@ -204,6 +212,10 @@ impl TrainerMetrics {
                 .attested()
                 .map_or(0, |(step, _)| step as i64),
         );
+        if let Some(seconds) = state.last_round_seconds() {
+            self.round_seconds
+                .set(i64::try_from(seconds).unwrap_or(i64::MAX));
+        }
         self.round_participants.set(
             state
                 .current_round()
