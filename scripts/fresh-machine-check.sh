@@ -41,11 +41,15 @@ cleanup() {
     for mount in tmp dev/shm dev sys proc root/.rustup root/.pyenv; do
         umount -l "$root/$mount" 2>/dev/null || true
     done
+    umount -l "$root" 2>/dev/null || true
 }
 trap cleanup EXIT
 cleanup
 rm -rf "$root"
 mkdir -p "$root"
+# The rootfs is a mount point of its own, as `/` is on any machine: the Docker engine of the
+# image check remounts `/` private when it unpacks an image, which fails on a plain directory.
+mount --bind "$root" "$root"
 tar -C "$root" -xf "$pristine"
 # Name resolution as on any installed machine (debootstrap's minbase has no /etc/hosts, so not
 # even `localhost` resolves there).

@@ -19,6 +19,8 @@
 # debootstrap from deb.debian.org and kept under the cache as a tarball, imported as
 # demeter/debian:bookworm-minbase.
 set -euo pipefail
+# A failure inside $(...) (the base image's import, a build) stops the script too.
+shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
 cache="${DEMETER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/demeter}"
 export DOCKER_BUILDKIT=0
