@@ -300,6 +300,7 @@ fn a_round_closes_on_witnesses_then_the_witness_time_out() {
     let mut run = Run::started(config(), &[1, 2, 3]);
     run.witness_all(&[1, 2, 3]);
     assert_eq!(run.c.run_state(), RunState::RoundWitness);
+    assert_eq!(run.c.last_round_seconds(), None, "no round has closed");
     assert_eq!(run.tick(5), Err(CoordinatorError::NothingDue));
     assert_eq!(run.tick(5), Ok(RunState::RoundTrain));
     assert_eq!(run.c.step, 1);
@@ -308,6 +309,10 @@ fn a_round_closes_on_witnesses_then_the_witness_time_out() {
     assert_eq!(closed.counted(slot), Some(&commitment(1, 0)));
     let next = run.c.current_round().unwrap();
     assert_eq!(next.data_start, 12, "the next round continues the data");
+    // A round's time: from its start to the next's (three witness reports a second apart,
+    // then two ticks of five seconds).
+    assert_eq!(next.started_at - closed.started_at, 13);
+    assert_eq!(run.c.last_round_seconds(), Some(13));
     // Training that runs past its time-out moves to the witness phase anyway.
     assert_eq!(run.tick(59), Err(CoordinatorError::NothingDue));
     assert_eq!(run.tick(1), Ok(RunState::RoundWitness));
