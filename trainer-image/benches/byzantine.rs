@@ -8,18 +8,22 @@
 //!
 //! A second table gives what the screens (`screening`: zeros, copies, repeats, outsized norms,
 //! contrary signs) flag of each attack, from which round, what honest results measure against
-//! each threshold, and what screening costs a replica.
+//! each threshold, and what screening costs a replica. A third gives what scoring against data
+//! (`scoring`) flags of the attacks the screens cannot see (`random`, `wrong-data`), the scores
+//! honest and dishonest results earn, and what scoring every result costs.
 //!
 //! `make bench-byzantine`. BYZANTINE_STEPS overrides the default of 300 steps (the detection
-//! table runs at most 100 unless it runs alone); BYZANTINE_TABLE=losses or =detection runs one
-//! table; BYZANTINE_ATTACKS=NAME,NAME measures those attacks only (and the honest runs).
+//! and scoring tables run at most 100 unless one runs alone); BYZANTINE_TABLE=losses,
+//! =detection or =scoring runs one table; BYZANTINE_ATTACKS=NAME,NAME measures those attacks
+//! only (and the honest runs).
 
 use clap::Parser;
 use demeter_trainer::attack::Attack;
 use demeter_trainer::commands::{
-    SimulateArgs, SimulationSummary, Table, run_simulation, screening_cost,
+    SimulateArgs, SimulationSummary, Table, run_simulation, scoring_cost, screening_cost,
 };
 use demeter_trainer::demo::Aggregation;
+use demeter_trainer::scoring::{LOW_SHARE, WINDOW};
 use demeter_trainer::screening::{
     CONTRARY_AGREEMENT, CONTRARY_ROUNDS, OUTSIZED_RATIO, SAME_SELECTION,
 };
@@ -48,6 +52,9 @@ const ATTACKS: [Attack; 8] = [
     Attack::WrongData,
 ];
 
+/// What scoring is for: the attacks no screen sees.
+const SCORED_ATTACKS: [Attack; 2] = [Attack::Random, Attack::WrongData];
+
 fn name<T: clap::ValueEnum>(value: &T) -> String {
     value
         .to_possible_value()
@@ -63,6 +70,7 @@ fn simulate(
     attack: Option<Attack>,
     steps: u64,
     screen: bool,
+    score: bool,
 ) -> anyhow::Result<SimulationSummary> {
     let (steps_text, warmup, workers, rule_name) = (
         steps.to_string(),
@@ -103,6 +111,9 @@ fn simulate(
     if screen {
         argv.push("--screen");
     }
+    if score {
+        argv.push("--score");
+    }
     let summary = run_simulation(&Wrapper::parse_from(argv).args)?;
     anyhow::ensure!(
         summary.replicas_identical,
@@ -117,10 +128,10 @@ fn simulate(
     Ok(summary)
 }
 
-/// The attacks BYZANTINE_ATTACKS names, or all of them.
-fn attacks() -> anyhow::Result<Vec<Attack>> {
+/// The attacks BYZANTINE_ATTACKS names, or `default`.
+fn attacks(default: &[Attack]) -> anyhow::Result<Vec<Attack>> {
     let Ok(names) = std::env::var("BYZANTINE_ATTACKS") else {
-        return Ok(ATTACKS.to_vec());
+        return Ok(default.to_vec());
     };
     names
         .split(',')
@@ -137,17 +148,19 @@ fn attacks() -> anyhow::Result<Vec<Attack>> {
 
 fn main() -> anyhow::Result<()> {
     let steps: u64 = std::env::var("BYZANTINE_STEPS").map_or(Ok(300), |steps| steps.parse())?;
-    let attacks = attacks()?;
+    let (attacks, scored) = (attacks(&ATTACKS)?, attacks(&SCORED_ATTACKS)?);
     match std::env::var("BYZANTINE_TABLE").as_deref() {
         Err(_) => {
             losses(steps, &attacks)?;
-            detection(steps.min(100), &attacks)
+            detection(steps.min(100), &attacks)?;
+            scoring(steps.min(100), &scored)
         }
         Ok("losses") => losses(steps, &attacks),
         Ok("detection") => detection(steps, &attacks),
-        Ok(other) => {
-            anyhow::bail!("BYZANTINE_TABLE={other}: expected losses or detection (unset: both)")
-        }
+        Ok("scoring") => scoring(steps, &scored),
+        Ok(other) => anyhow::bail!(
+            "BYZANTINE_TABLE={other}: expected losses, detection or scoring (unset: all three)"
+        ),
     }
 }
 
@@ -157,7 +170,7 @@ fn losses(steps: u64, attacks: &[Attack]) -> anyhow::Result<()> {
     let mut honest = Vec::new();
     let mut table_header = vec!["attack".to_owned()];
     for rule in RULES {
-        honest.push(simulate(rule, None, steps, false)?.val_loss);
+        honest.push(simulate(rule, None, steps, false, false)?.val_loss);
         table_header.push(format!("{} val loss (ratio)", name(&rule)));
     }
     let header: Vec<&str> = table_header.iter().map(String::as_str).collect();
@@ -168,7 +181,7 @@ fn losses(steps: u64, attacks: &[Attack]) -> anyhow::Result<()> {
     for &attack in attacks {
         let mut row = vec![name(&attack)];
         for (rule, honest) in RULES.iter().zip(&honest) {
-            let loss = simulate(*rule, Some(attack), steps, false)?.val_loss;
+            let loss = simulate(*rule, Some(attack), steps, false, false)?.val_loss;
             row.push(format!("{loss:.4} ({:.3})", loss / honest));
         }
         table.row(row);
@@ -205,7 +218,7 @@ fn detection(steps: u64, attacks: &[Attack]) -> anyhow::Result<()> {
     runs.extend(attacks.iter().copied().map(Some));
     let three = |value: Option<f64>| value.map_or("-".to_owned(), |v| format!("{v:.3}"));
     for attack in runs {
-        let summary = simulate(Aggregation::Mean, attack, steps, true)?;
+        let summary = simulate(Aggregation::Mean, attack, steps, true, false)?;
         let screens = &summary.screens;
         let honest = WORKERS - attack.map_or(0, |_| BYZANTINE);
         let share = |workers: &[u64]| {
@@ -250,6 +263,62 @@ fn detection(steps: u64, attacks: &[Attack]) -> anyhow::Result<()> {
     println!("{table}");
     println!(
         "Screens over {steps} steps under the mean. A result is flagged when it is all zeros; shares at least {SAME_SELECTION} of its picks with an earlier result of the round or with its sender's previous result; has {OUTSIZED_RATIO} times the round's median norm or more; or, {CONTRARY_ROUNDS} rounds in a row, agrees in sign with the rest of the round on less than {CONTRARY_AGREEMENT} of the coefficients they share. \"From round\": the round by which every dishonest client had been flagged (a verdict quorum ejects it in the round after)."
+    );
+    Ok(())
+}
+
+/// What scoring against data flags of each attack, under the mean: how many dishonest and
+/// honest senders' rounds, from which round, the scores both earn, and what scoring every
+/// result of a round costs one verifier.
+fn scoring(steps: u64, attacks: &[Attack]) -> anyhow::Result<()> {
+    let mut table = Table::new(&[
+        "attack",
+        "dishonest rounds flagged (from round)",
+        "honest rounds flagged",
+        "mean score: honest (share at or below 0)",
+        "mean score: dishonest",
+        "scoring all of a round's results (share of a step)",
+    ]);
+    let mut runs: Vec<Option<Attack>> = vec![None];
+    runs.extend(attacks.iter().copied().map(Some));
+    let four = |value: Option<f64>| value.map_or("-".to_owned(), |v| format!("{v:.4}"));
+    for attack in runs {
+        let summary = simulate(Aggregation::Mean, attack, steps, false, true)?;
+        let scores = &summary.scores;
+        let honest = WORKERS - attack.map_or(0, |_| BYZANTINE);
+        let share = |workers: &[u64]| {
+            let flagged: u64 = workers.iter().sum();
+            format!("{flagged} of {}", scores.rounds * workers.len() as u64)
+        };
+        let dishonest = match attack {
+            None => "-".to_owned(),
+            Some(_) => {
+                let first = scores.first_flagged[honest..].iter().flatten().max();
+                let caught = scores.first_flagged[honest..].iter().all(Option::is_some);
+                match (first, caught) {
+                    (Some(first), true) => {
+                        format!("{} ({first})", share(&scores.flagged[honest..]))
+                    }
+                    _ => share(&scores.flagged[honest..]),
+                }
+            }
+        };
+        table.row(vec![
+            attack.map_or("none (honest)".to_owned(), |a| name(&a)),
+            dishonest,
+            share(&scores.flagged[..honest]),
+            format!(
+                "{} ({:.1}%)",
+                four(scores.honest_mean()),
+                100.0 * scores.honest_not_positive as f64 / scores.honest_scored.max(1) as f64
+            ),
+            four(scores.dishonest_mean()),
+            scoring_cost(&summary),
+        ]);
+    }
+    println!("{table}");
+    println!(
+        "Scores over {steps} steps under the mean. A result's score is the loss it takes off two sequences of its sender's assigned batch, applied alone, less what it takes off two sequences of a control batch; a sender is flagged in a round when its mean over the last {WINDOW} rounds is under {LOW_SHARE} of the median of all senders' means. \"From round\": the round by which every dishonest sender had been flagged."
     );
     Ok(())
 }

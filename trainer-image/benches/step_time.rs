@@ -67,6 +67,7 @@ fn main() -> anyhow::Result<()> {
             byzantine: 0,
             attack: None,
             screen: false,
+            score: false,
         };
         let mut simulation = Simulation::new(config, Dataset::embedded(0.01), device)?;
         simulation.step()?;

@@ -15,6 +15,7 @@ pub mod optim;
 pub mod payload;
 pub mod replica;
 pub mod run_file;
+pub mod scoring;
 pub mod screening;
 pub mod simulate;
 pub mod train;

@@ -116,24 +116,27 @@ impl Replica {
         (loss.double_value(&[]), grads)
     }
 
+    /// The loss on one batch, without gradients.
+    pub fn loss(&self, inputs: &Tensor, targets: &Tensor) -> f64 {
+        let device = self.device();
+        tch::no_grad(|| {
+            self.model
+                .loss(&inputs.to_device(device), &targets.to_device(device))
+                .double_value(&[])
+        })
+    }
+
     /// Mean loss on the first `samples` validation windows of `seq_len` tokens.
     pub fn validation_loss(&self, dataset: &Dataset, seq_len: usize, samples: usize) -> f64 {
         let (inputs, targets) = dataset.validation_batch(seq_len, samples);
-        let device = self.device();
-        tch::no_grad(|| {
-            let chunks = inputs.split(16, 0).into_iter().zip(targets.split(16, 0));
-            let (mut total, mut count) = (0.0, 0i64);
-            for (x, y) in chunks {
-                let rows = x.size()[0];
-                total += self
-                    .model
-                    .loss(&x.to_device(device), &y.to_device(device))
-                    .double_value(&[])
-                    * rows as f64;
-                count += rows;
-            }
-            total / count.max(1) as f64
-        })
+        let chunks = inputs.split(16, 0).into_iter().zip(targets.split(16, 0));
+        let (mut total, mut count) = (0.0, 0i64);
+        for (x, y) in chunks {
+            let rows = x.size()[0];
+            total += self.loss(&x, &y) * rows as f64;
+            count += rows;
+        }
+        total / count.max(1) as f64
     }
 
     /// SHA-256 over every parameter's name and bytes, in parameter order: equal hashes mean

@@ -17,7 +17,11 @@ use crate::model::{LlamaConfig, Preset, save_safetensors};
 use crate::optim::{AdamW, AdamWConfig, Schedule};
 use crate::payload;
 use crate::replica::Replica;
-use crate::screening::{Picks, Screened, Streaks, screen};
+use crate::scoring::Probe;
+
+mod verifiers;
+use verifiers::Verifiers;
+pub use verifiers::{ScoreCounts, ScreenCounts};
 
 /// Which optimizer the workers use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -53,37 +57,18 @@ pub struct SimulationConfig {
     pub attack: Option<Attack>,
     /// Run the cheap screens (`screening`) on every round's results and count what they flag.
     pub screen: bool,
-}
-
-/// What the screens found over a simulation.
-#[derive(Clone, Debug, Default)]
-pub struct ScreenCounts {
-    pub rounds: u64,
-    /// Rounds in which each worker's result was flagged (a flag a verifier acts on: a contrary
-    /// sign once it persisted), by worker.
-    pub flagged: Vec<u64>,
-    /// The first round (from 1) each worker's result was flagged in: a verdict quorum ejects it
-    /// in the round after.
-    pub first_flagged: Vec<Option<u64>>,
-    /// The largest share of picks two honest results of one round had in common.
-    pub honest_overlap_max: f64,
-    /// The largest share of picks an honest result had in common with its sender's previous.
-    pub honest_repeat_max: f64,
-    /// Time spent screening (the decoded results: a replica decodes them to apply them anyway).
-    pub time: Duration,
-    /// The largest norm of an honest result over its round's median.
-    pub honest_norm_max: f64,
-    /// The smallest share of an honest result's signs that agreed with the rest of its round.
-    pub honest_agreement_min: Option<f64>,
-    /// The smallest norm ratio of a dishonest result (what the outsized screen must stay under).
-    pub dishonest_norm_min: Option<f64>,
-    /// The largest sign agreement of a dishonest result (what the contrary screen must stay
-    /// above).
-    pub dishonest_agreement_max: Option<f64>,
+    /// Score every round's results against data (`scoring`) and count whom the window flags.
+    #[serde(default)]
+    pub score: bool,
 }
 
 /// Steps a `wrong-data` attacker's batches are taken from ahead of the assigned ones.
 const WRONG_DATA_OFFSET: u64 = 1_000_003;
+/// Steps a scoring verifier's control batches are taken from ahead of the assigned ones:
+/// data nobody trains on in the round (nor a `wrong-data` attacker).
+const CONTROL_OFFSET: u64 = 2_000_029;
+/// Sequences of a sender's assigned batch (and of the control) a result is scored on.
+const SCORE_SAMPLES: usize = 2;
 
 /// Seconds spent in each phase, summed over workers and steps.
 #[derive(Clone, Debug, Default)]
@@ -207,11 +192,7 @@ pub struct Simulation {
     workers: Vec<Worker>,
     step: u64,
     times: PhaseTimes,
-    screens: ScreenCounts,
-    /// What every worker's result of the step before picked, for the stale screen.
-    previous_picks: Vec<Option<Picks>>,
-    /// How long each worker's result has gone against the round's.
-    contrary: Streaks<usize>,
+    verifiers: Verifiers,
 }
 
 impl Simulation {
@@ -270,9 +251,7 @@ impl Simulation {
             workers,
             step: 0,
             times: PhaseTimes::default(),
-            screens: ScreenCounts::default(),
-            previous_picks: Vec::new(),
-            contrary: Streaks::default(),
+            verifiers: Verifiers::default(),
         })
     }
 
@@ -390,8 +369,8 @@ impl Simulation {
                 });
             }
         }
-        if self.config.screen {
-            self.screen(&outputs)?;
+        if self.config.screen || self.config.score {
+            self.verify(&outputs, lr)?;
         }
         let bytes_per_worker = match self.config.optimizer {
             OptimizerKind::Demo => self.demo_exchange(&outputs, lr)?,
@@ -406,10 +385,11 @@ impl Simulation {
         })
     }
 
-    /// Screens the step's results (as any replica could) and counts what is flagged.
-    fn screen(&mut self, outputs: &[LocalOutput]) -> anyhow::Result<()> {
+    /// Screens and scores the step's results, as any replica could before applying them, and
+    /// counts what is flagged.
+    fn verify(&mut self, outputs: &[LocalOutput], lr: f64) -> anyhow::Result<()> {
         let WorkerOptimizer::Demo(demo) = &self.workers[0].optimizer else {
-            anyhow::bail!("screens are of DeMo results (--optimizer demo)");
+            anyhow::bail!("screens and scores are of DeMo results (--optimizer demo)");
         };
         let payloads = outputs.iter().map(|output| match output {
             LocalOutput::Payload(bytes) => bytes.as_slice(),
@@ -417,59 +397,48 @@ impl Simulation {
         });
         let results = payload::decode_all(payloads, demo.compressor(), Device::Cpu)?;
         let refs: Vec<&SparseUpdate> = results.iter().collect();
-        let previous: Vec<Option<&Picks>> =
-            self.previous_picks.iter().map(Option::as_ref).collect();
-        let started = Instant::now();
-        let Screened {
-            flags,
-            measures,
-            picks,
-        } = screen(&refs, &previous);
-        let judged = self.contrary.judge(flags.iter().copied().enumerate());
         let honest = self.workers.len() - self.config.byzantine;
-        let counts = &mut self.screens;
-        counts.time += started.elapsed();
-        counts.rounds += 1;
-        counts.flagged.resize(refs.len(), 0);
-        counts.first_flagged.resize(refs.len(), None);
-        for (worker, flags) in &judged {
-            if flags.any() {
-                counts.flagged[*worker] += 1;
-                counts.first_flagged[*worker].get_or_insert(counts.rounds);
-            }
+        if self.config.screen {
+            self.verifiers.screen(&refs, honest);
         }
-        for (index, own) in picks[..honest].iter().enumerate() {
-            for other in &picks[..index] {
-                counts.honest_overlap_max = counts.honest_overlap_max.max(own.overlap(other));
-            }
-            if let Some(Some(before)) = self.previous_picks.get(index) {
-                counts.honest_repeat_max = counts.honest_repeat_max.max(own.overlap(before));
-            }
+        if self.config.score {
+            let probes = self.probes();
+            let replica = &self.workers[0].replica;
+            self.verifiers
+                .score(replica, demo, &refs, &probes, lr, honest);
         }
-        let (honest_measures, dishonest_measures) = measures.split_at(honest.min(measures.len()));
-        let min = |a: Option<f64>, b: Option<f64>| match (a, b) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        let max = |a: Option<f64>, b: Option<f64>| match (a, b) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            (a, b) => a.or(b),
-        };
-        for m in honest_measures {
-            counts.honest_norm_max = counts.honest_norm_max.max(m.norm_ratio);
-            counts.honest_agreement_min = min(counts.honest_agreement_min, m.agreement);
-        }
-        for m in dishonest_measures {
-            counts.dishonest_norm_min = min(counts.dishonest_norm_min, Some(m.norm_ratio));
-            counts.dishonest_agreement_max = max(counts.dishonest_agreement_max, m.agreement);
-        }
-        self.previous_picks = picks.into_iter().map(Some).collect();
         Ok(())
+    }
+
+    /// Each worker's probe for this step: the first sequences of the batch it was assigned
+    /// (whatever it trained on) and as many of a control batch.
+    fn probes(&self) -> Vec<Probe> {
+        let samples = SCORE_SAMPLES.min(self.config.batch_per_worker) as u64;
+        (0..self.workers.len())
+            .map(|worker| {
+                let first = (worker * self.config.batch_per_worker) as u64;
+                let batch = |step: u64| {
+                    let ranges: Vec<_> = (first..first + samples)
+                        .map(|id| self.plan.token_range(step, id))
+                        .collect();
+                    self.dataset.training_batch(&ranges)
+                };
+                Probe {
+                    assigned: batch(self.step),
+                    control: batch(self.step + CONTROL_OFFSET),
+                }
+            })
+            .collect()
     }
 
     /// What the screens found so far (nothing unless the config asks for screens).
     pub fn screen_counts(&self) -> &ScreenCounts {
-        &self.screens
+        &self.verifiers.screens
+    }
+
+    /// What scoring found so far (nothing unless the config asks for scores).
+    pub fn score_counts(&self) -> &ScoreCounts {
+        &self.verifiers.scores
     }
 
     /// Every replica decodes every payload and applies the same aggregate on its own.

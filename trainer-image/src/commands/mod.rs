@@ -26,6 +26,8 @@ pub use rewards::{RewardsArgs, RewardsCommand, rewards};
 pub use run::{RunArgs, RunCommand, manage_run};
 pub use run_view::{AttestedView, MemberView, PoolView, RunView};
 pub use schedule_args::ScheduleArgs;
-pub use simulate::{SimulateArgs, SimulationSummary, run_simulation, screening_cost, simulate};
+pub use simulate::{
+    SimulateArgs, SimulationSummary, run_simulation, scoring_cost, screening_cost, simulate,
+};
 pub use table::Table;
 pub use train::{ClientSummary, RunModelArgs, TrainArgs, train};

@@ -12,7 +12,9 @@ use crate::attack::Attack;
 use crate::data::Dataset;
 use crate::model::{Preset, default_device};
 use crate::optim::AdamWConfig;
-use crate::simulate::{OptimizerKind, PhaseTimes, ScreenCounts, Simulation, SimulationConfig};
+use crate::simulate::{
+    OptimizerKind, PhaseTimes, ScoreCounts, ScreenCounts, Simulation, SimulationConfig,
+};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct SimulateArgs {
@@ -74,6 +76,11 @@ pub struct SimulateArgs {
     /// Screen every round's results for zeros, copies and repeats, and report what was flagged.
     #[arg(long)]
     pub screen: bool,
+    /// Score every round's results against data (the loss each takes off its sender's assigned
+    /// batch beyond a control batch), judge each sender over a window of rounds, and report
+    /// what was flagged.
+    #[arg(long)]
+    pub score: bool,
 }
 
 impl SimulateArgs {
@@ -97,6 +104,7 @@ impl SimulateArgs {
             byzantine: self.byzantine,
             attack: self.attack,
             screen: self.screen,
+            score: self.score,
         }
     }
 }
@@ -119,6 +127,8 @@ pub struct SimulationSummary {
     pub phase_times: PhaseTimes,
     /// What the screens flagged (with --screen).
     pub screens: ScreenCounts,
+    /// What scoring flagged (with --score).
+    pub scores: ScoreCounts,
 }
 
 /// Runs the simulation `args` describe, with a progress bar unless `quiet`.
@@ -186,6 +196,7 @@ pub fn run_simulation(args: &SimulateArgs) -> anyhow::Result<SimulationSummary> 
         seconds,
         phase_times: simulation.phase_times().clone(),
         screens: simulation.screen_counts().clone(),
+        scores: simulation.score_counts().clone(),
     };
     if let Some(dir) = &args.checkpoint {
         simulation.save_checkpoint(dir)?;
@@ -211,8 +222,16 @@ fn phase_split(times: &PhaseTimes, steps: u64) -> String {
 /// What screening a round costs a replica: its time per round, and its share of a worker's
 /// step (the phase times are summed over the workers, and every worker runs every phase).
 pub fn screening_cost(summary: &SimulationSummary) -> String {
-    let screens = &summary.screens;
-    let per_round = screens.time.as_secs_f64() / screens.rounds.max(1) as f64;
+    cost_per_round(summary, summary.screens.time, summary.screens.rounds)
+}
+
+/// What scoring every result of a round costs a verifier, as [`screening_cost`] gives it.
+pub fn scoring_cost(summary: &SimulationSummary) -> String {
+    cost_per_round(summary, summary.scores.time, summary.scores.rounds)
+}
+
+fn cost_per_round(summary: &SimulationSummary, time: std::time::Duration, rounds: u64) -> String {
+    let per_round = time.as_secs_f64() / rounds.max(1) as f64;
     let step = summary.phase_times.total().as_secs_f64()
         / summary.workers.max(1) as f64
         / summary.steps.max(1) as f64;
@@ -326,6 +345,31 @@ pub fn simulate(args: &SimulateArgs) -> anyhow::Result<()> {
                 or_none(screens.honest_agreement_min),
                 or_none(screens.dishonest_agreement_max)
             ),
+        ]);
+    }
+    if args.score {
+        let scores = &summary.scores;
+        let flagged: Vec<String> = scores.flagged.iter().map(u64::to_string).collect();
+        table.row(vec![
+            format!(
+                "rounds flagged by scoring, per worker (of {})",
+                scores.rounds
+            ),
+            flagged.join(" "),
+        ]);
+        let or_none = |value: Option<f64>| value.map_or("-".to_owned(), |v| format!("{v:.4}"));
+        table.row(vec![
+            "mean score: honest (share at or below 0), dishonest".to_owned(),
+            format!(
+                "{} ({:.1}%), {}",
+                or_none(scores.honest_mean()),
+                100.0 * scores.honest_not_positive as f64 / scores.honest_scored.max(1) as f64,
+                or_none(scores.dishonest_mean())
+            ),
+        ]);
+        table.row(vec![
+            "scoring: ms per round, share of a worker's step".to_owned(),
+            scoring_cost(&summary),
         ]);
     }
     print!("{table}");

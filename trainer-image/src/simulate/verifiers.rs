@@ -1,0 +1,187 @@
+//! What a simulation's verifiers find: every round's results screened by their shape
+//! (`screening`) and scored against data (`scoring`), as any replica could, with counts of what
+//! was flagged, for whom and from when, and what honest and dishonest results measured.
+
+use std::time::{Duration, Instant};
+
+use crate::demo::{Demo, SparseUpdate};
+use crate::replica::Replica;
+use crate::scoring::{Probe, ScoreWindows, score};
+use crate::screening::{Picks, Screened, Streaks, screen};
+
+/// What the screens found over a simulation.
+#[derive(Clone, Debug, Default)]
+pub struct ScreenCounts {
+    pub rounds: u64,
+    /// Rounds in which each worker's result was flagged (a flag a verifier acts on: a contrary
+    /// sign once it persisted), by worker.
+    pub flagged: Vec<u64>,
+    /// The first round (from 1) each worker's result was flagged in: a verdict quorum ejects it
+    /// in the round after.
+    pub first_flagged: Vec<Option<u64>>,
+    /// The largest share of picks two honest results of one round had in common.
+    pub honest_overlap_max: f64,
+    /// The largest share of picks an honest result had in common with its sender's previous.
+    pub honest_repeat_max: f64,
+    /// Time spent screening (the decoded results: a replica decodes them to apply them anyway).
+    pub time: Duration,
+    /// The largest norm of an honest result over its round's median.
+    pub honest_norm_max: f64,
+    /// The smallest share of an honest result's signs that agreed with the rest of its round.
+    pub honest_agreement_min: Option<f64>,
+    /// The smallest norm ratio of a dishonest result (what the outsized screen must stay under).
+    pub dishonest_norm_min: Option<f64>,
+    /// The largest sign agreement of a dishonest result (what the contrary screen must stay
+    /// above).
+    pub dishonest_agreement_max: Option<f64>,
+}
+
+/// What scoring against data found over a simulation.
+#[derive(Clone, Debug, Default)]
+pub struct ScoreCounts {
+    pub rounds: u64,
+    /// Rounds in which each worker was flagged (its mean over the window fell short), by worker.
+    pub flagged: Vec<u64>,
+    /// The first round (from 1) each worker was flagged in.
+    pub first_flagged: Vec<Option<u64>>,
+    /// Every honest result's score, summed, and how many there were.
+    pub honest_sum: f64,
+    pub honest_scored: u64,
+    /// Honest results that scored zero or less (why one round is never enough).
+    pub honest_not_positive: u64,
+    pub dishonest_sum: f64,
+    pub dishonest_scored: u64,
+    /// Time spent scoring (applying each result alone and measuring four losses).
+    pub time: Duration,
+}
+
+impl ScoreCounts {
+    pub fn honest_mean(&self) -> Option<f64> {
+        (self.honest_scored > 0).then(|| self.honest_sum / self.honest_scored as f64)
+    }
+
+    pub fn dishonest_mean(&self) -> Option<f64> {
+        (self.dishonest_scored > 0).then(|| self.dishonest_sum / self.dishonest_scored as f64)
+    }
+}
+
+/// The verifiers' state between rounds and what they found.
+#[derive(Default)]
+pub(super) struct Verifiers {
+    pub(super) screens: ScreenCounts,
+    /// What every worker's result of the round before picked, for the stale screen.
+    previous_picks: Vec<Option<Picks>>,
+    /// How long each worker's result has gone against the round's.
+    contrary: Streaks<usize>,
+    pub(super) scores: ScoreCounts,
+    windows: ScoreWindows,
+}
+
+/// Marks `worker` flagged in the current round (`round`, from 1).
+fn count_flag(flagged: &mut [u64], first: &mut [Option<u64>], worker: usize, round: u64) {
+    flagged[worker] += 1;
+    first[worker].get_or_insert(round);
+}
+
+impl Verifiers {
+    /// Screens a round's results (the first `honest` are honest workers') and counts what is
+    /// flagged and what honest and dishonest results measured.
+    pub(super) fn screen(&mut self, results: &[&SparseUpdate], honest: usize) {
+        let previous: Vec<Option<&Picks>> =
+            self.previous_picks.iter().map(Option::as_ref).collect();
+        let started = Instant::now();
+        let Screened {
+            flags,
+            measures,
+            picks,
+        } = screen(results, &previous);
+        let judged = self.contrary.judge(flags.iter().copied().enumerate());
+        let counts = &mut self.screens;
+        counts.time += started.elapsed();
+        counts.rounds += 1;
+        counts.flagged.resize(results.len(), 0);
+        counts.first_flagged.resize(results.len(), None);
+        for (worker, flags) in &judged {
+            if flags.any() {
+                count_flag(
+                    &mut counts.flagged,
+                    &mut counts.first_flagged,
+                    *worker,
+                    counts.rounds,
+                );
+            }
+        }
+        for (index, own) in picks[..honest].iter().enumerate() {
+            for other in &picks[..index] {
+                counts.honest_overlap_max = counts.honest_overlap_max.max(own.overlap(other));
+            }
+            if let Some(Some(before)) = self.previous_picks.get(index) {
+                counts.honest_repeat_max = counts.honest_repeat_max.max(own.overlap(before));
+            }
+        }
+        let (honest_measures, dishonest_measures) = measures.split_at(honest.min(measures.len()));
+        let min = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let max = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        for m in honest_measures {
+            counts.honest_norm_max = counts.honest_norm_max.max(m.norm_ratio);
+            counts.honest_agreement_min = min(counts.honest_agreement_min, m.agreement);
+        }
+        for m in dishonest_measures {
+            counts.dishonest_norm_min = min(counts.dishonest_norm_min, Some(m.norm_ratio));
+            counts.dishonest_agreement_max = max(counts.dishonest_agreement_max, m.agreement);
+        }
+        self.previous_picks = picks.into_iter().map(Some).collect();
+    }
+
+    /// Scores each of a round's results on `replica` (the round's common model), each against
+    /// its sender's probe, and judges the senders over the window.
+    pub(super) fn score(
+        &mut self,
+        replica: &Replica,
+        demo: &Demo,
+        results: &[&SparseUpdate],
+        probes: &[Probe],
+        lr: f64,
+        honest: usize,
+    ) {
+        let started = Instant::now();
+        let scores: Vec<Option<f64>> = results
+            .iter()
+            .zip(probes)
+            .map(|(result, probe)| Some(score(replica, demo, result, lr, probe)))
+            .collect();
+        let flags = self.windows.judge(&scores);
+        let counts = &mut self.scores;
+        counts.time += started.elapsed();
+        counts.rounds += 1;
+        counts.flagged.resize(results.len(), 0);
+        counts.first_flagged.resize(results.len(), None);
+        for (worker, score) in scores.iter().enumerate() {
+            let Some(score) = *score else { continue };
+            if worker < honest {
+                counts.honest_sum += score;
+                counts.honest_scored += 1;
+                counts.honest_not_positive += u64::from(score <= 0.0);
+            } else {
+                counts.dishonest_sum += score;
+                counts.dishonest_scored += 1;
+            }
+        }
+        for (worker, flagged) in flags.into_iter().enumerate() {
+            if flagged {
+                count_flag(
+                    &mut counts.flagged,
+                    &mut counts.first_flagged,
+                    worker,
+                    counts.rounds,
+                );
+            }
+        }
+    }
+}
