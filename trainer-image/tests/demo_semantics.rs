@@ -261,3 +261,31 @@ fn results_do_not_depend_on_worker_threads() {
         assert!(two.phase_times.forward_backward > std::time::Duration::ZERO);
     }
 }
+
+/// Scoring against data flags the senders of noise once their window is full, flags no honest
+/// sender, and leaves training as it was: the scored run's replicas are the unscored run's.
+#[test]
+fn scoring_flags_noise_senders_and_changes_nothing() {
+    use demeter_trainer::scoring::WINDOW;
+
+    let mut args = simulate_args(WINDOW as u64 + 6);
+    args.workers = 6;
+    args.byzantine = 2;
+    args.attack = Some(demeter_trainer::attack::Attack::Random);
+    args.grad_clip = Some(1.0);
+    let unscored = run_simulation(&args).unwrap();
+    args.score = true;
+    let scored = run_simulation(&args).unwrap();
+    assert_eq!(
+        scored.val_loss.to_bits(),
+        unscored.val_loss.to_bits(),
+        "scoring restores the model it scores on"
+    );
+    let scores = &scored.scores;
+    assert_eq!(scores.flagged[..4], [0; 4], "no honest sender flagged");
+    for worker in 4..6 {
+        let first = scores.first_flagged[worker].expect("every noise sender flagged");
+        assert!(first >= WINDOW as u64, "judged over a full window: {first}");
+    }
+    assert!(scores.honest_mean().unwrap() > 10.0 * scores.dishonest_mean().unwrap().abs());
+}
