@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use demeter_e2e::{ApiServer, Localnet, LocalnetOptions};
+use demeter_e2e::{ApiServer, Localnet, LocalnetOptions, eventually_within};
 use demeter_operator::controller::{self, Context};
 use demeter_operator::crd::{SolanaCoordinator, TrainingRun};
 use demeter_operator::leader::{LeaderElection, Timing};
@@ -349,7 +349,7 @@ impl Cluster {
         let dir = self.files.path().join("prometheus");
         std::fs::create_dir_all(&dir).unwrap();
         let prometheus = Prometheus::start(&prometheus_binary(), &dir, &self.chart, &targets);
-        prometheus.wait_for_step(3).await;
+        prometheus.wait_for_training_past(3).await;
         let panels = dashboard_queries(mode);
         prometheus.every_panel_answers(&panels).await;
         prometheus.variables_offer_the_run().await;
@@ -500,7 +500,8 @@ impl Prometheus {
             .query(&[("query", query)])
             .send()
             .await;
-        let Ok(response) = response else {
+        // Not up yet: no answer, or 503 while it loads.
+        let Some(response) = response.ok().filter(|r| r.status().is_success()) else {
             return Vec::new();
         };
         let body: Value = response.json().await.unwrap();
@@ -537,22 +538,33 @@ impl Prometheus {
             .join("; ")
     }
 
-    /// Waits until the run's step, as the operator's series report it, reaches `step`.
-    async fn wait_for_step(&self, step: u64) {
+    /// The run's step, as the operator's series report it, once Prometheus has it.
+    async fn step(&self) -> Option<u64> {
+        let series = self
+            .query(&format!("demeter_operator_run_step{{name=\"{RUN}\"}}"))
+            .await;
+        let step = series.first()?["value"][1].as_str()?.parse::<f64>().ok()?;
+        Some(step as u64)
+    }
+
+    /// Waits until the run has stepped while Prometheus watched, to at least `step`: its
+    /// series have moved in every range the rules look back over.
+    async fn wait_for_training_past(&self, step: u64) {
         let deadline = tokio::time::Instant::now() + LIMIT;
+        let mut first = None;
         loop {
-            let series = self
-                .query(&format!("demeter_operator_run_step{{name=\"{RUN}\"}}"))
-                .await;
-            let now = series
-                .first()
-                .and_then(|series| series["value"][1].as_str()?.parse::<f64>().ok());
-            if now.is_some_and(|now| now >= step as f64) {
+            let now = self.step().await;
+            first = first.or(now);
+            if let (Some(first), Some(now)) = (first, now)
+                && now > first
+                && now >= step
+            {
                 return;
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "the run did not reach step {step} (at {now:?}); targets: {}",
+                "the run did not step past {step} (first seen at {first:?}, now {now:?}); \
+                 targets: {}",
                 self.target_health().await
             );
             tokio::time::sleep(Duration::from_millis(500)).await;
@@ -599,6 +611,8 @@ impl Prometheus {
     /// Every rule evaluated cleanly and none is pending or firing; each rule `mode` feeds reads
     /// only series that exist. Returns how many rules were loaded.
     async fn rules_are_quiet(&self, mode: Mode) -> usize {
+        // Rules are evaluated every second: let one evaluation see the run's latest step.
+        tokio::time::sleep(Duration::from_secs(2)).await;
         let body: Value = self
             .http
             .get(format!("{}/api/v1/rules", self.url))
@@ -854,23 +868,4 @@ where
     Fut: std::future::Future<Output = Option<T>>,
 {
     eventually_within(LIMIT, what, check).await
-}
-
-/// Polls `check` every half second until it returns Some, or fails after `limit` with `what`.
-async fn eventually_within<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
 }

@@ -201,6 +201,39 @@ fn losses(steps: u64, attacks: &[Attack]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Who was flagged in how many rounds, from when: the screens' or the scores' counts.
+struct Flags<'a> {
+    rounds: u64,
+    flagged: &'a [u64],
+    first_flagged: &'a [Option<u64>],
+    /// The first this many workers are honest.
+    honest: usize,
+}
+
+impl Flags<'_> {
+    /// "F of N": the rounds flagged of the workers in `range`, of all their rounds.
+    fn share(&self, range: impl std::slice::SliceIndex<[u64], Output = [u64]>) -> String {
+        let workers = &self.flagged[range];
+        let flagged: u64 = workers.iter().sum();
+        format!("{flagged} of {}", self.rounds * workers.len() as u64)
+    }
+
+    /// The dishonest workers' share, and the round by which every one had been flagged.
+    fn dishonest(&self, attacked: bool) -> String {
+        if !attacked {
+            return "-".to_owned();
+        }
+        let first = &self.first_flagged[self.honest..];
+        match (
+            first.iter().flatten().max(),
+            first.iter().all(Option::is_some),
+        ) {
+            (Some(last), true) => format!("{} ({last})", self.share(self.honest..)),
+            _ => self.share(self.honest..),
+        }
+    }
+}
+
 /// What the screens flag of each attack, under the mean: how many dishonest and honest
 /// results, from which round, what honest results measured against the thresholds, and what
 /// screening costs.
@@ -221,28 +254,16 @@ fn detection(steps: u64, attacks: &[Attack]) -> anyhow::Result<()> {
         let summary = simulate(Aggregation::Mean, attack, steps, true, false)?;
         let screens = &summary.screens;
         let honest = WORKERS - attack.map_or(0, |_| BYZANTINE);
-        let share = |workers: &[u64]| {
-            let flagged: u64 = workers.iter().sum();
-            let results = screens.rounds * workers.len() as u64;
-            format!("{flagged} of {results}")
-        };
-        let dishonest = match attack {
-            None => "-".to_owned(),
-            Some(_) => {
-                let first = screens.first_flagged[honest..].iter().flatten().max();
-                let caught = screens.first_flagged[honest..].iter().all(Option::is_some);
-                match (first, caught) {
-                    (Some(first), true) => {
-                        format!("{} ({first})", share(&screens.flagged[honest..]))
-                    }
-                    _ => share(&screens.flagged[honest..]),
-                }
-            }
+        let flags = Flags {
+            rounds: screens.rounds,
+            flagged: &screens.flagged,
+            first_flagged: &screens.first_flagged,
+            honest,
         };
         table.row(vec![
             attack.map_or("none (honest)".to_owned(), |a| name(&a)),
-            dishonest,
-            share(&screens.flagged[..honest]),
+            flags.dishonest(attack.is_some()),
+            flags.share(..honest),
             format!(
                 "{:.3}, {:.3}",
                 screens.honest_overlap_max, screens.honest_repeat_max
@@ -286,27 +307,16 @@ fn scoring(steps: u64, attacks: &[Attack]) -> anyhow::Result<()> {
         let summary = simulate(Aggregation::Mean, attack, steps, false, true)?;
         let scores = &summary.scores;
         let honest = WORKERS - attack.map_or(0, |_| BYZANTINE);
-        let share = |workers: &[u64]| {
-            let flagged: u64 = workers.iter().sum();
-            format!("{flagged} of {}", scores.rounds * workers.len() as u64)
-        };
-        let dishonest = match attack {
-            None => "-".to_owned(),
-            Some(_) => {
-                let first = scores.first_flagged[honest..].iter().flatten().max();
-                let caught = scores.first_flagged[honest..].iter().all(Option::is_some);
-                match (first, caught) {
-                    (Some(first), true) => {
-                        format!("{} ({first})", share(&scores.flagged[honest..]))
-                    }
-                    _ => share(&scores.flagged[honest..]),
-                }
-            }
+        let flags = Flags {
+            rounds: scores.rounds,
+            flagged: &scores.flagged,
+            first_flagged: &scores.first_flagged,
+            honest,
         };
         table.row(vec![
             attack.map_or("none (honest)".to_owned(), |a| name(&a)),
-            dishonest,
-            share(&scores.flagged[..honest]),
+            flags.dishonest(attack.is_some()),
+            flags.share(..honest),
             format!(
                 "{} ({:.1}%)",
                 four(scores.honest_mean()),

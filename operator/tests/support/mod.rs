@@ -8,6 +8,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use demeter_e2e::ApiServer;
+pub use demeter_e2e::eventually_within;
 use demeter_operator::controller::{self, Context};
 use demeter_operator::crd::{TrainingRun, TrainingRunStatus};
 use demeter_operator::leader::{LeaderElection, Timing};
@@ -91,25 +92,6 @@ where
     Fut: std::future::Future<Output = Option<T>>,
 {
     eventually_within(Duration::from_secs(20), what, check).await
-}
-
-/// Polls `check` until it returns Some, or fails after `limit` with `what`.
-pub async fn eventually_within<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 pub async fn client_pods(client: &Client, run: &str) -> Vec<Pod> {
