@@ -68,6 +68,7 @@ fn main() -> anyhow::Result<()> {
             attack: None,
             screen: false,
             score: false,
+            score_one_in: 1,
         };
         let mut simulation = Simulation::new(config, Dataset::embedded(0.01), device)?;
         simulation.step()?;

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use demeter_coordinator_core::shuffle::{mix, permute};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
@@ -57,9 +58,13 @@ pub struct SimulationConfig {
     pub attack: Option<Attack>,
     /// Run the cheap screens (`screening`) on every round's results and count what they flag.
     pub screen: bool,
-    /// Score every round's results against data (`scoring`) and count whom the window flags.
+    /// Score round results against data (`scoring`) and count whom the window flags.
     #[serde(default)]
     pub score: bool,
+    /// Score each result in one round of this many on average (a seeded choice of an nth of
+    /// every round's results, as verifiers would share the work); 0 or 1: every result.
+    #[serde(default)]
+    pub score_one_in: usize,
 }
 
 /// Steps a `wrong-data` attacker's batches are taken from ahead of the assigned ones.
@@ -410,12 +415,19 @@ impl Simulation {
         Ok(())
     }
 
-    /// Each worker's probe for this step: the first sequences of the batch it was assigned
-    /// (whatever it trained on) and as many of a control batch.
-    fn probes(&self) -> Vec<Probe> {
+    /// The probe of each worker chosen for scoring this step: the first sequences of the batch
+    /// it was assigned (whatever it trained on) and as many of a control batch. The choice is
+    /// the first nth of the workers in a permutation seeded by the run's seed and the step.
+    fn probes(&self) -> Vec<Option<Probe>> {
         let samples = SCORE_SAMPLES.min(self.config.batch_per_worker) as u64;
+        let workers = self.workers.len() as u64;
+        let chosen = workers.div_ceil(self.config.score_one_in.max(1) as u64);
+        let key = mix(self.config.seed ^ mix(self.step));
         (0..self.workers.len())
             .map(|worker| {
+                if permute(key, worker as u64, workers) >= chosen {
+                    return None;
+                }
                 let first = (worker * self.config.batch_per_worker) as u64;
                 let batch = |step: u64| {
                     let ranges: Vec<_> = (first..first + samples)
@@ -423,10 +435,10 @@ impl Simulation {
                         .collect();
                     self.dataset.training_batch(&ranges)
                 };
-                Probe {
+                Some(Probe {
                     assigned: batch(self.step),
                     control: batch(self.step + CONTROL_OFFSET),
-                }
+                })
             })
             .collect()
     }

@@ -81,6 +81,10 @@ pub struct SimulateArgs {
     /// what was flagged.
     #[arg(long)]
     pub score: bool,
+    /// With --score: score each result in one round of N on average (a seeded nth of every
+    /// round's results), as verifiers sharing the work would.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    pub score_one_in: u64,
 }
 
 impl SimulateArgs {
@@ -105,6 +109,7 @@ impl SimulateArgs {
             attack: self.attack,
             screen: self.screen,
             score: self.score,
+            score_one_in: usize::try_from(self.score_one_in).unwrap_or(usize::MAX),
         }
     }
 }

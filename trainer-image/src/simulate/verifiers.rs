@@ -139,14 +139,15 @@ impl Verifiers {
         self.previous_picks = picks.into_iter().map(Some).collect();
     }
 
-    /// Scores each of a round's results on `replica` (the round's common model), each against
-    /// its sender's probe, and judges the senders over the window.
+    /// Scores the round's results that have a probe (those chosen for scoring this round) on
+    /// `replica` (the round's common model), each against its sender's probe, and judges the
+    /// senders over the window of their scored rounds.
     pub(super) fn score(
         &mut self,
         replica: &Replica,
         demo: &Demo,
         results: &[&SparseUpdate],
-        probes: &[Probe],
+        probes: &[Option<Probe>],
         lr: f64,
         honest: usize,
     ) {
@@ -154,7 +155,7 @@ impl Verifiers {
         let scores: Vec<Option<f64>> = results
             .iter()
             .zip(probes)
-            .map(|(result, probe)| Some(score(replica, demo, result, lr, probe)))
+            .map(|(result, probe)| Some(score(replica, demo, result, lr, probe.as_ref()?)))
             .collect();
         let flags = self.windows.judge(&scores);
         let counts = &mut self.scores;
