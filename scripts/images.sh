@@ -3,8 +3,8 @@
 # and `demeter` (trainer-image/Dockerfile), both on `scratch` with only what their binary loads.
 #
 # Usage (needs scripts/env.sh):
-#   scripts/images.sh build [--profile release|dev] [--tag TAG] operator|trainer...
-#       Builds the binaries with cargo (release by default), stages each as a build context and
+#   scripts/images.sh build [--tag TAG] operator|trainer...
+#       Builds the release binaries with cargo, stages each as a build context and
 #       builds its image as NAME:TAG (TAG: the crate version). `make images` runs this.
 #   scripts/images.sh check
 #       What `make test` runs: the operator image from the dev build `make lint` made, run as a
@@ -149,58 +149,55 @@ version() {
     sed -n 's/^version = "\(.*\)"/\1/p' "$1" | head -1
 }
 
-build() {
-    local profile=release tag=
-    local components=()
-    while (($#)); do
-        case $1 in
-        --profile) profile=$2; shift 2 ;;
-        --tag) tag=$2; shift 2 ;;
-        *) image_name "$1" > /dev/null; components+=("$1"); shift ;;
-        esac
-    done
-    ((${#components[@]})) || components=(operator trainer)
-    local cargo_profile=(--release) bin_dir="$CARGO_TARGET_DIR/release"
-    if [[ $profile == dev ]]; then
-        cargo_profile=()
-        bin_dir="$CARGO_TARGET_DIR/debug"
-    fi
-    for component in "${components[@]}"; do
-        case $component in
-        operator) cargo build --locked "${cargo_profile[@]}" -p demeter-operator --bin demeter-operator ;;
-        trainer) cargo build --locked "${cargo_profile[@]}" -p demeter-trainer --bin demeter ;;
-        esac
-    done
+# build_images TAG BIN_DIR COMPONENT...: builds each image as NAME:TAG (TAG "version": the
+# crate's) from the binaries in BIN_DIR, checks it runs as the non-root user, and prints a table
+# of sizes and build times.
+build_images() {
+    local tag=$1 bin_dir=$2
+    shift 2
     engine
     local base_image
     base_image=$(base)
     printf '| %-22s | %8s | %9s |\n' image "size MB" "build s"
     printf '| %-22s | %8s | %9s |\n' --- --- ---
-    for component in "${components[@]}"; do
+    for component in "$@"; do
         local name seconds
-        name="$(image_name "$component"):${tag:-$(version "$(dirname "$(dockerfile "$component")")/Cargo.toml")}"
+        name="$(image_name "$component"):$tag"
+        if [[ $tag == version ]]; then
+            name="$(image_name "$component"):$(version "$(dirname "$(dockerfile "$component")")/Cargo.toml")"
+        fi
         seconds=$(build_image "$component" "$bin_dir" "${name#*:}" "$base_image")
-        printf '| %-22s | %8s | %9s |\n' "$name" "$(size_mb "$name")" "$seconds"
-    done
-}
-
-check() {
-    engine
-    local base_image bin_dir="$CARGO_TARGET_DIR/debug"
-    base_image=$(base)
-    [[ -x $bin_dir/demeter-operator ]] || die "no $bin_dir/demeter-operator: run make lint first"
-    local components=(operator)
-    [[ ${DEMETER_IMAGES:-0} == 1 ]] && components+=(trainer)
-    printf '| %-22s | %8s | %9s |\n' image "size MB" "build s"
-    printf '| %-22s | %8s | %9s |\n' --- --- ---
-    for component in "${components[@]}"; do
-        local name seconds
-        name="$(image_name "$component"):check"
-        seconds=$(build_image "$component" "$bin_dir" check "$base_image")
         printf '| %-22s | %8s | %9s |\n' "$name" "$(size_mb "$name")" "$seconds"
         [[ $(docker image inspect -f '{{.Config.User}}' "$name") == 65532:65532 ]] ||
             die "$name does not run as the non-root user 65532"
     done
+}
+
+build() {
+    local tag=version
+    local components=()
+    while (($#)); do
+        case $1 in
+        --tag) tag=$2; shift 2 ;;
+        *) image_name "$1" > /dev/null; components+=("$1"); shift ;;
+        esac
+    done
+    ((${#components[@]})) || components=(operator trainer)
+    for component in "${components[@]}"; do
+        case $component in
+        operator) cargo build --locked --release -p demeter-operator --bin demeter-operator ;;
+        trainer) cargo build --locked --release -p demeter-trainer --bin demeter ;;
+        esac
+    done
+    build_images "$tag" "$CARGO_TARGET_DIR/release" "${components[@]}"
+}
+
+check() {
+    local bin_dir="$CARGO_TARGET_DIR/debug"
+    [[ -x $bin_dir/demeter-operator ]] || die "no $bin_dir/demeter-operator: run make lint first"
+    local components=(operator)
+    [[ ${DEMETER_IMAGES:-0} == 1 ]] && components+=(trainer)
+    build_images check "$bin_dir" "${components[@]}"
 
     # As the operator's Deployment runs it: non-root, read-only root, no network.
     local run=(docker run --rm --read-only --network none)
@@ -228,5 +225,5 @@ shift || true
 case $command in
 build) build "$@" ;;
 check) check ;;
-*) die "usage: scripts/images.sh build [--profile release|dev] [--tag TAG] [operator|trainer...] | check" ;;
+*) die "usage: scripts/images.sh build [--tag TAG] [operator|trainer...] | check" ;;
 esac
