@@ -27,6 +27,7 @@ use demeter_trainer::scoring::{LOW_SHARE, WINDOW};
 use demeter_trainer::screening::{
     CONTRARY_AGREEMENT, CONTRARY_ROUNDS, OUTSIZED_RATIO, SAME_SELECTION,
 };
+use demeter_trainer::simulate::Flagged;
 
 #[derive(Parser)]
 struct Wrapper {
@@ -201,36 +202,15 @@ fn losses(steps: u64, attacks: &[Attack]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Who was flagged in how many rounds, from when: the screens' or the scores' counts.
-struct Flags<'a> {
-    rounds: u64,
-    flagged: &'a [u64],
-    first_flagged: &'a [Option<u64>],
-    /// The first this many workers are honest.
-    honest: usize,
-}
-
-impl Flags<'_> {
-    /// "F of N": the rounds flagged of the workers in `range`, of all their rounds.
-    fn share(&self, range: impl std::slice::SliceIndex<[u64], Output = [u64]>) -> String {
-        let workers = &self.flagged[range];
-        let flagged: u64 = workers.iter().sum();
-        format!("{flagged} of {}", self.rounds * workers.len() as u64)
+/// The dishonest workers' share of rounds flagged, and the round by which every one had been.
+fn dishonest(flags: &Flagged, honest: usize, attacked: bool) -> String {
+    if !attacked {
+        return "-".to_owned();
     }
-
-    /// The dishonest workers' share, and the round by which every one had been flagged.
-    fn dishonest(&self, attacked: bool) -> String {
-        if !attacked {
-            return "-".to_owned();
-        }
-        let first = &self.first_flagged[self.honest..];
-        match (
-            first.iter().flatten().max(),
-            first.iter().all(Option::is_some),
-        ) {
-            (Some(last), true) => format!("{} ({last})", self.share(self.honest..)),
-            _ => self.share(self.honest..),
-        }
+    let share = flags.share(honest..WORKERS);
+    match flags.all_flagged_by(honest..WORKERS) {
+        Some(last) => format!("{share} ({last})"),
+        None => share,
     }
 }
 
@@ -254,16 +234,10 @@ fn detection(steps: u64, attacks: &[Attack]) -> anyhow::Result<()> {
         let summary = simulate(Aggregation::Mean, attack, steps, true, false)?;
         let screens = &summary.screens;
         let honest = WORKERS - attack.map_or(0, |_| BYZANTINE);
-        let flags = Flags {
-            rounds: screens.rounds,
-            flagged: &screens.flagged,
-            first_flagged: &screens.first_flagged,
-            honest,
-        };
         table.row(vec![
             attack.map_or("none (honest)".to_owned(), |a| name(&a)),
-            flags.dishonest(attack.is_some()),
-            flags.share(..honest),
+            dishonest(&screens.flags, honest, attack.is_some()),
+            screens.flags.share(0..honest),
             format!(
                 "{:.3}, {:.3}",
                 screens.honest_overlap_max, screens.honest_repeat_max
@@ -307,16 +281,10 @@ fn scoring(steps: u64, attacks: &[Attack]) -> anyhow::Result<()> {
         let summary = simulate(Aggregation::Mean, attack, steps, false, true)?;
         let scores = &summary.scores;
         let honest = WORKERS - attack.map_or(0, |_| BYZANTINE);
-        let flags = Flags {
-            rounds: scores.rounds,
-            flagged: &scores.flagged,
-            first_flagged: &scores.first_flagged,
-            honest,
-        };
         table.row(vec![
             attack.map_or("none (honest)".to_owned(), |a| name(&a)),
-            flags.dishonest(attack.is_some()),
-            flags.share(..honest),
+            dishonest(&scores.flags, honest, attack.is_some()),
+            scores.flags.share(0..honest),
             format!(
                 "{} ({:.1}%)",
                 four(scores.honest_mean()),

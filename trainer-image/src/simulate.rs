@@ -22,7 +22,7 @@ use crate::scoring::Probe;
 
 mod verifiers;
 use verifiers::Verifiers;
-pub use verifiers::{ScoreCounts, ScreenCounts};
+pub use verifiers::{Flagged, ScoreCounts, ScreenCounts};
 
 /// Which optimizer the workers use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]

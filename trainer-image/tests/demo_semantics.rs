@@ -282,9 +282,13 @@ fn scoring_flags_noise_senders_and_changes_nothing() {
         "scoring restores the model it scores on"
     );
     let scores = &scored.scores;
-    assert_eq!(scores.flagged[..4], [0; 4], "no honest sender flagged");
+    assert_eq!(
+        scores.flags.by_worker[..4],
+        [0; 4],
+        "no honest sender flagged"
+    );
     for worker in 4..6 {
-        let first = scores.first_flagged[worker].expect("every noise sender flagged");
+        let first = scores.flags.first[worker].expect("every noise sender flagged");
         assert!(first >= WINDOW as u64, "judged over a full window: {first}");
     }
     assert!(scores.honest_mean().unwrap() > 10.0 * scores.dishonest_mean().unwrap().abs());

@@ -13,7 +13,7 @@ use crate::data::Dataset;
 use crate::model::{Preset, default_device};
 use crate::optim::AdamWConfig;
 use crate::simulate::{
-    OptimizerKind, PhaseTimes, ScoreCounts, ScreenCounts, Simulation, SimulationConfig,
+    Flagged, OptimizerKind, PhaseTimes, ScoreCounts, ScreenCounts, Simulation, SimulationConfig,
 };
 
 #[derive(clap::Args, Debug, Clone)]
@@ -227,12 +227,12 @@ fn phase_split(times: &PhaseTimes, steps: u64) -> String {
 /// What screening a round costs a replica: its time per round, and its share of a worker's
 /// step (the phase times are summed over the workers, and every worker runs every phase).
 pub fn screening_cost(summary: &SimulationSummary) -> String {
-    cost_per_round(summary, summary.screens.time, summary.screens.rounds)
+    cost_per_round(summary, summary.screens.time, summary.screens.flags.rounds)
 }
 
 /// What scoring every result of a round costs a verifier, as [`screening_cost`] gives it.
 pub fn scoring_cost(summary: &SimulationSummary) -> String {
-    cost_per_round(summary, summary.scores.time, summary.scores.rounds)
+    cost_per_round(summary, summary.scores.time, summary.scores.flags.rounds)
 }
 
 fn cost_per_round(summary: &SimulationSummary, time: std::time::Duration, rounds: u64) -> String {
@@ -245,6 +245,15 @@ fn cost_per_round(summary: &SimulationSummary, time: std::time::Duration, rounds
         per_round * 1e3,
         100.0 * per_round / step.max(f64::MIN_POSITIVE)
     )
+}
+
+/// The summary's row of the rounds in which `by` flagged each worker.
+fn flagged_row(by: &str, flags: &Flagged) -> Vec<String> {
+    let counts: Vec<String> = flags.by_worker.iter().map(u64::to_string).collect();
+    vec![
+        format!("rounds flagged by {by}, per worker (of {})", flags.rounds),
+        counts.join(" "),
+    ]
 }
 
 /// `demeter simulate`: runs and prints the summary table.
@@ -315,14 +324,7 @@ pub fn simulate(args: &SimulateArgs) -> anyhow::Result<()> {
     }
     if args.screen {
         let screens = &summary.screens;
-        let flagged: Vec<String> = screens.flagged.iter().map(u64::to_string).collect();
-        table.row(vec![
-            format!(
-                "rounds flagged by the screens, per worker (of {})",
-                screens.rounds
-            ),
-            flagged.join(" "),
-        ]);
+        table.row(flagged_row("the screens", &screens.flags));
         table.row(vec![
             "largest honest overlap: two results of a round, one client's consecutive".to_owned(),
             format!(
@@ -354,14 +356,7 @@ pub fn simulate(args: &SimulateArgs) -> anyhow::Result<()> {
     }
     if args.score {
         let scores = &summary.scores;
-        let flagged: Vec<String> = scores.flagged.iter().map(u64::to_string).collect();
-        table.row(vec![
-            format!(
-                "rounds flagged by scoring, per worker (of {})",
-                scores.rounds
-            ),
-            flagged.join(" "),
-        ]);
+        table.row(flagged_row("scoring", &scores.flags));
         let or_none = |value: Option<f64>| value.map_or("-".to_owned(), |v| format!("{v:.4}"));
         table.row(vec![
             "mean score: honest (share at or below 0), dishonest".to_owned(),

@@ -2,6 +2,7 @@
 //! (`screening`) and scored against data (`scoring`), as any replica could, with counts of what
 //! was flagged, for whom and from when, and what honest and dishonest results measured.
 
+use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use crate::demo::{Demo, SparseUpdate};
@@ -9,16 +10,50 @@ use crate::replica::Replica;
 use crate::scoring::{Probe, ScoreWindows, score};
 use crate::screening::{Picks, Screened, Streaks, screen};
 
+/// Whom a check flagged, in how many rounds, and from when.
+#[derive(Clone, Debug, Default)]
+pub struct Flagged {
+    /// Rounds checked.
+    pub rounds: u64,
+    /// Rounds in which each worker was flagged, by worker.
+    pub by_worker: Vec<u64>,
+    /// The first round (from 1) each worker was flagged in: a verdict quorum ejects it in the
+    /// round after.
+    pub first: Vec<Option<u64>>,
+}
+
+impl Flagged {
+    /// Counts one more round of `workers` workers, in which `flagged` were flagged.
+    fn round(&mut self, workers: usize, flagged: impl IntoIterator<Item = usize>) {
+        self.rounds += 1;
+        self.by_worker.resize(workers, 0);
+        self.first.resize(workers, None);
+        for worker in flagged {
+            self.by_worker[worker] += 1;
+            self.first[worker].get_or_insert(self.rounds);
+        }
+    }
+
+    /// "F of N": the rounds flagged of `workers`, of all their rounds.
+    pub fn share(&self, workers: Range<usize>) -> String {
+        let counts = &self.by_worker[workers];
+        let flagged: u64 = counts.iter().sum();
+        format!("{flagged} of {}", self.rounds * counts.len() as u64)
+    }
+
+    /// The round by which every one of `workers` had been flagged, if all were.
+    pub fn all_flagged_by(&self, workers: Range<usize>) -> Option<u64> {
+        self.first[workers]
+            .iter()
+            .try_fold(0, |last, first| Some(last.max((*first)?)))
+    }
+}
+
 /// What the screens found over a simulation.
 #[derive(Clone, Debug, Default)]
 pub struct ScreenCounts {
-    pub rounds: u64,
-    /// Rounds in which each worker's result was flagged (a flag a verifier acts on: a contrary
-    /// sign once it persisted), by worker.
-    pub flagged: Vec<u64>,
-    /// The first round (from 1) each worker's result was flagged in: a verdict quorum ejects it
-    /// in the round after.
-    pub first_flagged: Vec<Option<u64>>,
+    /// Results flagged (a flag a verifier acts on: a contrary sign once it persisted).
+    pub flags: Flagged,
     /// The largest share of picks two honest results of one round had in common.
     pub honest_overlap_max: f64,
     /// The largest share of picks an honest result had in common with its sender's previous.
@@ -39,11 +74,8 @@ pub struct ScreenCounts {
 /// What scoring against data found over a simulation.
 #[derive(Clone, Debug, Default)]
 pub struct ScoreCounts {
-    pub rounds: u64,
-    /// Rounds in which each worker was flagged (its mean over the window fell short), by worker.
-    pub flagged: Vec<u64>,
-    /// The first round (from 1) each worker was flagged in.
-    pub first_flagged: Vec<Option<u64>>,
+    /// Senders flagged (their mean over the window fell short).
+    pub flags: Flagged,
     /// Every honest result's score, summed, and how many there were.
     pub honest_sum: f64,
     pub honest_scored: u64,
@@ -77,12 +109,6 @@ pub(super) struct Verifiers {
     windows: ScoreWindows,
 }
 
-/// Marks `worker` flagged in the current round (`round`, from 1).
-fn count_flag(flagged: &mut [u64], first: &mut [Option<u64>], worker: usize, round: u64) {
-    flagged[worker] += 1;
-    first[worker].get_or_insert(round);
-}
-
 impl Verifiers {
     /// Screens a round's results (the first `honest` are honest workers') and counts what is
     /// flagged and what honest and dishonest results measured.
@@ -98,19 +124,13 @@ impl Verifiers {
         let judged = self.contrary.judge(flags.iter().copied().enumerate());
         let counts = &mut self.screens;
         counts.time += started.elapsed();
-        counts.rounds += 1;
-        counts.flagged.resize(results.len(), 0);
-        counts.first_flagged.resize(results.len(), None);
-        for (worker, flags) in &judged {
-            if flags.any() {
-                count_flag(
-                    &mut counts.flagged,
-                    &mut counts.first_flagged,
-                    *worker,
-                    counts.rounds,
-                );
-            }
-        }
+        counts.flags.round(
+            results.len(),
+            judged
+                .iter()
+                .filter(|(_, flags)| flags.any())
+                .map(|(worker, _)| *worker),
+        );
         for (index, own) in picks[..honest].iter().enumerate() {
             for other in &picks[..index] {
                 counts.honest_overlap_max = counts.honest_overlap_max.max(own.overlap(other));
@@ -160,9 +180,14 @@ impl Verifiers {
         let flags = self.windows.judge(&scores);
         let counts = &mut self.scores;
         counts.time += started.elapsed();
-        counts.rounds += 1;
-        counts.flagged.resize(results.len(), 0);
-        counts.first_flagged.resize(results.len(), None);
+        counts.flags.round(
+            results.len(),
+            flags
+                .iter()
+                .enumerate()
+                .filter(|(_, flagged)| **flagged)
+                .map(|(worker, _)| worker),
+        );
         for (worker, score) in scores.iter().enumerate() {
             let Some(score) = *score else { continue };
             if worker < honest {
@@ -174,15 +199,27 @@ impl Verifiers {
                 counts.dishonest_scored += 1;
             }
         }
-        for (worker, flagged) in flags.into_iter().enumerate() {
-            if flagged {
-                count_flag(
-                    &mut counts.flagged,
-                    &mut counts.first_flagged,
-                    worker,
-                    counts.rounds,
-                );
-            }
-        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_count_rounds_per_worker_and_the_first_round() {
+        let mut flags = Flagged::default();
+        flags.round(3, [2]);
+        flags.round(3, []);
+        flags.round(3, [1, 2]);
+        assert_eq!(flags.by_worker, [0, 1, 2]);
+        assert_eq!(flags.first, [None, Some(3), Some(1)]);
+        assert_eq!(flags.share(1..3), "3 of 6");
+        assert_eq!(
+            flags.all_flagged_by(1..3),
+            Some(3),
+            "by the later first flag"
+        );
+        assert_eq!(flags.all_flagged_by(0..3), None, "worker 0 never flagged");
     }
 }
