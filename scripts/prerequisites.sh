@@ -17,7 +17,7 @@ declare -A needed=(
     [libssl-dev]="openssl-sys (solana-client's HTTP stack)"
     [ca-certificates]="HTTPS to crates.io and PyPI"
     [debootstrap]="the images' Debian base is made locally (scripts/images.sh), where no registry answers"
-    [prometheus]="promtool checks and unit-tests the chart's alerting rules (scripts/check-chart.sh); a real Prometheus scrapes a run (e2e/tests/prometheus.rs)"
+    [prometheus]="promtool checks and unit-tests the chart's alerting rules (scripts/check-chart.sh); a real Prometheus scrapes a run (e2e/tests/prometheus/)"
 )
 
 # Packages needed only on some machines, and why.

@@ -8,8 +8,10 @@ cargo_test=(cargo test --locked --workspace)
 
 scripts/timed "test: unit (lib, bins)" "${cargo_test[@]}" --lib --bins
 scripts/timed "test: doc" "${cargo_test[@]}" --doc
-for file in */tests/*.rs programs/*/tests/*.rs; do
+# A test binary is tests/NAME.rs, or tests/NAME/main.rs with modules beside it.
+for file in */tests/*.rs */tests/*/main.rs programs/*/tests/*.rs; do
     package_dir=${file%/tests/*}
     name=$(basename "$file" .rs)
+    [[ $name == main ]] && name=$(basename "$(dirname "$file")")
     scripts/timed "test: $package_dir/$name" "${cargo_test[@]}" --test "$name"
 done
