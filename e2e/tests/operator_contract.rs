@@ -68,7 +68,8 @@ fn client_pod_arguments_are_demeter_train_flags() {
 
 #[test]
 fn the_operators_run_file_is_accepted_by_the_coordinator() {
-    let run = example("trainingrun.yaml");
+    let mut run = example("trainingrun.yaml");
+    run.spec.verification.score_one_in = 4;
     let keys: Vec<String> = (0..3)
         .map(|_| to_base58(&Identity::generate().unwrap().public()))
         .collect();
@@ -80,6 +81,10 @@ fn the_operators_run_file_is_accepted_by_the_coordinator() {
     assert_eq!(parsed.client_keys().unwrap().unwrap().len(), 3);
     assert_eq!(parsed.config.total_steps, run.spec.schedule.total_steps);
     assert_eq!(parsed.config.witness_nodes, run.spec.schedule.witness_nodes);
+    assert_eq!(
+        parsed.config.score_one_in, 4,
+        "the verification the spec asks for"
+    );
 }
 
 #[test]

@@ -52,6 +52,9 @@ pub struct TrainingRunSpec {
     pub optimizer: OptimizerSpec,
     /// Steps, batch sizes and the coordinator's timing.
     pub schedule: ScheduleSpec,
+    /// What every client checks of the others' results beyond the screens it always runs.
+    #[serde(default)]
+    pub verification: VerificationSpec,
     /// The client pods.
     pub clients: ClientsSpec,
     /// Which coordinator runs the run. Immutable.
@@ -469,6 +472,20 @@ pub struct SolanaCoordinator {
     /// keys cost something; 0 for none.
     #[serde(default)]
     pub join_deposit_lamports: u64,
+}
+
+/// The checks of results a run asks of its clients (docs/verification.md). Becomes part of the
+/// coordinator's config, which judges verdicts by it.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VerificationSpec {
+    /// Score a seeded one in this many of each round's results against data: the loss a
+    /// result takes off its sender's assigned batch beyond a control batch. Catches noise and
+    /// updates trained on other data, which the screens cannot see. 0 scores nothing, 1 every
+    /// result; each scored result costs every client four forward passes of two samples.
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 256))]
+    pub score_one_in: u16,
 }
 
 /// Where epoch-end checkpoints go.

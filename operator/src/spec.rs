@@ -27,8 +27,8 @@ pub enum SpecError {
     NameTooLong(String, usize),
     #[error("the TrainingRun has no namespace")]
     NoNamespace,
-    /// The coordinator would refuse the config the schedule makes.
-    #[error("{0}: fix the schedule")]
+    /// The coordinator would refuse the config the schedule and verification make.
+    #[error("{0}: fix the spec's field named")]
     Schedule(String),
     #[error(
         "coordinator.solana.programId {given:?}: this operator speaks to the coordinator \
@@ -157,7 +157,7 @@ pub fn solana_authority(solana: &SolanaCoordinator) -> Result<Pubkey, SpecError>
 /// A coordinator config error with the spec's field names in place of the config's.
 fn in_spec_terms(message: &str) -> String {
     // Longest first: `min_clients` is inside `init_min_clients`.
-    const FIELDS: [(&str, &str); 13] = [
+    const FIELDS: [(&str, &str); 14] = [
         (
             "global_batch_size_ramp_steps",
             "schedule.globalBatch.rampSteps",
@@ -174,6 +174,7 @@ fn in_spec_terms(message: &str) -> String {
         ("total_steps", "schedule.totalSteps"),
         ("min_clients", "schedule.minClients"),
         ("epoch_time", "schedule.epochSeconds"),
+        ("score_one_in", "verification.scoreOneIn"),
     ];
     let mut message = message.replace("join_window", "schedule.joinWindowSeconds");
     for (config, spec) in FIELDS {
@@ -191,8 +192,8 @@ pub fn centralized_run_id(run: &TrainingRun) -> Result<String, SpecError> {
     Ok(name)
 }
 
-/// The coordinator's config from the spec's schedule: what the run file carries and what the
-/// operator writes on chain.
+/// The coordinator's config from the spec's schedule and verification: what the run file
+/// carries and what the operator writes on chain.
 pub fn coordinator_config(spec: &TrainingRunSpec) -> Config {
     let s = &spec.schedule;
     Config {
@@ -210,7 +211,7 @@ pub fn coordinator_config(spec: &TrainingRunSpec) -> Config {
         init_min_clients: s.init_min_clients,
         min_clients: s.min_clients,
         witness_nodes: s.witness_nodes,
-        _padding: 0,
+        score_one_in: spec.verification.score_one_in,
     }
 }
 
@@ -396,6 +397,10 @@ mod tests {
             (
                 &|run: &mut TrainingRun| run.spec.data.sequence_length = 0,
                 "data.sequenceLength 0",
+            ),
+            (
+                &|run: &mut TrainingRun| run.spec.verification.score_one_in = 300,
+                "verification.scoreOneIn = 300",
             ),
         ] {
             let error = invalid(change).to_string();

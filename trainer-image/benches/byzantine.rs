@@ -15,15 +15,16 @@
 //! `make bench-byzantine`. BYZANTINE_STEPS overrides the default of 300 steps (the detection
 //! and scoring tables run at most 100 unless one runs alone); BYZANTINE_TABLE=losses,
 //! =detection or =scoring runs one table; BYZANTINE_ATTACKS=NAME,NAME measures those attacks
-//! only (and the honest runs).
+//! only (and the honest runs); BYZANTINE_SCORE_ONE_IN=N scores one in N results (default 1).
 
 use clap::Parser;
+use demeter_coordinator_core::verdict::LOW_SCORE_PER_MILLE;
 use demeter_trainer::attack::Attack;
 use demeter_trainer::commands::{
     SimulateArgs, SimulationSummary, Table, run_simulation, scoring_cost, screening_cost,
 };
 use demeter_trainer::demo::Aggregation;
-use demeter_trainer::scoring::{LOW_SHARE, WINDOW};
+use demeter_trainer::scoring::{MIN_SCORES, WINDOW};
 use demeter_trainer::screening::{
     CONTRARY_AGREEMENT, CONTRARY_ROUNDS, OUTSIZED_RATIO, SAME_SELECTION,
 };
@@ -71,7 +72,7 @@ fn simulate(
     attack: Option<Attack>,
     steps: u64,
     screen: bool,
-    score: bool,
+    score_one_in: Option<u16>,
 ) -> anyhow::Result<SimulationSummary> {
     let (steps_text, warmup, workers, rule_name) = (
         steps.to_string(),
@@ -112,8 +113,9 @@ fn simulate(
     if screen {
         argv.push("--screen");
     }
-    if score {
-        argv.push("--score");
+    let one_in = score_one_in.map(|n| n.to_string());
+    if let Some(one_in) = &one_in {
+        argv.extend(["--score", "--score-one-in", one_in]);
     }
     let summary = run_simulation(&Wrapper::parse_from(argv).args)?;
     anyhow::ensure!(
@@ -150,15 +152,16 @@ fn attacks(default: &[Attack]) -> anyhow::Result<Vec<Attack>> {
 fn main() -> anyhow::Result<()> {
     let steps: u64 = std::env::var("BYZANTINE_STEPS").map_or(Ok(300), |steps| steps.parse())?;
     let (attacks, scored) = (attacks(&ATTACKS)?, attacks(&SCORED_ATTACKS)?);
+    let one_in: u16 = std::env::var("BYZANTINE_SCORE_ONE_IN").map_or(Ok(1), |n| n.parse())?;
     match std::env::var("BYZANTINE_TABLE").as_deref() {
         Err(_) => {
             losses(steps, &attacks)?;
             detection(steps.min(100), &attacks)?;
-            scoring(steps.min(100), &scored)
+            scoring(steps.min(100), one_in, &scored)
         }
         Ok("losses") => losses(steps, &attacks),
         Ok("detection") => detection(steps, &attacks),
-        Ok("scoring") => scoring(steps, &scored),
+        Ok("scoring") => scoring(steps, one_in, &scored),
         Ok(other) => anyhow::bail!(
             "BYZANTINE_TABLE={other}: expected losses, detection or scoring (unset: all three)"
         ),
@@ -171,7 +174,7 @@ fn losses(steps: u64, attacks: &[Attack]) -> anyhow::Result<()> {
     let mut honest = Vec::new();
     let mut table_header = vec!["attack".to_owned()];
     for rule in RULES {
-        honest.push(simulate(rule, None, steps, false, false)?.val_loss);
+        honest.push(simulate(rule, None, steps, false, None)?.val_loss);
         table_header.push(format!("{} val loss (ratio)", name(&rule)));
     }
     let header: Vec<&str> = table_header.iter().map(String::as_str).collect();
@@ -182,7 +185,7 @@ fn losses(steps: u64, attacks: &[Attack]) -> anyhow::Result<()> {
     for &attack in attacks {
         let mut row = vec![name(&attack)];
         for (rule, honest) in RULES.iter().zip(&honest) {
-            let loss = simulate(*rule, Some(attack), steps, false, false)?.val_loss;
+            let loss = simulate(*rule, Some(attack), steps, false, None)?.val_loss;
             row.push(format!("{loss:.4} ({:.3})", loss / honest));
         }
         table.row(row);
@@ -231,7 +234,7 @@ fn detection(steps: u64, attacks: &[Attack]) -> anyhow::Result<()> {
     runs.extend(attacks.iter().copied().map(Some));
     let three = |value: Option<f64>| value.map_or("-".to_owned(), |v| format!("{v:.3}"));
     for attack in runs {
-        let summary = simulate(Aggregation::Mean, attack, steps, true, false)?;
+        let summary = simulate(Aggregation::Mean, attack, steps, true, None)?;
         let screens = &summary.screens;
         let honest = WORKERS - attack.map_or(0, |_| BYZANTINE);
         table.row(vec![
@@ -265,20 +268,20 @@ fn detection(steps: u64, attacks: &[Attack]) -> anyhow::Result<()> {
 /// What scoring against data flags of each attack, under the mean: how many dishonest and
 /// honest senders' rounds, from which round, the scores both earn, and what scoring every
 /// result of a round costs one verifier.
-fn scoring(steps: u64, attacks: &[Attack]) -> anyhow::Result<()> {
+fn scoring(steps: u64, one_in: u16, attacks: &[Attack]) -> anyhow::Result<()> {
     let mut table = Table::new(&[
         "attack",
         "dishonest rounds flagged (from round)",
         "honest rounds flagged",
         "mean score: honest (share at or below 0)",
         "mean score: dishonest",
-        "scoring all of a round's results (share of a step)",
+        "scoring a round (share of a step)",
     ]);
     let mut runs: Vec<Option<Attack>> = vec![None];
     runs.extend(attacks.iter().copied().map(Some));
     let four = |value: Option<f64>| value.map_or("-".to_owned(), |v| format!("{v:.4}"));
     for attack in runs {
-        let summary = simulate(Aggregation::Mean, attack, steps, false, true)?;
+        let summary = simulate(Aggregation::Mean, attack, steps, false, Some(one_in))?;
         let scores = &summary.scores;
         let honest = WORKERS - attack.map_or(0, |_| BYZANTINE);
         table.row(vec![
@@ -296,7 +299,8 @@ fn scoring(steps: u64, attacks: &[Attack]) -> anyhow::Result<()> {
     }
     println!("{table}");
     println!(
-        "Scores over {steps} steps under the mean. A result's score is the loss it takes off two sequences of its sender's assigned batch, applied alone, less what it takes off two sequences of a control batch; a sender is flagged in a round when its mean over the last {WINDOW} rounds is under {LOW_SHARE} of the median of all senders' means. \"From round\": the round by which every dishonest sender had been flagged."
+        "Scores over {steps} steps under the mean. A result's score is the loss it takes off two sequences of its sender's assigned batch, applied alone, less what it takes off two sequences of a control batch; one in {one_in} of each round's results is scored (a seeded choice); a sender scored in a round is flagged when its mean score over the last {window} rounds (with at least {MIN_SCORES} scores there) is under {LOW_SCORE_PER_MILLE} per mille of the median of the means of all senders with as many. \"From round\": the round by which every dishonest sender had been flagged.",
+        window = WINDOW * u64::from(one_in)
     );
     Ok(())
 }

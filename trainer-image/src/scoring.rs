@@ -9,26 +9,63 @@
 //!
 //! One round's score is noisy: an honest update scores at or below zero in some rounds. So a
 //! sender is judged by its mean over a window of rounds, against the median of everyone's
-//! (most senders are honest), never by one round.
+//! (most senders are honest), never by one round. A run scores a seeded one in `n` of each
+//! round's results (`Config::score_one_in`, `Round::scored`): every replica scores the same
+//! ones on the same bitwise-identical model and so reaches the same judgement, and the round's
+//! verifiers send it as a verdict (`Finding::LowScore`).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
+use std::ops::Range;
 
+use demeter_coordinator_core::Finding;
+use demeter_coordinator_core::verdict::LOW_SCORE_PER_MILLE;
 use tch::Tensor;
 
+use crate::data::{BatchPlan, Dataset};
 use crate::demo::{Demo, SparseUpdate};
 use crate::replica::Replica;
 
-/// Rounds of scores a sender is judged over.
-pub const WINDOW: usize = 8;
-/// A sender whose mean score over the window is under this share of the median of all senders'
-/// means is flagged.
-pub const LOW_SHARE: f64 = 0.25;
+pub use demeter_coordinator_core::verdict::SCORE_WINDOW as WINDOW;
+/// The fewest scores of a sender in the window that it is judged by (a sampled window holds
+/// [`WINDOW`] on average).
+pub const MIN_SCORES: usize = WINDOW as usize / 2;
+/// The fewest senders judged for their median to stand for the honest majority.
+const MIN_SENDERS: usize = 3;
+
+/// Samples of a sender's assigned batch (and of the control) a result is scored on.
+pub const PROBE_SAMPLES: u64 = 2;
+/// Data positions a control sample lies beyond the assigned one it stands beside: data nobody
+/// trains in the round (an odd prime, so no batch size divides it).
+const CONTROL_SHIFT: u64 = 1_000_000_007;
 
 /// The data a result is scored on: inputs and targets of a sample of the sender's assigned
 /// batch, and of a control batch.
 pub struct Probe {
     pub assigned: (Tensor, Tensor),
     pub control: (Tensor, Tensor),
+}
+
+impl Probe {
+    /// The probe of a sender assigned the data positions `assigned`: its first
+    /// [`PROBE_SAMPLES`], and as many control samples [`CONTROL_SHIFT`] positions on. Any
+    /// verifier derives the same from the round. `None` for an empty assignment.
+    pub fn of(dataset: &Dataset, plan: &BatchPlan, assigned: Range<u64>) -> Option<Self> {
+        if assigned.is_empty() {
+            return None;
+        }
+        let first = assigned.start..assigned.end.min(assigned.start + PROBE_SAMPLES);
+        let batch = |shift: u64| {
+            let ranges: Vec<_> = first
+                .clone()
+                .map(|sample| plan.sample_range(sample.wrapping_add(shift)))
+                .collect();
+            dataset.training_batch(&ranges)
+        };
+        Some(Self {
+            assigned: batch(0),
+            control: batch(CONTROL_SHIFT),
+        })
+    }
 }
 
 /// The score of `update` applied alone with `lr` (a sign step, as every round's aggregate is
@@ -55,46 +92,80 @@ pub fn score(replica: &Replica, demo: &Demo, update: &SparseUpdate, lr: f64, pro
     (assigned_before - assigned_after) - (control_before - control_after)
 }
 
-/// Each sender's last [`WINDOW`] scores, by sender index.
-#[derive(Clone, Debug, Default)]
+/// Each sender's scores of the window's rounds, by sender (a simulation's worker, a client's
+/// member slot).
+#[derive(Clone, Debug)]
 pub struct ScoreWindows {
-    windows: Vec<VecDeque<f64>>,
+    /// Rounds a window spans.
+    span: u64,
+    /// The first round scored: nobody is judged until a whole window has passed since.
+    first: Option<u64>,
+    senders: BTreeMap<usize, VecDeque<(u64, f64)>>,
 }
 
 impl ScoreWindows {
-    /// Adds a round's scores (`None` for a sender not scored this round) and returns, by
-    /// sender, whether its mean over a full window is under [`LOW_SHARE`] of the median of the
-    /// full windows' means. Nothing is flagged while the median is not positive: then nobody's
-    /// update helps the model, and there is no honest baseline to fall short of.
-    pub fn judge(&mut self, scores: &[Option<f64>]) -> Vec<bool> {
-        if self.windows.len() < scores.len() {
-            self.windows.resize(scores.len(), VecDeque::new());
+    /// Windows for a run that scores one in `one_in` results (0 or 1: every result).
+    pub fn new(one_in: u16) -> Self {
+        Self {
+            span: WINDOW * u64::from(one_in.max(1)),
+            first: None,
+            senders: BTreeMap::new(),
         }
-        for (window, score) in self.windows.iter_mut().zip(scores) {
-            if let Some(score) = score {
-                window.push_back(*score);
-                if window.len() > WINDOW {
-                    window.pop_front();
-                }
+    }
+
+    /// Adds round `step`'s scores by sender and judges each sender scored this round (a verdict
+    /// can only be about a scored result): returns those whose mean score over the window's
+    /// rounds falls short, each with the [`Finding::LowScore`] that says by how much.
+    ///
+    /// Every sender is judged over the same rounds (the last `span`), so a window of sparse
+    /// scores is never compared with a later, shorter stretch of training, in which scores are
+    /// smaller. Once a whole window has passed since the first round scored, a sender is judged
+    /// if it has [`MIN_SCORES`] scores in the window, against the median of the means of all
+    /// senders that have, if there are [`MIN_SENDERS`] of them.
+    /// Nothing is flagged while that median is not positive: then nobody's update helps the
+    /// model, and there is no honest baseline to fall short of.
+    pub fn judge(&mut self, step: u64, scores: &[(usize, f64)]) -> Vec<(usize, Finding)> {
+        for &(sender, score) in scores {
+            self.senders
+                .entry(sender)
+                .or_default()
+                .push_back((step, score));
+        }
+        let first = *self.first.get_or_insert(step);
+        let oldest = (step + 1).saturating_sub(self.span);
+        self.senders.retain(|_, window| {
+            while window.front().is_some_and(|(round, _)| *round < oldest) {
+                window.pop_front();
             }
-        }
-        let means: Vec<Option<f64>> = self
-            .windows
+            !window.is_empty()
+        });
+        let means: BTreeMap<usize, f64> = self
+            .senders
             .iter()
-            .map(|window| {
-                (window.len() == WINDOW).then(|| window.iter().sum::<f64>() / WINDOW as f64)
+            .filter(|(_, window)| window.len() >= MIN_SCORES)
+            .map(|(sender, window)| {
+                let sum: f64 = window.iter().map(|(_, score)| score).sum();
+                (*sender, sum / window.len() as f64)
             })
             .collect();
-        let mut full: Vec<f64> = means.iter().flatten().copied().collect();
-        if full.is_empty() {
-            return vec![false; scores.len()];
+        if means.len() < MIN_SENDERS || step + 1 < first + self.span {
+            return Vec::new();
         }
-        full.sort_by(f64::total_cmp);
-        let median = full[full.len() / 2];
-        means
+        let mut sorted: Vec<f64> = means.values().copied().collect();
+        sorted.sort_by(f64::total_cmp);
+        let median = sorted[sorted.len() / 2];
+        if median <= 0.0 {
+            return Vec::new();
+        }
+        scores
             .iter()
-            .take(scores.len())
-            .map(|mean| median > 0.0 && mean.is_some_and(|mean| mean < LOW_SHARE * median))
+            .filter_map(|(sender, _)| {
+                let mean = means.get(sender)?;
+                // Per mille of the median, rounded down and at least zero: the finding's
+                // field, and what the coordinator bounds.
+                let share = (mean / median * 1000.0).clamp(0.0, 1000.0) as u16;
+                (share < LOW_SCORE_PER_MILLE).then_some((*sender, Finding::LowScore { share }))
+            })
             .collect()
     }
 }
@@ -105,7 +176,6 @@ mod tests {
 
     use super::*;
     use crate::attack::{Attack, duplicate};
-    use crate::data::{BatchPlan, Dataset};
     use crate::demo::DemoConfig;
     use crate::model::{LlamaConfig, Preset};
 
@@ -143,24 +213,63 @@ mod tests {
     }
 
     #[test]
-    fn a_sender_is_judged_over_a_full_window_against_the_median() {
-        let mut windows = ScoreWindows::default();
-        // Honest senders score noisily (one round below zero), the third never helps.
-        for round in 0..WINDOW {
+    fn a_sender_is_judged_over_the_window_against_the_median() {
+        let mut windows = ScoreWindows::new(1);
+        let scores = |round: u64| {
+            // Honest senders score noisily (one round below zero); the fourth never helps.
             let noisy = if round == 3 { -0.01 } else { 0.03 };
-            let flags = windows.judge(&[Some(noisy), Some(0.02), Some(0.0)]);
-            let full = round + 1 == WINDOW;
-            assert_eq!(flags, [false, false, full], "round {round}");
+            [(0, noisy), (1, 0.02), (2, 0.025), (7, 0.0)]
+        };
+        for round in 0..WINDOW {
+            // Not before a whole window has passed, though everyone has enough scores sooner.
+            let judged = round + 1 == WINDOW;
+            let expected = match judged {
+                true => vec![(7, Finding::LowScore { share: 0 })],
+                false => Vec::new(),
+            };
+            assert_eq!(
+                windows.judge(round, &scores(round)),
+                expected,
+                "round {round}"
+            );
         }
-        // A sender not scored this round keeps its window.
+        // Only a sender scored this round is judged: a verdict is about a scored result.
+        assert_eq!(windows.judge(WINDOW, &scores(WINDOW)[..3]), []);
+        // A sender's scores leave the window with their rounds.
+        let mut windows = ScoreWindows::new(1);
+        for round in 0..WINDOW {
+            windows.judge(round, &scores(round));
+        }
+        let late = 2 * WINDOW;
+        let honest_only = [(0, 0.03), (1, 0.02), (2, 0.025), (7, 0.0)];
         assert_eq!(
-            windows.judge(&[Some(0.03), Some(0.02), None]),
-            [false, false, true]
+            windows.judge(late, &honest_only),
+            [],
+            "one score each: nobody judged yet"
         );
+    }
+
+    #[test]
+    fn a_sampled_window_spans_as_many_scores_and_a_share_is_per_mille_of_the_median() {
+        // One in four: the window spans 32 rounds.
+        let mut windows = ScoreWindows::new(4);
+        for round in 0..6 * WINDOW {
+            // Each sender scored every fourth round, in turn; sender 3 at an eighth of the rest.
+            let sender = (round % 4) as usize;
+            let score = if sender == 3 { 0.03125 } else { 0.25 };
+            let flagged = windows.judge(round, &[(sender, score)]);
+            let judged = round + 1 >= 4 * WINDOW;
+            let expected = match (sender, judged) {
+                (3, true) => vec![(3, Finding::LowScore { share: 125 })],
+                _ => Vec::new(),
+            };
+            assert_eq!(flagged, expected, "round {round}");
+        }
         // When nobody helps the model, nobody is flagged.
-        let mut idle = ScoreWindows::default();
-        for _ in 0..WINDOW {
-            assert_eq!(idle.judge(&[Some(0.0), Some(-0.01)]), [false, false]);
+        let mut idle = ScoreWindows::new(1);
+        for round in 0..WINDOW {
+            let scores = [(0, 0.0), (1, -0.01), (2, 0.0), (3, -0.02)];
+            assert_eq!(idle.judge(round, &scores), []);
         }
     }
 }

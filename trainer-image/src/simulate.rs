@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use demeter_coordinator_core::shuffle::{mix, permute};
+use demeter_coordinator_core::shuffle::{mix, one_in};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
@@ -61,19 +61,14 @@ pub struct SimulationConfig {
     /// Score round results against data (`scoring`) and count whom the window flags.
     #[serde(default)]
     pub score: bool,
-    /// Score each result in one round of this many on average (a seeded choice of an nth of
-    /// every round's results, as verifiers would share the work); 0 or 1: every result.
+    /// Score a seeded one in this many of every round's results, as a run with this
+    /// `score_one_in` does; 0 or 1: every result.
     #[serde(default)]
-    pub score_one_in: usize,
+    pub score_one_in: u16,
 }
 
 /// Steps a `wrong-data` attacker's batches are taken from ahead of the assigned ones.
 const WRONG_DATA_OFFSET: u64 = 1_000_003;
-/// Steps a scoring verifier's control batches are taken from ahead of the assigned ones:
-/// data nobody trains on in the round (nor a `wrong-data` attacker).
-const CONTROL_OFFSET: u64 = 2_000_029;
-/// Sequences of a sender's assigned batch (and of the control) a result is scored on.
-const SCORE_SAMPLES: usize = 2;
 
 /// Seconds spent in each phase, summed over workers and steps.
 #[derive(Clone, Debug, Default)]
@@ -409,36 +404,28 @@ impl Simulation {
         if self.config.score {
             let probes = self.probes();
             let replica = &self.workers[0].replica;
+            let one_in = self.config.score_one_in.max(1);
             self.verifiers
-                .score(replica, demo, &refs, &probes, lr, honest);
+                .score(self.step, one_in, replica, demo, &refs, &probes, lr, honest);
         }
         Ok(())
     }
 
-    /// The probe of each worker chosen for scoring this step: the first sequences of the batch
-    /// it was assigned (whatever it trained on) and as many of a control batch. The choice is
-    /// the first nth of the workers in a permutation seeded by the run's seed and the step.
+    /// The probe of each worker chosen for scoring this step (`Probe::of` the samples it was
+    /// assigned, whatever it trained on). The choice is a seeded one in `score_one_in` of the
+    /// workers, as `Round::scored` makes it for a run.
     fn probes(&self) -> Vec<Option<Probe>> {
-        let samples = SCORE_SAMPLES.min(self.config.batch_per_worker) as u64;
         let workers = self.workers.len() as u64;
-        let chosen = workers.div_ceil(self.config.score_one_in.max(1) as u64);
+        let one_in_n = u64::from(self.config.score_one_in.max(1));
         let key = mix(self.config.seed ^ mix(self.step));
-        (0..self.workers.len())
+        let per_worker = self.config.batch_per_worker as u64;
+        (0..workers)
             .map(|worker| {
-                if permute(key, worker as u64, workers) >= chosen {
+                if !one_in(key, worker, workers, one_in_n) {
                     return None;
                 }
-                let first = (worker * self.config.batch_per_worker) as u64;
-                let batch = |step: u64| {
-                    let ranges: Vec<_> = (first..first + samples)
-                        .map(|id| self.plan.token_range(step, id))
-                        .collect();
-                    self.dataset.training_batch(&ranges)
-                };
-                Some(Probe {
-                    assigned: batch(self.step),
-                    control: batch(self.step + CONTROL_OFFSET),
-                })
+                let first = self.step * workers * per_worker + worker * per_worker;
+                Probe::of(&self.dataset, &self.plan, first..first + per_worker)
             })
             .collect()
     }

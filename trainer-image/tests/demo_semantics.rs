@@ -262,13 +262,13 @@ fn results_do_not_depend_on_worker_threads() {
     }
 }
 
-/// Scoring against data flags the senders of noise once their window is full, flags no honest
+/// Scoring against data flags the senders of noise once a whole window has passed, flags no honest
 /// sender, and leaves training as it was: the scored run's replicas are the unscored run's.
 #[test]
 fn scoring_flags_noise_senders_and_changes_nothing() {
     use demeter_trainer::scoring::WINDOW;
 
-    let mut args = simulate_args(WINDOW as u64 + 6);
+    let mut args = simulate_args(WINDOW + 6);
     args.workers = 6;
     args.byzantine = 2;
     args.attack = Some(demeter_trainer::attack::Attack::Random);
@@ -289,7 +289,7 @@ fn scoring_flags_noise_senders_and_changes_nothing() {
     );
     for worker in 4..6 {
         let first = scores.flags.first[worker].expect("every noise sender flagged");
-        assert!(first >= WINDOW as u64, "judged over a full window: {first}");
+        assert!(first >= WINDOW, "judged after a whole window: {first}");
     }
     assert!(scores.honest_mean().unwrap() > 10.0 * scores.dishonest_mean().unwrap().abs());
 }

@@ -166,7 +166,7 @@ async fn dishonest_client(coordinator: SocketAddr) -> Vec<Option<u32>> {
 #[test]
 fn corrupted_results_and_swapped_commitments_are_refused_and_training_goes_on() {
     let dir = tempfile::tempdir().unwrap();
-    let run = Run::start_with(dir.path(), 10, 600, 3, 2);
+    let run = Run::start_with(dir.path(), cluster::config(10, 600, 3), 2);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let dishonest = runtime.spawn(dishonest_client(run.coordinator));
 

@@ -42,8 +42,11 @@ pub struct Config {
     pub min_clients: u16,
     /// Witnesses elected per round.
     pub witness_nodes: u16,
-    #[cfg_attr(feature = "serde", serde(skip))]
-    pub _padding: u16,
+    /// Every replica scores a seeded one in this many of each round's results against data,
+    /// and the round's verifiers send a verdict against a sender whose scores fall short
+    /// (docs/verification.md); 0 scores nothing, 1 every result. At most 256.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub score_one_in: u16,
 }
 
 /// The bounds that keep every counter of a run in range for its whole life, so that no tick can
@@ -91,7 +94,7 @@ impl Config {
             init_min_clients: 3,
             min_clients: 2,
             witness_nodes: 3,
-            _padding: 0,
+            score_one_in: 0,
         }
     }
 
@@ -191,6 +194,13 @@ impl Config {
                 field: "witness_nodes",
                 value: self.witness_nodes.into(),
                 range: "1..=32",
+            });
+        }
+        if usize::from(self.score_one_in) > MAX_CLIENTS {
+            return Err(CoordinatorError::ConfigRange {
+                field: "score_one_in",
+                value: self.score_one_in.into(),
+                range: "0..=256 (0 scores nothing; more than a round's results is one a round)",
             });
         }
         if self.epoch_time

@@ -40,6 +40,13 @@ pub fn permute(key: u64, x: u64, n: u64) -> u64 {
     y
 }
 
+/// Whether `x` is among a seeded choice of one in `one_in` of `0..n` (rounded up, so at least
+/// one; none when `one_in` is 0): the first `n / one_in` of the keyed permutation. `x` must be
+/// below `n`.
+pub fn one_in(key: u64, x: u64, n: u64, one_in: u64) -> bool {
+    one_in != 0 && permute(key, x, n) < n.div_ceil(one_in)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -53,6 +60,20 @@ mod tests {
                 assert!(!seen[y as usize], "n = {n}: {y} twice");
                 seen[y as usize] = true;
             }
+        }
+    }
+
+    #[test]
+    fn one_in_chooses_a_rounded_up_share() {
+        for (n, share, chosen) in [
+            (8u64, 1u64, 8usize),
+            (8, 4, 2),
+            (8, 3, 3),
+            (8, 16, 1),
+            (8, 0, 0),
+        ] {
+            let count = (0..n).filter(|&x| one_in(9, x, n, share)).count();
+            assert_eq!(count, chosen, "one in {share} of {n}");
         }
     }
 

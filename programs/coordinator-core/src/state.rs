@@ -8,7 +8,7 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::attestation::Attestation;
 use crate::config::Config;
-use crate::shuffle::{derive_key, permute};
+use crate::shuffle::{derive_key, one_in, permute};
 
 /// Most members a run can have over its life (member records are kept for their points).
 pub const MAX_CLIENTS: usize = 256;
@@ -19,6 +19,7 @@ pub const ROUNDS_KEPT: usize = 4;
 
 const BATCH_DOMAIN: u64 = 0xBA7C;
 const WITNESS_DOMAIN: u64 = 0x3117;
+const SCORE_DOMAIN: u64 = 0x5C0E;
 
 /// Where a run is.
 #[repr(u8)]
@@ -261,6 +262,21 @@ impl Round {
             u64::from(position),
             n,
         ))
+    }
+
+    /// Whether participant `slot`'s result is one of those scored against data this round
+    /// (`Config::score_one_in`): a choice of one in `one_in` of the participants seeded by the
+    /// round, so every verifier scores the same results and the coordinator can tell a verdict
+    /// about an unscored one.
+    pub fn scored(&self, slot: usize, score_one_in: u16) -> bool {
+        self.rank_of(slot).is_some_and(|rank| {
+            one_in(
+                derive_key(&self.seed, SCORE_DOMAIN),
+                rank,
+                u64::from(self.participant_count),
+                u64::from(score_one_in),
+            )
+        })
     }
 
     /// The witness position of member slot `slot`, if it was elected: its proof.

@@ -29,6 +29,16 @@ pub const OUTSIZED_PER_CENT: u16 = 1000;
 /// not (docs/verification.md).
 pub const CONTRARY_PER_MILLE: u16 = 400;
 
+/// Rounds a sender's scores are judged over when every result is scored; a run that scores one
+/// in `n` judges over `n` times as many, so a window holds about as many scores. No window is
+/// full before a run's round `n · SCORE_WINDOW − 1`.
+pub const SCORE_WINDOW: u64 = 16;
+
+/// The mean score (per mille of the median sender's) under which a sender's results fall short:
+/// an honest sender's window mean stays well above a quarter of the median one, noise and
+/// updates trained on other data score about zero (docs/verification.md).
+pub const LOW_SCORE_PER_MILLE: u16 = 250;
+
 /// What a verifier found wrong with one result, and what anyone holding the committed payloads
 /// rechecks it by.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,6 +56,11 @@ pub enum Finding {
     /// Only `agreement` per mille of the result's signs agree with the sum of the round's other
     /// counted results where they picked the same coefficients: a negated update.
     Contrary { agreement: u16 },
+    /// The result was scored against data this round (`Round::scored`), and its sender's
+    /// mean score over its window reached only `share` per mille of the median sender's (0
+    /// for a mean at or under zero): noise, or an update trained on other batches than the
+    /// assigned ones. Rechecked by scoring the window's results on the same batches.
+    LowScore { share: u16 },
 }
 
 impl Finding {
@@ -54,6 +69,7 @@ impl Finding {
     const STALE: u8 = 3;
     const OUTSIZED: u8 = 4;
     const CONTRARY: u8 = 5;
+    const LOW_SCORE: u8 = 6;
     /// Bytes of an encoded finding: a kind, then two u16 fields (zero where unused).
     pub const LEN: usize = 5;
 
@@ -64,6 +80,7 @@ impl Finding {
             Self::Stale { .. } => "stale",
             Self::Outsized { .. } => "outsized",
             Self::Contrary { .. } => "contrary",
+            Self::LowScore { .. } => "low-score",
         }
     }
 
@@ -74,6 +91,7 @@ impl Finding {
             Self::Stale { overlap } => (Self::STALE, 0, overlap),
             Self::Outsized { per_cent } => (Self::OUTSIZED, 0, per_cent),
             Self::Contrary { agreement } => (Self::CONTRARY, 0, agreement),
+            Self::LowScore { share } => (Self::LOW_SCORE, 0, share),
         };
         let mut bytes = [kind, 0, 0, 0, 0];
         bytes[1..3].copy_from_slice(&first.to_le_bytes());
@@ -92,6 +110,7 @@ impl Finding {
             (Self::STALE, 0, overlap) => Some(Self::Stale { overlap }),
             (Self::OUTSIZED, 0, per_cent) => Some(Self::Outsized { per_cent }),
             (Self::CONTRARY, 0, agreement) => Some(Self::Contrary { agreement }),
+            (Self::LOW_SCORE, 0, share) => Some(Self::LowScore { share }),
             _ => None,
         }
     }
@@ -186,6 +205,27 @@ impl Coordinator {
                 }
                 check_judged_against_a_round(round)?;
             }
+            Finding::LowScore { share } => {
+                if !round.scored(accused, self.config.score_one_in) {
+                    return Err(CoordinatorError::FindingRefuted(
+                        "the result was not among the round's scored results (the run's \
+                         score_one_in and the round's seed choose them)",
+                    ));
+                }
+                let span = SCORE_WINDOW * u64::from(self.config.score_one_in);
+                if step + 1 < span {
+                    return Err(CoordinatorError::FindingRefuted(
+                        "no sender is judged before the run has scored for a whole window \
+                         (score_one_in times 16 rounds)",
+                    ));
+                }
+                if share >= LOW_SCORE_PER_MILLE {
+                    return Err(CoordinatorError::FindingRefuted(
+                        "a mean score of 250 per mille of the median sender's or more is \
+                         within what honest senders reach",
+                    ));
+                }
+            }
         }
         if round.accusations[accused] & (1 << position) != 0 {
             return Err(CoordinatorError::DuplicateVerdict);
@@ -251,11 +291,17 @@ mod tests {
             Finding::Stale { overlap: 950 },
             Finding::Outsized { per_cent: 10_000 },
             Finding::Contrary { agreement: 120 },
+            Finding::LowScore { share: 0 },
         ] {
             assert_eq!(Finding::unpack(&finding.pack()), Some(finding));
         }
         assert_eq!(Finding::unpack(&[0, 0, 0, 0, 0]), None, "no kind 0");
-        assert_eq!(Finding::unpack(&[6, 0, 0, 0, 0]), None, "no kind 6");
+        assert_eq!(Finding::unpack(&[7, 0, 0, 0, 0]), None, "no kind 7");
+        assert_eq!(
+            Finding::unpack(&[6, 2, 0, 0, 0]),
+            None,
+            "a score names no slot"
+        );
         assert_eq!(
             Finding::unpack(&[4, 1, 0, 0, 0]),
             None,

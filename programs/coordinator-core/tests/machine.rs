@@ -28,6 +28,17 @@ fn init_validates_and_happens_once() {
         c.init([1; 32], bad, 0).unwrap_err().to_string(),
         "witness_nodes = 0: must be at least 1"
     );
+    let bad = Config {
+        score_one_in: 257,
+        ..config()
+    };
+    assert!(
+        c.init([1; 32], bad, 0)
+            .unwrap_err()
+            .to_string()
+            .starts_with("score_one_in = 257"),
+        "the field is named"
+    );
     c.init([1; 32], config(), 0).unwrap();
     assert_eq!(c.run_state(), RunState::WaitingForMembers);
     assert_eq!(

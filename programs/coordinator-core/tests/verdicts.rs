@@ -293,3 +293,82 @@ fn norm_and_sign_findings_need_their_bound_and_a_round_to_judge_against() {
         "one verdict per verifier and target, whatever the finding"
     );
 }
+
+#[test]
+fn a_low_score_counts_only_for_a_scored_result_under_its_bound_in_a_scoring_run() {
+    let members = [1, 2, 3, 4];
+    let refuted = |result| matches!(result, Err(CoordinatorError::FindingRefuted(_)));
+    let low = Finding::LowScore { share: 0 };
+
+    // A run that scores nothing takes no verdict about scores.
+    let mut unscored = Run::started(config(), &members);
+    let round = close_round_seen_by_all(&mut unscored, &members);
+    let (verifiers, others) = elected_and_others(&unscored, &round, &members);
+    assert!(refuted(verdict(
+        &mut unscored,
+        &round,
+        verifiers[0],
+        others[0],
+        low
+    )));
+
+    // One in two of four participants: two scored results a round, judged over 32 rounds,
+    // all in the first epoch.
+    let mut run = Run::started(
+        Config {
+            score_one_in: 2,
+            epoch_time: 3600,
+            ..config()
+        },
+        &members,
+    );
+    let first = close_round_seen_by_all(&mut run, &members);
+    let (verifiers, _) = elected_and_others(&run, &first, &members);
+    let scored_first = *members
+        .iter()
+        .find(|&&m| first.scored(run.c.member_index(&id(m)).unwrap(), 2))
+        .unwrap();
+    let judge = *verifiers.iter().find(|&&v| v != scored_first).unwrap();
+    assert!(
+        refuted(verdict(&mut run, &first, judge, scored_first, low)),
+        "no window is full in a run's first round"
+    );
+    while run.c.step < 2 * demeter_coordinator_core::verdict::SCORE_WINDOW - 1 {
+        close_round_seen_by_all(&mut run, &members);
+    }
+    let round = close_round_seen_by_all(&mut run, &members);
+    let slot = |m: u8| run.c.member_index(&id(m)).unwrap();
+    let (scored, unscored): (Vec<u8>, Vec<u8>) = members
+        .iter()
+        .partition(|&&m| round.scored(slot(m), run.c.config.score_one_in));
+    assert_eq!((scored.len(), unscored.len()), (2, 2));
+    let (verifiers, _) = elected_and_others(&run, &round, &members);
+    let judge = |target: u8| *verifiers.iter().find(|&&v| v != target).unwrap();
+    assert!(refuted(verdict(
+        &mut run,
+        &round,
+        judge(unscored[0]),
+        unscored[0],
+        low
+    )));
+    let target = scored[0];
+    let honest = Finding::LowScore {
+        share: demeter_coordinator_core::verdict::LOW_SCORE_PER_MILLE,
+    };
+    assert!(refuted(verdict(
+        &mut run,
+        &round,
+        judge(target),
+        target,
+        honest
+    )));
+    let shortfall = Finding::LowScore { share: 249 };
+    verdict(&mut run, &round, judge(target), target, shortfall).unwrap();
+    assert_eq!(round.verdict_quorum(), 2);
+    let second = *verifiers
+        .iter()
+        .find(|&&v| v != target && v != judge(target))
+        .unwrap();
+    verdict(&mut run, &round, second, target, shortfall).unwrap();
+    assert_eq!(member(&run, target).status(), MemberStatus::Ejected);
+}

@@ -38,6 +38,10 @@ pub struct LocalArgs {
     /// the e2e crate) instead of the centralized server.
     #[arg(long)]
     pub chain: bool,
+    /// Every client scores a seeded one in N of each round's results against data, as a
+    /// permissionless run does (the run's `score_one_in`; 0 scores nothing).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=256))]
+    pub score_one_in: u16,
     #[command(flatten)]
     pub model: RunModelArgs,
 }
@@ -67,7 +71,7 @@ fn run_file(args: &LocalArgs) -> String {
             init_min_clients: clients,
             min_clients: clients.div_ceil(2),
             witness_nodes: clients.min(3),
-            _padding: 0,
+            score_one_in: args.score_one_in,
         },
     }
     .to_toml("`demeter local`")

@@ -81,10 +81,10 @@ pub struct SimulateArgs {
     /// what was flagged.
     #[arg(long)]
     pub score: bool,
-    /// With --score: score each result in one round of N on average (a seeded nth of every
-    /// round's results), as verifiers sharing the work would.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
-    pub score_one_in: u64,
+    /// With --score: score a seeded one in N of every round's results, as a run with
+    /// `score_one_in = N` does (the window spans N times as many rounds).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub score_one_in: u16,
 }
 
 impl SimulateArgs {
@@ -109,7 +109,7 @@ impl SimulateArgs {
             attack: self.attack,
             screen: self.screen,
             score: self.score,
-            score_one_in: usize::try_from(self.score_one_in).unwrap_or(usize::MAX),
+            score_one_in: self.score_one_in,
         }
     }
 }
@@ -247,11 +247,16 @@ fn cost_per_round(summary: &SimulationSummary, time: std::time::Duration, rounds
     )
 }
 
-/// The summary's row of the rounds in which `by` flagged each worker.
+/// The summary's row of the rounds in which `by` flagged each worker, of those it checked it.
 fn flagged_row(by: &str, flags: &Flagged) -> Vec<String> {
-    let counts: Vec<String> = flags.by_worker.iter().map(u64::to_string).collect();
+    let counts: Vec<String> = flags
+        .by_worker
+        .iter()
+        .zip(&flags.checked)
+        .map(|(flagged, checked)| format!("{flagged}/{checked}"))
+        .collect();
     vec![
-        format!("rounds flagged by {by}, per worker (of {})", flags.rounds),
+        format!("rounds flagged by {by}, per worker (of rounds checked)"),
         counts.join(" "),
     ]
 }

@@ -10,11 +10,14 @@ use crate::replica::Replica;
 use crate::scoring::{Probe, ScoreWindows, score};
 use crate::screening::{Picks, Screened, Streaks, screen};
 
-/// Whom a check flagged, in how many rounds, and from when.
+/// Whom a check flagged, in how many of the rounds it checked them, and from when.
 #[derive(Clone, Debug, Default)]
 pub struct Flagged {
-    /// Rounds checked.
+    /// Rounds seen.
     pub rounds: u64,
+    /// Rounds in which each worker's result was checked, by worker (every round for the
+    /// screens; the rounds it was chosen in for sampled scores).
+    pub checked: Vec<u64>,
     /// Rounds in which each worker was flagged, by worker.
     pub by_worker: Vec<u64>,
     /// The first round (from 1) each worker was flagged in: a verdict quorum ejects it in the
@@ -23,22 +26,38 @@ pub struct Flagged {
 }
 
 impl Flagged {
-    /// Counts one more round of `workers` workers, in which `flagged` were flagged.
+    /// Counts one more round of `workers` workers, every one checked, in which `flagged` were
+    /// flagged.
     fn round(&mut self, workers: usize, flagged: impl IntoIterator<Item = usize>) {
+        self.round_of(workers, 0..workers, flagged);
+    }
+
+    /// Counts one more round of `workers` workers, in which `checked` were checked and
+    /// `flagged` (of those) flagged.
+    fn round_of(
+        &mut self,
+        workers: usize,
+        checked: impl IntoIterator<Item = usize>,
+        flagged: impl IntoIterator<Item = usize>,
+    ) {
         self.rounds += 1;
+        self.checked.resize(workers, 0);
         self.by_worker.resize(workers, 0);
         self.first.resize(workers, None);
+        for worker in checked {
+            self.checked[worker] += 1;
+        }
         for worker in flagged {
             self.by_worker[worker] += 1;
             self.first[worker].get_or_insert(self.rounds);
         }
     }
 
-    /// "F of N": the rounds flagged of `workers`, of all their rounds.
+    /// "F of N": the rounds flagged of `workers`, of all their rounds checked.
     pub fn share(&self, workers: Range<usize>) -> String {
-        let counts = &self.by_worker[workers];
-        let flagged: u64 = counts.iter().sum();
-        format!("{flagged} of {}", self.rounds * counts.len() as u64)
+        let flagged: u64 = self.by_worker[workers.clone()].iter().sum();
+        let checked: u64 = self.checked[workers].iter().sum();
+        format!("{flagged} of {checked}")
     }
 
     /// The round by which every one of `workers` had been flagged, if all were.
@@ -106,7 +125,8 @@ pub(super) struct Verifiers {
     /// How long each worker's result has gone against the round's.
     contrary: Streaks<usize>,
     pub(super) scores: ScoreCounts,
-    windows: ScoreWindows,
+    /// Made at the first scored round, for the run's share of scored results.
+    windows: Option<ScoreWindows>,
 }
 
 impl Verifiers {
@@ -159,11 +179,14 @@ impl Verifiers {
         self.previous_picks = picks.into_iter().map(Some).collect();
     }
 
-    /// Scores the round's results that have a probe (those chosen for scoring this round) on
-    /// `replica` (the round's common model), each against its sender's probe, and judges the
-    /// senders over the window of their scored rounds.
+    /// Scores round `step`'s results that have a probe (those chosen for scoring this round,
+    /// one in `one_in`) on `replica` (the round's common model), each against its sender's
+    /// probe, and judges the senders scored over the window.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn score(
         &mut self,
+        step: u64,
+        one_in: u16,
         replica: &Replica,
         demo: &Demo,
         results: &[&SparseUpdate],
@@ -172,24 +195,26 @@ impl Verifiers {
         honest: usize,
     ) {
         let started = Instant::now();
-        let scores: Vec<Option<f64>> = results
+        let scores: Vec<(usize, f64)> = results
             .iter()
             .zip(probes)
-            .map(|(result, probe)| Some(score(replica, demo, result, lr, probe.as_ref()?)))
+            .enumerate()
+            .filter_map(|(worker, (result, probe))| {
+                Some((worker, score(replica, demo, result, lr, probe.as_ref()?)))
+            })
             .collect();
-        let flags = self.windows.judge(&scores);
+        let windows = self
+            .windows
+            .get_or_insert_with(|| ScoreWindows::new(one_in));
+        let flagged = windows.judge(step, &scores);
         let counts = &mut self.scores;
         counts.time += started.elapsed();
-        counts.flags.round(
+        counts.flags.round_of(
             results.len(),
-            flags
-                .iter()
-                .enumerate()
-                .filter(|(_, flagged)| **flagged)
-                .map(|(worker, _)| worker),
+            scores.iter().map(|(worker, _)| *worker),
+            flagged.iter().map(|(worker, _)| *worker),
         );
-        for (worker, score) in scores.iter().enumerate() {
-            let Some(score) = *score else { continue };
+        for &(worker, score) in &scores {
             if worker < honest {
                 counts.honest_sum += score;
                 counts.honest_scored += 1;
@@ -212,9 +237,15 @@ mod tests {
         flags.round(3, [2]);
         flags.round(3, []);
         flags.round(3, [1, 2]);
-        assert_eq!(flags.by_worker, [0, 1, 2]);
+        flags.round_of(3, [0, 2], [2]);
+        assert_eq!(flags.checked, [4, 3, 4]);
+        assert_eq!(flags.by_worker, [0, 1, 3]);
         assert_eq!(flags.first, [None, Some(3), Some(1)]);
-        assert_eq!(flags.share(1..3), "3 of 6");
+        assert_eq!(
+            flags.share(1..3),
+            "4 of 7",
+            "of the rounds each was checked in"
+        );
         assert_eq!(
             flags.all_flagged_by(1..3),
             Some(3),

@@ -1,7 +1,7 @@
 //! Applying closed rounds: every replica applies exactly the results that count (a witness
 //! quorum saw them, and their participant was not ejected before the close), in slot order,
-//! fetching any it is missing, so replicas stay bitwise identical. It screens them on the way
-//! (`verify`).
+//! fetching any it is missing, so replicas stay bitwise identical. It screens and scores them on
+//! the way (`verify`).
 
 use super::*;
 use crate::demo::SparseUpdate;
@@ -29,7 +29,8 @@ impl<B: CoordinatorBackend> Trainer<B> {
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             let decode = decoding.elapsed();
-            let findings = self.screen_round(&round, &results);
+            let mut findings = self.screen_round(&round, &results);
+            findings.extend(self.score_round(state, &round, &results));
             let lr = self.schedule(state).lr(step);
             let times = tokio::task::block_in_place(|| {
                 let updates: Vec<&SparseUpdate> =

@@ -7,12 +7,13 @@ use std::time::Duration;
 use prometheus::{CounterVec, Gauge, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 /// The phases of a step, as `demeter_phase_seconds_total{phase}` labels them.
-pub const PHASES: [&str; 7] = [
+pub const PHASES: [&str; 8] = [
     "train",
     "compress",
     "publish",
     "fetch",
     "verify",
+    "score",
     "aggregate",
     "apply",
 ];
@@ -47,6 +48,8 @@ pub struct TrainerMetrics {
     pub phase_seconds: CounterVec,
     /// Counted results the screens flagged, by finding (zero, copy, stale, outsized, contrary).
     pub results_flagged: IntCounterVec,
+    /// Counted results scored against data (the run's seeded share).
+    pub results_scored: IntCounter,
     /// Verdicts this client sent as a verifier that the coordinator took.
     pub verdicts_sent: IntCounter,
 }
@@ -157,7 +160,7 @@ impl TrainerMetrics {
                         "Seconds spent per phase: train (forward and backward), compress \
                          (DeMo and payload encoding), publish (the commitment to the coordinator), \
                          fetch (committed payloads, verified), verify (the screens of counted results), \
-                         aggregate (decode and mean), apply (inverse DCT and sign)",
+                         score (the run's share of them scored against data), aggregate (decode and mean), apply (inverse DCT and sign)",
                     ),
                     &["phase"],
                 )?,
@@ -167,9 +170,18 @@ impl TrainerMetrics {
                 IntCounterVec::new(
                     Opts::new(
                         "demeter_results_flagged_total",
-                        "Counted results the screens flagged, by finding (zero, copy, stale)",
+                        "Counted results the screens or the scores flagged, by finding (zero, \
+                         copy, stale, outsized, contrary, low-score)",
                     ),
                     &["finding"],
+                )?,
+            )?,
+            results_scored: add(
+                registry,
+                IntCounter::new(
+                    "demeter_results_scored_total",
+                    "Counted results this client scored against data (the run's score_one_in \
+                     share)",
                 )?,
             )?,
             verdicts_sent: add(

@@ -27,7 +27,7 @@ mod results;
 mod verify;
 mod witness;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -147,6 +147,8 @@ pub struct Trainer<B: CoordinatorBackend> {
     applied: u64,
     /// What the last round's screen saw, for the next.
     screens: verify::ScreenMemory,
+    /// The window of scores, once the run scores results.
+    scores: Option<verify::ScoreMemory>,
     /// The result this client sent last, kept only for a drill's `stale` attack.
     sent_before: Option<crate::demo::SparseUpdate>,
     work: RoundWork,
@@ -224,6 +226,7 @@ impl<B: CoordinatorBackend> Trainer<B> {
             metrics,
             applied: 0,
             screens: verify::ScreenMemory::default(),
+            scores: None,
             sent_before: None,
             work: RoundWork::default(),
             checkpointed_epoch: None,

@@ -1,11 +1,19 @@
-//! Verifying: every replica screens each round's counted results as it applies them, and the
-//! round's verifiers (its witnesses) send a verdict against each result the screens flag. The
-//! screens need only the decoded selections, so verifying costs no forward pass
-//! (docs/verification.md says what they catch and what they do not).
+//! Verifying: every replica screens each round's counted results as it applies them, scores
+//! the run's seeded share of them against data, and the round's verifiers (its witnesses) send
+//! a verdict against each result the screens or the scores flag. The screens need only the
+//! decoded selections; a score costs four forward passes of two samples, which is why a run
+//! scores one in `score_one_in` (docs/verification.md says what each catches and what not).
 
 use super::*;
 use crate::demo::SparseUpdate;
+use crate::scoring::{Probe, ScoreWindows, score};
 use crate::screening::{Picks, Screened, Streaks, screen};
+
+/// The scores of past rounds that senders are judged over, for the run's `score_one_in`.
+pub(super) struct ScoreMemory {
+    one_in: u16,
+    windows: ScoreWindows,
+}
 
 /// What the screen of the last applied round keeps for the next: each result's picks, by
 /// member slot, for the stale screen.
@@ -76,8 +84,57 @@ impl<B: CoordinatorBackend> Trainer<B> {
         findings
     }
 
+    /// Scores `round`'s counted `results` (by member slot, decoded) that the round chose for
+    /// scoring, on the replica before it applies them (the model they were trained from), and
+    /// judges their senders over the window. Returns the findings by member slot. A client
+    /// that joined or restarted late holds fewer scores than the rest and judges fewer senders
+    /// until its window fills; the verdict quorum does not need it.
+    pub(super) fn score_round(
+        &mut self,
+        state: &Coordinator,
+        round: &Round,
+        results: &[(usize, SparseUpdate)],
+    ) -> Vec<(usize, Finding)> {
+        let one_in = state.config.score_one_in;
+        if one_in == 0 {
+            self.scores = None;
+            return Vec::new();
+        }
+        let started = Instant::now();
+        let lr = self.schedule(state).lr(round.step);
+        let scores: Vec<(usize, f64)> = tokio::task::block_in_place(|| {
+            results
+                .iter()
+                .filter(|(slot, _)| round.scored(*slot, one_in))
+                .filter_map(|(slot, update)| {
+                    let probe = Probe::of(&self.dataset, &self.plan, round.assignment(*slot)?)?;
+                    Some((*slot, score(&self.replica, &self.demo, update, lr, &probe)))
+                })
+                .collect()
+        });
+        let memory = match &mut self.scores {
+            Some(memory) if memory.one_in == one_in => memory,
+            // A new share of scored results: scores of the old share judge nobody.
+            memory => memory.insert(ScoreMemory {
+                one_in,
+                windows: ScoreWindows::new(one_in),
+            }),
+        };
+        let findings = memory.windows.judge(round.step, &scores);
+        self.metrics.time("score", started.elapsed());
+        self.metrics.results_scored.inc_by(scores.len() as u64);
+        for (_, finding) in &findings {
+            self.metrics
+                .results_flagged
+                .with_label_values(&[finding.name()])
+                .inc();
+        }
+        findings
+    }
+
     /// As one of `round`'s verifiers still in the epoch, sends a verdict against each result
-    /// in `findings` but this client's own.
+    /// in `findings` but this client's own: one per target, so the first finding of a result
+    /// that is flagged twice.
     pub(super) async fn send_verdicts(
         &mut self,
         state: &Coordinator,
@@ -94,8 +151,9 @@ impl<B: CoordinatorBackend> Trainer<B> {
         if state.members[my_slot].status() != MemberStatus::Active {
             return;
         }
+        let mut judged = BTreeSet::new();
         for (slot, finding) in findings {
-            if slot == my_slot {
+            if slot == my_slot || !judged.insert(slot) {
                 continue;
             }
             let target = state.members[slot].id;
@@ -103,7 +161,7 @@ impl<B: CoordinatorBackend> Trainer<B> {
                 step = round.step,
                 target = %crate::identity::to_base58(&target),
                 finding = finding.name(),
-                "a result failed the screens: sending a verdict"
+                "a result failed the screens or its scores fell short: sending a verdict"
             );
             let verdict = Input::Verdict {
                 step: round.step,

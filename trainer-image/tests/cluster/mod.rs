@@ -23,45 +23,39 @@ pub struct Run {
 }
 
 /// A run of three clients; `init_min_clients` below three lets two go on without the third.
-pub fn run_file(total_steps: u64, epoch_time: u64, init_min_clients: u16) -> String {
+pub fn config(total_steps: u64, epoch_time: u64, init_min_clients: u16) -> Config {
+    Config {
+        warmup_time: 15,
+        cooldown_time: 2,
+        max_round_train_time: 4,
+        round_witness_time: 1,
+        epoch_time,
+        join_window: 3,
+        total_steps,
+        points_per_epoch: 10,
+        init_min_clients,
+        ..Config::example()
+    }
+}
+
+pub fn run_file(config: Config) -> String {
     RunFile {
         run_id: "faults".into(),
         authority: None,
         clients: None,
-        config: Config {
-            warmup_time: 15,
-            cooldown_time: 2,
-            max_round_train_time: 4,
-            round_witness_time: 1,
-            epoch_time,
-            join_window: 3,
-            total_steps,
-            points_per_epoch: 10,
-            init_min_clients,
-            ..Config::example()
-        },
+        config,
     }
     .to_toml("the fault tests")
 }
 
 impl Run {
     pub fn start(dir: &Path, total_steps: u64, epoch_time: u64, init_min_clients: u16) -> Self {
-        Self::start_with(dir, total_steps, epoch_time, init_min_clients, 3)
+        Self::start_with(dir, config(total_steps, epoch_time, init_min_clients), 3)
     }
 
-    /// A run whose first `processes` clients are `demeter train` processes.
-    pub fn start_with(
-        dir: &Path,
-        total_steps: u64,
-        epoch_time: u64,
-        init_min_clients: u16,
-        processes: usize,
-    ) -> Self {
-        std::fs::write(
-            dir.join("run.toml"),
-            run_file(total_steps, epoch_time, init_min_clients),
-        )
-        .unwrap();
+    /// A run of `config` whose first `processes` clients are `demeter train` processes.
+    pub fn start_with(dir: &Path, config: Config, processes: usize) -> Self {
+        std::fs::write(dir.join("run.toml"), run_file(config)).unwrap();
         let mut run = Self {
             local: LocalRun::new(Path::new(env!("CARGO_BIN_EXE_demeter")), dir),
             coordinator: free_port().unwrap(),
