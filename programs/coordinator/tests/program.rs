@@ -681,6 +681,19 @@ async fn a_verdict_quorum_ejects_a_member_and_its_deposit_is_forfeit() {
         failed(sent),
         TransactionError::InstructionError(0, InstructionError::Custom(27))
     ));
+    // This run scores nothing (`score_one_in` 0), so no score condemns anyone in it.
+    let low_score = Finding::LowScore { share: 0 };
+    let sent = s
+        .chain
+        .send(
+            &[verdict(&first.pubkey(), position(verifiers[0]), low_score)],
+            &[&first],
+        )
+        .await;
+    assert!(matches!(
+        failed(sent),
+        TransactionError::InstructionError(0, InstructionError::Custom(27))
+    ));
 
     for &slot in &verifiers {
         let verifier = s.client(&key(slot).to_bytes()).insecure_clone();
