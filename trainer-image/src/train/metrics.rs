@@ -1,7 +1,7 @@
 //! The trainer's Prometheus metrics, served at `/metrics` beside the exchange's counters.
 
 use demeter_coordinator_core::client_metrics as names;
-use demeter_coordinator_core::{Coordinator, MemberStatus};
+use demeter_coordinator_core::{Coordinator, Finding, MemberStatus};
 use std::time::Duration;
 
 use prometheus::{CounterVec, Gauge, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
@@ -192,6 +192,15 @@ impl TrainerMetrics {
                 )?,
             )?,
         })
+    }
+
+    /// Counts each of a round's `findings` (by member slot) under its finding's name.
+    pub fn count_flagged(&self, findings: &[(usize, Finding)]) {
+        for (_, finding) in findings {
+            self.results_flagged
+                .with_label_values(&[finding.name()])
+                .inc();
+        }
     }
 
     pub fn time(&self, phase: &str, elapsed: Duration) {

@@ -75,12 +75,7 @@ impl<B: CoordinatorBackend> Trainer<B> {
             contrary,
         };
         self.metrics.time("verify", started.elapsed());
-        for (_, finding) in &findings {
-            self.metrics
-                .results_flagged
-                .with_label_values(&[finding.name()])
-                .inc();
-        }
+        self.metrics.count_flagged(&findings);
         findings
     }
 
@@ -123,12 +118,7 @@ impl<B: CoordinatorBackend> Trainer<B> {
         let findings = memory.windows.judge(round.step, &scores);
         self.metrics.time("score", started.elapsed());
         self.metrics.results_scored.inc_by(scores.len() as u64);
-        for (_, finding) in &findings {
-            self.metrics
-                .results_flagged
-                .with_label_values(&[finding.name()])
-                .inc();
-        }
+        self.metrics.count_flagged(&findings);
         findings
     }
 
