@@ -19,7 +19,7 @@ LINT_ENV := export RUSTC_WORKSPACE_WRAPPER="$(CURDIR)/scripts/clippy-rustc" &&
 # (`demeter local` runs 3 clients unless told otherwise).
 ARGS ?=
 
-.PHONY: bootstrap run run-chain test lint images bench bench-byzantine bench-operator fuzz
+.PHONY: bootstrap run run-chain test lint images bench bench-byzantine bench-spot-check bench-operator fuzz
 bootstrap:
 	scripts/bootstrap.sh
 
@@ -61,6 +61,10 @@ bench: bootstrap
 # What dishonest clients do to a run, by aggregation rule (docs/verification.md).
 bench-byzantine: bootstrap
 	$(ENV) cargo bench --locked --workspace --bench byzantine
+
+# What exact spot checks cost a sender and a verifier, and a client at each share (docs/verification.md).
+bench-spot-check: bootstrap
+	$(ENV) cargo bench --locked --workspace --bench spot_check
 
 bench-operator:
 	$(ENV) cargo bench --locked -p demeter-operator --bench scale

@@ -70,6 +70,7 @@ fn client_pod_arguments_are_demeter_train_flags() {
 fn the_operators_run_file_is_accepted_by_the_coordinator() {
     let mut run = example("trainingrun.yaml");
     run.spec.verification.score_one_in = 4;
+    run.spec.verification.spot_check_one_in = 16;
     let keys: Vec<String> = (0..3)
         .map(|_| to_base58(&Identity::generate().unwrap().public()))
         .collect();
@@ -82,7 +83,8 @@ fn the_operators_run_file_is_accepted_by_the_coordinator() {
     assert_eq!(parsed.config.total_steps, run.spec.schedule.total_steps);
     assert_eq!(parsed.config.witness_nodes, run.spec.schedule.witness_nodes);
     assert_eq!(
-        parsed.config.score_one_in, 4,
+        (parsed.config.score_one_in, parsed.config.spot_check_one_in),
+        (4, 16),
         "the verification the spec asks for"
     );
 }

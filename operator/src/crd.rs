@@ -486,6 +486,15 @@ pub struct VerificationSpec {
     #[serde(default)]
     #[schemars(range(min = 0, max = 256))]
     pub score_one_in: u16,
+    /// The round's verifiers recompute each result with a chance of one in this many: each
+    /// client commits to the momentum its result was computed from and serves it for a few
+    /// rounds; a verifier fetches it, retrains the sender's assigned samples and compares the
+    /// payload bit for bit. Catches any result not computed from the assigned batch, and a
+    /// sender that does not serve its momentum. 0 recomputes nothing; each check costs each of
+    /// the round's verifiers one training step and the sender's momentum (four bytes a
+    /// parameter) over the network.
+    #[serde(default)]
+    pub spot_check_one_in: u16,
 }
 
 /// Where epoch-end checkpoints go.

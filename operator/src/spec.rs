@@ -212,6 +212,8 @@ pub fn coordinator_config(spec: &TrainingRunSpec) -> Config {
         min_clients: s.min_clients,
         witness_nodes: s.witness_nodes,
         score_one_in: spec.verification.score_one_in,
+        spot_check_one_in: spec.verification.spot_check_one_in,
+        _padding: [0; 6],
     }
 }
 

@@ -75,7 +75,11 @@ fn main() {
                     )
                 })
                 .collect();
-            let bytes = encode(&compressor.compress_all(&tensors), compressor.layouts());
+            let bytes = encode(
+                &compressor.compress_all(&tensors),
+                &payload::UNCOMMITTED,
+                compressor.layouts(),
+            );
             (compressor, bytes)
         })
         .collect();

@@ -323,7 +323,11 @@ impl Simulation {
                         }
                         times.compress = start.elapsed();
                         let start = Instant::now();
-                        let bytes = payload::encode(&update, demo.compressor().layouts());
+                        let bytes = payload::encode(
+                            &update,
+                            &payload::UNCOMMITTED,
+                            demo.compressor().layouts(),
+                        );
                         times.wire_encode = start.elapsed();
                         LocalOutput::Payload(bytes)
                     }
@@ -362,9 +366,11 @@ impl Simulation {
                 .skip(workers - self.config.byzantine)
             {
                 *output = LocalOutput::Payload(match &original {
-                    Some(original) => {
-                        payload::encode(&jitter(original, self.step, worker), layouts)
-                    }
+                    Some(original) => payload::encode(
+                        &jitter(original, self.step, worker),
+                        &payload::UNCOMMITTED,
+                        layouts,
+                    ),
                     None => honest.clone(),
                 });
             }

@@ -3,6 +3,7 @@
 use demeter_trainer::commands::{SimulateArgs, run_simulation};
 use demeter_trainer::demo::{Demo, DemoConfig, SparseUpdate, ValueEncoding};
 use demeter_trainer::payload;
+use sha2::Digest;
 use tch::{Device, Kind, Tensor};
 
 fn parameters(shapes: &[&[i64]]) -> Vec<(String, Tensor)> {
@@ -121,6 +122,54 @@ fn error_feedback_keeps_exactly_what_was_not_sent() {
 }
 
 #[test]
+fn a_verifier_recomputes_a_step_bit_for_bit_from_the_served_momentum() {
+    tch::manual_seed(11);
+    let named = parameters(&[&[256, 128], &[128], &[3, 2, 64, 30]]);
+    let mut sender = Demo::new(&named, DemoConfig::default()).unwrap();
+    let verifier = Demo::new(&named, DemoConfig::default()).unwrap();
+    // A few steps in, so the momentum is the sender's own and not the zeros every client
+    // starts from.
+    for _ in 0..3 {
+        sender.compress_step(&tensors(&named), 0.01);
+    }
+    let served = sender.momentum_bytes();
+    assert_eq!(served.len(), verifier.momentum_len());
+    assert!(
+        verifier.momentum_from_bytes(&served[1..]).is_none(),
+        "a momentum of another length is refused"
+    );
+    let commitment: [u8; 32] = sha2::Sha256::digest(&served).into();
+    let gradients = tensors(&named);
+    let layouts = sender.compressor().layouts().to_vec();
+    let sent = payload::encode(
+        &sender.compress_step(&gradients, 0.01),
+        &commitment,
+        &layouts,
+    );
+    assert_eq!(payload::momentum_commitment(&sent), Some(commitment));
+
+    let mut momentum = verifier.momentum_from_bytes(&served).unwrap();
+    let again = verifier.recompute_step(&mut momentum, &gradients, 0.01);
+    assert_eq!(payload::encode(&again, &commitment, &layouts), sent);
+    assert_eq!(
+        sha2::Sha256::digest(sender.momentum_bytes()),
+        sha2::Sha256::digest(
+            momentum
+                .iter()
+                .flat_map(|t| Vec::<f32>::try_from(t.flatten(0, -1)).unwrap())
+                .flat_map(f32::to_le_bytes)
+                .collect::<Vec<u8>>()
+        ),
+        "the verifier's momentum after the step is the sender's"
+    );
+    // Other gradients (another batch) give another result from the same momentum.
+    let mut momentum = verifier.momentum_from_bytes(&served).unwrap();
+    let other: Vec<Tensor> = gradients.iter().map(|g| g.flip([0])).collect();
+    let wrong = verifier.recompute_step(&mut momentum, &other, 0.01);
+    assert_ne!(payload::encode(&wrong, &commitment, &layouts), sent);
+}
+
+#[test]
 fn byte_counts_match_the_formula() {
     tch::manual_seed(3);
     let named = parameters(&[&[256, 128], &[128], &[97], &[3, 2, 64, 300]]);
@@ -132,8 +181,8 @@ fn byte_counts_match_the_formula() {
         let mut demo = Demo::new(&named, config).unwrap();
         let grads = tensors(&named);
         let update = demo.compress_step(&grads, 0.1);
-        let bytes = payload::encode(&update, demo.compressor().layouts());
-        // By hand: header 12 + hash 32; per tensor 2 + name + 1 + 4·rank + 16 + n·index + values.
+        let bytes = payload::encode(&update, &payload::UNCOMMITTED, demo.compressor().layouts());
+        // By hand: header 12 + momentum 32 + hash 32; per tensor 2 + name + 1 + 4·rank + 16 + n·index + values.
         // [256,128]: 64x64 blocks, 8 of them, k 32, u16 indices. [128]: 2 blocks of 64, u8.
         // [97]: blocks of 1 (97 is prime), k clamps to 1, u8. [3,2,64,300]: 6·1·5 = 30 blocks
         // of 64x60, u16.
@@ -146,6 +195,7 @@ fn byte_counts_match_the_formula() {
             2 + 2 + 1 + 4 * rank + 16 + n * width + value_bytes(n)
         };
         let expected = 12
+            + 32
             + 32
             + record(2, 8 * 32, 2)
             + record(1, 2 * 32, 1)

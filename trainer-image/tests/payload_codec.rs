@@ -33,7 +33,7 @@ fn sample(values: ValueEncoding, seed: i64) -> (Compressor, SparseUpdate, Vec<u8
         })
         .collect();
     let update = compressor.compress_all(&tensors);
-    let bytes = encode(&update, compressor.layouts());
+    let bytes = encode(&update, &[7; 32], compressor.layouts());
     (compressor, update, bytes)
 }
 
@@ -61,7 +61,7 @@ fn round_trip_is_exact_for_every_encoding() {
         let decoded = decode(&bytes, compressor.layouts(), values, Device::Cpu).unwrap();
         assert!(same(&update, &decoded), "{values:?}");
         assert_eq!(
-            encode(&decoded, compressor.layouts()),
+            encode(&decoded, &[7; 32], compressor.layouts()),
             bytes,
             "{values:?}: re-encoding is canonical"
         );
@@ -161,7 +161,7 @@ fn rejects_duplicate_out_of_range_and_non_finite_entries() {
         };
         edit(&mut copy);
         decode(
-            &encode(&copy, layouts),
+            &encode(&copy, &payload::UNCOMMITTED, layouts),
             layouts,
             ValueEncoding::F32,
             Device::Cpu,
@@ -252,6 +252,7 @@ fn declaring(shape: &[u32], block: (u32, u32), records: bool) -> Vec<u8> {
     bytes.extend(payload::VERSION.to_le_bytes());
     bytes.extend([0, 0]);
     bytes.extend(1u32.to_le_bytes());
+    bytes.extend(payload::UNCOMMITTED);
     bytes.extend(1u16.to_le_bytes());
     bytes.push(b'w');
     bytes.push(shape.len() as u8);

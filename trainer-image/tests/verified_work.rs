@@ -1,6 +1,6 @@
 //! Verified work with real processes on loopback: one of four clients starts sending forged
-//! results after an honest epoch; the round's verifiers catch it (by the screens, or by its
-//! scores against data), a verdict quorum ejects it, its points are slashed, and the three
+//! results after an honest epoch; the round's verifiers catch it (by the screens, by its
+//! scores against data, or by recomputing its result), a verdict quorum ejects it, its points are slashed, and the three
 //! honest replicas end bitwise identical with their loss still falling.
 
 mod cluster;
@@ -70,6 +70,19 @@ fn a_client_sending_noise_is_ejected_by_its_scores_and_slashed() {
         ..cluster::config(32, 15, 3)
     };
     caught_and_ejected("random", config, "low-score", CHEATS_FROM + WINDOW + 2, 2);
+}
+
+#[test]
+fn a_client_training_other_samples_is_ejected_by_a_recompute_and_slashed() {
+    // Every result recomputed by the round's verifiers: the honest three's results recompute
+    // bit for bit across processes (or a quorum would eject them and they would not finish),
+    // the cheater's, trained on a later round's samples, do not. Its first forged round's
+    // verdicts land in the round after it closes.
+    let config = Config {
+        spot_check_one_in: 1,
+        ..cluster::config(16, 6, 3)
+    };
+    caught_and_ejected("wrong-data", config, "recomputed", CHEATS_FROM + 3, 1);
 }
 
 /// One run at a time: each starts four training processes, and two at once on a small machine

@@ -47,6 +47,14 @@ pub struct Config {
     /// (docs/verification.md); 0 scores nothing, 1 every result. At most 256.
     #[cfg_attr(feature = "serde", serde(default))]
     pub score_one_in: u16,
+    /// The round's verifiers recompute each result with a chance of one in this many, from the
+    /// momentum its sender committed to, on the assigned samples, and send a verdict against a
+    /// result that differs or whose momentum its sender does not serve (docs/verification.md);
+    /// 0 recomputes nothing, 1 every result.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub spot_check_one_in: u16,
+    #[cfg_attr(feature = "serde", serde(skip))]
+    pub _padding: [u8; 6],
 }
 
 /// The bounds that keep every counter of a run in range for its whole life, so that no tick can
@@ -95,6 +103,8 @@ impl Config {
             min_clients: 2,
             witness_nodes: 3,
             score_one_in: 0,
+            spot_check_one_in: 0,
+            _padding: [0; 6],
         }
     }
 

@@ -299,6 +299,7 @@ impl Coordinator {
             }
         }
         self.rounds[slot].closed = 1;
+        self.rounds[slot].close_seed = *seed;
         self.step = step;
         self.data_position = data_position;
         self.epoch_rounds = epoch_rounds;

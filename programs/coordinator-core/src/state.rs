@@ -8,7 +8,7 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::attestation::Attestation;
 use crate::config::Config;
-use crate::shuffle::{derive_key, one_in, permute};
+use crate::shuffle::{derive_key, mix, one_in, permute};
 
 /// Most members a run can have over its life (member records are kept for their points).
 pub const MAX_CLIENTS: usize = 256;
@@ -20,6 +20,7 @@ pub const ROUNDS_KEPT: usize = 4;
 const BATCH_DOMAIN: u64 = 0xBA7C;
 const WITNESS_DOMAIN: u64 = 0x3117;
 const SCORE_DOMAIN: u64 = 0x5C0E;
+const SPOT_CHECK_DOMAIN: u64 = 0x5907;
 
 /// Where a run is.
 #[repr(u8)]
@@ -192,6 +193,11 @@ pub struct Round {
     /// Samples in the round, over all participants.
     pub batch_size: u64,
     pub seed: [u8; 32],
+    /// The seed drawn when the round closed, all zero until then. Nobody knew it while the
+    /// round trained and its results were committed, so it chooses which results are checked
+    /// ([`Round::scored`], [`Round::spot_checked`]): a cheater cannot learn in advance which of
+    /// its results go unchecked.
+    pub close_seed: [u8; 32],
     /// Bitmap over member slots of the members training this round.
     pub participants: [u8; 32],
     pub participant_count: u16,
@@ -266,17 +272,33 @@ impl Round {
 
     /// Whether participant `slot`'s result is one of those scored against data this round
     /// (`Config::score_one_in`): a choice of one in `one_in` of the participants seeded by the
-    /// round, so every verifier scores the same results and the coordinator can tell a verdict
-    /// about an unscored one.
+    /// round's close, so every verifier scores the same results, the coordinator can tell a
+    /// verdict about an unscored one, and no sender knew while training whether it would be
+    /// scored. `false` until the round closes.
     pub fn scored(&self, slot: usize, score_one_in: u16) -> bool {
-        self.rank_of(slot).is_some_and(|rank| {
-            one_in(
-                derive_key(&self.seed, SCORE_DOMAIN),
-                rank,
-                u64::from(self.participant_count),
-                u64::from(score_one_in),
-            )
-        })
+        self.closed == 1
+            && self.rank_of(slot).is_some_and(|rank| {
+                one_in(
+                    derive_key(&self.close_seed, SCORE_DOMAIN),
+                    rank,
+                    u64::from(self.participant_count),
+                    u64::from(score_one_in),
+                )
+            })
+    }
+
+    /// Whether participant `slot`'s result is one of those its verifiers recompute this round
+    /// (`Config::spot_check_one_in`): each result independently, with a chance of one in
+    /// `spot_check_one_in` drawn from the seed of the round's close (so a round may check none,
+    /// and no sender knew while training whether it would be checked). `false` until the round
+    /// closes, and for every result when `spot_check_one_in` is 0.
+    pub fn spot_checked(&self, slot: usize, spot_check_one_in: u16) -> bool {
+        self.closed == 1
+            && spot_check_one_in != 0
+            && self.rank_of(slot).is_some_and(|rank| {
+                mix(derive_key(&self.close_seed, SPOT_CHECK_DOMAIN) ^ rank)
+                    .is_multiple_of(u64::from(spot_check_one_in))
+            })
     }
 
     /// The witness position of member slot `slot`, if it was elected: its proof.

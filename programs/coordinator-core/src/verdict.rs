@@ -2,7 +2,9 @@
 //! that faked one.
 //!
 //! The verifiers of round `s` are its elected witnesses: they hold every counted payload of the
-//! round already. After the round closes, each screens the counted results and sends one
+//! round already. After the round closes, each screens the counted results (and scores and
+//! recomputes those the seed drawn at the close chose: `Round::scored`, `Round::spot_checked`)
+//! and sends one
 //! [`Input::Verdict`](crate::Input::Verdict) per result it finds faked, with the finding and
 //! the evidence a third party needs to recheck it from the committed payloads. The coordinator
 //! checks everything it can without the payloads (the target's result counted, a copy's
@@ -61,6 +63,15 @@ pub enum Finding {
     /// for a mean at or under zero): noise, or an update trained on other batches than the
     /// assigned ones. Rechecked by scoring the window's results on the same batches.
     LowScore { share: u16 },
+    /// The result was spot-checked this round (`Round::spot_checked`): recomputed from the
+    /// momentum its sender committed to in the payload, on the model every replica held and the
+    /// samples the round assigned, it gives another payload. Only `picked` per mille of the
+    /// sent result's picks are among the recomputed result's (1000 when the picks agree and
+    /// the values do not). Rechecked by the same recompute.
+    Recomputed { picked: u16 },
+    /// The result was spot-checked this round, and its sender did not serve the momentum its
+    /// payload commits to while the verifier asked: a result nobody can recompute.
+    Unserved,
 }
 
 impl Finding {
@@ -70,6 +81,8 @@ impl Finding {
     const OUTSIZED: u8 = 4;
     const CONTRARY: u8 = 5;
     const LOW_SCORE: u8 = 6;
+    const RECOMPUTED: u8 = 7;
+    const UNSERVED: u8 = 8;
     /// Bytes of an encoded finding: a kind, then two u16 fields (zero where unused).
     pub const LEN: usize = 5;
 
@@ -81,6 +94,8 @@ impl Finding {
             Self::Outsized { .. } => "outsized",
             Self::Contrary { .. } => "contrary",
             Self::LowScore { .. } => "low-score",
+            Self::Recomputed { .. } => "recomputed",
+            Self::Unserved => "unserved",
         }
     }
 
@@ -92,6 +107,8 @@ impl Finding {
             Self::Outsized { per_cent } => (Self::OUTSIZED, 0, per_cent),
             Self::Contrary { agreement } => (Self::CONTRARY, 0, agreement),
             Self::LowScore { share } => (Self::LOW_SCORE, 0, share),
+            Self::Recomputed { picked } => (Self::RECOMPUTED, 0, picked),
+            Self::Unserved => (Self::UNSERVED, 0, 0),
         };
         let mut bytes = [kind, 0, 0, 0, 0];
         bytes[1..3].copy_from_slice(&first.to_le_bytes());
@@ -111,6 +128,8 @@ impl Finding {
             (Self::OUTSIZED, 0, per_cent) => Some(Self::Outsized { per_cent }),
             (Self::CONTRARY, 0, agreement) => Some(Self::Contrary { agreement }),
             (Self::LOW_SCORE, 0, share) => Some(Self::LowScore { share }),
+            (Self::RECOMPUTED, 0, picked) if picked <= 1000 => Some(Self::Recomputed { picked }),
+            (Self::UNSERVED, 0, 0) => Some(Self::Unserved),
             _ => None,
         }
     }
@@ -226,6 +245,14 @@ impl Coordinator {
                     ));
                 }
             }
+            Finding::Recomputed { .. } | Finding::Unserved => {
+                if !round.spot_checked(accused, self.config.spot_check_one_in) {
+                    return Err(CoordinatorError::FindingRefuted(
+                        "the result was not among the round's spot-checked results (the run's \
+                         spot_check_one_in and the seed drawn at the round's close choose them)",
+                    ));
+                }
+            }
         }
         if round.accusations[accused] & (1 << position) != 0 {
             return Err(CoordinatorError::DuplicateVerdict);
@@ -292,11 +319,24 @@ mod tests {
             Finding::Outsized { per_cent: 10_000 },
             Finding::Contrary { agreement: 120 },
             Finding::LowScore { share: 0 },
+            Finding::Recomputed { picked: 1000 },
+            Finding::Recomputed { picked: 3 },
+            Finding::Unserved,
         ] {
             assert_eq!(Finding::unpack(&finding.pack()), Some(finding));
         }
         assert_eq!(Finding::unpack(&[0, 0, 0, 0, 0]), None, "no kind 0");
-        assert_eq!(Finding::unpack(&[7, 0, 0, 0, 0]), None, "no kind 7");
+        assert_eq!(Finding::unpack(&[9, 0, 0, 0, 0]), None, "no kind 9");
+        assert_eq!(
+            Finding::unpack(&[7, 0, 0, 0xE9, 0x03]),
+            None,
+            "a share of picks is at most 1000 per mille"
+        );
+        assert_eq!(
+            Finding::unpack(&[8, 0, 0, 1, 0]),
+            None,
+            "an unserved momentum carries no share"
+        );
         assert_eq!(
             Finding::unpack(&[6, 2, 0, 0, 0]),
             None,

@@ -372,3 +372,100 @@ fn a_low_score_counts_only_for_a_scored_result_under_its_bound_in_a_scoring_run(
     verdict(&mut run, &round, second, target, shortfall).unwrap();
     assert_eq!(member(&run, target).status(), MemberStatus::Ejected);
 }
+
+#[test]
+fn spot_check_verdicts_hold_only_for_the_results_the_close_chose() {
+    let members = [1, 2, 3, 4];
+    let refuted = |result| matches!(result, Err(CoordinatorError::FindingRefuted(_)));
+    let mismatch = Finding::Recomputed { picked: 480 };
+
+    // Nothing is chosen before the round closes: nobody knows while training what is checked.
+    let mut run = Run::started(
+        Config {
+            spot_check_one_in: 1,
+            score_one_in: 1,
+            ..config()
+        },
+        &members,
+    );
+    let open = *run.c.current_round().unwrap();
+    assert!(
+        (0..4).all(|slot| !open.spot_checked(slot, 1) && !open.scored(slot, 1)),
+        "an open round checks nothing"
+    );
+    let closed = close_round_seen_by_all(&mut run, &members);
+    assert_ne!(closed.close_seed, [0; 32], "the close draws its own seed");
+    assert_ne!(closed.close_seed, closed.seed);
+    let slot = |run: &Run, m: u8| run.c.member_index(&id(m)).unwrap();
+    assert!(
+        members
+            .iter()
+            .all(|&m| closed.spot_checked(slot(&run, m), 1))
+    );
+
+    // A run that spot-checks nothing takes no verdict about a recompute.
+    let mut unchecked = Run::started(config(), &members);
+    let round = close_round_seen_by_all(&mut unchecked, &members);
+    let (verifiers, others) = elected_and_others(&unchecked, &round, &members);
+    for finding in [mismatch, Finding::Unserved] {
+        assert!(refuted(verdict(
+            &mut unchecked,
+            &round,
+            verifiers[0],
+            others[0],
+            finding
+        )));
+    }
+
+    // One in two: find a round that checks one result and leaves another, then judge both.
+    let mut run = Run::started(
+        Config {
+            spot_check_one_in: 2,
+            epoch_time: 3600,
+            ..config()
+        },
+        &members,
+    );
+    let (round, checked, left) = loop {
+        let round = close_round_seen_by_all(&mut run, &members);
+        let (checked, left): (Vec<u8>, Vec<u8>) = members
+            .iter()
+            .partition(|&&m| round.spot_checked(slot(&run, m), 2));
+        if !checked.is_empty() && !left.is_empty() {
+            break (round, checked[0], left[0]);
+        }
+        assert!(
+            run.c.step < 40,
+            "one in two leaves both kinds within a few rounds"
+        );
+    };
+    let (verifiers, _) = elected_and_others(&run, &round, &members);
+    let judges =
+        |target: u8| -> Vec<u8> { verifiers.iter().copied().filter(|&v| v != target).collect() };
+    assert!(
+        refuted(verdict(
+            &mut run,
+            &round,
+            judges(left)[0],
+            left,
+            Finding::Unserved
+        )),
+        "a result the close did not choose was never asked for"
+    );
+    verdict(&mut run, &round, judges(checked)[0], checked, mismatch).unwrap();
+    assert_eq!(
+        member(&run, checked).status(),
+        MemberStatus::Active,
+        "one verifier is not a quorum"
+    );
+    verdict(
+        &mut run,
+        &round,
+        judges(checked)[1],
+        checked,
+        Finding::Unserved,
+    )
+    .unwrap();
+    assert_eq!(member(&run, checked).status(), MemberStatus::Ejected);
+    assert_eq!(member(&run, left).status(), MemberStatus::Active);
+}

@@ -681,19 +681,29 @@ async fn a_verdict_quorum_ejects_a_member_and_its_deposit_is_forfeit() {
         failed(sent),
         TransactionError::InstructionError(0, InstructionError::Custom(27))
     ));
-    // This run scores nothing (`score_one_in` 0), so no score condemns anyone in it.
-    let low_score = Finding::LowScore { share: 0 };
-    let sent = s
-        .chain
-        .send(
-            &[verdict(&first.pubkey(), position(verifiers[0]), low_score)],
-            &[&first],
-        )
-        .await;
-    assert!(matches!(
-        failed(sent),
-        TransactionError::InstructionError(0, InstructionError::Custom(27))
-    ));
+    // This run scores nothing (`score_one_in` 0) and recomputes nothing (`spot_check_one_in`
+    // 0), so no score and no recompute condemns anyone in it.
+    for unchecked in [
+        Finding::LowScore { share: 0 },
+        Finding::Recomputed { picked: 0 },
+        Finding::Unserved,
+    ] {
+        s.chain.advance(1);
+        let sent = s
+            .chain
+            .send(
+                &[verdict(&first.pubkey(), position(verifiers[0]), unchecked)],
+                &[&first],
+            )
+            .await;
+        assert!(
+            matches!(
+                failed(sent),
+                TransactionError::InstructionError(0, InstructionError::Custom(27))
+            ),
+            "{unchecked:?}"
+        );
+    }
 
     for &slot in &verifiers {
         let verifier = s.client(&key(slot).to_bytes()).insecure_clone();
@@ -1407,10 +1417,10 @@ fn account_sizes_are_as_documented() {
     use demeter_coordinator_core::accounts::JoinGrant;
     assert_eq!(
         (RunInstance::LEN, RunAccount::LEN, JoinGrant::LEN),
-        (112, 64_480, 112)
+        (112, 64_616, 112)
     );
     let rent = solana_sdk::rent::Rent::default().minimum_balance(RunAccount::LEN);
-    assert_eq!(rent, 449_671_680, "lamports to keep a run account");
+    assert_eq!(rent, 450_618_240, "lamports to keep a run account");
 }
 
 #[test]

@@ -13,9 +13,10 @@ use demeter_coordinator_core::Coordinator;
 use sha2::{Digest, Sha256};
 
 const MAGIC: &[u8; 4] = b"DMCS";
-/// Version 3: the attested checkpoint; version 2: rounds record commit order, accusations and
-/// ejections (issue 15).
-const FORMAT_VERSION: u32 = 3;
+/// Version 4: rounds keep the seed drawn at their close, the config the share of results
+/// spot-checked; version 3: the attested checkpoint; version 2: rounds record commit order,
+/// accusations and ejections (issue 15).
+const FORMAT_VERSION: u32 = 4;
 const HEADER: usize = 8;
 
 #[derive(Debug, thiserror::Error)]

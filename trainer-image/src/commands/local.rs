@@ -42,6 +42,10 @@ pub struct LocalArgs {
     /// permissionless run does (the run's `score_one_in`; 0 scores nothing).
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=256))]
     pub score_one_in: u16,
+    /// The round's verifiers recompute each result with a chance of one in N, from the
+    /// momentum its sender commits to (the run's `spot_check_one_in`; 0 recomputes nothing).
+    #[arg(long, default_value_t = 0)]
+    pub spot_check_one_in: u16,
     #[command(flatten)]
     pub model: RunModelArgs,
 }
@@ -72,6 +76,8 @@ fn run_file(args: &LocalArgs) -> String {
             min_clients: clients.div_ceil(2),
             witness_nodes: clients.min(3),
             score_one_in: args.score_one_in,
+            spot_check_one_in: args.spot_check_one_in,
+            _padding: [0; 6],
         },
     }
     .to_toml("`demeter local`")

@@ -68,7 +68,7 @@ pub fn payload(command: &PayloadCommand) -> anyhow::Result<()> {
                 .map(|(_, t)| t.to_kind(tch::Kind::Float))
                 .collect();
             let update = compressor.compress_all(&dense);
-            let bytes = payload::encode(&update, compressor.layouts());
+            let bytes = payload::encode(&update, &payload::UNCOMMITTED, compressor.layouts());
             std::fs::write(output, &bytes)
                 .with_context(|| format!("writing {}", output.display()))?;
             println!(

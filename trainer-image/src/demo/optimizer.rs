@@ -80,6 +80,41 @@ impl DemoConfig {
     }
 }
 
+/// `Δ ← βΔ + lr·g`; select the top-k of Δ's blockwise DCT; remove what was selected from Δ.
+fn step_momentum(
+    config: &DemoConfig,
+    compressor: &Compressor,
+    deltas: &mut [Tensor],
+    gradients: &[Tensor],
+    lr: f64,
+) -> SparseUpdate {
+    assert_eq!(gradients.len(), deltas.len(), "one gradient per parameter");
+    let beta = config.momentum_decay;
+    let one_bit = config.values == ValueEncoding::Sign;
+    tch::no_grad(|| {
+        let tensors = deltas
+            .iter_mut()
+            .zip(gradients)
+            .enumerate()
+            .map(|(index, (delta, gradient))| {
+                let _ = delta.g_mul_scalar_(beta);
+                let _ = delta.g_add_(&(gradient.to_kind(tch::Kind::Float) * lr));
+                let (sent, raw) = compressor.select(index, delta);
+                // Error feedback removes what the peers now know. Signs carry no scale, so a
+                // one-bit client removes the full values it selected: those components are
+                // spent either way.
+                let known = if one_bit { &raw } else { &sent };
+                let _ = delta.g_sub_(&compressor.decode(index, known));
+                sent
+            })
+            .collect();
+        SparseUpdate {
+            values: config.values,
+            tensors,
+        }
+    })
+}
+
 /// One client's DeMo state: its momentum Δ per parameter and the shared codec.
 #[derive(Debug)]
 pub struct Demo {
@@ -134,36 +169,69 @@ impl Demo {
     /// The local half of a step: fold `gradients` into Δ, select what to share, and remove it
     /// from Δ.
     pub fn compress_step(&mut self, gradients: &[Tensor], lr: f64) -> SparseUpdate {
-        assert_eq!(
-            gradients.len(),
-            self.deltas.len(),
-            "one gradient per parameter"
-        );
-        let beta = self.config.momentum_decay;
-        let one_bit = self.config.values == ValueEncoding::Sign;
-        tch::no_grad(|| {
-            let tensors = self
-                .deltas
-                .iter_mut()
-                .zip(gradients)
-                .enumerate()
-                .map(|(index, (delta, gradient))| {
-                    let _ = delta.g_mul_scalar_(beta);
-                    let _ = delta.g_add_(&(gradient.to_kind(tch::Kind::Float) * lr));
-                    let (sent, raw) = self.compressor.select(index, delta);
-                    // Error feedback removes what the peers now know. Signs carry no scale, so a
-                    // one-bit client removes the full values it selected: those components are
-                    // spent either way.
-                    let known = if one_bit { &raw } else { &sent };
-                    let _ = delta.g_sub_(&self.compressor.decode(index, known));
-                    sent
-                })
-                .collect();
-            SparseUpdate {
-                values: self.config.values,
-                tensors,
-            }
-        })
+        step_momentum(
+            &self.config,
+            &self.compressor,
+            &mut self.deltas,
+            gradients,
+            lr,
+        )
+    }
+
+    /// A peer's local half of a step, from its momentum `momentum` (read by
+    /// [`Demo::momentum_from_bytes`], updated in place): what a verifier recomputes a
+    /// spot-checked result with. The same momentum and gradients give the same selection as
+    /// the peer's [`Demo::compress_step`], bit for bit on the same kind of device.
+    pub fn recompute_step(
+        &self,
+        momentum: &mut [Tensor],
+        gradients: &[Tensor],
+        lr: f64,
+    ) -> SparseUpdate {
+        step_momentum(&self.config, &self.compressor, momentum, gradients, lr)
+    }
+
+    /// The momentum Δ as bytes: every buffer's f32 values, little-endian, in parameter order.
+    /// What a client serves for a spot check of a result computed from it.
+    pub fn momentum_bytes(&self) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(self.momentum_len());
+        for delta in &self.deltas {
+            let host = delta.to_device(tch::Device::Cpu).contiguous();
+            let start = bytes.len();
+            bytes.resize(start + host.numel() * 4, 0);
+            host.copy_data_u8(&mut bytes[start..], host.numel());
+        }
+        bytes
+    }
+
+    /// The length of [`Demo::momentum_bytes`]: four bytes per parameter.
+    pub fn momentum_len(&self) -> usize {
+        self.deltas.iter().map(|delta| delta.numel() * 4).sum()
+    }
+
+    /// A momentum read from bytes [`Demo::momentum_bytes`] wrote (a peer's, served for a spot
+    /// check), shaped and placed like this client's own; `None` unless the length is exactly
+    /// this model's.
+    pub fn momentum_from_bytes(&self, bytes: &[u8]) -> Option<Vec<Tensor>> {
+        if bytes.len() != self.momentum_len() {
+            return None;
+        }
+        let mut offset = 0;
+        let momentum = self
+            .deltas
+            .iter()
+            .map(|delta| {
+                let len = delta.numel() * 4;
+                let values = Tensor::from_data_size(
+                    &bytes[offset..offset + len],
+                    &delta.size(),
+                    tch::Kind::Float,
+                );
+                offset += len;
+                values.to_device(delta.device())
+            })
+            .collect();
+        Some(momentum)
     }
 
     /// The shared half of a step: aggregate every client's update (the same updates in the same

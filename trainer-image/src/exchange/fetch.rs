@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
+use sha2::{Digest, Sha256};
 
 use super::serve::ExchangeMetrics;
 use crate::payload::verified_hash;
@@ -121,7 +122,7 @@ impl PeerClient {
                 tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
             }
             for peer in peers {
-                match self.fetch_from(*peer, &hex_hash, max_len).await {
+                match self.fetch_from(*peer, "payloads", &hex_hash, max_len).await {
                     Ok(bytes) if verified_hash(&bytes).as_ref() == Some(hash) => {
                         self.metrics.bytes_down.inc_by(bytes.len() as u64);
                         return Ok(bytes);
@@ -150,16 +151,53 @@ impl PeerClient {
             .inc();
     }
 
-    /// One download, stopping as soon as the body grows past `max_len`.
+    /// Downloads the momentum whose SHA-256 is `hash` from `peer` (the client that committed
+    /// to it: nobody else holds it), which must be exactly `len` bytes, trying a few times.
+    pub async fn fetch_momentum(
+        &self,
+        hash: &[u8; 32],
+        peer: SocketAddr,
+        len: usize,
+    ) -> Result<Bytes, FetchError> {
+        let hex_hash = hex::encode(hash);
+        let mut last = String::new();
+        for attempt in 0..self.attempts {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+            }
+            match self.fetch_from(peer, "momenta", &hex_hash, len).await {
+                Ok(bytes) if bytes.len() == len && Sha256::digest(&bytes).as_slice() == hash => {
+                    self.metrics.bytes_down.inc_by(bytes.len() as u64);
+                    return Ok(bytes);
+                }
+                Ok(_) => {
+                    self.failed(DownloadFailure::HashMismatch);
+                    last = format!("{peer} served a momentum that does not match the commitment");
+                }
+                Err((reason, message)) => {
+                    self.failed(reason);
+                    last = format!("{peer}: {message}");
+                }
+            }
+        }
+        Err(FetchError::Exhausted {
+            hash: hex_hash,
+            last,
+        })
+    }
+
+    /// One download from `/v1/{route}/{hex_hash}`, stopping as soon as the body grows past
+    /// `max_len`.
     async fn fetch_from(
         &self,
         peer: SocketAddr,
+        route: &str,
         hex_hash: &str,
         max_len: usize,
     ) -> Result<Bytes, (DownloadFailure, String)> {
         let response = self
             .http
-            .get(format!("http://{peer}/v1/payloads/{hex_hash}"))
+            .get(format!("http://{peer}/v1/{route}/{hex_hash}"))
             .send()
             .await
             .map_err(|error| (DownloadFailure::Unreachable, error.to_string()))?;
@@ -172,7 +210,7 @@ impl PeerClient {
         {
             return Err((
                 DownloadFailure::TooLarge,
-                "announced more bytes than a payload has".into(),
+                "announced more bytes than it may".into(),
             ));
         }
         let mut body = Vec::new();
@@ -182,7 +220,7 @@ impl PeerClient {
             if body.len() + chunk.len() > max_len {
                 return Err((
                     DownloadFailure::TooLarge,
-                    "sent more bytes than a payload has".into(),
+                    "sent more bytes than it may".into(),
                 ));
             }
             body.extend_from_slice(&chunk);

@@ -117,6 +117,7 @@ pub async fn serve(listener: TcpListener, app: Router, header_timeout: Duration)
 pub fn router(exchange: Arc<Exchange>) -> Router {
     Router::new()
         .route("/v1/payloads/{hash}", get(payload))
+        .route("/v1/momenta/{hash}", get(momentum))
         .route("/v1/model", get(model))
         .route("/metrics", get(metrics))
         .with_state(exchange)
@@ -191,6 +192,27 @@ async fn payload(
                 .into_response(),
         },
     }
+}
+
+/// This client's momentum of a recent step, by its SHA-256 (the commitment its result
+/// carries), for a verifier that spot-checks the result.
+async fn momentum(State(exchange): State<Arc<Exchange>>, Path(hash): Path<String>) -> Response {
+    let Some(hash) = parse_hash(&hash) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "a momentum is named by 64 hex digits",
+        )
+            .into_response();
+    };
+    let Some(momentum) = exchange.store.momentum(&hash) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    exchange.metrics.bytes_up.inc_by(momentum.len() as u64);
+    (
+        [(header::CONTENT_TYPE, "application/octet-stream")],
+        momentum,
+    )
+        .into_response()
 }
 
 async fn model(State(exchange): State<Arc<Exchange>>) -> Response {

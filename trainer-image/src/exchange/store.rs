@@ -1,4 +1,5 @@
-//! What a client holds for the exchange: payloads by content hash, for the steps near the run's
+//! What a client holds for the exchange: payloads by content hash, and the momentum its own
+//! results were computed from by its SHA-256 (for spot checks), for the steps near the run's
 //! current one only.
 //!
 //! Nothing a peer sends is kept unasked: the trainer inserts a payload only after it fetched it
@@ -20,6 +21,9 @@ pub const STEPS_AHEAD: u64 = 1;
 struct Inner {
     /// Payloads by step, then by content hash.
     steps: BTreeMap<u64, HashMap<[u8; 32], Bytes>>,
+    /// This client's momentum by step, then by SHA-256: what its results of the step were
+    /// computed from, which a verifier recomputes them from.
+    momenta: BTreeMap<u64, HashMap<[u8; 32], Bytes>>,
     /// Steps `oldest..=newest` are kept: the rounds the coordinator still holds (a lagging
     /// replica applies them) up to [`STEPS_AHEAD`] past the current one. Nothing is kept
     /// before the first [`ResultStore::follow`].
@@ -52,6 +56,7 @@ impl ResultStore {
         let oldest = run_step.saturating_sub(ROUNDS_KEPT as u64);
         inner.window = Some((oldest, run_step.saturating_add(STEPS_AHEAD)));
         inner.steps.retain(|&step, _| step >= oldest);
+        inner.momenta.retain(|&step, _| step >= oldest);
     }
 
     /// Keeps a payload of `step` whose bytes the caller has checked against `hash`, a
@@ -64,6 +69,31 @@ impl ResultStore {
         {
             inner.steps.entry(step).or_default().insert(hash, payload);
         }
+    }
+
+    /// Keeps this client's own momentum of `step` (whose SHA-256 is `hash`, the commitment its
+    /// result of the step carries), to serve while the round's verifiers may ask for it; a step
+    /// outside the window is not kept.
+    pub fn insert_momentum(&self, step: u64, hash: [u8; 32], momentum: Bytes) {
+        let mut inner = self.write();
+        if inner
+            .window
+            .is_some_and(|(oldest, newest)| (oldest..=newest).contains(&step))
+        {
+            inner
+                .momenta
+                .entry(step)
+                .or_default()
+                .insert(hash, momentum);
+        }
+    }
+
+    /// A momentum held for any kept step.
+    pub fn momentum(&self, hash: &[u8; 32]) -> Option<Bytes> {
+        self.read()
+            .momenta
+            .values()
+            .find_map(|step| step.get(hash).cloned())
     }
 
     /// A payload held for any kept step.
@@ -106,5 +136,18 @@ mod tests {
         store.follow(11 + ROUNDS_KEPT as u64);
         assert!(store.payload(&[1; 32]).is_none(), "10 fell out");
         assert!(store.payload(&[2; 32]).is_some());
+    }
+
+    #[test]
+    fn momenta_are_kept_apart_from_payloads_for_the_same_window() {
+        let store = ResultStore::default();
+        store.follow(10);
+        store.insert_momentum(10, [4; 32], bytes("momentum"));
+        store.insert_momentum(20, [5; 32], bytes("far"));
+        assert_eq!(store.momentum(&[4; 32]), Some(bytes("momentum")));
+        assert!(store.payload(&[4; 32]).is_none(), "not served as a payload");
+        assert!(store.momentum(&[5; 32]).is_none(), "outside the window");
+        store.follow(11 + ROUNDS_KEPT as u64);
+        assert!(store.momentum(&[4; 32]).is_none(), "10 fell out");
     }
 }

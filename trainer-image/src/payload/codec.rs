@@ -12,10 +12,13 @@ use crate::demo::{
 
 const MAGIC: [u8; 4] = *b"DMPL";
 /// The payload format version this build writes and reads.
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
 /// Length of the trailing SHA-256.
 pub const HASH_LEN: usize = 32;
-const HEADER_LEN: usize = 12;
+/// Magic, version, encoding, reserved, tensor count, then the momentum commitment.
+const HEADER_LEN: usize = 12 + HASH_LEN;
+/// Where the momentum commitment sits in the header.
+const MOMENTUM_AT: usize = 12;
 /// Name length, rank, block rows, block cols, block count, k: the least a tensor record takes.
 const MIN_TENSOR_RECORD: usize = 2 + 1 + 4 * 4;
 /// Ranks above this are rejected before the shape is read.
@@ -27,6 +30,23 @@ pub const MAX_DECLARED_ELEMENTS: u64 = 1 << 31;
 
 /// A payload's SHA-256: what its participant commits to the coordinator and peers fetch it by.
 pub type ContentHash = [u8; HASH_LEN];
+
+/// The SHA-256 of the DeMo momentum its sender computed the result from
+/// ([`crate::demo::Demo::momentum_hash`]), all zero when the run spot-checks nothing: what a
+/// spot check fetches that momentum by and recomputes the result from.
+pub type MomentumCommitment = [u8; HASH_LEN];
+
+/// The commitment of a payload whose sender commits to no momentum.
+pub const UNCOMMITTED: MomentumCommitment = [0; HASH_LEN];
+
+/// The momentum commitment a payload carries, or `None` if it is too short to have one (read
+/// without checks: decode or verify the payload first).
+pub fn momentum_commitment(payload: &[u8]) -> Option<MomentumCommitment> {
+    payload
+        .get(MOMENTUM_AT..MOMENTUM_AT + HASH_LEN)?
+        .try_into()
+        .ok()
+}
 
 /// Bytes per index for blocks of `block_len` values.
 pub fn index_width(block_len: usize) -> usize {
@@ -95,12 +115,17 @@ pub fn verified_hash(payload: &[u8]) -> Option<ContentHash> {
     (Sha256::digest(body).as_slice() == hash).then(|| hash.try_into().ok())?
 }
 
-/// Serializes `update`, whose tensors follow `layouts`.
+/// Serializes `update`, whose tensors follow `layouts`, computed from the momentum that
+/// `momentum` commits to.
 ///
 /// # Panics
 /// If the update does not follow the layouts: updates come from a [`crate::demo::Compressor`]
 /// built with the same layouts, so this is a programming error.
-pub fn encode(update: &SparseUpdate, layouts: &[TensorLayout]) -> Vec<u8> {
+pub fn encode(
+    update: &SparseUpdate,
+    momentum: &MomentumCommitment,
+    layouts: &[TensorLayout],
+) -> Vec<u8> {
     assert_eq!(
         update.tensors.len(),
         layouts.len(),
@@ -112,6 +137,7 @@ pub fn encode(update: &SparseUpdate, layouts: &[TensorLayout]) -> Vec<u8> {
     out.push(encoding_code(update.values));
     out.push(0);
     out.extend_from_slice(&(layouts.len() as u32).to_le_bytes());
+    out.extend_from_slice(momentum);
     for (layout, selection) in layouts.iter().zip(&update.tensors) {
         let blocks = &layout.blocks;
         assert_eq!(selection.k(), layout.k, "{}: k", layout.name);

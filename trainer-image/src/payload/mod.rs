@@ -3,10 +3,12 @@
 //! ```text
 //! offset  size            field
 //! 0       4               magic "DMPL"
-//! 4       2               format version, u16 (this is version 1)
+//! 4       2               format version, u16 (this is version 2)
 //! 6       1               value encoding: 0 = f32, 1 = bf16, 2 = sign (1 bit)
 //! 7       1               reserved, 0
 //! 8       4               tensor count, u32
+//! 12      32              momentum commitment: SHA-256 of the sender's DeMo momentum before
+//!                           the step (all zero when the run spot-checks nothing)
 //!         per tensor, in model order:
 //!         2 + len           name: u16 length, UTF-8 bytes
 //!         1 + 4·rank        shape: u8 rank, u32 dimensions
@@ -24,7 +26,8 @@ mod codec;
 mod error;
 
 pub use codec::{
-    ContentHash, HASH_LEN, MAX_DECLARED_ELEMENTS, VERSION, content_hash, decode, decode_all,
-    describe, encode, encoded_len, index_width, record_len, verified_hash,
+    ContentHash, HASH_LEN, MAX_DECLARED_ELEMENTS, MomentumCommitment, UNCOMMITTED, VERSION,
+    content_hash, decode, decode_all, describe, encode, encoded_len, index_width,
+    momentum_commitment, record_len, verified_hash,
 };
 pub use error::PayloadError;

@@ -1,7 +1,7 @@
 //! Applying closed rounds: every replica applies exactly the results that count (a witness
 //! quorum saw them, and their participant was not ejected before the close), in slot order,
-//! fetching any it is missing, so replicas stay bitwise identical. It screens and scores them on
-//! the way (`verify`).
+//! fetching any it is missing, so replicas stay bitwise identical. It screens, scores and
+//! spot-checks them on the way (`verify`).
 
 use super::*;
 use crate::demo::SparseUpdate;
@@ -18,6 +18,7 @@ impl<B: CoordinatorBackend> Trainer<B> {
             let fetching = Instant::now();
             let counted = self.counted_results(state, &round).await?;
             self.metrics.time("fetch", fetching.elapsed());
+            let checks = self.fetch_spot_checked(state, &round, &counted).await;
             let decoding = Instant::now();
             let compressor = self.demo.compressor();
             let device = self.replica.device();
@@ -31,6 +32,7 @@ impl<B: CoordinatorBackend> Trainer<B> {
             let decode = decoding.elapsed();
             let mut findings = self.screen_round(&round, &results);
             findings.extend(self.score_round(state, &round, &results));
+            findings.extend(self.spot_check_round(state, &round, &counted, &results, checks));
             let lr = self.schedule(state).lr(step);
             let times = tokio::task::block_in_place(|| {
                 let updates: Vec<&SparseUpdate> =

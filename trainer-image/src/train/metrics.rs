@@ -7,13 +7,14 @@ use std::time::Duration;
 use prometheus::{CounterVec, Gauge, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 /// The phases of a step, as `demeter_phase_seconds_total{phase}` labels them.
-pub const PHASES: [&str; 8] = [
+pub const PHASES: [&str; 9] = [
     "train",
     "compress",
     "publish",
     "fetch",
     "verify",
     "score",
+    "spot-check",
     "aggregate",
     "apply",
 ];
@@ -50,6 +51,8 @@ pub struct TrainerMetrics {
     pub results_flagged: IntCounterVec,
     /// Counted results scored against data (the run's seeded share).
     pub results_scored: IntCounter,
+    /// Counted results this client recomputed as a verifier (the run's spot-checked share).
+    pub results_spot_checked: IntCounter,
     /// Verdicts this client sent as a verifier that the coordinator took.
     pub verdicts_sent: IntCounter,
 }
@@ -160,7 +163,9 @@ impl TrainerMetrics {
                         "Seconds spent per phase: train (forward and backward), compress \
                          (DeMo and payload encoding), publish (the commitment to the coordinator), \
                          fetch (committed payloads, verified), verify (the screens of counted results), \
-                         score (the run's share of them scored against data), aggregate (decode and mean), apply (inverse DCT and sign)",
+                         score (the run's share of them scored against data), spot-check \
+                         (recomputing the chosen results, as a verifier), aggregate (decode and \
+                         mean), apply (inverse DCT and sign)",
                     ),
                     &["phase"],
                 )?,
@@ -170,8 +175,9 @@ impl TrainerMetrics {
                 IntCounterVec::new(
                     Opts::new(
                         "demeter_results_flagged_total",
-                        "Counted results the screens or the scores flagged, by finding (zero, \
-                         copy, stale, outsized, contrary, low-score)",
+                        "Counted results the screens, the scores or a recompute flagged, by \
+                         finding (zero, copy, stale, outsized, contrary, low-score, recomputed, \
+                         unserved)",
                     ),
                     &["finding"],
                 )?,
@@ -182,6 +188,15 @@ impl TrainerMetrics {
                     "demeter_results_scored_total",
                     "Counted results this client scored against data (the run's score_one_in \
                      share)",
+                )?,
+            )?,
+            results_spot_checked: add(
+                registry,
+                IntCounter::new(
+                    "demeter_results_spot_checked_total",
+                    "Counted results this client recomputed as a round's verifier (the run's \
+                     spot_check_one_in share), the momentum they commit to fetched from their \
+                     sender",
                 )?,
             )?,
             verdicts_sent: add(

@@ -38,12 +38,13 @@ use bytes::Bytes;
 use demeter_coordinator_core::{
     Coordinator, Finding, Input, MemberStatus, Round, RunState, WitnessReport, state::MAX_CLIENTS,
 };
-use tch::Device;
+use sha2::{Digest, Sha256};
+use tch::{Device, Tensor};
 
 use self::backend::{BackendError, CoordinatorBackend};
 pub use self::metrics::TrainerMetrics;
 use crate::attack::Drill;
-use crate::data::{BatchPlan, Dataset};
+use crate::data::{BatchPlan, Dataset, TokenRange};
 use crate::demo::{Demo, DemoConfig};
 use crate::exchange::serve::{Exchange, ExchangeMetrics, HEADER_READ_TIMEOUT, Snapshot, serve};
 use crate::exchange::{PeerClient, PeerDns, ResultStore, router};
@@ -429,26 +430,19 @@ impl<B: CoordinatorBackend> Trainer<B> {
             .map(|sample| self.plan.sample_range(sample + shift))
             .collect();
         let lr = self.schedule(state).lr(round.step);
+        // A run that spot-checks gets the momentum each result is computed from, to recompute
+        // it; one that does not pays nothing for it.
+        let committing = state.config.spot_check_one_in > 0;
         let started = Instant::now();
-        let (loss, update, train_time) = tokio::task::block_in_place(|| -> anyhow::Result<_> {
-            let gradients = if ranges.is_empty() {
-                // More participants than samples: nothing to learn from, but a result is due.
-                self.replica
-                    .tensors()
-                    .iter()
-                    .map(|t| t.zeros_like())
-                    .collect::<Vec<_>>()
-            } else {
-                let (inputs, targets) = self.dataset.training_batch(&ranges);
-                let (loss, grads) =
-                    self.replica
-                        .gradients(&inputs, &targets, self.settings.grad_clip);
+        let (loss, update, momentum, train_time) = tokio::task::block_in_place(|| {
+            let (loss, gradients) = self.gradients_of(&ranges);
+            if let Some(loss) = loss {
                 self.first_loss.get_or_insert(loss);
                 self.last_loss = Some(loss);
                 self.metrics.loss.set(loss);
-                grads
-            };
+            }
             let train_time = started.elapsed();
+            let momentum = committing.then(|| Bytes::from(self.demo.momentum_bytes()));
             let update = self.demo.compress_step(&gradients, lr);
             let update = match self.settings.drill {
                 Some(drill) if round.step >= drill.from_step => {
@@ -465,9 +459,20 @@ impl<B: CoordinatorBackend> Trainer<B> {
                 }
                 None => update,
             };
-            Ok((self.last_loss, update, train_time))
-        })?;
-        let bytes: Bytes = payload::encode(&update, self.demo.compressor().layouts()).into();
+            (loss, update, momentum, train_time)
+        });
+        let commitment = match momentum {
+            Some(momentum) => {
+                let commitment = Sha256::digest(&momentum).into();
+                self.exchange
+                    .store
+                    .insert_momentum(round.step, commitment, momentum);
+                commitment
+            }
+            None => payload::UNCOMMITTED,
+        };
+        let bytes: Bytes =
+            payload::encode(&update, &commitment, self.demo.compressor().layouts()).into();
         self.metrics.time("train", train_time);
         self.metrics
             .time("compress", started.elapsed() - train_time);
@@ -494,6 +499,27 @@ impl<B: CoordinatorBackend> Trainer<B> {
         self.work.received.insert(slot, (hash, bytes));
         self.work.published = true;
         Ok(())
+    }
+
+    /// The gradients of the samples in `ranges` on the replica as it stands, and their loss:
+    /// what this client trains a round with, and what a verifier recomputes a peer's result
+    /// with. Zeros and no loss for no samples (more participants than samples: nothing to
+    /// learn from, but a result is due).
+    fn gradients_of(&self, ranges: &[TokenRange]) -> (Option<f64>, Vec<Tensor>) {
+        if ranges.is_empty() {
+            let zeros = self
+                .replica
+                .tensors()
+                .iter()
+                .map(|t| t.zeros_like())
+                .collect();
+            return (None, zeros);
+        }
+        let (inputs, targets) = self.dataset.training_batch(ranges);
+        let (loss, gradients) = self
+            .replica
+            .gradients(&inputs, &targets, self.settings.grad_clip);
+        (Some(loss), gradients)
     }
 
     /// Commits this client's served result of `round` to the coordinator, once: its content

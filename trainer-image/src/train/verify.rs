@@ -1,11 +1,14 @@
 //! Verifying: every replica screens each round's counted results as it applies them, scores
-//! the run's seeded share of them against data, and the round's verifiers (its witnesses) send
-//! a verdict against each result the screens or the scores flag. The screens need only the
-//! decoded selections; a score costs four forward passes of two samples, which is why a run
-//! scores one in `score_one_in` (docs/verification.md says what each catches and what not).
+//! the run's seeded share of them against data, the round's verifiers (its witnesses)
+//! recompute the results its close chose for a spot check, and they send a verdict against
+//! each result the screens, the scores or a recompute flag. The screens need only the decoded
+//! selections; a score costs four forward passes of two samples, a spot check its sender's
+//! whole step and momentum, which is why a run scores one in `score_one_in` and recomputes
+//! one in `spot_check_one_in` (docs/verification.md says what each catches and what not).
 
 use super::*;
 use crate::demo::SparseUpdate;
+use crate::payload::UNCOMMITTED;
 use crate::scoring::{Probe, ScoreWindows, score};
 use crate::screening::{Picks, Screened, Streaks, screen};
 
@@ -13,6 +16,15 @@ use crate::screening::{Picks, Screened, Streaks, screen};
 pub(super) struct ScoreMemory {
     one_in: u16,
     windows: ScoreWindows,
+}
+
+/// A counted result this client recomputes as a verifier, and what its sender served for it.
+pub(super) struct SpotCheck {
+    slot: usize,
+    /// The momentum commitment its payload carries.
+    commitment: [u8; 32],
+    /// The momentum its sender served for the commitment, checked against it.
+    momentum: Option<Bytes>,
 }
 
 /// What the screen of the last applied round keeps for the next: each result's picks, by
@@ -122,6 +134,128 @@ impl<B: CoordinatorBackend> Trainer<B> {
         findings
     }
 
+    /// The counted results of `round` (`counted`: payloads by member slot) that this client
+    /// recomputes: as one of the round's verifiers, each result of a peer assigned samples that
+    /// the round's close chose for a spot check, with the momentum its payload commits to as
+    /// its sender served it (`None` when it did not, or committed to none).
+    pub(super) async fn fetch_spot_checked(
+        &mut self,
+        state: &Coordinator,
+        round: &Round,
+        counted: &[(usize, Bytes)],
+    ) -> Vec<SpotCheck> {
+        let one_in = state.config.spot_check_one_in;
+        let verifier = state.member_index(&self.me()).filter(|&slot| {
+            round.witness_position(slot).is_some()
+                && state.members[slot].status() == MemberStatus::Active
+        });
+        let Some(my_slot) = verifier.filter(|_| one_in > 0) else {
+            return Vec::new();
+        };
+        let started = Instant::now();
+        let mut checks = Vec::new();
+        for (slot, bytes) in counted {
+            let assigned = round
+                .assignment(*slot)
+                .is_some_and(|samples| !samples.is_empty());
+            if *slot == my_slot || !assigned || !round.spot_checked(*slot, one_in) {
+                continue;
+            }
+            let commitment = payload::momentum_commitment(bytes).unwrap_or(UNCOMMITTED);
+            let sender = state.members[*slot].endpoint.socket_addr();
+            let momentum = match sender.filter(|_| commitment != UNCOMMITTED) {
+                Some(peer) => {
+                    let len = self.demo.momentum_len();
+                    match self.peers.fetch_momentum(&commitment, peer, len).await {
+                        Ok(momentum) => Some(momentum),
+                        Err(error) => {
+                            tracing::warn!(step = round.step, %error, "a spot-checked sender did not serve its momentum");
+                            None
+                        }
+                    }
+                }
+                None => None,
+            };
+            checks.push(SpotCheck {
+                slot: *slot,
+                commitment,
+                momentum,
+            });
+        }
+        self.metrics.time("spot-check", started.elapsed());
+        checks
+    }
+
+    /// Recomputes each of `round`'s `checks` on the replica before it applies the round (the
+    /// model the results were trained from): the gradients of the samples the round assigned
+    /// the sender, its DeMo step from the momentum it served, the payload with the same
+    /// commitment. A result whose recompute encodes to other bytes than `counted` holds is
+    /// `Recomputed` (`results`: the same payloads decoded); one whose momentum was not served
+    /// is `Unserved`. Returns the findings by member slot.
+    pub(super) fn spot_check_round(
+        &mut self,
+        state: &Coordinator,
+        round: &Round,
+        counted: &[(usize, Bytes)],
+        results: &[(usize, SparseUpdate)],
+        checks: Vec<SpotCheck>,
+    ) -> Vec<(usize, Finding)> {
+        if checks.is_empty() {
+            return Vec::new();
+        }
+        let started = Instant::now();
+        let lr = self.schedule(state).lr(round.step);
+        let findings: Vec<(usize, Finding)> = tokio::task::block_in_place(|| {
+            checks
+                .into_iter()
+                .filter_map(|check| {
+                    let index = counted.iter().position(|(slot, _)| *slot == check.slot)?;
+                    let finding =
+                        self.recompute(round, &counted[index].1, &results[index].1, &check, lr);
+                    Some((check.slot, finding?))
+                })
+                .collect()
+        });
+        self.metrics.time("spot-check", started.elapsed());
+        self.metrics.count_flagged(&findings);
+        findings
+    }
+
+    /// One spot check: `None` when the result recomputes to the bytes `sent` (decoded:
+    /// `update`) were.
+    fn recompute(
+        &self,
+        round: &Round,
+        sent: &Bytes,
+        update: &SparseUpdate,
+        check: &SpotCheck,
+        lr: f64,
+    ) -> Option<Finding> {
+        self.metrics.results_spot_checked.inc();
+        let Some(mut momentum) = check
+            .momentum
+            .as_ref()
+            .and_then(|bytes| self.demo.momentum_from_bytes(bytes))
+        else {
+            return Some(Finding::Unserved);
+        };
+        let ranges: Vec<TokenRange> = round
+            .assignment(check.slot)?
+            .map(|sample| self.plan.sample_range(sample))
+            .collect();
+        let (_, gradients) = self.gradients_of(&ranges);
+        let again = self.demo.recompute_step(&mut momentum, &gradients, lr);
+        let layouts = self.demo.compressor().layouts();
+        let recomputed = payload::encode(&again, &check.commitment, layouts);
+        if payload::content_hash(&recomputed) == payload::content_hash(sent) {
+            return None;
+        }
+        let picked = Picks::of(update).overlap(&Picks::of(&again));
+        Some(Finding::Recomputed {
+            picked: (picked * 1000.0).round() as u16,
+        })
+    }
+
     /// As one of `round`'s verifiers still in the epoch, sends a verdict against each result
     /// in `findings` but this client's own: one per target, so the first finding of a result
     /// that is flagged twice.
@@ -151,7 +285,7 @@ impl<B: CoordinatorBackend> Trainer<B> {
                 step = round.step,
                 target = %crate::identity::to_base58(&target),
                 finding = finding.name(),
-                "a result failed the screens or its scores fell short: sending a verdict"
+                "a result failed the screens, its scores fell short or its recompute differed: sending a verdict"
             );
             let verdict = Input::Verdict {
                 step: round.step,
