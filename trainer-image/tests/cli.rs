@@ -108,15 +108,20 @@ fn payload_compress_inspect_and_expand() {
         inspect.contains("| w      | [256, 128] | 64x64 | 8      | 32 |"),
         "{inspect}"
     );
-    // 8·32 + 2·32 = 320 coefficients of 2+4 and 1+4 bytes, 44 bytes of header and hash, and two
+    // 8·32 + 2·32 = 320 coefficients of 2+4 and 1+4 bytes, 76 bytes of header (the momentum
+    // commitment among them) and hash, and two
     // records of 2 + 1 + 16 bytes plus name and dims.
-    let expected = 44 + (2 + 1 + 1 + 8 + 16 + 256 * 6) + (2 + 1 + 1 + 4 + 16 + 64 * 5);
+    let expected = 76 + (2 + 1 + 1 + 8 + 16 + 256 * 6) + (2 + 1 + 1 + 4 + 16 + 64 * 5);
     assert!(
         inspect.contains(&format!("{expected} bytes, sha256")),
         "{inspect}"
     );
     assert!(
-        inspect.contains("32896 elements: 67.4x smaller than f32"),
+        inspect.contains("momentum commitment: none"),
+        "a compressed file commits to no momentum: {inspect}"
+    );
+    assert!(
+        inspect.contains("32896 elements: 66.3x smaller than f32"),
         "{inspect}"
     );
 

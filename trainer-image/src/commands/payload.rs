@@ -147,8 +147,12 @@ pub fn payload(command: &PayloadCommand) -> anyhow::Result<()> {
                 .iter()
                 .map(|b| format!("{b:02x}"))
                 .collect();
+            let momentum = match payload::momentum_commitment(&bytes).expect("decoded") {
+                payload::UNCOMMITTED => "none (the run spot-checks nothing)".to_owned(),
+                commitment => format!("sha256 {}", hex::encode(commitment)),
+            };
             println!(
-                "\nformat v{}, values {values:?}, {} bytes, sha256 {hash}\n{} elements: {:.1}x smaller than f32 ({} bytes), {:.1}x smaller than bf16 ({} bytes)",
+                "\nformat v{}, values {values:?}, {} bytes, sha256 {hash}\nmomentum commitment: {momentum}\n{} elements: {:.1}x smaller than f32 ({} bytes), {:.1}x smaller than bf16 ({} bytes)",
                 payload::VERSION,
                 bytes.len(),
                 elements,
