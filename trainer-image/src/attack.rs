@@ -7,7 +7,7 @@ use tch::{Kind, Tensor};
 
 use demeter_coordinator_core::shuffle::mix;
 
-use crate::demo::{SparseBlocks, SparseUpdate};
+use crate::demo::{Demo, SparseBlocks, SparseUpdate};
 
 /// A client that cheats on purpose, to see a run catch it: `demeter train --attack NAME
 /// --attack-from-step N` (drills and tests; it gets the client ejected and slashed).
@@ -23,6 +23,9 @@ pub const SCALE: f64 = 1000.0;
 
 /// The most a `noisy-copy` attacker moves each copied value, as a share of it.
 pub const COPY_NOISE: f64 = 0.01;
+
+/// How much a `forged-momentum` attacker multiplies its momentum by before each step.
+pub const MOMENTUM_PUSH: f64 = 2.0;
 
 /// One way a client cheats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -45,12 +48,30 @@ pub enum Attack {
     SignFlip,
     /// An honest-looking update trained on batches other than the ones assigned.
     WrongData,
+    /// An honest step on the assigned batch from a momentum it makes up each round (its own,
+    /// pushed twice as far along where it was going): every result recomputes from the
+    /// momentum it commits to, but that momentum is not what its last step left, so the
+    /// sender steers its updates past what it was assigned.
+    ForgedMomentum,
 }
 
 impl Attack {
     /// Whether the attacker trains on data other than its assignment.
     pub fn trains_on_wrong_data(self) -> bool {
         self == Self::WrongData
+    }
+
+    /// Before its step: a `forged-momentum` attacker replaces its momentum with one it makes
+    /// up ([`MOMENTUM_PUSH`] times its own); every other attack leaves it be.
+    pub fn forge_momentum(self, demo: &mut Demo) {
+        if self == Self::ForgedMomentum {
+            let pushed: Vec<Tensor> = demo
+                .deltas()
+                .iter()
+                .map(|delta| delta * MOMENTUM_PUSH)
+                .collect();
+            demo.load_deltas(&pushed);
+        }
     }
 
     /// What the attacker sends, from the update it computed honestly (on the data it chose)
@@ -63,7 +84,7 @@ impl Attack {
         worker: usize,
     ) -> SparseUpdate {
         match self {
-            Self::Copy | Self::NoisyCopy | Self::WrongData => honest,
+            Self::Copy | Self::NoisyCopy | Self::WrongData | Self::ForgedMomentum => honest,
             Self::Stale => previous.map_or(honest, duplicate),
             Self::Zero => map_values(&honest, &|_, values| values.zeros_like()),
             Self::Scale => map_values(&honest, &|_, values| values * SCALE),
@@ -189,6 +210,11 @@ mod tests {
             forged(Attack::WrongData, None),
             own,
             "its data is what differs"
+        );
+        assert_eq!(
+            forged(Attack::ForgedMomentum, None),
+            own,
+            "its momentum is what differs"
         );
         let mut before = honest();
         before.tensors[0].values = before.tensors[0].values.ones_like();

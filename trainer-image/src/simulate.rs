@@ -314,6 +314,9 @@ impl Simulation {
                 let output = match &mut worker.optimizer {
                     WorkerOptimizer::Demo(demo) => {
                         let start = Instant::now();
+                        if let Some(attack) = attack {
+                            attack.forge_momentum(demo);
+                        }
                         let mut update = demo.compress_step(&grads, lr);
                         if let Some(attack) = attack {
                             update = attack.forge(update, worker.previous.as_ref(), step, index);

@@ -85,6 +85,20 @@ fn a_client_training_other_samples_is_ejected_by_a_recompute_and_slashed() {
     caught_and_ejected("wrong-data", config, "recomputed", CHEATS_FROM + 3, 1);
 }
 
+#[test]
+fn a_client_forging_its_momentum_is_ejected_by_the_broken_chain_and_slashed() {
+    // Each of its results recomputes from the momentum it commits to, but from step 6 that is
+    // twice what its last step left: the verifiers who recomputed its result of the round
+    // before see its next commitment differ, and judge that round (a verdict about the last
+    // round of an epoch is too late once the next epoch starts, so the bound allows one more
+    // round).
+    let config = Config {
+        spot_check_one_in: 1,
+        ..cluster::config(16, 6, 3)
+    };
+    caught_and_ejected("forged-momentum", config, "unchained", CHEATS_FROM + 4, 1);
+}
+
 /// One run at a time: each starts four training processes, and two at once on a small machine
 /// miss the rounds' deadlines.
 static ONE_RUN: Mutex<()> = Mutex::new(());

@@ -72,6 +72,11 @@ pub enum Finding {
     /// The result was spot-checked this round, and its sender did not serve the momentum its
     /// payload commits to while the verifier asked: a result nobody can recompute.
     Unserved,
+    /// The result was spot-checked this round and recomputed, but its sender's counted result
+    /// of the next round commits to another momentum than the one the recompute left: a sender
+    /// that forges the momentum it starts each step from. Rechecked by the same recompute and
+    /// the next round's payload.
+    Unchained,
 }
 
 impl Finding {
@@ -83,6 +88,7 @@ impl Finding {
     const LOW_SCORE: u8 = 6;
     const RECOMPUTED: u8 = 7;
     const UNSERVED: u8 = 8;
+    const UNCHAINED: u8 = 9;
     /// Bytes of an encoded finding: a kind, then two u16 fields (zero where unused).
     pub const LEN: usize = 5;
 
@@ -96,6 +102,7 @@ impl Finding {
             Self::LowScore { .. } => "low-score",
             Self::Recomputed { .. } => "recomputed",
             Self::Unserved => "unserved",
+            Self::Unchained => "unchained",
         }
     }
 
@@ -109,6 +116,7 @@ impl Finding {
             Self::LowScore { share } => (Self::LOW_SCORE, 0, share),
             Self::Recomputed { picked } => (Self::RECOMPUTED, 0, picked),
             Self::Unserved => (Self::UNSERVED, 0, 0),
+            Self::Unchained => (Self::UNCHAINED, 0, 0),
         };
         let mut bytes = [kind, 0, 0, 0, 0];
         bytes[1..3].copy_from_slice(&first.to_le_bytes());
@@ -130,6 +138,7 @@ impl Finding {
             (Self::LOW_SCORE, 0, share) => Some(Self::LowScore { share }),
             (Self::RECOMPUTED, 0, picked) if picked <= 1000 => Some(Self::Recomputed { picked }),
             (Self::UNSERVED, 0, 0) => Some(Self::Unserved),
+            (Self::UNCHAINED, 0, 0) => Some(Self::Unchained),
             _ => None,
         }
     }
@@ -245,11 +254,21 @@ impl Coordinator {
                     ));
                 }
             }
-            Finding::Recomputed { .. } | Finding::Unserved => {
+            Finding::Recomputed { .. } | Finding::Unserved | Finding::Unchained => {
                 if !round.spot_checked(accused, self.config.spot_check_one_in) {
                     return Err(CoordinatorError::FindingRefuted(
                         "the result was not among the round's spot-checked results (the run's \
                          spot_check_one_in and the seed drawn at the round's close choose them)",
+                    ));
+                }
+                let chained = step
+                    .checked_add(1)
+                    .and_then(|next| self.closed_round(next))
+                    .is_some_and(|next| next.counted(accused).is_some());
+                if finding == Finding::Unchained && !chained {
+                    return Err(CoordinatorError::FindingRefuted(
+                        "a broken chain needs the member's counted result of the next round, \
+                         closed in the same epoch and still held",
                     ));
                 }
             }
@@ -322,11 +341,12 @@ mod tests {
             Finding::Recomputed { picked: 1000 },
             Finding::Recomputed { picked: 3 },
             Finding::Unserved,
+            Finding::Unchained,
         ] {
             assert_eq!(Finding::unpack(&finding.pack()), Some(finding));
         }
         assert_eq!(Finding::unpack(&[0, 0, 0, 0, 0]), None, "no kind 0");
-        assert_eq!(Finding::unpack(&[9, 0, 0, 0, 0]), None, "no kind 9");
+        assert_eq!(Finding::unpack(&[10, 0, 0, 0, 0]), None, "no kind 10");
         assert_eq!(
             Finding::unpack(&[7, 0, 0, 0xE9, 0x03]),
             None,

@@ -452,7 +452,31 @@ fn spot_check_verdicts_hold_only_for_the_results_the_close_chose() {
         )),
         "a result the close did not choose was never asked for"
     );
-    verdict(&mut run, &round, judges(checked)[0], checked, mismatch).unwrap();
+    assert!(
+        refuted(verdict(
+            &mut run,
+            &round,
+            judges(checked)[0],
+            checked,
+            Finding::Unchained
+        )),
+        "a broken chain needs the next round's result, and that round is still open"
+    );
+    // The next round closes with the checked member's result counted: its chain can be judged.
+    close_round_seen_by_all(&mut run, &members);
+    verdict(
+        &mut run,
+        &round,
+        judges(checked)[0],
+        checked,
+        Finding::Unchained,
+    )
+    .unwrap();
+    assert_eq!(
+        verdict(&mut run, &round, judges(checked)[0], checked, mismatch),
+        Err(CoordinatorError::DuplicateVerdict),
+        "one verdict a verifier, whatever the finding"
+    );
     assert_eq!(
         member(&run, checked).status(),
         MemberStatus::Active,

@@ -687,6 +687,7 @@ async fn a_verdict_quorum_ejects_a_member_and_its_deposit_is_forfeit() {
         Finding::LowScore { share: 0 },
         Finding::Recomputed { picked: 0 },
         Finding::Unserved,
+        Finding::Unchained,
     ] {
         s.chain.advance(1);
         let sent = s

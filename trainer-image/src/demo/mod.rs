@@ -14,6 +14,6 @@ pub use aggregation::Aggregation;
 pub use compressor::{Compressor, SparseUpdate, TensorLayout};
 pub use dct::{DctTransform, dct_matrix};
 pub use layout::{BlockLayout, MAX_BLOCK_SIDE};
-pub use optimizer::{Demo, DemoConfig, DemoConfigError};
+pub use optimizer::{Demo, DemoConfig, DemoConfigError, momentum_to_bytes};
 pub use sparse::{SparseBlocks, ValueEncoding};
 pub use split::block_side;

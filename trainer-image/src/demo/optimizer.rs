@@ -80,6 +80,20 @@ impl DemoConfig {
     }
 }
 
+/// A momentum as bytes: every buffer's f32 values, little-endian, in parameter order (what
+/// [`Demo::momentum_from_bytes`] reads back, and what a payload's momentum commitment hashes).
+pub fn momentum_to_bytes(momentum: &[Tensor]) -> Vec<u8> {
+    let len = momentum.iter().map(|buffer| buffer.numel() * 4).sum();
+    let mut bytes = Vec::with_capacity(len);
+    for buffer in momentum {
+        let host = buffer.to_device(tch::Device::Cpu).contiguous();
+        let start = bytes.len();
+        bytes.resize(start + host.numel() * 4, 0);
+        host.copy_data_u8(&mut bytes[start..], host.numel());
+    }
+    bytes
+}
+
 /// `Δ ← βΔ + lr·g`; select the top-k of Δ's blockwise DCT; remove what was selected from Δ.
 fn step_momentum(
     config: &DemoConfig,
@@ -191,17 +205,10 @@ impl Demo {
         step_momentum(&self.config, &self.compressor, momentum, gradients, lr)
     }
 
-    /// The momentum Δ as bytes: every buffer's f32 values, little-endian, in parameter order.
-    /// What a client serves for a spot check of a result computed from it.
+    /// The momentum Δ as bytes ([`momentum_to_bytes`]): what a client serves for a spot
+    /// check of a result computed from it.
     pub fn momentum_bytes(&self) -> Vec<u8> {
-        let mut bytes = Vec::with_capacity(self.momentum_len());
-        for delta in &self.deltas {
-            let host = delta.to_device(tch::Device::Cpu).contiguous();
-            let start = bytes.len();
-            bytes.resize(start + host.numel() * 4, 0);
-            host.copy_data_u8(&mut bytes[start..], host.numel());
-        }
-        bytes
+        momentum_to_bytes(&self.deltas)
     }
 
     /// The length of [`Demo::momentum_bytes`]: four bytes per parameter.

@@ -30,6 +30,7 @@ impl<B: CoordinatorBackend> Trainer<B> {
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             let decode = decoding.elapsed();
+            let unchained = self.check_chains(&round, &counted);
             let mut findings = self.screen_round(&round, &results);
             findings.extend(self.score_round(state, &round, &results));
             findings.extend(self.spot_check_round(state, &round, &counted, &results, checks));
@@ -48,6 +49,9 @@ impl<B: CoordinatorBackend> Trainer<B> {
             self.metrics.results_applied.set(results.len() as i64);
             drop(results);
             self.send_verdicts(state, &round, findings).await;
+            if let Some(&previous) = step.checked_sub(1).and_then(|s| state.held_round(s)) {
+                self.send_verdicts(state, &previous, unchained).await;
+            }
             self.health_check(state, &round).await;
         }
         Ok(())

@@ -150,6 +150,8 @@ pub struct Trainer<B: CoordinatorBackend> {
     screens: verify::ScreenMemory,
     /// The window of scores, once the run scores results.
     scores: Option<verify::ScoreMemory>,
+    /// What this client's recomputes as a verifier left, for the senders' next results.
+    chains: verify::Chains,
     /// The result this client sent last, kept only for a drill's `stale` attack.
     sent_before: Option<crate::demo::SparseUpdate>,
     work: RoundWork,
@@ -228,6 +230,7 @@ impl<B: CoordinatorBackend> Trainer<B> {
             applied: 0,
             screens: verify::ScreenMemory::default(),
             scores: None,
+            chains: verify::Chains::default(),
             sent_before: None,
             work: RoundWork::default(),
             checkpointed_epoch: None,
@@ -442,6 +445,13 @@ impl<B: CoordinatorBackend> Trainer<B> {
                 self.metrics.loss.set(loss);
             }
             let train_time = started.elapsed();
+            if let Some(drill) = self
+                .settings
+                .drill
+                .filter(|drill| round.step >= drill.from_step)
+            {
+                drill.attack.forge_momentum(&mut self.demo);
+            }
             let momentum = committing.then(|| Bytes::from(self.demo.momentum_bytes()));
             let update = self.demo.compress_step(&gradients, lr);
             let update = match self.settings.drill {

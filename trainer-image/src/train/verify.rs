@@ -7,7 +7,7 @@
 //! one in `spot_check_one_in` (docs/verification.md says what each catches and what not).
 
 use super::*;
-use crate::demo::SparseUpdate;
+use crate::demo::{SparseUpdate, momentum_to_bytes};
 use crate::payload::UNCOMMITTED;
 use crate::scoring::{Probe, ScoreWindows, score};
 use crate::screening::{Picks, Screened, Streaks, screen};
@@ -26,6 +26,11 @@ pub(super) struct SpotCheck {
     /// The momentum its sender served for the commitment, checked against it.
     momentum: Option<Bytes>,
 }
+
+/// By member slot, the last result this client recomputed as a verifier: its round, and the
+/// SHA-256 of the momentum the recompute left, which the sender's result of the next round
+/// must commit to.
+pub(super) type Chains = BTreeMap<usize, (u64, [u8; 32])>;
 
 /// What the screen of the last applied round keeps for the next: each result's picks, by
 /// member slot, for the stale screen.
@@ -205,55 +210,88 @@ impl<B: CoordinatorBackend> Trainer<B> {
         }
         let started = Instant::now();
         let lr = self.schedule(state).lr(round.step);
-        let findings: Vec<(usize, Finding)> = tokio::task::block_in_place(|| {
+        let outcomes: Vec<(usize, Result<[u8; 32], Finding>)> = tokio::task::block_in_place(|| {
             checks
                 .into_iter()
                 .filter_map(|check| {
                     let index = counted.iter().position(|(slot, _)| *slot == check.slot)?;
-                    let finding =
-                        self.recompute(round, &counted[index].1, &results[index].1, &check, lr);
-                    Some((check.slot, finding?))
+                    let sent = (&counted[index].1, &results[index].1);
+                    Some((check.slot, self.recompute(round, sent, &check, lr)?))
                 })
                 .collect()
         });
+        let mut findings = Vec::new();
+        for (slot, outcome) in outcomes {
+            match outcome {
+                Ok(after) => {
+                    self.chains.insert(slot, (round.step, after));
+                }
+                Err(finding) => findings.push((slot, finding)),
+            }
+        }
         self.metrics.time("spot-check", started.elapsed());
         self.metrics.count_flagged(&findings);
         findings
     }
 
-    /// One spot check: `None` when the result recomputes to the bytes `sent` (decoded:
-    /// `update`) were.
+    /// One spot check of the result `sent` (its payload, and decoded): the SHA-256 of the
+    /// momentum its step left when it recomputes to the same bytes (what the sender's next
+    /// result must commit to), the finding when it does not; `None` for a sender assigned no
+    /// samples.
     fn recompute(
         &self,
         round: &Round,
-        sent: &Bytes,
-        update: &SparseUpdate,
+        (sent, update): (&Bytes, &SparseUpdate),
         check: &SpotCheck,
         lr: f64,
-    ) -> Option<Finding> {
+    ) -> Option<Result<[u8; 32], Finding>> {
+        let ranges: Vec<TokenRange> = round
+            .assignment(check.slot)?
+            .map(|sample| self.plan.sample_range(sample))
+            .collect();
         self.metrics.results_spot_checked.inc();
         let Some(mut momentum) = check
             .momentum
             .as_ref()
             .and_then(|bytes| self.demo.momentum_from_bytes(bytes))
         else {
-            return Some(Finding::Unserved);
+            return Some(Err(Finding::Unserved));
         };
-        let ranges: Vec<TokenRange> = round
-            .assignment(check.slot)?
-            .map(|sample| self.plan.sample_range(sample))
-            .collect();
         let (_, gradients) = self.gradients_of(&ranges);
         let again = self.demo.recompute_step(&mut momentum, &gradients, lr);
         let layouts = self.demo.compressor().layouts();
         let recomputed = payload::encode(&again, &check.commitment, layouts);
         if payload::content_hash(&recomputed) == payload::content_hash(sent) {
-            return None;
+            return Some(Ok(Sha256::digest(momentum_to_bytes(&momentum)).into()));
         }
         let picked = Picks::of(update).overlap(&Picks::of(&again));
-        Some(Finding::Recomputed {
+        Some(Err(Finding::Recomputed {
             picked: (picked * 1000.0).round() as u16,
-        })
+        }))
+    }
+
+    /// Checks each counted result of `round` (`counted`: payloads by member slot) whose
+    /// sender this client recomputed in the round before: its payload must commit to the
+    /// momentum that recompute left. Returns the findings against the round before, by member
+    /// slot (the verdicts are about the recomputed result, whose round this client verified),
+    /// and forgets the recomputes of rounds before `round`.
+    pub(super) fn check_chains(
+        &mut self,
+        round: &Round,
+        counted: &[(usize, Bytes)],
+    ) -> Vec<(usize, Finding)> {
+        let findings: Vec<(usize, Finding)> = counted
+            .iter()
+            .filter(|(slot, bytes)| {
+                self.chains.get(slot).is_some_and(|&(step, after)| {
+                    step + 1 == round.step && payload::momentum_commitment(bytes) != Some(after)
+                })
+            })
+            .map(|(slot, _)| (*slot, Finding::Unchained))
+            .collect();
+        self.chains.retain(|_, (step, _)| *step >= round.step);
+        self.metrics.count_flagged(&findings);
+        findings
     }
 
     /// As one of `round`'s verifiers still in the epoch, sends a verdict against each result
