@@ -91,6 +91,18 @@ impl Finding {
     const UNCHAINED: u8 = 9;
     /// Bytes of an encoded finding: a kind, then two u16 fields (zero where unused).
     pub const LEN: usize = 5;
+    /// Every finding's [`Finding::name`], in kind order (for metrics that list them all).
+    pub const NAMES: [&'static str; 9] = [
+        "zero",
+        "copy",
+        "stale",
+        "outsized",
+        "contrary",
+        "low-score",
+        "recomputed",
+        "unserved",
+        "unchained",
+    ];
 
     pub fn name(&self) -> &'static str {
         match self {
@@ -344,6 +356,12 @@ mod tests {
             Finding::Unchained,
         ] {
             assert_eq!(Finding::unpack(&finding.pack()), Some(finding));
+            let kind = usize::from(finding.pack()[0]);
+            assert_eq!(
+                Finding::NAMES[kind - 1],
+                finding.name(),
+                "named in kind order"
+            );
         }
         assert_eq!(Finding::unpack(&[0, 0, 0, 0, 0]), None, "no kind 0");
         assert_eq!(Finding::unpack(&[10, 0, 0, 0, 0]), None, "no kind 10");

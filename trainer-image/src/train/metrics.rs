@@ -66,7 +66,7 @@ impl TrainerMetrics {
             registry.register(Box::new(metric.clone()))?;
             Ok(metric)
         }
-        Ok(Self {
+        let metrics = Self {
             loss: add(
                 registry,
                 Gauge::new(names::LOSS, "Training loss of the last step")?,
@@ -177,7 +177,7 @@ impl TrainerMetrics {
                         "demeter_results_flagged_total",
                         "Counted results the screens, the scores or a recompute flagged, by \
                          finding (zero, copy, stale, outsized, contrary, low-score, recomputed, \
-                         unserved)",
+                         unserved, unchained)",
                     ),
                     &["finding"],
                 )?,
@@ -206,7 +206,13 @@ impl TrainerMetrics {
                     "Verdicts this client sent as a round's verifier that the coordinator took",
                 )?,
             )?,
-        })
+        };
+        // Every finding's series from the start, at 0: a run nobody cheats in reads 0, not
+        // nothing (and the dashboard's verification panel has a line to draw).
+        for name in Finding::NAMES {
+            metrics.results_flagged.with_label_values(&[name]);
+        }
+        Ok(metrics)
     }
 
     /// Counts each of a round's `findings` (by member slot) under its finding's name.
