@@ -12,16 +12,22 @@
 //! (`scoring`) flags of the attacks the screens cannot see (`random`, `wrong-data`), the scores
 //! honest and dishonest results earn, and what scoring every result costs.
 //!
-//! `make bench-byzantine`. BYZANTINE_STEPS overrides the default of 300 steps (the detection
-//! and scoring tables run at most 100 unless one runs alone); BYZANTINE_TABLE=losses,
-//! =detection or =scoring runs one table; BYZANTINE_ATTACKS=NAME,NAME measures those attacks
-//! only (and the honest runs); BYZANTINE_SCORE_ONE_IN=N scores one in N results (default 1).
+//! A fourth gives what exact spot checks (recomputing a seeded share of the results from
+//! their senders' committed momenta) flag of every attack, `forged-momentum` included, how
+//! many honest recomputes match bit for bit, and what one verifier's recomputes cost.
+//!
+//! `make bench-byzantine`. BYZANTINE_STEPS overrides the default of 300 steps (the detection,
+//! scoring and spot-check tables run at most 100 unless one runs alone); BYZANTINE_TABLE=losses,
+//! =detection, =scoring or =spot-checks runs one table; BYZANTINE_ATTACKS=NAME,NAME measures
+//! those attacks only (and the honest runs); BYZANTINE_SCORE_ONE_IN=N scores one in N results
+//! (default 1); BYZANTINE_SPOT_CHECK_ONE_IN=N recomputes one in N (default 4).
 
 use clap::Parser;
 use demeter_coordinator_core::verdict::LOW_SCORE_PER_MILLE;
 use demeter_trainer::attack::Attack;
 use demeter_trainer::commands::{
     SimulateArgs, SimulationSummary, Table, run_simulation, scoring_cost, screening_cost,
+    spot_check_cost,
 };
 use demeter_trainer::demo::Aggregation;
 use demeter_trainer::scoring::{MIN_SCORES, WINDOW};
@@ -57,6 +63,30 @@ const ATTACKS: [Attack; 8] = [
 /// What scoring is for: the attacks no screen sees.
 const SCORED_ATTACKS: [Attack; 2] = [Attack::Random, Attack::WrongData];
 
+/// What spot checks are for: every attack, and the one only they see.
+const SPOT_CHECKED_ATTACKS: [Attack; 9] = [
+    Attack::Random,
+    Attack::Zero,
+    Attack::Stale,
+    Attack::Copy,
+    Attack::NoisyCopy,
+    Attack::Scale,
+    Attack::SignFlip,
+    Attack::WrongData,
+    Attack::ForgedMomentum,
+];
+
+/// What a run's verifiers check of the results, beyond nothing.
+#[derive(Clone, Copy)]
+enum Verification {
+    None,
+    Screens,
+    /// Scoring one in this many results against data.
+    Scores(u16),
+    /// Recomputing each result with a chance of one in this many.
+    SpotChecks(u16),
+}
+
 fn name<T: clap::ValueEnum>(value: &T) -> String {
     value
         .to_possible_value()
@@ -71,8 +101,7 @@ fn simulate(
     rule: Aggregation,
     attack: Option<Attack>,
     steps: u64,
-    screen: bool,
-    score_one_in: Option<u16>,
+    checks: Verification,
 ) -> anyhow::Result<SimulationSummary> {
     let (steps_text, warmup, workers, rule_name) = (
         steps.to_string(),
@@ -110,12 +139,18 @@ fn simulate(
     if let Some(attack_name) = &attack_name {
         argv.extend(["--byzantine", &byzantine, "--attack", attack_name]);
     }
-    if screen {
-        argv.push("--screen");
-    }
-    let one_in = score_one_in.map(|n| n.to_string());
-    if let Some(one_in) = &one_in {
-        argv.extend(["--score", "--score-one-in", one_in]);
+    let one_in_text;
+    match checks {
+        Verification::None => {}
+        Verification::Screens => argv.push("--screen"),
+        Verification::Scores(one_in) => {
+            one_in_text = one_in.to_string();
+            argv.extend(["--score", "--score-one-in", &one_in_text]);
+        }
+        Verification::SpotChecks(one_in) => {
+            one_in_text = one_in.to_string();
+            argv.extend(["--spot-check-one-in", &one_in_text]);
+        }
     }
     let summary = run_simulation(&Wrapper::parse_from(argv).args)?;
     anyhow::ensure!(
@@ -151,19 +186,25 @@ fn attacks(default: &[Attack]) -> anyhow::Result<Vec<Attack>> {
 
 fn main() -> anyhow::Result<()> {
     let steps: u64 = std::env::var("BYZANTINE_STEPS").map_or(Ok(300), |steps| steps.parse())?;
+    let spot_checked = attacks(&SPOT_CHECKED_ATTACKS)?;
     let (attacks, scored) = (attacks(&ATTACKS)?, attacks(&SCORED_ATTACKS)?);
     let one_in: u16 = std::env::var("BYZANTINE_SCORE_ONE_IN").map_or(Ok(1), |n| n.parse())?;
+    let spot_one_in: u16 =
+        std::env::var("BYZANTINE_SPOT_CHECK_ONE_IN").map_or(Ok(4), |n| n.parse())?;
     match std::env::var("BYZANTINE_TABLE").as_deref() {
         Err(_) => {
             losses(steps, &attacks)?;
             detection(steps.min(100), &attacks)?;
-            scoring(steps.min(100), one_in, &scored)
+            scoring(steps.min(100), one_in, &scored)?;
+            spot_checks(steps.min(100), spot_one_in, &spot_checked)
         }
         Ok("losses") => losses(steps, &attacks),
         Ok("detection") => detection(steps, &attacks),
         Ok("scoring") => scoring(steps, one_in, &scored),
+        Ok("spot-checks") => spot_checks(steps, spot_one_in, &spot_checked),
         Ok(other) => anyhow::bail!(
-            "BYZANTINE_TABLE={other}: expected losses, detection or scoring (unset: all three)"
+            "BYZANTINE_TABLE={other}: expected losses, detection, scoring or spot-checks \
+             (unset: all four)"
         ),
     }
 }
@@ -174,7 +215,7 @@ fn losses(steps: u64, attacks: &[Attack]) -> anyhow::Result<()> {
     let mut honest = Vec::new();
     let mut table_header = vec!["attack".to_owned()];
     for rule in RULES {
-        honest.push(simulate(rule, None, steps, false, None)?.val_loss);
+        honest.push(simulate(rule, None, steps, Verification::None)?.val_loss);
         table_header.push(format!("{} val loss (ratio)", name(&rule)));
     }
     let header: Vec<&str> = table_header.iter().map(String::as_str).collect();
@@ -185,7 +226,7 @@ fn losses(steps: u64, attacks: &[Attack]) -> anyhow::Result<()> {
     for &attack in attacks {
         let mut row = vec![name(&attack)];
         for (rule, honest) in RULES.iter().zip(&honest) {
-            let loss = simulate(*rule, Some(attack), steps, false, None)?.val_loss;
+            let loss = simulate(*rule, Some(attack), steps, Verification::None)?.val_loss;
             row.push(format!("{loss:.4} ({:.3})", loss / honest));
         }
         table.row(row);
@@ -234,7 +275,7 @@ fn detection(steps: u64, attacks: &[Attack]) -> anyhow::Result<()> {
     runs.extend(attacks.iter().copied().map(Some));
     let three = |value: Option<f64>| value.map_or("-".to_owned(), |v| format!("{v:.3}"));
     for attack in runs {
-        let summary = simulate(Aggregation::Mean, attack, steps, true, None)?;
+        let summary = simulate(Aggregation::Mean, attack, steps, Verification::Screens)?;
         let screens = &summary.screens;
         let honest = WORKERS - attack.map_or(0, |_| BYZANTINE);
         table.row(vec![
@@ -281,7 +322,12 @@ fn scoring(steps: u64, one_in: u16, attacks: &[Attack]) -> anyhow::Result<()> {
     runs.extend(attacks.iter().copied().map(Some));
     let four = |value: Option<f64>| value.map_or("-".to_owned(), |v| format!("{v:.4}"));
     for attack in runs {
-        let summary = simulate(Aggregation::Mean, attack, steps, false, Some(one_in))?;
+        let summary = simulate(
+            Aggregation::Mean,
+            attack,
+            steps,
+            Verification::Scores(one_in),
+        )?;
         let scores = &summary.scores;
         let honest = WORKERS - attack.map_or(0, |_| BYZANTINE);
         table.row(vec![
@@ -301,6 +347,46 @@ fn scoring(steps: u64, one_in: u16, attacks: &[Attack]) -> anyhow::Result<()> {
     println!(
         "Scores over {steps} steps under the mean. A result's score is the loss it takes off two sequences of its sender's assigned batch, applied alone, less what it takes off two sequences of a control batch; one in {one_in} of each round's results is scored (a seeded choice); a sender scored in a round is flagged when its mean score over the last {window} rounds (with at least {MIN_SCORES} scores there) is under {LOW_SCORE_PER_MILLE} per mille of the median of the means of all senders with as many. \"From round\": the round by which every dishonest sender had been flagged.",
         window = WINDOW * u64::from(one_in)
+    );
+    Ok(())
+}
+
+/// What exact spot checks flag of each attack, under the mean: how many dishonest and honest
+/// senders' rounds were flagged of those checked (recomputed, or their chain checked), from
+/// which round, how many honest recomputes matched bit for bit, and what one verifier's
+/// recomputes of a round cost.
+fn spot_checks(steps: u64, one_in: u16, attacks: &[Attack]) -> anyhow::Result<()> {
+    let mut table = Table::new(&[
+        "attack",
+        "dishonest rounds flagged (from round)",
+        "honest rounds flagged",
+        "honest recomputes bit for bit",
+        "recomputing a round, one verifier (share of a step)",
+        "momentum bytes a check moves",
+    ]);
+    let mut runs: Vec<Option<Attack>> = vec![None];
+    runs.extend(attacks.iter().copied().map(Some));
+    for attack in runs {
+        let summary = simulate(
+            Aggregation::Mean,
+            attack,
+            steps,
+            Verification::SpotChecks(one_in),
+        )?;
+        let checks = &summary.spot_checks;
+        let honest = WORKERS - attack.map_or(0, |_| BYZANTINE);
+        table.row(vec![
+            attack.map_or("none (honest)".to_owned(), |a| name(&a)),
+            dishonest(&checks.flags, honest, attack.is_some()),
+            checks.flags.share(0..honest),
+            format!("{} of {}", checks.honest_matched, checks.honest_recomputed),
+            spot_check_cost(&summary),
+            (checks.bytes / checks.recomputes.max(1)).to_string(),
+        ]);
+    }
+    println!("{table}");
+    println!(
+        "Spot checks over {steps} steps under the mean. Each result is recomputed with a chance of one in {one_in} (a seeded choice) from the momentum its sender committed to in the payload, on the batch it was assigned, and flagged when the bytes differ or the momentum served is not the committed one; a sender recomputed in a round is flagged in the next if its result there commits to another momentum than the recompute left. \"Of\" counts the rounds a sender was checked in; \"from round\": the round by which every dishonest sender had been flagged. One verifier recomputes all the round's chosen results; a client is one of a round's verifiers in about witness_nodes of every {WORKERS} rounds, so with three it pays 3/{WORKERS} of this on average."
     );
     Ok(())
 }

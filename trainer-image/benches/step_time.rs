@@ -69,6 +69,7 @@ fn main() -> anyhow::Result<()> {
             screen: false,
             score: false,
             score_one_in: 1,
+            spot_check_one_in: 0,
         };
         let mut simulation = Simulation::new(config, Dataset::embedded(0.01), device)?;
         simulation.step()?;

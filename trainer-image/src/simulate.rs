@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use demeter_coordinator_core::shuffle::{mix, one_in};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use tch::{Device, Tensor};
 
 use crate::attack::{Attack, duplicate, jitter};
@@ -19,8 +20,8 @@ use crate::scoring::Probe;
 
 mod checkpoint;
 mod verifiers;
-use verifiers::Verifiers;
-pub use verifiers::{Flagged, ScoreCounts, ScreenCounts};
+pub use verifiers::{Flagged, ScoreCounts, ScreenCounts, SpotCheckCounts};
+use verifiers::{SpotCheck, Verifiers};
 
 /// Which optimizer the workers use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -63,10 +64,22 @@ pub struct SimulationConfig {
     /// `score_one_in` does; 0 or 1: every result.
     #[serde(default)]
     pub score_one_in: u16,
+    /// Recompute each result with a chance of one in this many from the momentum its sender
+    /// commits to (exact spot checks, as a run with this `spot_check_one_in` does) and count
+    /// whom the recomputes flag; 0 recomputes nothing.
+    #[serde(default)]
+    pub spot_check_one_in: u16,
 }
 
 /// Steps a `wrong-data` attacker's batches are taken from ahead of the assigned ones.
 const WRONG_DATA_OFFSET: u64 = 1_000_003;
+
+/// Whether `worker`'s result of `step` is spot-checked: a seeded chance of one in `one_in`
+/// (never at 0), as `Round::spot_checked` makes it for a run.
+fn spot_checked(seed: u64, step: u64, worker: usize, one_in: u16) -> bool {
+    one_in != 0
+        && mix(mix(seed ^ 0x5907) ^ mix(step) ^ worker as u64).is_multiple_of(u64::from(one_in))
+}
 
 /// Seconds spent in each phase, summed over workers and steps.
 #[derive(Clone, Debug, Default)]
@@ -309,12 +322,23 @@ impl Simulation {
                     ..PhaseTimes::default()
                 };
                 // DeMo compresses on the worker itself: its momentum never leaves it.
+                let mut served = None;
                 let output = match &mut worker.optimizer {
                     WorkerOptimizer::Demo(demo) => {
                         let start = Instant::now();
                         if let Some(attack) = attack {
                             attack.forge_momentum(demo);
                         }
+                        // A run that spot-checks commits to each result's momentum, and its
+                        // sender serves it when the result is chosen.
+                        let momentum =
+                            (config.spot_check_one_in > 0).then(|| demo.momentum_bytes());
+                        let commitment = momentum
+                            .as_ref()
+                            .map_or(payload::UNCOMMITTED, |m| Sha256::digest(m).into());
+                        served = momentum.filter(|_| {
+                            spot_checked(config.seed, step, index, config.spot_check_one_in)
+                        });
                         let mut update = demo.compress_step(&grads, lr);
                         if let Some(attack) = attack {
                             update = attack.forge(update, worker.previous.as_ref(), step, index);
@@ -324,24 +348,23 @@ impl Simulation {
                         }
                         times.compress = start.elapsed();
                         let start = Instant::now();
-                        let bytes = payload::encode(
-                            &update,
-                            &payload::UNCOMMITTED,
-                            demo.compressor().layouts(),
-                        );
+                        let bytes =
+                            payload::encode(&update, &commitment, demo.compressor().layouts());
                         times.wire_encode = start.elapsed();
                         LocalOutput::Payload(bytes)
                     }
                     WorkerOptimizer::AdamW(_) => LocalOutput::Gradients(grads),
                 };
-                (loss, output, times)
+                (loss, output, times, served)
             },
         );
-        let loss_sum: f64 = local.iter().map(|(loss, _, _)| loss).sum();
+        let loss_sum: f64 = local.iter().map(|(loss, ..)| loss).sum();
         let mut outputs = Vec::with_capacity(local.len());
-        for (_, output, times) in local {
+        let mut served = Vec::with_capacity(local.len());
+        for (_, output, times, momentum) in local {
             self.times += &times;
             outputs.push(output);
+            served.push(momentum);
         }
         // A copier sends the first worker's (an honest one's) result as its own, byte for byte
         // or with its values jittered.
@@ -376,8 +399,8 @@ impl Simulation {
                 });
             }
         }
-        if self.config.screen || self.config.score {
-            self.verify(&outputs, lr)?;
+        if self.config.screen || self.config.score || self.config.spot_check_one_in > 0 {
+            self.verify(&outputs, served, lr)?;
         }
         let bytes_per_worker = match self.config.optimizer {
             OptimizerKind::Demo => self.demo_exchange(&outputs, lr)?,
@@ -392,17 +415,27 @@ impl Simulation {
         })
     }
 
-    /// Screens and scores the step's results, as any replica could before applying them, and
-    /// counts what is flagged.
-    fn verify(&mut self, outputs: &[LocalOutput], lr: f64) -> anyhow::Result<()> {
+    /// Screens, scores and spot-checks the step's results, as any replica could before
+    /// applying them, and counts what is flagged. `served`: by worker, the momentum it served
+    /// if its result was chosen for a spot check.
+    fn verify(
+        &mut self,
+        outputs: &[LocalOutput],
+        served: Vec<Option<Vec<u8>>>,
+        lr: f64,
+    ) -> anyhow::Result<()> {
         let WorkerOptimizer::Demo(demo) = &self.workers[0].optimizer else {
-            anyhow::bail!("screens and scores are of DeMo results (--optimizer demo)");
+            anyhow::bail!("screens, scores and spot checks are of DeMo results (--optimizer demo)");
         };
-        let payloads = outputs.iter().map(|output| match output {
-            LocalOutput::Payload(bytes) => bytes.as_slice(),
-            LocalOutput::Gradients(_) => unreachable!("demo run"),
-        });
-        let results = payload::decode_all(payloads, demo.compressor(), Device::Cpu)?;
+        let payloads: Vec<&[u8]> = outputs
+            .iter()
+            .map(|output| match output {
+                LocalOutput::Payload(bytes) => bytes.as_slice(),
+                LocalOutput::Gradients(_) => unreachable!("demo run"),
+            })
+            .collect();
+        let results =
+            payload::decode_all(payloads.iter().copied(), demo.compressor(), Device::Cpu)?;
         let refs: Vec<&SparseUpdate> = results.iter().collect();
         let honest = self.workers.len() - self.config.byzantine;
         if self.config.screen {
@@ -414,6 +447,36 @@ impl Simulation {
             let one_in = self.config.score_one_in.max(1);
             self.verifiers
                 .score(self.step, one_in, replica, demo, &refs, &probes, lr, honest);
+        }
+        if self.config.spot_check_one_in > 0 {
+            let per_worker = self.config.batch_per_worker;
+            let checks: Vec<SpotCheck> = served
+                .into_iter()
+                .enumerate()
+                .filter_map(|(worker, momentum)| {
+                    // The batch the round assigned, whatever the sender trained on.
+                    let first = (worker * per_worker) as u64;
+                    let ranges: Vec<_> = (first..first + per_worker as u64)
+                        .map(|id| self.plan.token_range(self.step, id))
+                        .collect();
+                    Some(SpotCheck {
+                        worker,
+                        batch: self.dataset.training_batch(&ranges),
+                        momentum: momentum?,
+                    })
+                })
+                .collect();
+            let replica = &self.workers[0].replica;
+            self.verifiers.spot_check(
+                self.step,
+                replica,
+                demo,
+                &payloads,
+                checks,
+                self.config.grad_clip,
+                lr,
+                honest,
+            );
         }
         Ok(())
     }
@@ -445,6 +508,11 @@ impl Simulation {
     /// What scoring found so far (nothing unless the config asks for scores).
     pub fn score_counts(&self) -> &ScoreCounts {
         &self.verifiers.scores
+    }
+
+    /// What spot checks found so far (nothing unless the config asks for them).
+    pub fn spot_check_counts(&self) -> &SpotCheckCounts {
+        &self.verifiers.spot_checks
     }
 
     /// Every replica decodes every payload and applies the same aggregate on its own.

@@ -343,3 +343,39 @@ fn scoring_flags_noise_senders_and_changes_nothing() {
     }
     assert!(scores.honest_mean().unwrap() > 10.0 * scores.dishonest_mean().unwrap().abs());
 }
+
+/// Spot checks recompute every honest result bit for bit and flag every result trained on
+/// other samples in the first round that checks it, and leave training as it was: the checked
+/// run's replicas are the unchecked run's.
+#[test]
+fn spot_checks_flag_wrong_data_senders_and_change_nothing() {
+    let mut args = simulate_args(6);
+    args.workers = 4;
+    args.byzantine = 1;
+    args.attack = Some(demeter_trainer::attack::Attack::WrongData);
+    args.grad_clip = Some(1.0);
+    let unchecked = run_simulation(&args).unwrap();
+    args.spot_check_one_in = 1;
+    let checked = run_simulation(&args).unwrap();
+    assert_eq!(
+        checked.val_loss.to_bits(),
+        unchecked.val_loss.to_bits(),
+        "a recompute changes no replica"
+    );
+    let checks = &checked.spot_checks;
+    assert_eq!(
+        checks.flags.by_worker[..3],
+        [0; 3],
+        "no honest sender flagged"
+    );
+    assert_eq!(
+        (checks.honest_matched, checks.honest_recomputed),
+        (18, 18),
+        "three honest results a round for six rounds, each bit for bit"
+    );
+    assert_eq!(
+        checks.flags.by_worker[3], 6,
+        "the wrong-data sender, every round"
+    );
+    assert_eq!(checks.flags.first[3], Some(1));
+}

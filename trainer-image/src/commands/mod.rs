@@ -28,6 +28,7 @@ pub use run_view::{AttestedView, MemberView, PoolView, RunView};
 pub use schedule_args::ScheduleArgs;
 pub use simulate::{
     SimulateArgs, SimulationSummary, run_simulation, scoring_cost, screening_cost, simulate,
+    spot_check_cost,
 };
 pub use table::Table;
 pub use train::{ClientSummary, RunModelArgs, TrainArgs, train};

@@ -14,6 +14,7 @@ use crate::model::{Preset, default_device};
 use crate::optim::AdamWConfig;
 use crate::simulate::{
     Flagged, OptimizerKind, PhaseTimes, ScoreCounts, ScreenCounts, Simulation, SimulationConfig,
+    SpotCheckCounts,
 };
 
 #[derive(clap::Args, Debug, Clone)]
@@ -85,6 +86,11 @@ pub struct SimulateArgs {
     /// `score_one_in = N` does (the window spans N times as many rounds).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub score_one_in: u16,
+    /// Recompute each result with a chance of one in N from the momentum its sender commits
+    /// to (exact spot checks, as a run with `spot_check_one_in = N` does), and report what
+    /// was flagged; 0 recomputes nothing.
+    #[arg(long, default_value_t = 0)]
+    pub spot_check_one_in: u16,
 }
 
 impl SimulateArgs {
@@ -110,6 +116,7 @@ impl SimulateArgs {
             screen: self.screen,
             score: self.score,
             score_one_in: self.score_one_in,
+            spot_check_one_in: self.spot_check_one_in,
         }
     }
 }
@@ -134,6 +141,8 @@ pub struct SimulationSummary {
     pub screens: ScreenCounts,
     /// What scoring flagged (with --score).
     pub scores: ScoreCounts,
+    /// What spot checks flagged (with --spot-check-one-in).
+    pub spot_checks: SpotCheckCounts,
 }
 
 /// Runs the simulation `args` describe, with a progress bar unless `quiet`.
@@ -202,6 +211,7 @@ pub fn run_simulation(args: &SimulateArgs) -> anyhow::Result<SimulationSummary> 
         phase_times: simulation.phase_times().clone(),
         screens: simulation.screen_counts().clone(),
         scores: simulation.score_counts().clone(),
+        spot_checks: simulation.spot_check_counts().clone(),
     };
     if let Some(dir) = &args.checkpoint {
         simulation.save_checkpoint(dir)?;
@@ -233,6 +243,16 @@ pub fn screening_cost(summary: &SimulationSummary) -> String {
 /// What scoring every result of a round costs a verifier, as [`screening_cost`] gives it.
 pub fn scoring_cost(summary: &SimulationSummary) -> String {
     cost_per_round(summary, summary.scores.time, summary.scores.flags.rounds)
+}
+
+/// What spot checks cost one verifier a round: its recomputes' time per round, and their
+/// share of a worker's step (a run spreads each check over its round's verifiers).
+pub fn spot_check_cost(summary: &SimulationSummary) -> String {
+    cost_per_round(
+        summary,
+        summary.spot_checks.time,
+        summary.spot_checks.flags.rounds,
+    )
 }
 
 fn cost_per_round(summary: &SimulationSummary, time: std::time::Duration, rounds: u64) -> String {
@@ -375,6 +395,18 @@ pub fn simulate(args: &SimulateArgs) -> anyhow::Result<()> {
         table.row(vec![
             "scoring: ms per round, share of a worker's step".to_owned(),
             scoring_cost(&summary),
+        ]);
+    }
+    if args.spot_check_one_in > 0 {
+        let checks = &summary.spot_checks;
+        table.row(flagged_row("spot checks", &checks.flags));
+        table.row(vec![
+            "honest results recomputed bit for bit".to_owned(),
+            format!("{} of {}", checks.honest_matched, checks.honest_recomputed),
+        ]);
+        table.row(vec![
+            "spot checks: ms per round (one verifier), share of a worker's step".to_owned(),
+            spot_check_cost(&summary),
         ]);
     }
     print!("{table}");

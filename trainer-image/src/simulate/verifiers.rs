@@ -1,11 +1,16 @@
 //! What a simulation's verifiers find: every round's results screened by their shape
-//! (`screening`) and scored against data (`scoring`), as any replica could, with counts of what
-//! was flagged, for whom and from when, and what honest and dishonest results measured.
+//! (`screening`), scored against data (`scoring`) and recomputed from their senders' momenta
+//! (exact spot checks), as any replica could, with counts of what was flagged, for whom and from
+//! when, and what honest and dishonest results measured.
 
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
-use crate::demo::{Demo, SparseUpdate};
+use sha2::{Digest, Sha256};
+use tch::Tensor;
+
+use crate::demo::{Demo, SparseUpdate, momentum_to_bytes};
+use crate::payload;
 use crate::replica::Replica;
 use crate::scoring::{Probe, ScoreWindows, score};
 use crate::screening::{Picks, Screened, Streaks, screen};
@@ -116,6 +121,31 @@ impl ScoreCounts {
     }
 }
 
+/// What exact spot checks found over a simulation.
+#[derive(Clone, Debug, Default)]
+pub struct SpotCheckCounts {
+    /// Results flagged: recomputed to other bytes, a momentum that is not the committed one,
+    /// or a commitment that is not what the sender's recomputed step before left.
+    pub flags: Flagged,
+    /// Honest results recomputed, and how many of them matched bit for bit.
+    pub honest_recomputed: u64,
+    pub honest_matched: u64,
+    /// Results recomputed (their senders' momenta fetched), and the momentum bytes fetched, for
+    /// one verifier of each.
+    pub recomputes: u64,
+    pub bytes: u64,
+    /// Time spent recomputing (one verifier's).
+    pub time: Duration,
+}
+
+/// A result a round spot-checks: its sender, the batch it was assigned (inputs and targets) and
+/// the momentum it served.
+pub(super) struct SpotCheck {
+    pub(super) worker: usize,
+    pub(super) batch: (Tensor, Tensor),
+    pub(super) momentum: Vec<u8>,
+}
+
 /// The verifiers' state between rounds and what they found.
 #[derive(Default)]
 pub(super) struct Verifiers {
@@ -127,6 +157,10 @@ pub(super) struct Verifiers {
     pub(super) scores: ScoreCounts,
     /// Made at the first scored round, for the run's share of scored results.
     windows: Option<ScoreWindows>,
+    pub(super) spot_checks: SpotCheckCounts,
+    /// By worker, its last recomputed round and the SHA-256 of the momentum its recompute
+    /// left: what its next result must commit to.
+    chains: Vec<Option<(u64, [u8; 32])>>,
 }
 
 impl Verifiers {
@@ -224,6 +258,77 @@ impl Verifiers {
                 counts.dishonest_scored += 1;
             }
         }
+    }
+}
+
+impl Verifiers {
+    /// Checks round `step`'s results (`payloads`; the first `honest` are honest workers'): each sender recomputed the round before must commit to the
+    /// momentum its recompute left, and each result in `checks` is recomputed on `replica`
+    /// (the round's common model) from the momentum its sender served, with `demo`'s step and
+    /// the gradients of its assigned batch, and must encode to the same bytes.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn spot_check(
+        &mut self,
+        step: u64,
+        replica: &Replica,
+        demo: &Demo,
+        payloads: &[&[u8]],
+        checks: Vec<SpotCheck>,
+        grad_clip: Option<f64>,
+        lr: f64,
+        honest: usize,
+    ) {
+        let started = Instant::now();
+        let workers = payloads.len();
+        self.chains.resize(workers, None);
+        let commitment = |worker: usize| payload::momentum_commitment(payloads[worker]);
+        let mut checked = Vec::new();
+        let mut flagged = Vec::new();
+        for (worker, chain) in self.chains.iter().enumerate() {
+            if let Some((recomputed, after)) = chain
+                && recomputed + 1 == step
+            {
+                checked.push(worker);
+                if commitment(worker) != Some(*after) {
+                    flagged.push(worker);
+                }
+            }
+        }
+        for check in checks {
+            let worker = check.worker;
+            checked.push(worker);
+            self.spot_checks.recomputes += 1;
+            self.spot_checks.bytes += check.momentum.len() as u64;
+            let served: [u8; 32] = Sha256::digest(&check.momentum).into();
+            let Some(mut momentum) = demo
+                .momentum_from_bytes(&check.momentum)
+                .filter(|_| commitment(worker) == Some(served))
+            else {
+                flagged.push(worker);
+                continue;
+            };
+            let (_, gradients) = replica.gradients(&check.batch.0, &check.batch.1, grad_clip);
+            let again = demo.recompute_step(&mut momentum, &gradients, lr);
+            let layouts = demo.compressor().layouts();
+            let recomputed = payload::encode(&again, &served, layouts);
+            let matched = recomputed.as_slice() == payloads[worker];
+            if worker < honest {
+                self.spot_checks.honest_recomputed += 1;
+                self.spot_checks.honest_matched += u64::from(matched);
+            }
+            if matched {
+                let after = Sha256::digest(momentum_to_bytes(&momentum)).into();
+                self.chains[worker] = Some((step, after));
+            } else {
+                flagged.push(worker);
+            }
+        }
+        checked.sort_unstable();
+        checked.dedup();
+        flagged.sort_unstable();
+        flagged.dedup();
+        self.spot_checks.time += started.elapsed();
+        self.spot_checks.flags.round_of(workers, checked, flagged);
     }
 }
 
