@@ -24,9 +24,6 @@ pub const SCALE: f64 = 1000.0;
 /// The most a `noisy-copy` attacker moves each copied value, as a share of it.
 pub const COPY_NOISE: f64 = 0.01;
 
-/// How much a `forged-momentum` attacker multiplies its momentum by before each step.
-pub const MOMENTUM_PUSH: f64 = 2.0;
-
 /// One way a client cheats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
@@ -49,9 +46,8 @@ pub enum Attack {
     /// An honest-looking update trained on batches other than the ones assigned.
     WrongData,
     /// An honest step on the assigned batch from a momentum it makes up each round (its own,
-    /// pushed twice as far along where it was going): every result recomputes from the
-    /// momentum it commits to, but that momentum is not what its last step left, so the
-    /// sender steers its updates past what it was assigned.
+    /// negated): every result recomputes from the momentum it commits to, but that momentum is
+    /// not what its last step left, and its results pull against the run's.
     ForgedMomentum,
 }
 
@@ -62,15 +58,11 @@ impl Attack {
     }
 
     /// Before its step: a `forged-momentum` attacker replaces its momentum with one it makes
-    /// up ([`MOMENTUM_PUSH`] times its own); every other attack leaves it be.
+    /// up (its own, negated); every other attack leaves it be.
     pub fn forge_momentum(self, demo: &mut Demo) {
         if self == Self::ForgedMomentum {
-            let pushed: Vec<Tensor> = demo
-                .deltas()
-                .iter()
-                .map(|delta| delta * MOMENTUM_PUSH)
-                .collect();
-            demo.load_deltas(&pushed);
+            let negated: Vec<Tensor> = demo.deltas().iter().map(|delta| -delta).collect();
+            demo.load_deltas(&negated);
         }
     }
 

@@ -88,7 +88,7 @@ fn a_client_training_other_samples_is_ejected_by_a_recompute_and_slashed() {
 #[test]
 fn a_client_forging_its_momentum_is_ejected_by_the_broken_chain_and_slashed() {
     // Each of its results recomputes from the momentum it commits to, but from step 6 that is
-    // twice what its last step left: the verifiers who recomputed its result of the round
+    // the negation of what its last step left: the verifiers who recomputed its result of the round
     // before see its next commitment differ, and judge that round (a verdict about the last
     // round of an epoch is too late once the next epoch starts, so the bound allows one more
     // round).
