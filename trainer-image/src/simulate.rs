@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use demeter_coordinator_core::shuffle::{mix, one_in};
+use demeter_coordinator_core::shuffle::mix;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tch::{Device, Tensor};
@@ -16,12 +16,11 @@ use crate::model::{LlamaConfig, Preset};
 use crate::optim::{AdamW, AdamWConfig, Schedule};
 use crate::payload;
 use crate::replica::Replica;
-use crate::scoring::Probe;
 
 mod checkpoint;
 mod verifiers;
+use verifiers::Verifiers;
 pub use verifiers::{Flagged, ScoreCounts, ScreenCounts, SpotCheckCounts};
-use verifiers::{SpotCheck, Verifiers};
 
 /// Which optimizer the workers use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -148,6 +147,17 @@ enum LocalOutput {
     Payload(Vec<u8>),
     /// AdamW: its gradients, for the all-reduce.
     Gradients(Vec<Tensor>),
+}
+
+/// The payloads of a DeMo step's outputs, in worker order.
+fn payloads(outputs: &[LocalOutput]) -> Vec<&[u8]> {
+    outputs
+        .iter()
+        .map(|output| match output {
+            LocalOutput::Payload(bytes) => bytes.as_slice(),
+            LocalOutput::Gradients(_) => unreachable!("a DeMo step's outputs are payloads"),
+        })
+        .collect()
 }
 
 /// Runs `work` on every worker with its own input, spread over up to `threads` OS threads in
@@ -415,115 +425,9 @@ impl Simulation {
         })
     }
 
-    /// Screens, scores and spot-checks the step's results, as any replica could before
-    /// applying them, and counts what is flagged. `served`: by worker, the momentum it served
-    /// if its result was chosen for a spot check.
-    fn verify(
-        &mut self,
-        outputs: &[LocalOutput],
-        served: Vec<Option<Vec<u8>>>,
-        lr: f64,
-    ) -> anyhow::Result<()> {
-        let WorkerOptimizer::Demo(demo) = &self.workers[0].optimizer else {
-            anyhow::bail!("screens, scores and spot checks are of DeMo results (--optimizer demo)");
-        };
-        let payloads: Vec<&[u8]> = outputs
-            .iter()
-            .map(|output| match output {
-                LocalOutput::Payload(bytes) => bytes.as_slice(),
-                LocalOutput::Gradients(_) => unreachable!("demo run"),
-            })
-            .collect();
-        let results =
-            payload::decode_all(payloads.iter().copied(), demo.compressor(), Device::Cpu)?;
-        let refs: Vec<&SparseUpdate> = results.iter().collect();
-        let honest = self.workers.len() - self.config.byzantine;
-        if self.config.screen {
-            self.verifiers.screen(&refs, honest);
-        }
-        if self.config.score {
-            let probes = self.probes();
-            let replica = &self.workers[0].replica;
-            let one_in = self.config.score_one_in.max(1);
-            self.verifiers
-                .score(self.step, one_in, replica, demo, &refs, &probes, lr, honest);
-        }
-        if self.config.spot_check_one_in > 0 {
-            let per_worker = self.config.batch_per_worker;
-            let checks: Vec<SpotCheck> = served
-                .into_iter()
-                .enumerate()
-                .filter_map(|(worker, momentum)| {
-                    // The batch the round assigned, whatever the sender trained on.
-                    let first = (worker * per_worker) as u64;
-                    let ranges: Vec<_> = (first..first + per_worker as u64)
-                        .map(|id| self.plan.token_range(self.step, id))
-                        .collect();
-                    Some(SpotCheck {
-                        worker,
-                        batch: self.dataset.training_batch(&ranges),
-                        momentum: momentum?,
-                    })
-                })
-                .collect();
-            let replica = &self.workers[0].replica;
-            self.verifiers.spot_check(
-                self.step,
-                replica,
-                demo,
-                &payloads,
-                checks,
-                self.config.grad_clip,
-                lr,
-                honest,
-            );
-        }
-        Ok(())
-    }
-
-    /// The probe of each worker chosen for scoring this step (`Probe::of` the samples it was
-    /// assigned, whatever it trained on). The choice is a seeded one in `score_one_in` of the
-    /// workers, as `Round::scored` makes it for a run.
-    fn probes(&self) -> Vec<Option<Probe>> {
-        let workers = self.workers.len() as u64;
-        let one_in_n = u64::from(self.config.score_one_in.max(1));
-        let key = mix(self.config.seed ^ mix(self.step));
-        let per_worker = self.config.batch_per_worker as u64;
-        (0..workers)
-            .map(|worker| {
-                if !one_in(key, worker, workers, one_in_n) {
-                    return None;
-                }
-                let first = self.step * workers * per_worker + worker * per_worker;
-                Probe::of(&self.dataset, &self.plan, first..first + per_worker)
-            })
-            .collect()
-    }
-
-    /// What the screens found so far (nothing unless the config asks for screens).
-    pub fn screen_counts(&self) -> &ScreenCounts {
-        &self.verifiers.screens
-    }
-
-    /// What scoring found so far (nothing unless the config asks for scores).
-    pub fn score_counts(&self) -> &ScoreCounts {
-        &self.verifiers.scores
-    }
-
-    /// What spot checks found so far (nothing unless the config asks for them).
-    pub fn spot_check_counts(&self) -> &SpotCheckCounts {
-        &self.verifiers.spot_checks
-    }
-
     /// Every replica decodes every payload and applies the same aggregate on its own.
     fn demo_exchange(&mut self, outputs: &[LocalOutput], lr: f64) -> anyhow::Result<usize> {
-        let payloads: Vec<&[u8]> = outputs
-            .iter()
-            .map(|output| match output {
-                LocalOutput::Payload(bytes) => bytes.as_slice(),
-                LocalOutput::Gradients(_) => unreachable!("demo run"),
-            })
-            .collect();
+        let payloads = payloads(outputs);
         let workers = self.workers.len();
         let applied = for_each_worker(
             &mut self.workers,

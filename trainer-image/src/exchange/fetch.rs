@@ -115,6 +115,35 @@ impl PeerClient {
         if peers.is_empty() {
             return Err(FetchError::NoPeers);
         }
+        let matches = |bytes: &Bytes| verified_hash(bytes).as_ref() == Some(hash);
+        self.fetch_matching("payloads", hash, peers, max_len, matches)
+            .await
+    }
+
+    /// Downloads the momentum whose SHA-256 is `hash` from `peer` (the client that committed
+    /// to it: nobody else holds it), which must be exactly `len` bytes, trying a few times.
+    pub async fn fetch_momentum(
+        &self,
+        hash: &[u8; 32],
+        peer: SocketAddr,
+        len: usize,
+    ) -> Result<Bytes, FetchError> {
+        let matches =
+            |bytes: &Bytes| bytes.len() == len && Sha256::digest(bytes).as_slice() == hash;
+        self.fetch_matching("momenta", hash, &[peer], len, matches)
+            .await
+    }
+
+    /// Downloads `/v1/{route}/{hash}` from the first of `peers` that serves bytes that
+    /// `matches` accepts, trying each a few times; what it refuses is dropped and counted.
+    async fn fetch_matching(
+        &self,
+        route: &str,
+        hash: &[u8; 32],
+        peers: &[SocketAddr],
+        max_len: usize,
+        matches: impl Fn(&Bytes) -> bool,
+    ) -> Result<Bytes, FetchError> {
         let hex_hash = hex::encode(hash);
         let mut last = String::new();
         for attempt in 0..self.attempts {
@@ -122,8 +151,8 @@ impl PeerClient {
                 tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
             }
             for peer in peers {
-                match self.fetch_from(*peer, "payloads", &hex_hash, max_len).await {
-                    Ok(bytes) if verified_hash(&bytes).as_ref() == Some(hash) => {
+                match self.fetch_from(*peer, route, &hex_hash, max_len).await {
+                    Ok(bytes) if matches(&bytes) => {
                         self.metrics.bytes_down.inc_by(bytes.len() as u64);
                         return Ok(bytes);
                     }
@@ -149,41 +178,6 @@ impl PeerClient {
             .downloads_failed
             .with_label_values(&[reason.label()])
             .inc();
-    }
-
-    /// Downloads the momentum whose SHA-256 is `hash` from `peer` (the client that committed
-    /// to it: nobody else holds it), which must be exactly `len` bytes, trying a few times.
-    pub async fn fetch_momentum(
-        &self,
-        hash: &[u8; 32],
-        peer: SocketAddr,
-        len: usize,
-    ) -> Result<Bytes, FetchError> {
-        let hex_hash = hex::encode(hash);
-        let mut last = String::new();
-        for attempt in 0..self.attempts {
-            if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
-            }
-            match self.fetch_from(peer, "momenta", &hex_hash, len).await {
-                Ok(bytes) if bytes.len() == len && Sha256::digest(&bytes).as_slice() == hash => {
-                    self.metrics.bytes_down.inc_by(bytes.len() as u64);
-                    return Ok(bytes);
-                }
-                Ok(_) => {
-                    self.failed(DownloadFailure::HashMismatch);
-                    last = format!("{peer} served a momentum that does not match the commitment");
-                }
-                Err((reason, message)) => {
-                    self.failed(reason);
-                    last = format!("{peer}: {message}");
-                }
-            }
-        }
-        Err(FetchError::Exhausted {
-            hash: hex_hash,
-            last,
-        })
     }
 
     /// One download from `/v1/{route}/{hex_hash}`, stopping as soon as the body grows past
