@@ -246,6 +246,34 @@ fn losses(steps: u64, attacks: &[Attack]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The honest run and one run per attack, under the mean with `verification`.
+fn runs_under_the_mean(
+    steps: u64,
+    attacks: &[Attack],
+    verification: Verification,
+) -> anyhow::Result<Vec<(Option<Attack>, SimulationSummary)>> {
+    std::iter::once(None)
+        .chain(attacks.iter().copied().map(Some))
+        .map(|attack| {
+            Ok((
+                attack,
+                simulate(Aggregation::Mean, attack, steps, verification)?,
+            ))
+        })
+        .collect()
+}
+
+/// A detection row's first cells: the attack, the dishonest workers' rounds flagged (from
+/// round), the honest workers'.
+fn flag_cells(attack: Option<Attack>, flags: &Flagged) -> Vec<String> {
+    let honest = WORKERS - attack.map_or(0, |_| BYZANTINE);
+    vec![
+        attack.map_or("none (honest)".to_owned(), |a| name(&a)),
+        dishonest(flags, honest, attack.is_some()),
+        flags.share(0..honest),
+    ]
+}
+
 /// The dishonest workers' share of rounds flagged, and the round by which every one had been.
 fn dishonest(flags: &Flagged, honest: usize, attacked: bool) -> String {
     if !attacked {
@@ -271,33 +299,32 @@ fn detection(steps: u64, attacks: &[Attack]) -> anyhow::Result<()> {
         "sign agreement: honest min, dishonest max",
         "screening per round (share of a step)",
     ]);
-    let mut runs: Vec<Option<Attack>> = vec![None];
-    runs.extend(attacks.iter().copied().map(Some));
     let three = |value: Option<f64>| value.map_or("-".to_owned(), |v| format!("{v:.3}"));
-    for attack in runs {
-        let summary = simulate(Aggregation::Mean, attack, steps, Verification::Screens)?;
+    for (attack, summary) in runs_under_the_mean(steps, attacks, Verification::Screens)? {
         let screens = &summary.screens;
-        let honest = WORKERS - attack.map_or(0, |_| BYZANTINE);
-        table.row(vec![
-            attack.map_or("none (honest)".to_owned(), |a| name(&a)),
-            dishonest(&screens.flags, honest, attack.is_some()),
-            screens.flags.share(0..honest),
-            format!(
-                "{:.3}, {:.3}",
-                screens.honest_overlap_max, screens.honest_repeat_max
-            ),
-            format!(
-                "{:.3}, {}",
-                screens.honest_norm_max,
-                three(screens.dishonest_norm_min)
-            ),
-            format!(
-                "{}, {}",
-                three(screens.honest_agreement_min),
-                three(screens.dishonest_agreement_max)
-            ),
-            screening_cost(&summary),
-        ]);
+        table.row(
+            [
+                flag_cells(attack, &screens.flags),
+                vec![
+                    format!(
+                        "{:.3}, {:.3}",
+                        screens.honest_overlap_max, screens.honest_repeat_max
+                    ),
+                    format!(
+                        "{:.3}, {}",
+                        screens.honest_norm_max,
+                        three(screens.dishonest_norm_min)
+                    ),
+                    format!(
+                        "{}, {}",
+                        three(screens.honest_agreement_min),
+                        three(screens.dishonest_agreement_max)
+                    ),
+                    screening_cost(&summary),
+                ],
+            ]
+            .concat(),
+        );
     }
     println!("{table}");
     println!(
@@ -318,30 +345,25 @@ fn scoring(steps: u64, one_in: u16, attacks: &[Attack]) -> anyhow::Result<()> {
         "mean score: dishonest",
         "scoring a round (share of a step)",
     ]);
-    let mut runs: Vec<Option<Attack>> = vec![None];
-    runs.extend(attacks.iter().copied().map(Some));
     let four = |value: Option<f64>| value.map_or("-".to_owned(), |v| format!("{v:.4}"));
-    for attack in runs {
-        let summary = simulate(
-            Aggregation::Mean,
-            attack,
-            steps,
-            Verification::Scores(one_in),
-        )?;
+    for (attack, summary) in runs_under_the_mean(steps, attacks, Verification::Scores(one_in))? {
         let scores = &summary.scores;
-        let honest = WORKERS - attack.map_or(0, |_| BYZANTINE);
-        table.row(vec![
-            attack.map_or("none (honest)".to_owned(), |a| name(&a)),
-            dishonest(&scores.flags, honest, attack.is_some()),
-            scores.flags.share(0..honest),
-            format!(
-                "{} ({:.1}%)",
-                four(scores.honest_mean()),
-                100.0 * scores.honest_not_positive as f64 / scores.honest_scored.max(1) as f64
-            ),
-            four(scores.dishonest_mean()),
-            scoring_cost(&summary),
-        ]);
+        table.row(
+            [
+                flag_cells(attack, &scores.flags),
+                vec![
+                    format!(
+                        "{} ({:.1}%)",
+                        four(scores.honest_mean()),
+                        100.0 * scores.honest_not_positive as f64
+                            / scores.honest_scored.max(1) as f64
+                    ),
+                    four(scores.dishonest_mean()),
+                    scoring_cost(&summary),
+                ],
+            ]
+            .concat(),
+        );
     }
     println!("{table}");
     println!(
@@ -364,25 +386,20 @@ fn spot_checks(steps: u64, one_in: u16, attacks: &[Attack]) -> anyhow::Result<()
         "recomputing a round, one verifier (share of a step)",
         "momentum bytes a check moves",
     ]);
-    let mut runs: Vec<Option<Attack>> = vec![None];
-    runs.extend(attacks.iter().copied().map(Some));
-    for attack in runs {
-        let summary = simulate(
-            Aggregation::Mean,
-            attack,
-            steps,
-            Verification::SpotChecks(one_in),
-        )?;
+    let verification = Verification::SpotChecks(one_in);
+    for (attack, summary) in runs_under_the_mean(steps, attacks, verification)? {
         let checks = &summary.spot_checks;
-        let honest = WORKERS - attack.map_or(0, |_| BYZANTINE);
-        table.row(vec![
-            attack.map_or("none (honest)".to_owned(), |a| name(&a)),
-            dishonest(&checks.flags, honest, attack.is_some()),
-            checks.flags.share(0..honest),
-            format!("{} of {}", checks.honest_matched, checks.honest_recomputed),
-            spot_check_cost(&summary),
-            (checks.bytes / checks.recomputes.max(1)).to_string(),
-        ]);
+        table.row(
+            [
+                flag_cells(attack, &checks.flags),
+                vec![
+                    format!("{} of {}", checks.honest_matched, checks.honest_recomputed),
+                    spot_check_cost(&summary),
+                    (checks.bytes / checks.recomputes.max(1)).to_string(),
+                ],
+            ]
+            .concat(),
+        );
     }
     println!("{table}");
     println!(
