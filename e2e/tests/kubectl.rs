@@ -239,7 +239,11 @@ async fn an_admin_applies_the_crd_and_runs_and_watches_them_with_kubectl() {
         "Phase:                   Pending",
         "ClientsNotReady",
         "demeter-operator  new -> Pending",
+        // One Event per pod, though they are created at once (the recorder would fold Events
+        // of one run with one reason into a series showing only the last pod).
         "Created pod moby-150m-client-0",
+        "Created pod moby-150m-client-1",
+        "Created pod moby-150m-client-2",
     ];
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {

@@ -118,9 +118,26 @@ impl Context {
         }
     }
 
+    /// An Event about the object `reference` (a TrainingRun).
     pub(crate) async fn publish(
         &self,
         reference: &ObjectReference,
+        type_: EventType,
+        reason: &str,
+        note: String,
+    ) {
+        self.publish_related(reference, None, type_, reason, note)
+            .await;
+    }
+
+    /// An Event about `reference` that concerns one of its objects, `related` (a client pod).
+    /// The recorder folds Events of one object with the same reason into one series that
+    /// shows only the last note; naming the pod keeps each pod's Event its own (creating three
+    /// pods at once is three Events, not "x3" of the last).
+    pub(crate) async fn publish_related(
+        &self,
+        reference: &ObjectReference,
+        related: Option<ObjectReference>,
         type_: EventType,
         reason: &str,
         note: String,
@@ -130,7 +147,7 @@ impl Context {
             reason: reason.into(),
             note: Some(note),
             action: "Reconcile".into(),
-            secondary: None,
+            secondary: related,
         };
         // An event that cannot be written is not worth failing the reconcile over.
         if let Err(error) = self.recorder.publish(&event, reference).await {
@@ -337,8 +354,9 @@ async fn apply(cached: &DynamicObject, ctx: &Context) -> Result<Action, Error> {
     let creates = plan.create.iter().map(|&index| async move {
         let pod = clients::desired_pod(run, index)?;
         apply_child(client, namespace, &pod).await?;
-        ctx.publish(
+        ctx.publish_related(
             &run.object_ref(&()),
+            Some(pod.object_ref(&())),
             EventType::Normal,
             "SuccessfulCreate",
             format!("Created pod {}", pod.name_any()),

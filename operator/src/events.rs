@@ -2,6 +2,7 @@
 //! says what happened and what comes next (a restart and when, a client given up, a phase
 //! change). Written through `Context::publish`, which never fails a reconcile.
 
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 
@@ -45,15 +46,22 @@ pub async fn report_changes(
         } else {
             "ClientRestarting"
         };
-        ctx.publish(&reference, EventType::Warning, reason, note)
-            .await;
+        ctx.publish_related(
+            &reference,
+            Some(pod_reference(run, &pod)),
+            EventType::Warning,
+            reason,
+            note,
+        )
+        .await;
     }
     for (index, why) in &plan.stuck {
         let reason = why.split(':').next().unwrap_or("ContainerCannotStart");
         // Every pod Event names its pod, as the restart and create Events do.
         let pod = children::Names(&run.name_any()).client(*index);
-        ctx.publish(
+        ctx.publish_related(
             &reference,
+            Some(pod_reference(run, &pod)),
             EventType::Warning,
             reason,
             format!("Pod {pod} (client {index}): {why}"),
@@ -121,5 +129,16 @@ pub async fn report_changes(
             crate::metrics::phase_name(phase)
         };
         ctx.publish(&reference, type_, reason, note).await;
+    }
+}
+
+/// Client pod `name` of `run`, as an Event's related object.
+fn pod_reference(run: &TrainingRun, name: &str) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Pod".into()),
+        name: Some(name.into()),
+        namespace: run.namespace(),
+        ..ObjectReference::default()
     }
 }
