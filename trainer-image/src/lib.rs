@@ -18,4 +18,5 @@ pub mod run_file;
 pub mod scoring;
 pub mod screening;
 pub mod simulate;
+pub mod spot_check;
 pub mod train;

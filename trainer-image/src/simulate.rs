@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use demeter_coordinator_core::shuffle::mix;
+use demeter_coordinator_core::shuffle::{mix, one_chance_in};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tch::{Device, Tensor};
@@ -74,10 +74,12 @@ pub struct SimulationConfig {
 const WRONG_DATA_OFFSET: u64 = 1_000_003;
 
 /// Whether `worker`'s result of `step` is spot-checked: a seeded chance of one in `one_in`
-/// (never at 0), as `Round::spot_checked` makes it for a run.
+/// (never at 0), as `Round::spot_checked` draws it for a run (with a key of the simulation's
+/// seed and step, apart from the one that chooses the scored results).
 fn spot_checked(seed: u64, step: u64, worker: usize, one_in: u16) -> bool {
-    one_in != 0
-        && mix(mix(seed ^ 0x5907) ^ mix(step) ^ worker as u64).is_multiple_of(u64::from(one_in))
+    const SPOT_CHECKS: u64 = 0x5907;
+    let key = mix(seed ^ SPOT_CHECKS) ^ mix(step);
+    one_chance_in(key, worker as u64, u64::from(one_in))
 }
 
 /// Seconds spent in each phase, summed over workers and steps.

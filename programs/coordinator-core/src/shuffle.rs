@@ -47,6 +47,12 @@ pub fn one_in(key: u64, x: u64, n: u64, one_in: u64) -> bool {
     one_in != 0 && permute(key, x, n) < n.div_ceil(one_in)
 }
 
+/// Whether `x` is chosen by a seeded draw with a chance of one in `one_in` (never at 0), each
+/// `x` on its own: a choice may take none of `0..n`, or all.
+pub fn one_chance_in(key: u64, x: u64, one_in: u64) -> bool {
+    one_in != 0 && mix(key ^ x).is_multiple_of(one_in)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -61,6 +67,18 @@ mod tests {
                 seen[y as usize] = true;
             }
         }
+    }
+
+    #[test]
+    fn one_chance_in_draws_each_on_its_own() {
+        let chosen = |one_in| (0..10_000).filter(|&x| one_chance_in(3, x, one_in)).count();
+        assert_eq!(chosen(0), 0);
+        assert_eq!(chosen(1), 10_000);
+        let quarter = chosen(4);
+        assert!(
+            (2_300..2_700).contains(&quarter),
+            "{quarter} of 10,000 at one in 4"
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::attestation::Attestation;
 use crate::config::Config;
-use crate::shuffle::{derive_key, mix, one_in, permute};
+use crate::shuffle::{derive_key, one_chance_in, one_in, permute};
 
 /// Most members a run can have over its life (member records are kept for their points).
 pub const MAX_CLIENTS: usize = 256;
@@ -294,10 +294,12 @@ impl Round {
     /// closes, and for every result when `spot_check_one_in` is 0.
     pub fn spot_checked(&self, slot: usize, spot_check_one_in: u16) -> bool {
         self.closed == 1
-            && spot_check_one_in != 0
             && self.rank_of(slot).is_some_and(|rank| {
-                mix(derive_key(&self.close_seed, SPOT_CHECK_DOMAIN) ^ rank)
-                    .is_multiple_of(u64::from(spot_check_one_in))
+                one_chance_in(
+                    derive_key(&self.close_seed, SPOT_CHECK_DOMAIN),
+                    rank,
+                    u64::from(spot_check_one_in),
+                )
             })
     }
 

@@ -11,11 +11,12 @@ use sha2::{Digest, Sha256};
 use tch::{Device, Tensor};
 
 use super::{LocalOutput, Simulation, WorkerOptimizer, payloads};
-use crate::demo::{Demo, SparseUpdate, momentum_to_bytes};
+use crate::demo::{Demo, SparseUpdate};
 use crate::payload;
 use crate::replica::Replica;
 use crate::scoring::{Probe, ScoreWindows, score};
 use crate::screening::{Picks, Screened, Streaks, screen};
+use crate::spot_check::{Recompute, recompute};
 
 /// Whom a check flagged, in how many of the rounds it checked them, and from when.
 #[derive(Clone, Debug, Default)]
@@ -264,7 +265,8 @@ impl Verifiers {
 }
 
 impl Verifiers {
-    /// Checks round `step`'s results (`payloads`; the first `honest` are honest workers'): each sender recomputed the round before must commit to the
+    /// Checks round `step`'s results (`payloads`, decoded as `results`; the first `honest` are
+    /// honest workers'): each sender recomputed the round before must commit to the
     /// momentum its recompute left, and each result in `checks` is recomputed on `replica`
     /// (the round's common model) from the momentum its sender served, with `demo`'s step and
     /// the gradients of its assigned batch, and must encode to the same bytes.
@@ -275,6 +277,7 @@ impl Verifiers {
         replica: &Replica,
         demo: &Demo,
         payloads: &[&[u8]],
+        results: &[&SparseUpdate],
         checks: Vec<SpotCheck>,
         grad_clip: Option<f64>,
         lr: f64,
@@ -302,27 +305,26 @@ impl Verifiers {
             self.spot_checks.recomputes += 1;
             self.spot_checks.bytes += check.momentum.len() as u64;
             let served: [u8; 32] = Sha256::digest(&check.momentum).into();
-            let Some(mut momentum) = demo
-                .momentum_from_bytes(&check.momentum)
-                .filter(|_| commitment(worker) == Some(served))
-            else {
-                flagged.push(worker);
-                continue;
-            };
-            let (_, gradients) = replica.gradients(&check.batch.0, &check.batch.1, grad_clip);
-            let again = demo.recompute_step(&mut momentum, &gradients, lr);
-            let layouts = demo.compressor().layouts();
-            let recomputed = payload::encode(&again, &served, layouts);
-            let matched = recomputed.as_slice() == payloads[worker];
-            if worker < honest {
+            let committed = commitment(worker) == Some(served);
+            let outcome = recompute(
+                replica,
+                demo,
+                &check.batch,
+                grad_clip,
+                lr,
+                payloads[worker],
+                results[worker],
+                committed.then_some(check.momentum.as_slice()),
+            );
+            if worker < honest && committed {
                 self.spot_checks.honest_recomputed += 1;
-                self.spot_checks.honest_matched += u64::from(matched);
             }
-            if matched {
-                let after = Sha256::digest(momentum_to_bytes(&momentum)).into();
-                self.chains[worker] = Some((step, after));
-            } else {
-                flagged.push(worker);
+            match outcome {
+                Recompute::Matched { after } => {
+                    self.spot_checks.honest_matched += u64::from(worker < honest);
+                    self.chains[worker] = Some((step, after));
+                }
+                Recompute::Unserved | Recompute::Differs { .. } => flagged.push(worker),
             }
         }
         checked.sort_unstable();
@@ -387,6 +389,7 @@ impl Simulation {
                 replica,
                 demo,
                 &payloads,
+                &refs,
                 checks,
                 self.config.grad_clip,
                 lr,

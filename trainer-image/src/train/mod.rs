@@ -452,7 +452,13 @@ impl<B: CoordinatorBackend> Trainer<B> {
             {
                 drill.attack.forge_momentum(&mut self.demo);
             }
-            let momentum = committing.then(|| Bytes::from(self.demo.momentum_bytes()));
+            // The momentum and its SHA-256, on this blocking thread like the step (a hash of
+            // four bytes a parameter is not for the async runtime's).
+            let momentum = committing.then(|| {
+                let momentum = Bytes::from(self.demo.momentum_bytes());
+                let commitment: [u8; 32] = Sha256::digest(&momentum).into();
+                (commitment, momentum)
+            });
             let update = self.demo.compress_step(&gradients, lr);
             let update = match self.settings.drill {
                 Some(drill) if round.step >= drill.from_step => {
@@ -472,8 +478,7 @@ impl<B: CoordinatorBackend> Trainer<B> {
             (loss, update, momentum, train_time)
         });
         let commitment = match momentum {
-            Some(momentum) => {
-                let commitment = Sha256::digest(&momentum).into();
+            Some((commitment, momentum)) => {
                 self.exchange
                     .store
                     .insert_momentum(round.step, commitment, momentum);
@@ -512,9 +517,8 @@ impl<B: CoordinatorBackend> Trainer<B> {
     }
 
     /// The gradients of the samples in `ranges` on the replica as it stands, and their loss:
-    /// what this client trains a round with, and what a verifier recomputes a peer's result
-    /// with. Zeros and no loss for no samples (more participants than samples: nothing to
-    /// learn from, but a result is due).
+    /// what this client trains a round with. Zeros and no loss for no samples (more
+    /// participants than samples: nothing to learn from, but a result is due).
     fn gradients_of(&self, ranges: &[TokenRange]) -> (Option<f64>, Vec<Tensor>) {
         if ranges.is_empty() {
             let zeros = self

@@ -7,10 +7,11 @@
 //! one in `spot_check_one_in` (docs/verification.md says what each catches and what not).
 
 use super::*;
-use crate::demo::{SparseUpdate, momentum_to_bytes};
+use crate::demo::SparseUpdate;
 use crate::payload::UNCOMMITTED;
 use crate::scoring::{Probe, ScoreWindows, score};
 use crate::screening::{Picks, Screened, Streaks, screen};
+use crate::spot_check::{Recompute, recompute};
 
 /// The scores of past rounds that senders are judged over, for the run's `score_one_in`.
 pub(super) struct ScoreMemory {
@@ -21,9 +22,7 @@ pub(super) struct ScoreMemory {
 /// A counted result this client recomputes as a verifier, and what its sender served for it.
 pub(super) struct SpotCheck {
     slot: usize,
-    /// The momentum commitment its payload carries.
-    commitment: [u8; 32],
-    /// The momentum its sender served for the commitment, checked against it.
+    /// The momentum its sender served for its payload's commitment, checked against it.
     momentum: Option<Bytes>,
 }
 
@@ -150,11 +149,7 @@ impl<B: CoordinatorBackend> Trainer<B> {
         counted: &[(usize, Bytes)],
     ) -> Vec<SpotCheck> {
         let one_in = state.config.spot_check_one_in;
-        let verifier = state.member_index(&self.me()).filter(|&slot| {
-            round.witness_position(slot).is_some()
-                && state.members[slot].status() == MemberStatus::Active
-        });
-        let Some(my_slot) = verifier.filter(|_| one_in > 0) else {
+        let Some((my_slot, _)) = self.verifier_of(state, round).filter(|_| one_in > 0) else {
             return Vec::new();
         };
         let started = Instant::now();
@@ -183,7 +178,6 @@ impl<B: CoordinatorBackend> Trainer<B> {
             };
             checks.push(SpotCheck {
                 slot: *slot,
-                commitment,
                 momentum,
             });
         }
@@ -210,64 +204,40 @@ impl<B: CoordinatorBackend> Trainer<B> {
         }
         let started = Instant::now();
         let lr = self.schedule(state).lr(round.step);
-        let outcomes: Vec<(usize, Result<[u8; 32], Finding>)> = tokio::task::block_in_place(|| {
+        let outcomes: Vec<(usize, Recompute)> = tokio::task::block_in_place(|| {
             checks
                 .into_iter()
                 .filter_map(|check| {
                     let index = counted.iter().position(|(slot, _)| *slot == check.slot)?;
-                    let sent = (&counted[index].1, &results[index].1);
-                    Some((check.slot, self.recompute(round, sent, &check, lr)?))
+                    let ranges: Vec<TokenRange> = round
+                        .assignment(check.slot)?
+                        .map(|sample| self.plan.sample_range(sample))
+                        .collect();
+                    self.metrics.results_spot_checked.inc();
+                    let outcome = recompute(
+                        &self.replica,
+                        &self.demo,
+                        &self.dataset.training_batch(&ranges),
+                        self.settings.grad_clip,
+                        lr,
+                        &counted[index].1,
+                        &results[index].1,
+                        check.momentum.as_deref(),
+                    );
+                    Some((check.slot, outcome))
                 })
                 .collect()
         });
         let mut findings = Vec::new();
         for (slot, outcome) in outcomes {
-            match outcome {
-                Ok(after) => {
-                    self.chains.insert(slot, (round.step, after));
-                }
-                Err(finding) => findings.push((slot, finding)),
+            if let Recompute::Matched { after } = outcome {
+                self.chains.insert(slot, (round.step, after));
             }
+            findings.extend(outcome.finding().map(|finding| (slot, finding)));
         }
         self.metrics.time("spot-check", started.elapsed());
         self.metrics.count_flagged(&findings);
         findings
-    }
-
-    /// One spot check of the result `sent` (its payload, and decoded): the SHA-256 of the
-    /// momentum its step left when it recomputes to the same bytes (what the sender's next
-    /// result must commit to), the finding when it does not; `None` for a sender assigned no
-    /// samples.
-    fn recompute(
-        &self,
-        round: &Round,
-        (sent, update): (&Bytes, &SparseUpdate),
-        check: &SpotCheck,
-        lr: f64,
-    ) -> Option<Result<[u8; 32], Finding>> {
-        let ranges: Vec<TokenRange> = round
-            .assignment(check.slot)?
-            .map(|sample| self.plan.sample_range(sample))
-            .collect();
-        self.metrics.results_spot_checked.inc();
-        let Some(mut momentum) = check
-            .momentum
-            .as_ref()
-            .and_then(|bytes| self.demo.momentum_from_bytes(bytes))
-        else {
-            return Some(Err(Finding::Unserved));
-        };
-        let (_, gradients) = self.gradients_of(&ranges);
-        let again = self.demo.recompute_step(&mut momentum, &gradients, lr);
-        let layouts = self.demo.compressor().layouts();
-        let recomputed = payload::encode(&again, &check.commitment, layouts);
-        if payload::content_hash(&recomputed) == payload::content_hash(sent) {
-            return Some(Ok(Sha256::digest(momentum_to_bytes(&momentum)).into()));
-        }
-        let picked = Picks::of(update).overlap(&Picks::of(&again));
-        Some(Err(Finding::Recomputed {
-            picked: (picked * 1000.0).round() as u16,
-        }))
     }
 
     /// Checks each counted result of `round` (`counted`: payloads by member slot) whose
@@ -294,6 +264,14 @@ impl<B: CoordinatorBackend> Trainer<B> {
         findings
     }
 
+    /// This client's member slot and witness position if it is one of `round`'s verifiers and
+    /// still Active: who may judge the round's results.
+    fn verifier_of(&self, state: &Coordinator, round: &Round) -> Option<(usize, u16)> {
+        let slot = state.member_index(&self.me())?;
+        let position = round.witness_position(slot)?;
+        (state.members[slot].status() == MemberStatus::Active).then_some((slot, position))
+    }
+
     /// As one of `round`'s verifiers still in the epoch, sends a verdict against each result
     /// in `findings` but this client's own: one per target, so the first finding of a result
     /// that is flagged twice.
@@ -303,16 +281,9 @@ impl<B: CoordinatorBackend> Trainer<B> {
         round: &Round,
         findings: Vec<(usize, Finding)>,
     ) {
-        let me = self.me();
-        let Some(my_slot) = state.member_index(&me) else {
+        let Some((my_slot, position)) = self.verifier_of(state, round) else {
             return;
         };
-        let Some(position) = round.witness_position(my_slot) else {
-            return;
-        };
-        if state.members[my_slot].status() != MemberStatus::Active {
-            return;
-        }
         let mut judged = BTreeSet::new();
         for (slot, finding) in findings {
             if slot == my_slot || !judged.insert(slot) {
