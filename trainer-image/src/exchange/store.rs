@@ -17,17 +17,41 @@ use demeter_coordinator_core::state::ROUNDS_KEPT;
 /// coordinator is one state update behind a peer's.
 pub const STEPS_AHEAD: u64 = 1;
 
+/// Blobs by step, then by SHA-256.
+type ByStep = BTreeMap<u64, HashMap<[u8; 32], Bytes>>;
+
 #[derive(Default)]
 struct Inner {
     /// Payloads by step, then by content hash.
-    steps: BTreeMap<u64, HashMap<[u8; 32], Bytes>>,
+    steps: ByStep,
     /// This client's momentum by step, then by SHA-256: what its results of the step were
     /// computed from, which a verifier recomputes them from.
-    momenta: BTreeMap<u64, HashMap<[u8; 32], Bytes>>,
+    momenta: ByStep,
     /// Steps `oldest..=newest` are kept: the rounds the coordinator still holds (a lagging
     /// replica applies them) up to [`STEPS_AHEAD`] past the current one. Nothing is kept
     /// before the first [`ResultStore::follow`].
     window: Option<(u64, u64)>,
+}
+
+impl Inner {
+    /// Keeps `bytes` of `step` under `hash` in `blobs` (one of this store's maps) if the step
+    /// is in the window.
+    fn keep(
+        window: Option<(u64, u64)>,
+        blobs: &mut ByStep,
+        step: u64,
+        hash: [u8; 32],
+        bytes: Bytes,
+    ) {
+        if window.is_some_and(|(oldest, newest)| (oldest..=newest).contains(&step)) {
+            blobs.entry(step).or_default().insert(hash, bytes);
+        }
+    }
+
+    /// The blob with `hash` in `blobs`, of any kept step.
+    fn find(blobs: &ByStep, hash: &[u8; 32]) -> Option<Bytes> {
+        blobs.values().find_map(|step| step.get(hash).cloned())
+    }
 }
 
 /// Payloads of recent steps, shared by the HTTP server and the trainer.
@@ -62,46 +86,26 @@ impl ResultStore {
     /// Keeps a payload of `step` whose bytes the caller has checked against `hash`, a
     /// commitment the coordinator holds (or its own); a step outside the window is not kept.
     pub fn insert_payload(&self, step: u64, hash: [u8; 32], payload: Bytes) {
-        let mut inner = self.write();
-        if inner
-            .window
-            .is_some_and(|(oldest, newest)| (oldest..=newest).contains(&step))
-        {
-            inner.steps.entry(step).or_default().insert(hash, payload);
-        }
+        let inner = &mut *self.write();
+        Inner::keep(inner.window, &mut inner.steps, step, hash, payload);
     }
 
     /// Keeps this client's own momentum of `step` (whose SHA-256 is `hash`, the commitment its
     /// result of the step carries), to serve while the round's verifiers may ask for it; a step
     /// outside the window is not kept.
     pub fn insert_momentum(&self, step: u64, hash: [u8; 32], momentum: Bytes) {
-        let mut inner = self.write();
-        if inner
-            .window
-            .is_some_and(|(oldest, newest)| (oldest..=newest).contains(&step))
-        {
-            inner
-                .momenta
-                .entry(step)
-                .or_default()
-                .insert(hash, momentum);
-        }
+        let inner = &mut *self.write();
+        Inner::keep(inner.window, &mut inner.momenta, step, hash, momentum);
     }
 
     /// A momentum held for any kept step.
     pub fn momentum(&self, hash: &[u8; 32]) -> Option<Bytes> {
-        self.read()
-            .momenta
-            .values()
-            .find_map(|step| step.get(hash).cloned())
+        Inner::find(&self.read().momenta, hash)
     }
 
     /// A payload held for any kept step.
     pub fn payload(&self, hash: &[u8; 32]) -> Option<Bytes> {
-        self.read()
-            .steps
-            .values()
-            .find_map(|step| step.get(hash).cloned())
+        Inner::find(&self.read().steps, hash)
     }
 }
 

@@ -32,7 +32,7 @@ pub const MAX_DECLARED_ELEMENTS: u64 = 1 << 31;
 pub type ContentHash = [u8; HASH_LEN];
 
 /// The SHA-256 of the DeMo momentum its sender computed the result from
-/// ([`crate::demo::Demo::momentum_hash`]), all zero when the run spot-checks nothing: what a
+/// (of [`crate::demo::Demo::momentum_bytes`]), all zero when the run spot-checks nothing: what a
 /// spot check fetches that momentum by and recomputes the result from.
 pub type MomentumCommitment = [u8; HASH_LEN];
 
