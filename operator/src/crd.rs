@@ -495,6 +495,15 @@ pub struct VerificationSpec {
     /// parameter) over the network.
     #[serde(default)]
     pub spot_check_one_in: u16,
+    /// How far, per mille, a recompute may stray from the result it checks, for clients on
+    /// different kinds of device (GPU models, or GPUs and CPUs), whose arithmetic differs in the
+    /// last bits. 0 (the default) asks for the same bytes: right when every client runs the
+    /// same image on the same kind of device. Otherwise the recompute must pick all but this
+    /// share of the result's coefficients with the same sign, and the values, like the
+    /// sender's next momentum, must be within this share of the step's gradient.
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 1000))]
+    pub spot_check_tolerance: u16,
 }
 
 /// Where epoch-end checkpoints go.

@@ -157,7 +157,7 @@ pub fn solana_authority(solana: &SolanaCoordinator) -> Result<Pubkey, SpecError>
 /// A coordinator config error with the spec's field names in place of the config's.
 fn in_spec_terms(message: &str) -> String {
     // Longest first: `min_clients` is inside `init_min_clients`.
-    const FIELDS: [(&str, &str); 14] = [
+    const FIELDS: [(&str, &str); 16] = [
         (
             "global_batch_size_ramp_steps",
             "schedule.globalBatch.rampSteps",
@@ -175,6 +175,8 @@ fn in_spec_terms(message: &str) -> String {
         ("min_clients", "schedule.minClients"),
         ("epoch_time", "schedule.epochSeconds"),
         ("score_one_in", "verification.scoreOneIn"),
+        ("spot_check_tolerance", "verification.spotCheckTolerance"),
+        ("spot_check_one_in", "verification.spotCheckOneIn"),
     ];
     let mut message = message.replace("join_window", "schedule.joinWindowSeconds");
     for (config, spec) in FIELDS {
@@ -213,7 +215,8 @@ pub fn coordinator_config(spec: &TrainingRunSpec) -> Config {
         witness_nodes: s.witness_nodes,
         score_one_in: spec.verification.score_one_in,
         spot_check_one_in: spec.verification.spot_check_one_in,
-        _padding: [0; 6],
+        spot_check_tolerance: spec.verification.spot_check_tolerance,
+        _padding: [0; 4],
     }
 }
 
@@ -403,6 +406,10 @@ mod tests {
             (
                 &|run: &mut TrainingRun| run.spec.verification.score_one_in = 300,
                 "verification.scoreOneIn = 300",
+            ),
+            (
+                &|run: &mut TrainingRun| run.spec.verification.spot_check_tolerance = 5,
+                "verification.spotCheckTolerance = 5: must be 0 while verification.spotCheckOneIn is 0",
             ),
         ] {
             let error = invalid(change).to_string();

@@ -20,7 +20,9 @@
 //! scoring and spot-check tables run at most 100 unless one runs alone); BYZANTINE_TABLE=losses,
 //! =detection, =scoring or =spot-checks runs one table; BYZANTINE_ATTACKS=NAME,NAME measures
 //! those attacks only (and the honest runs); BYZANTINE_SCORE_ONE_IN=N scores one in N results
-//! (default 1); BYZANTINE_SPOT_CHECK_ONE_IN=N recomputes one in N (default 4).
+//! (default 1); BYZANTINE_SPOT_CHECK_ONE_IN=N recomputes one in N (default 4), and
+//! BYZANTINE_SPOT_CHECK_TOLERANCE=N judges the recomputes within N per mille (default 0: bit
+//! for bit).
 
 use clap::Parser;
 use demeter_coordinator_core::verdict::LOW_SCORE_PER_MILLE;
@@ -70,8 +72,8 @@ enum Verification {
     Screens,
     /// Scoring one in this many results against data.
     Scores(u16),
-    /// Recomputing each result with a chance of one in this many.
-    SpotChecks(u16),
+    /// Recomputing each result with a chance of one in this many, within a tolerance per mille.
+    SpotChecks(u16, u16),
 }
 
 fn name<T: clap::ValueEnum>(value: &T) -> String {
@@ -126,7 +128,7 @@ fn simulate(
     if let Some(attack_name) = &attack_name {
         argv.extend(["--byzantine", &byzantine, "--attack", attack_name]);
     }
-    let one_in_text;
+    let (one_in_text, tolerance_text);
     match checks {
         Verification::None => {}
         Verification::Screens => argv.push("--screen"),
@@ -134,9 +136,14 @@ fn simulate(
             one_in_text = one_in.to_string();
             argv.extend(["--score", "--score-one-in", &one_in_text]);
         }
-        Verification::SpotChecks(one_in) => {
-            one_in_text = one_in.to_string();
-            argv.extend(["--spot-check-one-in", &one_in_text]);
+        Verification::SpotChecks(one_in, tolerance) => {
+            (one_in_text, tolerance_text) = (one_in.to_string(), tolerance.to_string());
+            argv.extend([
+                "--spot-check-one-in",
+                &one_in_text,
+                "--spot-check-tolerance",
+                &tolerance_text,
+            ]);
         }
     }
     let summary = run_simulation(&Wrapper::parse_from(argv).args)?;
@@ -183,17 +190,20 @@ fn main() -> anyhow::Result<()> {
     let one_in: u16 = std::env::var("BYZANTINE_SCORE_ONE_IN").map_or(Ok(1), |n| n.parse())?;
     let spot_one_in: u16 =
         std::env::var("BYZANTINE_SPOT_CHECK_ONE_IN").map_or(Ok(4), |n| n.parse())?;
+    let tolerance: u16 =
+        std::env::var("BYZANTINE_SPOT_CHECK_TOLERANCE").map_or(Ok(0), |n| n.parse())?;
+    let recomputes = Verification::SpotChecks(spot_one_in, tolerance);
     match std::env::var("BYZANTINE_TABLE").as_deref() {
         Err(_) => {
             losses(steps, &attacks)?;
             detection(steps.min(100), &attacks)?;
             scoring(steps.min(100), one_in, &scored)?;
-            spot_checks(steps.min(100), spot_one_in, &spot_checked)
+            spot_checks(steps.min(100), recomputes, &spot_checked)
         }
         Ok("losses") => losses(steps, &attacks),
         Ok("detection") => detection(steps, &attacks),
         Ok("scoring") => scoring(steps, one_in, &scored),
-        Ok("spot-checks") => spot_checks(steps, spot_one_in, &spot_checked),
+        Ok("spot-checks") => spot_checks(steps, recomputes, &spot_checked),
         Ok(other) => anyhow::bail!(
             "BYZANTINE_TABLE={other}: expected losses, detection, scoring or spot-checks \
              (unset: all four)"
@@ -365,20 +375,26 @@ fn scoring(steps: u64, one_in: u16, attacks: &[Attack]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What exact spot checks flag of each attack, under the mean: how many dishonest and honest
-/// senders' rounds were flagged of those checked (recomputed, or their chain checked), from
-/// which round, how many honest recomputes matched bit for bit, and what one verifier's
-/// recomputes of a round cost.
-fn spot_checks(steps: u64, one_in: u16, attacks: &[Attack]) -> anyhow::Result<()> {
+/// What spot checks (`verification`) flag of each attack, under the mean: how many dishonest
+/// and honest senders' rounds were flagged of those checked (recomputed, or their chain
+/// checked), from which round, how many honest recomputes matched (bit for bit, or within the
+/// tolerance), and what one verifier's recomputes of a round cost.
+fn spot_checks(steps: u64, verification: Verification, attacks: &[Attack]) -> anyhow::Result<()> {
+    let Verification::SpotChecks(one_in, tolerance) = verification else {
+        anyhow::bail!("spot checks are a share and a tolerance");
+    };
+    let matched = match tolerance {
+        0 => "honest recomputes bit for bit".to_owned(),
+        per_mille => format!("honest recomputes within {per_mille} per mille"),
+    };
     let mut table = Table::new(&[
         "attack",
         "dishonest rounds flagged (from round)",
         "honest rounds flagged",
-        "honest recomputes bit for bit",
+        matched.as_str(),
         "recomputing a round, one verifier (share of a step)",
-        "momentum bytes a check moves",
+        "momentum bytes a check moves (with its chain's)",
     ]);
-    let verification = Verification::SpotChecks(one_in);
     for (attack, summary) in runs_under_the_mean(steps, attacks, verification)? {
         let checks = &summary.spot_checks;
         table.row(

@@ -19,8 +19,13 @@ use demeter_trainer::commands::Table;
 use demeter_trainer::data::{BatchPlan, Dataset};
 use demeter_trainer::demo::{Demo, DemoConfig};
 use demeter_trainer::model::{LlamaConfig, Preset, default_device};
+use demeter_trainer::optim::clip_global_norm;
 use demeter_trainer::payload;
 use demeter_trainer::replica::Replica;
+use demeter_trainer::screening::Picks;
+use demeter_trainer::spot_check::{
+    Agreement, Chain, Recompute, Tolerance, momentum_distance, recompute, step_scale,
+};
 use sha2::{Digest, Sha256};
 
 /// Verifiers per round (a run's usual `witness_nodes`).
@@ -98,7 +103,7 @@ fn main() -> anyhow::Result<()> {
                 .momentum_from_bytes(&momentum)
                 .expect("a momentum of this model");
             let (_, gradients) = replica.gradients(&inputs, &targets, Some(1.0));
-            let again = verifier.recompute_step(&mut served, &gradients, 1e-3);
+            let again = verifier.recompute_step(&mut served, &gradients, 1e-3, &update);
             let recomputed = payload::encode(&again, &commitment, &layouts);
             identical &= payload::content_hash(&recomputed) == payload::content_hash(&sent);
             let checking = started.elapsed();
@@ -136,10 +141,186 @@ fn main() -> anyhow::Result<()> {
         }
     }
     println!("{costs}");
+    println!(
+        "{}",
+        tolerance(&dataset, &shard_lens, &presets, steps, device)?
+    );
     println!("{shares}");
     println!(
         "A client's cost a round: its commit, plus {VERIFIERS} verifiers' recomputes of one in \
          spot_check_one_in results spread over the clients; the momentum's transfer is not timed."
     );
     Ok(())
+}
+
+/// The tolerance the table judges by: 10 per mille.
+const BENCH_TOLERANCE: f64 = 0.01;
+
+/// The gradients `kind` of sender sends its step from: its `assigned` batch's (in its own
+/// arithmetic), or another batch's (`other`).
+fn sender_gradients(
+    replica: &Replica,
+    (inputs, targets): &(tch::Tensor, tch::Tensor),
+    kind: Sender,
+    threads: i32,
+    other: impl FnOnce() -> (tch::Tensor, tch::Tensor),
+) -> Vec<tch::Tensor> {
+    let copied = |gradients: Vec<tch::Tensor>| gradients.iter().map(|g| g.copy()).collect();
+    match kind {
+        Sender::MicroBatches => {
+            let samples = inputs.size()[0];
+            let mut sum: Option<Vec<tch::Tensor>> = None;
+            for sample in 0..samples {
+                let (_, g) = replica.gradients(
+                    &inputs.narrow(0, sample, 1),
+                    &targets.narrow(0, sample, 1),
+                    None,
+                );
+                sum = Some(match sum {
+                    None => copied(g),
+                    Some(sum) => sum.iter().zip(&g).map(|(s, g)| s + g).collect(),
+                });
+            }
+            let mut mean: Vec<tch::Tensor> = sum
+                .expect("a sample")
+                .iter()
+                .map(|g| g / samples as f64)
+                .collect();
+            clip_global_norm(&mut mean, 1.0);
+            mean
+        }
+        Sender::OneThread => {
+            tch::set_num_threads(1);
+            let (_, g) = replica.gradients(inputs, targets, Some(1.0));
+            tch::set_num_threads(threads);
+            copied(g)
+        }
+        Sender::WrongData => {
+            let (inputs, targets) = other();
+            copied(replica.gradients(&inputs, &targets, Some(1.0)).1)
+        }
+        Sender::ForgedMomentum => copied(replica.gradients(inputs, targets, Some(1.0)).1),
+    }
+}
+
+/// How a sender's result differs from its recompute when the sender's arithmetic differs.
+#[derive(Clone, Copy)]
+enum Sender {
+    /// Gradients summed over micro-batches of one sample: another summation order.
+    MicroBatches,
+    /// One libtorch thread: another split of the reductions.
+    OneThread,
+    /// The next batch's gradients, not the assigned one's.
+    WrongData,
+    /// Its momentum negated before each step (what it commits to is not what it kept).
+    ForgedMomentum,
+}
+
+fn tolerance(
+    dataset: &Dataset,
+    shard_lens: &[usize],
+    presets: &str,
+    steps: u32,
+    device: tch::Device,
+) -> anyhow::Result<Table> {
+    let mut table = Table::new(&[
+        "preset",
+        "sender",
+        "picked with the same sign (min)",
+        "value distance (max)",
+        "next momentum: distance (max)",
+        "rounds passed at 10 per mille",
+    ]);
+    let threads = tch::get_num_threads();
+    for name in presets.split(',') {
+        let preset: Preset =
+            clap::ValueEnum::from_str(name.trim(), true).map_err(anyhow::Error::msg)?;
+        let (batch, seq_len) = match preset {
+            Preset::Tiny => (8, 128),
+            Preset::M20 => (4, 128),
+            Preset::M150 | Preset::B1 => (4, 512),
+        };
+        let config = LlamaConfig::for_training(preset, dataset.meta.vocab_size, seq_len);
+        let replica = Replica::new(&config, 1, device)?;
+        let plan = BatchPlan::new(1, seq_len, 1, shard_lens)?;
+        for (label, kind) in [
+            ("micro-batches of 1", Sender::MicroBatches),
+            ("1 libtorch thread", Sender::OneThread),
+            ("wrong-data", Sender::WrongData),
+            ("forged-momentum", Sender::ForgedMomentum),
+        ] {
+            let mut sender = Demo::new(replica.parameters(), DemoConfig::default())?;
+            let verifier = Demo::new(replica.parameters(), DemoConfig::default())?;
+            let layouts = sender.compressor().layouts().to_vec();
+            let (mut picked, mut values, mut after) = (1.0f64, 0.0f64, 0.0f64);
+            let mut passed = 0;
+            // The last recompute's chain and the momentum it left, with its scale.
+            let mut chain: Option<(Chain, Vec<tch::Tensor>, f64)> = None;
+            for step in 0..=steps {
+                let batch_of = |step: u64| {
+                    let ranges: Vec<_> = (0..batch)
+                        .map(|sample| plan.sample_range(step * batch + sample))
+                        .collect();
+                    dataset.training_batch(&ranges)
+                };
+                let assigned = batch_of(u64::from(step));
+                if let Sender::ForgedMomentum = kind {
+                    let forged: Vec<tch::Tensor> = sender.deltas().iter().map(|d| -d).collect();
+                    sender.load_deltas(&forged);
+                }
+                let momentum = sender.momentum_bytes();
+                let commitment: [u8; 32] = Sha256::digest(&momentum).into();
+                // The chain of the step before: this step must start from what it left.
+                let chained = chain.take().map(|(chain, left, scale)| {
+                    let served = verifier.momentum_from_bytes(&momentum).expect("a momentum");
+                    let holds = chain.holds(&verifier, &[], Some(&momentum));
+                    (holds, momentum_distance(&served, &left) / scale)
+                });
+                let gradients = sender_gradients(&replica, &assigned, kind, threads, || {
+                    batch_of(u64::from(step) + 1000)
+                });
+                let update = sender.compress_step(&gradients, 1e-3);
+                let sent = payload::encode(&update, &commitment, &layouts);
+
+                let (_, verified) = replica.gradients(&assigned.0, &assigned.1, Some(1.0));
+                let scale = step_scale(&verified, 1e-3);
+                let mut left = verifier.momentum_from_bytes(&momentum).expect("a momentum");
+                let again = verifier.recompute_step(&mut left, &verified, 1e-3, &update);
+                let agreement = Agreement::of(&Picks::of(&update), &Picks::of(&again), scale);
+                let outcome = recompute(
+                    &replica,
+                    &verifier,
+                    &assigned,
+                    Some(1.0),
+                    1e-3,
+                    &sent,
+                    &update,
+                    Some(&momentum),
+                    Tolerance::Within(BENCH_TOLERANCE),
+                );
+                if let Recompute::Matched { chain: next } = outcome {
+                    chain = Some((next, left, scale));
+                }
+                if step > 0 {
+                    picked = picked.min(agreement.picked);
+                    values = values.max(agreement.values);
+                    let (holds, distance) = chained.unwrap_or((false, f64::INFINITY));
+                    after = after.max(distance);
+                    passed += u32::from(chain.is_some() && holds);
+                }
+            }
+            table.row(vec![
+                name.to_owned(),
+                label.to_owned(),
+                format!("{picked:.4}"),
+                format!("{values:.2e}"),
+                match after.is_finite() {
+                    true => format!("{after:.2e}"),
+                    false => "- (no recompute held)".to_owned(),
+                },
+                format!("{passed} of {steps}"),
+            ]);
+        }
+    }
+    Ok(table)
 }

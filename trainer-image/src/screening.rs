@@ -153,29 +153,48 @@ impl Picks {
         Self { picks, values }
     }
 
+    /// How many coefficients were picked.
+    pub fn len(&self) -> usize {
+        self.picks.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.picks.is_empty()
+    }
+
     /// The share of these picks that `other` also picks, in the same tensor and block.
     pub fn overlap(&self, other: &Picks) -> f64 {
         if self.picks.is_empty() {
             return 0.0;
         }
-        let (mut mine, mut theirs) = (self.picks.iter().peekable(), other.picks.iter().peekable());
-        let mut shared = 0usize;
-        while let (Some(a), Some(b)) = (mine.peek(), theirs.peek()) {
-            match a.cmp(b) {
-                Ordering::Less => {
-                    mine.next();
-                }
-                Ordering::Greater => {
-                    theirs.next();
-                }
-                Ordering::Equal => {
-                    shared += 1;
-                    mine.next();
-                    theirs.next();
+        self.shared_values(other).count() as f64 / self.picks.len() as f64
+    }
+
+    /// The values of each coefficient both results pick, in pick order: (this one's, `other`'s).
+    pub fn shared_values<'a>(&'a self, other: &'a Picks) -> impl Iterator<Item = (f32, f32)> + 'a {
+        let (mut mine, mut theirs) = (
+            self.picks.iter().zip(&self.values).peekable(),
+            other.picks.iter().zip(&other.values).peekable(),
+        );
+        std::iter::from_fn(move || {
+            loop {
+                let (a, b) = (mine.peek()?, theirs.peek()?);
+                match a.0.cmp(b.0) {
+                    Ordering::Less => {
+                        mine.next();
+                    }
+                    Ordering::Greater => {
+                        theirs.next();
+                    }
+                    Ordering::Equal => {
+                        let (a, b) = (*a.1, *b.1);
+                        mine.next();
+                        theirs.next();
+                        return Some((a, b));
+                    }
                 }
             }
-        }
-        shared as f64 / self.picks.len() as f64
+        })
     }
 
     /// Every value is zero (a NaN is not).

@@ -68,6 +68,10 @@ pub struct SimulationConfig {
     /// whom the recomputes flag; 0 recomputes nothing.
     #[serde(default)]
     pub spot_check_one_in: u16,
+    /// How far, per mille, a recompute may stray from the result it checks (as a run with this
+    /// `spot_check_tolerance` judges); 0: bit for bit.
+    #[serde(default)]
+    pub spot_check_tolerance: u16,
 }
 
 /// Steps a `wrong-data` attacker's batches are taken from ahead of the assigned ones.
@@ -76,7 +80,7 @@ const WRONG_DATA_OFFSET: u64 = 1_000_003;
 /// Whether `worker`'s result of `step` is spot-checked: a seeded chance of one in `one_in`
 /// (never at 0), as `Round::spot_checked` draws it for a run (with a key of the simulation's
 /// seed and step, apart from the one that chooses the scored results).
-fn spot_checked(seed: u64, step: u64, worker: usize, one_in: u16) -> bool {
+pub(super) fn spot_checked(seed: u64, step: u64, worker: usize, one_in: u16) -> bool {
     const SPOT_CHECKS: u64 = 0x5907;
     let key = mix(seed ^ SPOT_CHECKS) ^ mix(step);
     one_chance_in(key, worker as u64, u64::from(one_in))
@@ -342,15 +346,11 @@ impl Simulation {
                             attack.forge_momentum(demo);
                         }
                         // A run that spot-checks commits to each result's momentum, and its
-                        // sender serves it when the result is chosen.
-                        let momentum =
-                            (config.spot_check_one_in > 0).then(|| demo.momentum_bytes());
-                        let commitment = momentum
+                        // sender serves it to the verifiers that ask.
+                        served = (config.spot_check_one_in > 0).then(|| demo.momentum_bytes());
+                        let commitment = served
                             .as_ref()
                             .map_or(payload::UNCOMMITTED, |m| Sha256::digest(m).into());
-                        served = momentum.filter(|_| {
-                            spot_checked(config.seed, step, index, config.spot_check_one_in)
-                        });
                         let mut update = demo.compress_step(&grads, lr);
                         if let Some(attack) = attack {
                             update = attack.forge(update, worker.previous.as_ref(), step, index);

@@ -141,15 +141,12 @@ fn a_verifier_recomputes_a_step_bit_for_bit_from_the_served_momentum() {
     let commitment: [u8; 32] = sha2::Sha256::digest(&served).into();
     let gradients = tensors(&named);
     let layouts = sender.compressor().layouts().to_vec();
-    let sent = payload::encode(
-        &sender.compress_step(&gradients, 0.01),
-        &commitment,
-        &layouts,
-    );
+    let update = sender.compress_step(&gradients, 0.01);
+    let sent = payload::encode(&update, &commitment, &layouts);
     assert_eq!(payload::momentum_commitment(&sent), Some(commitment));
 
     let mut momentum = verifier.momentum_from_bytes(&served).unwrap();
-    let again = verifier.recompute_step(&mut momentum, &gradients, 0.01);
+    let again = verifier.recompute_step(&mut momentum, &gradients, 0.01, &update);
     assert_eq!(payload::encode(&again, &commitment, &layouts), sent);
     assert_eq!(
         sha2::Sha256::digest(sender.momentum_bytes()),
@@ -165,7 +162,7 @@ fn a_verifier_recomputes_a_step_bit_for_bit_from_the_served_momentum() {
     // Other gradients (another batch) give another result from the same momentum.
     let mut momentum = verifier.momentum_from_bytes(&served).unwrap();
     let other: Vec<Tensor> = gradients.iter().map(|g| g.flip([0])).collect();
-    let wrong = verifier.recompute_step(&mut momentum, &other, 0.01);
+    let wrong = verifier.recompute_step(&mut momentum, &other, 0.01, &update);
     assert_ne!(payload::encode(&wrong, &commitment, &layouts), sent);
 }
 
@@ -378,4 +375,35 @@ fn spot_checks_flag_wrong_data_senders_and_change_nothing() {
         "the wrong-data sender, every round"
     );
     assert_eq!(checks.flags.first[3], Some(1));
+}
+
+/// Within a tolerance, spot checks still catch what exact ones catch: a result trained on other
+/// samples strays by far more than another device's last bits (every round), and a sender that
+/// steps from a momentum it made up recomputes, but its next momentum is not the one its
+/// recompute left (every round from the second, by the chain). Honest results pass.
+#[test]
+fn spot_checks_within_a_tolerance_flag_wrong_data_and_forged_momenta() {
+    use demeter_trainer::attack::Attack;
+    for (attack, flagged, first) in [(Attack::WrongData, 6, 1), (Attack::ForgedMomentum, 5, 2)] {
+        let mut args = simulate_args(6);
+        args.workers = 4;
+        args.byzantine = 1;
+        args.attack = Some(attack);
+        args.grad_clip = Some(1.0);
+        args.spot_check_one_in = 1;
+        args.spot_check_tolerance = 10;
+        let checks = run_simulation(&args).unwrap().spot_checks;
+        assert_eq!(
+            checks.flags.by_worker[..3],
+            [0; 3],
+            "{attack:?}: no honest sender flagged"
+        );
+        assert_eq!(
+            (checks.honest_matched, checks.honest_recomputed),
+            (18, 18),
+            "{attack:?}: every honest result within the tolerance"
+        );
+        assert_eq!(checks.flags.by_worker[3], flagged, "{attack:?}");
+        assert_eq!(checks.flags.first[3], Some(first), "{attack:?}");
+    }
 }

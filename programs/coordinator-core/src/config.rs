@@ -53,8 +53,15 @@ pub struct Config {
     /// 0 recomputes nothing, 1 every result.
     #[cfg_attr(feature = "serde", serde(default))]
     pub spot_check_one_in: u16,
+    /// How far, per mille, a spot check's recompute may stray from the result it checks, for
+    /// clients on different kinds of device: 0 asks for the same bytes (one kind of device);
+    /// otherwise the recompute must pick all but this share of the result's picks with the same
+    /// sign, and the result's values and its sender's next momentum must be within this share
+    /// of the step's gradient of the recompute's (docs/verification.md). At most 1000.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub spot_check_tolerance: u16,
     #[cfg_attr(feature = "serde", serde(skip))]
-    pub _padding: [u8; 6],
+    pub _padding: [u8; 4],
 }
 
 /// The bounds that keep every counter of a run in range for its whole life, so that no tick can
@@ -104,7 +111,8 @@ impl Config {
             witness_nodes: 3,
             score_one_in: 0,
             spot_check_one_in: 0,
-            _padding: [0; 6],
+            spot_check_tolerance: 0,
+            _padding: [0; 4],
         }
     }
 
@@ -213,6 +221,20 @@ impl Config {
                 range: "0..=256 (0 scores nothing; more than a round's results is one a round)",
             });
         }
+        if self.spot_check_tolerance > 1000 {
+            return Err(CoordinatorError::ConfigRange {
+                field: "spot_check_tolerance",
+                value: self.spot_check_tolerance.into(),
+                range: "0..=1000 (per mille; 0 asks for the same bytes)",
+            });
+        }
+        if self.spot_check_tolerance > 0 && self.spot_check_one_in == 0 {
+            return Err(CoordinatorError::ConfigRange {
+                field: "spot_check_tolerance",
+                value: self.spot_check_tolerance.into(),
+                range: "0 while spot_check_one_in is 0 (nothing is recomputed): set spot_check_one_in, or leave the tolerance out",
+            });
+        }
         if self.epoch_time
             < self
                 .max_round_train_time
@@ -269,7 +291,7 @@ pub(crate) mod tests {
     fn validation_names_the_field() {
         example().validate().unwrap();
         type Edit = fn(&mut Config);
-        let cases: [(Edit, &str); 8] = [
+        let cases: [(Edit, &str); 10] = [
             (|c| c.total_steps = 0, "total_steps"),
             (|c| c.init_min_clients = 1, "init_min_clients"),
             (|c| c.witness_nodes = 33, "witness_nodes"),
@@ -281,6 +303,17 @@ pub(crate) mod tests {
                 "global_batch_size_end",
             ),
             (|c| c.cooldown_time = u64::MAX, "cooldown_time"),
+            (
+                |c| c.spot_check_tolerance = 10,
+                "spot_check_tolerance = 10: must be 0 while spot_check_one_in is 0",
+            ),
+            (
+                |c| {
+                    c.spot_check_one_in = 32;
+                    c.spot_check_tolerance = 1001;
+                },
+                "spot_check_tolerance = 1001",
+            ),
         ];
         for (edit, field) in cases {
             let mut config = example();
@@ -288,6 +321,12 @@ pub(crate) mod tests {
             let error = config.validate().unwrap_err().to_string();
             assert!(error.starts_with(field), "{error}");
         }
+        let mixed_devices = Config {
+            spot_check_one_in: 32,
+            spot_check_tolerance: 10,
+            ..example()
+        };
+        mixed_devices.validate().unwrap();
     }
 
     #[test]

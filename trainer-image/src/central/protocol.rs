@@ -16,11 +16,12 @@ use demeter_coordinator_core::Coordinator;
 use serde::{Deserialize, Serialize};
 use tokio_util::codec::LengthDelimitedCodec;
 
-/// Version 6: rounds keep the seed drawn at their close and the config carries
-/// `spot_check_one_in` (version 5 added attested epoch-end models; version 4 verdicts and
+/// Version 7: the config carries `spot_check_tolerance` (a client of version 6 would judge
+/// such a run's recomputes bit for bit). Version 6: rounds keep the seed drawn at their close
+/// and the config carries `spot_check_one_in` (version 5 added attested epoch-end models; version 4 verdicts and
 /// ejection; version 3 commitments and exact witness bitmaps; version 2 had Bloom-filter
 /// reports; version 1 a request enum of its own).
-pub const PROTOCOL_VERSION: u16 = 6;
+pub const PROTOCOL_VERSION: u16 = 7;
 /// The largest frame either side accepts; a state push is about 63 KB.
 pub const MAX_FRAME: usize = 1 << 20;
 const CHALLENGE_DOMAIN: &[u8] = b"demeter-coordinator-challenge-v1";

@@ -14,7 +14,8 @@ use sha2::{Digest, Sha256};
 
 const MAGIC: &[u8; 4] = b"DMCS";
 /// Version 4: rounds keep the seed drawn at their close, the config the share of results
-/// spot-checked; version 3: the attested checkpoint; version 2: rounds record commit order,
+/// spot-checked and the tolerance of their recomputes (in bytes that were padding, zero in
+/// files written before it: bit for bit, as those runs judged); version 3: the attested checkpoint; version 2: rounds record commit order,
 /// accusations and ejections (issue 15).
 const FORMAT_VERSION: u32 = 4;
 const HEADER: usize = 8;

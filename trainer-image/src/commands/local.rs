@@ -46,6 +46,11 @@ pub struct LocalArgs {
     /// momentum its sender commits to (the run's `spot_check_one_in`; 0 recomputes nothing).
     #[arg(long, default_value_t = 0)]
     pub spot_check_one_in: u16,
+    /// How far, per mille, a recompute may stray from the result it checks (the run's
+    /// `spot_check_tolerance`; 0 asks for the same bytes, right for clients on one kind of
+    /// device).
+    #[arg(long, default_value_t = 0)]
+    pub spot_check_tolerance: u16,
     #[command(flatten)]
     pub model: RunModelArgs,
 }
@@ -77,7 +82,8 @@ fn run_file(args: &LocalArgs) -> String {
             witness_nodes: clients.min(3),
             score_one_in: args.score_one_in,
             spot_check_one_in: args.spot_check_one_in,
-            _padding: [0; 6],
+            spot_check_tolerance: args.spot_check_tolerance,
+            _padding: [0; 4],
         },
     }
     .to_toml("`demeter local`")

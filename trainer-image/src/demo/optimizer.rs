@@ -15,7 +15,7 @@ use tch::Tensor;
 use super::aggregation::Aggregation;
 use super::compressor::{Compressor, SparseUpdate};
 use super::layout::MAX_BLOCK_SIDE;
-use super::sparse::ValueEncoding;
+use super::sparse::{SparseBlocks, ValueEncoding};
 
 /// DeMo's hyperparameters.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -95,12 +95,16 @@ pub fn momentum_to_bytes(momentum: &[Tensor]) -> Vec<u8> {
 }
 
 /// `Δ ← βΔ + lr·g`; select the top-k of Δ's blockwise DCT; remove what was selected from Δ.
+/// Replaying a peer's step (`spent`: the selection it sent), remove what the peer selected
+/// instead, so Δ ends as the peer's would if it took this step: the same as removing this
+/// selection wherever the two agree.
 fn step_momentum(
     config: &DemoConfig,
     compressor: &Compressor,
     deltas: &mut [Tensor],
     gradients: &[Tensor],
     lr: f64,
+    spent: Option<&SparseUpdate>,
 ) -> SparseUpdate {
     assert_eq!(gradients.len(), deltas.len(), "one gradient per parameter");
     let beta = config.momentum_decay;
@@ -117,8 +121,18 @@ fn step_momentum(
                 // Error feedback removes what the peers now know. Signs carry no scale, so a
                 // one-bit client removes the full values it selected: those components are
                 // spent either way.
-                let known = if one_bit { &raw } else { &sent };
-                let _ = delta.g_sub_(&compressor.decode(index, known));
+                let known = match spent.map(|update| &update.tensors[index]) {
+                    None if one_bit => raw,
+                    None => sent.shallow_clone(),
+                    Some(theirs) if one_bit => SparseBlocks {
+                        indices: theirs.indices.shallow_clone(),
+                        values: compressor
+                            .encode(index, delta)
+                            .gather(1, &theirs.indices, false),
+                    },
+                    Some(theirs) => theirs.shallow_clone(),
+                };
+                let _ = delta.g_sub_(&compressor.decode(index, &known));
                 sent
             })
             .collect();
@@ -189,20 +203,30 @@ impl Demo {
             &mut self.deltas,
             gradients,
             lr,
+            None,
         )
     }
 
     /// A peer's local half of a step, from its momentum `momentum` (read by
-    /// [`Demo::momentum_from_bytes`], updated in place): what a verifier recomputes a
-    /// spot-checked result with. The same momentum and gradients give the same selection as
-    /// the peer's [`Demo::compress_step`], bit for bit on the same kind of device.
+    /// [`Demo::momentum_from_bytes`]): what a verifier recomputes a spot-checked result
+    /// `sent` with. Returns the selection this replica makes, which is `sent` bit for bit if
+    /// the peer took the step honestly on the same kind of device, and leaves `momentum` as
+    /// the peer's is after sending `sent` (what its next result must start from).
     pub fn recompute_step(
         &self,
         momentum: &mut [Tensor],
         gradients: &[Tensor],
         lr: f64,
+        sent: &SparseUpdate,
     ) -> SparseUpdate {
-        step_momentum(&self.config, &self.compressor, momentum, gradients, lr)
+        step_momentum(
+            &self.config,
+            &self.compressor,
+            momentum,
+            gradients,
+            lr,
+            Some(sent),
+        )
     }
 
     /// The momentum Δ as bytes ([`momentum_to_bytes`]): what a client serves for a spot

@@ -52,6 +52,14 @@ impl SparseBlocks {
         Self { indices, values }
     }
 
+    /// The same picks and values, sharing their storage.
+    pub fn shallow_clone(&self) -> Self {
+        Self {
+            indices: self.indices.shallow_clone(),
+            values: self.values.shallow_clone(),
+        }
+    }
+
     /// Selected coefficients per block.
     pub fn k(&self) -> usize {
         self.indices.size().last().copied().unwrap_or(0) as usize

@@ -10,13 +10,13 @@ use demeter_coordinator_core::shuffle::{mix, one_in};
 use sha2::{Digest, Sha256};
 use tch::{Device, Tensor};
 
-use super::{LocalOutput, Simulation, WorkerOptimizer, payloads};
+use super::{LocalOutput, Simulation, WorkerOptimizer, payloads, spot_checked};
 use crate::demo::{Demo, SparseUpdate};
 use crate::payload;
 use crate::replica::Replica;
 use crate::scoring::{Probe, ScoreWindows, score};
 use crate::screening::{Picks, Screened, Streaks, screen};
-use crate::spot_check::{Recompute, recompute};
+use crate::spot_check::{Chain, Recompute, Tolerance, recompute};
 
 /// Whom a check flagged, in how many of the rounds it checked them, and from when.
 #[derive(Clone, Debug, Default)]
@@ -141,12 +141,10 @@ pub struct SpotCheckCounts {
     pub time: Duration,
 }
 
-/// A result a round spot-checks: its sender, the batch it was assigned (inputs and targets) and
-/// the momentum it served.
+/// A result a round spot-checks: its sender and the batch it was assigned (inputs and targets).
 pub(super) struct SpotCheck {
     pub(super) worker: usize,
     pub(super) batch: (Tensor, Tensor),
-    pub(super) momentum: Vec<u8>,
 }
 
 /// The verifiers' state between rounds and what they found.
@@ -161,9 +159,9 @@ pub(super) struct Verifiers {
     /// Made at the first scored round, for the run's share of scored results.
     windows: Option<ScoreWindows>,
     pub(super) spot_checks: SpotCheckCounts,
-    /// By worker, its last recomputed round and the SHA-256 of the momentum its recompute
-    /// left: what its next result must commit to.
-    chains: Vec<Option<(u64, [u8; 32])>>,
+    /// By worker, its last recomputed round and the momentum its recompute left: what its
+    /// next result must start from.
+    chains: Vec<Option<(u64, Chain)>>,
 }
 
 impl Verifiers {
@@ -266,10 +264,11 @@ impl Verifiers {
 
 impl Verifiers {
     /// Checks round `step`'s results (`payloads`, decoded as `results`; the first `honest` are
-    /// honest workers'): each sender recomputed the round before must commit to the
-    /// momentum its recompute left, and each result in `checks` is recomputed on `replica`
-    /// (the round's common model) from the momentum its sender served, with `demo`'s step and
-    /// the gradients of its assigned batch, and must encode to the same bytes.
+    /// honest workers'; `momenta`: by worker, the momentum it serves for its result): each
+    /// sender recomputed the round before must start from the momentum its recompute left, and
+    /// each result in `checks` is recomputed on `replica` (the round's common model) from the
+    /// momentum its sender served, with `demo`'s step and the gradients of its assigned batch,
+    /// and must reproduce the result (bit for bit, or within `tolerance`).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn spot_check(
         &mut self,
@@ -278,23 +277,31 @@ impl Verifiers {
         demo: &Demo,
         payloads: &[&[u8]],
         results: &[&SparseUpdate],
+        momenta: &[Option<Vec<u8>>],
         checks: Vec<SpotCheck>,
-        grad_clip: Option<f64>,
-        lr: f64,
+        (grad_clip, lr): (Option<f64>, f64),
+        tolerance: Tolerance,
         honest: usize,
     ) {
         let started = Instant::now();
         let workers = payloads.len();
-        self.chains.resize(workers, None);
-        let commitment = |worker: usize| payload::momentum_commitment(payloads[worker]);
+        self.chains.resize_with(workers, || None);
+        // What a worker serves for its result: the momentum its payload commits to, or none.
+        let served = |worker: usize| {
+            let momentum = momenta.get(worker)?.as_deref()?;
+            let hash: [u8; 32] = Sha256::digest(momentum).into();
+            (payload::momentum_commitment(payloads[worker]) == Some(hash)).then_some(momentum)
+        };
         let mut checked = Vec::new();
         let mut flagged = Vec::new();
         for (worker, chain) in self.chains.iter().enumerate() {
-            if let Some((recomputed, after)) = chain
+            if let Some((recomputed, chain)) = chain
                 && recomputed + 1 == step
             {
                 checked.push(worker);
-                if commitment(worker) != Some(*after) {
+                let momentum = chain.needs_momentum().then(|| served(worker)).flatten();
+                self.spot_checks.bytes += momentum.map_or(0, |m| m.len() as u64);
+                if !chain.holds(demo, payloads[worker], momentum) {
                     flagged.push(worker);
                 }
             }
@@ -303,9 +310,8 @@ impl Verifiers {
             let worker = check.worker;
             checked.push(worker);
             self.spot_checks.recomputes += 1;
-            self.spot_checks.bytes += check.momentum.len() as u64;
-            let served: [u8; 32] = Sha256::digest(&check.momentum).into();
-            let committed = commitment(worker) == Some(served);
+            let momentum = served(worker);
+            self.spot_checks.bytes += momentum.map_or(0, |m| m.len() as u64);
             let outcome = recompute(
                 replica,
                 demo,
@@ -314,15 +320,16 @@ impl Verifiers {
                 lr,
                 payloads[worker],
                 results[worker],
-                committed.then_some(check.momentum.as_slice()),
+                momentum,
+                tolerance,
             );
-            if worker < honest && committed {
+            if worker < honest && momentum.is_some() {
                 self.spot_checks.honest_recomputed += 1;
             }
             match outcome {
-                Recompute::Matched { after } => {
+                Recompute::Matched { chain } => {
                     self.spot_checks.honest_matched += u64::from(worker < honest);
-                    self.chains[worker] = Some((step, after));
+                    self.chains[worker] = Some((step, chain));
                 }
                 Recompute::Unserved | Recompute::Differs { .. } => flagged.push(worker),
             }
@@ -339,8 +346,8 @@ impl Verifiers {
 /// What the simulation hands its verifiers.
 impl Simulation {
     /// Screens, scores and spot-checks the step's results, as any replica could before
-    /// applying them, and counts what is flagged. `served`: by worker, the momentum it served
-    /// if its result was chosen for a spot check.
+    /// applying them, and counts what is flagged. `served`: by worker, the momentum it serves
+    /// for its result (in a run that spot-checks).
     pub(super) fn verify(
         &mut self,
         outputs: &[LocalOutput],
@@ -367,20 +374,25 @@ impl Simulation {
         }
         if self.config.spot_check_one_in > 0 {
             let per_worker = self.config.batch_per_worker;
-            let checks: Vec<SpotCheck> = served
-                .into_iter()
-                .enumerate()
-                .filter_map(|(worker, momentum)| {
+            let checks: Vec<SpotCheck> = (0..served.len())
+                .filter(|&worker| {
+                    spot_checked(
+                        self.config.seed,
+                        self.step,
+                        worker,
+                        self.config.spot_check_one_in,
+                    )
+                })
+                .map(|worker| {
                     // The batch the round assigned, whatever the sender trained on.
                     let first = (worker * per_worker) as u64;
                     let ranges: Vec<_> = (first..first + per_worker as u64)
                         .map(|id| self.plan.token_range(self.step, id))
                         .collect();
-                    Some(SpotCheck {
+                    SpotCheck {
                         worker,
                         batch: self.dataset.training_batch(&ranges),
-                        momentum: momentum?,
-                    })
+                    }
                 })
                 .collect();
             let replica = &self.workers[0].replica;
@@ -390,9 +402,10 @@ impl Simulation {
                 demo,
                 &payloads,
                 &refs,
+                &served,
                 checks,
-                self.config.grad_clip,
-                lr,
+                (self.config.grad_clip, lr),
+                Tolerance::from_per_mille(self.config.spot_check_tolerance),
                 honest,
             );
         }

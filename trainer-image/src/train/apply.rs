@@ -18,7 +18,7 @@ impl<B: CoordinatorBackend> Trainer<B> {
             let fetching = Instant::now();
             let counted = self.counted_results(state, &round).await?;
             self.metrics.time("fetch", fetching.elapsed());
-            let checks = self.fetch_spot_checked(state, &round, &counted).await;
+            let served = self.fetch_spot_checked(state, &round, &counted).await;
             let decoding = Instant::now();
             let compressor = self.demo.compressor();
             let device = self.replica.device();
@@ -30,10 +30,16 @@ impl<B: CoordinatorBackend> Trainer<B> {
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             let decode = decoding.elapsed();
-            let unchained = self.check_chains(&round, &counted);
+            let unchained = self.check_chains(&round, &counted, &served.chained);
             let mut findings = self.screen_round(&round, &results);
             findings.extend(self.score_round(state, &round, &results));
-            findings.extend(self.spot_check_round(state, &round, &counted, &results, checks));
+            findings.extend(self.spot_check_round(
+                state,
+                &round,
+                &counted,
+                &results,
+                served.checks,
+            ));
             let lr = self.schedule(state).lr(step);
             let times = tokio::task::block_in_place(|| {
                 let updates: Vec<&SparseUpdate> =

@@ -11,7 +11,7 @@ use crate::demo::SparseUpdate;
 use crate::payload::UNCOMMITTED;
 use crate::scoring::{Probe, ScoreWindows, score};
 use crate::screening::{Picks, Screened, Streaks, screen};
-use crate::spot_check::{Recompute, recompute};
+use crate::spot_check::{Chain, Recompute, Tolerance, recompute};
 
 /// The scores of past rounds that senders are judged over, for the run's `score_one_in`.
 pub(super) struct ScoreMemory {
@@ -19,17 +19,20 @@ pub(super) struct ScoreMemory {
     windows: ScoreWindows,
 }
 
-/// A counted result this client recomputes as a verifier, and what its sender served for it.
-pub(super) struct SpotCheck {
-    slot: usize,
-    /// The momentum its sender served for its payload's commitment, checked against it.
-    momentum: Option<Bytes>,
+/// The momenta a round's spot checks need, as their senders served them for their payloads'
+/// commitments and checked against them (`None`: not served, or no commitment).
+#[derive(Default)]
+pub(super) struct Served {
+    /// By member slot, each result this client recomputes as one of the round's verifiers.
+    pub(super) checks: Vec<(usize, Option<Bytes>)>,
+    /// By member slot, the momentum of each result whose sender this client recomputed the
+    /// round before, where the run's tolerance compares momenta rather than commitments.
+    pub(super) chained: BTreeMap<usize, Option<Bytes>>,
 }
 
 /// By member slot, the last result this client recomputed as a verifier: its round, and the
-/// SHA-256 of the momentum the recompute left, which the sender's result of the next round
-/// must commit to.
-pub(super) type Chains = BTreeMap<usize, (u64, [u8; 32])>;
+/// momentum the recompute left, which the sender's result of the next round must start from.
+pub(super) type Chains = BTreeMap<usize, (u64, Chain)>;
 
 /// What the screen of the last applied round keeps for the next: each result's picks, by
 /// member slot, for the stale screen.
@@ -138,51 +141,70 @@ impl<B: CoordinatorBackend> Trainer<B> {
         findings
     }
 
-    /// The counted results of `round` (`counted`: payloads by member slot) that this client
-    /// recomputes: as one of the round's verifiers, each result of a peer assigned samples that
-    /// the round's close chose for a spot check, with the momentum its payload commits to as
-    /// its sender served it (`None` when it did not, or committed to none).
+    /// The momenta this client needs to check `round`'s counted results (`counted`: payloads
+    /// by member slot): as one of the round's verifiers, those of the results of peers assigned
+    /// samples that the round's close chose for a spot check; and those of the results whose
+    /// senders it recomputed the round before, where the run's tolerance compares momenta.
     pub(super) async fn fetch_spot_checked(
         &mut self,
         state: &Coordinator,
         round: &Round,
         counted: &[(usize, Bytes)],
-    ) -> Vec<SpotCheck> {
+    ) -> Served {
         let one_in = state.config.spot_check_one_in;
-        let Some((my_slot, _)) = self.verifier_of(state, round).filter(|_| one_in > 0) else {
-            return Vec::new();
-        };
+        let verifier = self.verifier_of(state, round).filter(|_| one_in > 0);
         let started = Instant::now();
-        let mut checks = Vec::new();
+        let mut served = Served::default();
         for (slot, bytes) in counted {
+            let chained = self
+                .chains
+                .get(slot)
+                .is_some_and(|(step, chain)| step + 1 == round.step && chain.needs_momentum());
+            if chained {
+                let momentum = self
+                    .fetch_committed_momentum(state, round, *slot, bytes)
+                    .await;
+                served.chained.insert(*slot, momentum);
+            }
+            let Some((my_slot, _)) = verifier else {
+                continue;
+            };
             let assigned = round
                 .assignment(*slot)
                 .is_some_and(|samples| !samples.is_empty());
-            if *slot == my_slot || !assigned || !round.spot_checked(*slot, one_in) {
-                continue;
+            if *slot != my_slot && assigned && round.spot_checked(*slot, one_in) {
+                let momentum = self
+                    .fetch_committed_momentum(state, round, *slot, bytes)
+                    .await;
+                served.checks.push((*slot, momentum));
             }
-            let commitment = payload::momentum_commitment(bytes).unwrap_or(UNCOMMITTED);
-            let sender = state.members[*slot].endpoint.socket_addr();
-            let momentum = match sender.filter(|_| commitment != UNCOMMITTED) {
-                Some(peer) => {
-                    let len = self.demo.momentum_len();
-                    match self.peers.fetch_momentum(&commitment, peer, len).await {
-                        Ok(momentum) => Some(momentum),
-                        Err(error) => {
-                            tracing::warn!(step = round.step, %error, "a spot-checked sender did not serve its momentum");
-                            None
-                        }
-                    }
-                }
-                None => None,
-            };
-            checks.push(SpotCheck {
-                slot: *slot,
-                momentum,
-            });
         }
-        self.metrics.time("spot-check", started.elapsed());
-        checks
+        if verifier.is_some() || !served.chained.is_empty() {
+            self.metrics.time("spot-check", started.elapsed());
+        }
+        served
+    }
+
+    /// The momentum the result `bytes` of the member in `slot` commits to, as its sender serves
+    /// it (checked against the commitment); `None` when it commits to none or does not serve it.
+    async fn fetch_committed_momentum(
+        &mut self,
+        state: &Coordinator,
+        round: &Round,
+        slot: usize,
+        bytes: &[u8],
+    ) -> Option<Bytes> {
+        let commitment = payload::momentum_commitment(bytes).unwrap_or(UNCOMMITTED);
+        let sender = state.members[slot].endpoint.socket_addr();
+        let peer = sender.filter(|_| commitment != UNCOMMITTED)?;
+        let len = self.demo.momentum_len();
+        match self.peers.fetch_momentum(&commitment, peer, len).await {
+            Ok(momentum) => Some(momentum),
+            Err(error) => {
+                tracing::warn!(step = round.step, %error, "a spot-checked sender did not serve its momentum");
+                None
+            }
+        }
     }
 
     /// Recomputes each of `round`'s `checks` on the replica before it applies the round (the
@@ -197,20 +219,21 @@ impl<B: CoordinatorBackend> Trainer<B> {
         round: &Round,
         counted: &[(usize, Bytes)],
         results: &[(usize, SparseUpdate)],
-        checks: Vec<SpotCheck>,
+        checks: Vec<(usize, Option<Bytes>)>,
     ) -> Vec<(usize, Finding)> {
         if checks.is_empty() {
             return Vec::new();
         }
         let started = Instant::now();
         let lr = self.schedule(state).lr(round.step);
+        let tolerance = Tolerance::from_per_mille(state.config.spot_check_tolerance);
         let outcomes: Vec<(usize, Recompute)> = tokio::task::block_in_place(|| {
             checks
                 .into_iter()
-                .filter_map(|check| {
-                    let index = counted.iter().position(|(slot, _)| *slot == check.slot)?;
+                .filter_map(|(checked, momentum)| {
+                    let index = counted.iter().position(|(slot, _)| *slot == checked)?;
                     let ranges: Vec<TokenRange> = round
-                        .assignment(check.slot)?
+                        .assignment(checked)?
                         .map(|sample| self.plan.sample_range(sample))
                         .collect();
                     self.metrics.results_spot_checked.inc();
@@ -222,18 +245,19 @@ impl<B: CoordinatorBackend> Trainer<B> {
                         lr,
                         &counted[index].1,
                         &results[index].1,
-                        check.momentum.as_deref(),
+                        momentum.as_deref(),
+                        tolerance,
                     );
-                    Some((check.slot, outcome))
+                    Some((checked, outcome))
                 })
                 .collect()
         });
         let mut findings = Vec::new();
         for (slot, outcome) in outcomes {
-            if let Recompute::Matched { after } = outcome {
-                self.chains.insert(slot, (round.step, after));
-            }
             findings.extend(outcome.finding().map(|finding| (slot, finding)));
+            if let Recompute::Matched { chain } = outcome {
+                self.chains.insert(slot, (round.step, chain));
+            }
         }
         self.metrics.time("spot-check", started.elapsed());
         self.metrics.count_flagged(&findings);
@@ -241,24 +265,29 @@ impl<B: CoordinatorBackend> Trainer<B> {
     }
 
     /// Checks each counted result of `round` (`counted`: payloads by member slot) whose
-    /// sender this client recomputed in the round before: its payload must commit to the
-    /// momentum that recompute left. Returns the findings against the round before, by member
-    /// slot (the verdicts are about the recomputed result, whose round this client verified),
-    /// and forgets the recomputes of rounds before `round`.
+    /// sender this client recomputed in the round before: it must start from the momentum that
+    /// recompute left (commit to it, or, within the run's tolerance, serve one near it:
+    /// `chained`, fetched by [`Trainer::fetch_spot_checked`]). Returns the findings against the
+    /// round before, by member slot (the verdicts are about the recomputed result, whose round
+    /// this client verified), and forgets the recomputes of rounds before `round`.
     pub(super) fn check_chains(
         &mut self,
         round: &Round,
         counted: &[(usize, Bytes)],
+        chained: &BTreeMap<usize, Option<Bytes>>,
     ) -> Vec<(usize, Finding)> {
-        let findings: Vec<(usize, Finding)> = counted
-            .iter()
-            .filter(|(slot, bytes)| {
-                self.chains.get(slot).is_some_and(|&(step, after)| {
-                    step + 1 == round.step && payload::momentum_commitment(bytes) != Some(after)
+        let findings: Vec<(usize, Finding)> = tokio::task::block_in_place(|| {
+            counted
+                .iter()
+                .filter(|(slot, bytes)| {
+                    self.chains.get(slot).is_some_and(|(step, chain)| {
+                        let served = chained.get(slot).cloned().flatten();
+                        step + 1 == round.step && !chain.holds(&self.demo, bytes, served.as_deref())
+                    })
                 })
-            })
-            .map(|(slot, _)| (*slot, Finding::Unchained))
-            .collect();
+                .map(|(slot, _)| (*slot, Finding::Unchained))
+                .collect()
+        });
         self.chains.retain(|_, (step, _)| *step >= round.step);
         self.metrics.count_flagged(&findings);
         findings
