@@ -411,7 +411,7 @@ fn spot_checks(steps: u64, verification: Verification, attacks: &[Attack]) -> an
     }
     println!("{table}");
     println!(
-        "Spot checks over {steps} steps under the mean. Each result is recomputed with a chance of one in {one_in} (a seeded choice) from the momentum its sender committed to in the payload, on the batch it was assigned, and flagged when the bytes differ or the momentum served is not the committed one; a sender recomputed in a round is flagged in the next if its result there commits to another momentum than the recompute left. \"Of\" counts the rounds a sender was checked in; \"from round\": the round by which every dishonest sender had been flagged. One verifier recomputes all the round's chosen results; a client is one of a round's verifiers in about witness_nodes of every {WORKERS} rounds, so with three it pays 3/{WORKERS} of this on average."
+        "Spot checks over {steps} steps under the mean. Each result is recomputed with a chance of one in {one_in} (a seeded choice) from the momentum its sender committed to in the payload, on the batch it was assigned, and flagged when the bytes differ (or, with a tolerance, stray further than it) or the momentum served is not the committed one; a sender recomputed in a round is flagged in the next if its result there starts from another momentum than the recompute left. \"Of\" counts the rounds a sender was checked in; \"from round\": the round by which every dishonest sender had been flagged. One verifier recomputes all the round's chosen results; a client is one of a round's verifiers in about witness_nodes of every {WORKERS} rounds, so with three it pays 3/{WORKERS} of this on average."
     );
     Ok(())
 }
