@@ -1,6 +1,7 @@
-//! What exact spot checks cost (docs/verification.md): a sender's round (forward and backward on
-//! its batch, its DeMo step, the payload), what committing to its momentum adds to it (the
-//! momentum as bytes and their SHA-256, every round of a run that spot-checks), and what one
+//! What spot checks cost (docs/verification.md): a sender's round (forward and backward on its
+//! batch, its DeMo step, the payload), what committing to its momentum costs (the momentum as
+//! bytes and their SHA-256, every round of a run that spot-checks: alone, and what it adds to
+//! the round as a client commits, hashing during the step on a GPU), and what one
 //! recompute costs a verifier (the served momentum read back, the same forward and backward, the
 //! DeMo step from that momentum, the payload, compared byte for byte); and the bytes a check
 //! moves (the sender's momentum, to each of the round's verifiers).
@@ -9,6 +10,9 @@
 //! client commits each round, and each result is recomputed by the round's verifiers (three here)
 //! with a chance of one in `spot_check_one_in`, so a client recomputes `3 / spot_check_one_in`
 //! results a round on average (the network time of the momentum is not in it).
+//!
+//! A third table measures what a tolerance must allow (`spot_check_tolerance`): how far honest
+//! senders whose arithmetic differs, and cheating ones, stray from their recomputes.
 //!
 //! `make bench-spot-check`. SPOT_CHECK_PRESETS picks presets (default `tiny,20m`),
 //! SPOT_CHECK_STEPS the measured rounds (default 5). Runs on CUDA when one is visible.
@@ -24,7 +28,7 @@ use demeter_trainer::payload;
 use demeter_trainer::replica::Replica;
 use demeter_trainer::screening::Picks;
 use demeter_trainer::spot_check::{
-    Agreement, Chain, Recompute, Tolerance, momentum_distance, recompute, step_scale,
+    Agreement, Chain, Commitment, Recompute, Tolerance, momentum_distance, recompute, step_scale,
 };
 use sha2::{Digest, Sha256};
 
@@ -52,7 +56,8 @@ fn main() -> anyhow::Result<()> {
         "params",
         "batch x seq",
         "sender's round ms",
-        "commit ms",
+        "commit alone ms",
+        "commit as a client runs it: adds ms",
         "recompute ms",
         "bit for bit",
         "bytes a check moves",
@@ -80,7 +85,10 @@ fn main() -> anyhow::Result<()> {
         let layouts = sender.compressor().layouts().to_vec();
         let plan = BatchPlan::new(1, seq_len, 1, &shard_lens)?;
 
-        let (mut round, mut commit, mut recompute) = Default::default();
+        // The sender's step without a commitment, for its cost alone: a twin from the same
+        // momentum every round.
+        let mut twin = Demo::new(replica.parameters(), DemoConfig::default())?;
+        let (mut round, mut commit, mut committed_round, mut recompute) = Default::default();
         let mut identical = true;
         for step in 0..=steps {
             let ranges: Vec<_> = (0..batch)
@@ -88,15 +96,27 @@ fn main() -> anyhow::Result<()> {
                 .collect();
             let (inputs, targets) = dataset.training_batch(&ranges);
 
-            let started = Instant::now();
-            let momentum = sender.momentum_bytes();
-            let commitment: [u8; 32] = Sha256::digest(&momentum).into();
-            let committing = started.elapsed();
+            twin.load_deltas(sender.deltas());
             let started = Instant::now();
             let (_, gradients) = replica.gradients(&inputs, &targets, Some(1.0));
-            let update = sender.compress_step(&gradients, 1e-3);
-            let sent = payload::encode(&update, &commitment, &layouts);
+            let update = twin.compress_step(&gradients, 1e-3);
+            payload::encode(&update, &payload::UNCOMMITTED, &layouts);
             let sending = started.elapsed();
+
+            let started = Instant::now();
+            let momentum = sender.momentum_bytes();
+            let _: [u8; 32] = Sha256::digest(&momentum).into();
+            let committing = started.elapsed();
+
+            // The round as a client runs it (on a GPU, the hash on its own thread during the
+            // step).
+            let started = Instant::now();
+            let commitment = Commitment::start(&sender);
+            let (_, gradients) = replica.gradients(&inputs, &targets, Some(1.0));
+            let update = sender.compress_step(&gradients, 1e-3);
+            let (commitment, momentum) = commitment.finish();
+            let sent = payload::encode(&update, &commitment, &layouts);
+            let committed = started.elapsed();
 
             let started = Instant::now();
             let mut served = verifier
@@ -111,27 +131,32 @@ fn main() -> anyhow::Result<()> {
             if step > 0 {
                 round += sending;
                 commit += committing;
+                committed_round += committed;
                 recompute += checking;
             }
         }
-        let (round, commit, recompute) = (
+        let (round, commit, committed_round, recompute) = (
             millis(round, steps),
             millis(commit, steps),
+            millis(committed_round, steps),
             millis(recompute, steps),
         );
+        // What committing adds to a round as the client runs it (never below nothing).
+        let overlapped = (committed_round - round).max(0.0);
         costs.row(vec![
             name.to_owned(),
             config.parameter_count().to_string(),
             format!("{batch} x {seq_len}"),
             format!("{round:.1}"),
             format!("{commit:.1}"),
+            format!("{overlapped:.1}"),
             format!("{recompute:.1}"),
             if identical { "yes" } else { "NO" }.to_owned(),
             verifier.momentum_len().to_string(),
         ]);
         for one_in in SHARES {
             let recomputes = VERIFIERS / f64::from(one_in);
-            let cost = commit + recomputes * recompute;
+            let cost = overlapped + recomputes * recompute;
             shares.row(vec![
                 name.to_owned(),
                 one_in.to_string(),
@@ -147,8 +172,9 @@ fn main() -> anyhow::Result<()> {
     );
     println!("{shares}");
     println!(
-        "A client's cost a round: its commit, plus {VERIFIERS} verifiers' recomputes of one in \
-         spot_check_one_in results spread over the clients; the momentum's transfer is not timed."
+        "A client's cost a round: what its commit adds to its round, plus {VERIFIERS} verifiers' \
+         recomputes of one in spot_check_one_in results spread over the clients; the momentum's \
+         transfer is not timed."
     );
     Ok(())
 }
@@ -199,7 +225,9 @@ fn sender_gradients(
             let (inputs, targets) = other();
             copied(replica.gradients(&inputs, &targets, Some(1.0)).1)
         }
-        Sender::ForgedMomentum => copied(replica.gradients(inputs, targets, Some(1.0)).1),
+        Sender::ForgedMomentum | Sender::OtherDevice => {
+            copied(replica.gradients(inputs, targets, Some(1.0)).1)
+        }
     }
 }
 
@@ -214,6 +242,8 @@ enum Sender {
     WrongData,
     /// Its momentum negated before each step (what it commits to is not what it kept).
     ForgedMomentum,
+    /// Honest, on the accelerator, its verifier on the CPU: another kind of device.
+    OtherDevice,
 }
 
 fn tolerance(
@@ -242,15 +272,28 @@ fn tolerance(
         };
         let config = LlamaConfig::for_training(preset, dataset.meta.vocab_size, seq_len);
         let replica = Replica::new(&config, 1, device)?;
+        // The same weights on the CPU (the initializer is the same on every device).
+        let on_cpu = Replica::new(&config, 1, tch::Device::Cpu)?;
         let plan = BatchPlan::new(1, seq_len, 1, shard_lens)?;
-        for (label, kind) in [
-            ("micro-batches of 1", Sender::MicroBatches),
-            ("1 libtorch thread", Sender::OneThread),
-            ("wrong-data", Sender::WrongData),
-            ("forged-momentum", Sender::ForgedMomentum),
-        ] {
+        let mut senders = vec![
+            ("micro-batches of 1".to_owned(), Sender::MicroBatches),
+            ("1 libtorch thread".to_owned(), Sender::OneThread),
+            ("wrong-data".to_owned(), Sender::WrongData),
+            ("forged-momentum".to_owned(), Sender::ForgedMomentum),
+        ];
+        if device != tch::Device::Cpu {
+            senders.push((
+                format!("on {device:?}, checked on the CPU"),
+                Sender::OtherDevice,
+            ));
+        }
+        for (label, kind) in senders {
+            let checker = match kind {
+                Sender::OtherDevice => &on_cpu,
+                _ => &replica,
+            };
             let mut sender = Demo::new(replica.parameters(), DemoConfig::default())?;
-            let verifier = Demo::new(replica.parameters(), DemoConfig::default())?;
+            let verifier = Demo::new(checker.parameters(), DemoConfig::default())?;
             let layouts = sender.compressor().layouts().to_vec();
             let (mut picked, mut values, mut after) = (1.0f64, 0.0f64, 0.0f64);
             let mut passed = 0;
@@ -282,13 +325,16 @@ fn tolerance(
                 let update = sender.compress_step(&gradients, 1e-3);
                 let sent = payload::encode(&update, &commitment, &layouts);
 
-                let (_, verified) = replica.gradients(&assigned.0, &assigned.1, Some(1.0));
+                // What the verifier receives, on its own device.
+                let encoding = verifier.compressor().values();
+                let update = payload::decode(&sent, &layouts, encoding, checker.device())?;
+                let (_, verified) = checker.gradients(&assigned.0, &assigned.1, Some(1.0));
                 let scale = step_scale(&verified, 1e-3);
                 let mut left = verifier.momentum_from_bytes(&momentum).expect("a momentum");
                 let again = verifier.recompute_step(&mut left, &verified, 1e-3, &update);
                 let agreement = Agreement::of(&Picks::of(&update), &Picks::of(&again), scale);
                 let outcome = recompute(
-                    &replica,
+                    checker,
                     &verifier,
                     &assigned,
                     Some(1.0),
@@ -311,7 +357,7 @@ fn tolerance(
             }
             table.row(vec![
                 name.to_owned(),
-                label.to_owned(),
+                label,
                 format!("{picked:.4}"),
                 format!("{values:.2e}"),
                 match after.is_finite() {

@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 
 use demeter_coordinator_core::shuffle::{mix, one_chance_in};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use tch::{Device, Tensor};
 
 use crate::attack::{Attack, duplicate, jitter};
@@ -16,6 +15,7 @@ use crate::model::{LlamaConfig, Preset};
 use crate::optim::{AdamW, AdamWConfig, Schedule};
 use crate::payload;
 use crate::replica::Replica;
+use crate::spot_check::Commitment;
 
 mod checkpoint;
 mod verifiers;
@@ -347,10 +347,12 @@ impl Simulation {
                         }
                         // A run that spot-checks commits to each result's momentum, and its
                         // sender serves it to the verifiers that ask.
-                        served = (config.spot_check_one_in > 0).then(|| demo.momentum_bytes());
-                        let commitment = served
+                        let committed = (config.spot_check_one_in > 0)
+                            .then(|| Commitment::start(demo).finish());
+                        let commitment = committed
                             .as_ref()
-                            .map_or(payload::UNCOMMITTED, |m| Sha256::digest(m).into());
+                            .map_or(payload::UNCOMMITTED, |(commitment, _)| *commitment);
+                        served = committed.map(|(_, momentum)| momentum);
                         let mut update = demo.compress_step(&grads, lr);
                         if let Some(attack) = attack {
                             update = attack.forge(update, worker.previous.as_ref(), step, index);

@@ -5,6 +5,9 @@
 //! one chain for the networked client (`train/verify.rs`) and the simulation
 //! (`simulate/verifiers.rs`) alike.
 
+use std::thread::JoinHandle;
+
+use bytes::Bytes;
 use demeter_coordinator_core::Finding;
 use sha2::{Digest, Sha256};
 use tch::Tensor;
@@ -13,6 +16,50 @@ use crate::demo::{Demo, SparseUpdate, momentum_to_bytes};
 use crate::payload;
 use crate::replica::Replica;
 use crate::screening::Picks;
+
+/// A sender's commitment to the momentum its step starts from, in the making: the momentum's
+/// bytes (what it serves for a spot check) and their SHA-256 (what its payload commits to).
+/// Where the step runs on a GPU, the hash (four bytes a parameter) runs on a thread of its own
+/// while the step's forward and backward keep the GPU busy. On the CPU it runs at once: there
+/// the step already uses every core, and hashing beside it cost twice as much as hashing
+/// alone (the spot-check bench, docs/benchmarks.md).
+pub struct Commitment {
+    momentum: Bytes,
+    hashing: Hashing,
+}
+
+enum Hashing {
+    Done([u8; 32]),
+    Running(JoinHandle<[u8; 32]>),
+}
+
+impl Commitment {
+    /// Starts committing to `demo`'s momentum as it is now: before the step.
+    pub fn start(demo: &Demo) -> Self {
+        let momentum = Bytes::from(demo.momentum_bytes());
+        let on_gpu = demo
+            .deltas()
+            .first()
+            .is_some_and(|delta| delta.device().is_cuda());
+        let hashing = match on_gpu {
+            true => Hashing::Running(std::thread::spawn({
+                let momentum = momentum.clone();
+                move || Sha256::digest(&momentum).into()
+            })),
+            false => Hashing::Done(Sha256::digest(&momentum).into()),
+        };
+        Self { momentum, hashing }
+    }
+
+    /// The commitment and the momentum it commits to.
+    pub fn finish(self) -> ([u8; 32], Bytes) {
+        let hash = match self.hashing {
+            Hashing::Done(hash) => hash,
+            Hashing::Running(hashing) => hashing.join().expect("hashing bytes does not panic"),
+        };
+        (hash, self.momentum)
+    }
+}
 
 /// How closely a recompute reproduces a sent result: what a run that tolerates another
 /// device's last bits judges by.

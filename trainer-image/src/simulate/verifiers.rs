@@ -1,11 +1,12 @@
 //! What a simulation's verifiers find: every round's results screened by their shape
 //! (`screening`), scored against data (`scoring`) and recomputed from their senders' momenta
-//! (exact spot checks), as any replica could, with counts of what was flagged, for whom and from
+//! (spot checks), as any replica could, with counts of what was flagged, for whom and from
 //! when, and what honest and dishonest results measured; and what the simulation hands them.
 
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use demeter_coordinator_core::shuffle::{mix, one_in};
 use sha2::{Digest, Sha256};
 use tch::{Device, Tensor};
@@ -277,7 +278,7 @@ impl Verifiers {
         demo: &Demo,
         payloads: &[&[u8]],
         results: &[&SparseUpdate],
-        momenta: &[Option<Vec<u8>>],
+        momenta: &[Option<Bytes>],
         checks: Vec<SpotCheck>,
         (grad_clip, lr): (Option<f64>, f64),
         tolerance: Tolerance,
@@ -351,7 +352,7 @@ impl Simulation {
     pub(super) fn verify(
         &mut self,
         outputs: &[LocalOutput],
-        served: Vec<Option<Vec<u8>>>,
+        served: Vec<Option<Bytes>>,
         lr: f64,
     ) -> anyhow::Result<()> {
         let WorkerOptimizer::Demo(demo) = &self.workers[0].optimizer else {

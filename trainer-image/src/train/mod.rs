@@ -38,7 +38,6 @@ use bytes::Bytes;
 use demeter_coordinator_core::{
     Coordinator, Finding, Input, MemberStatus, Round, RunState, WitnessReport, state::MAX_CLIENTS,
 };
-use sha2::{Digest, Sha256};
 use tch::{Device, Tensor};
 
 use self::backend::{BackendError, CoordinatorBackend};
@@ -53,6 +52,7 @@ use crate::model::{LlamaConfig, Preset};
 use crate::optim::Schedule;
 use crate::payload;
 use crate::replica::Replica;
+use crate::spot_check::Commitment;
 use outage::Outage;
 
 /// How often the loop looks again when nothing changed (payloads arrive between states).
@@ -438,13 +438,6 @@ impl<B: CoordinatorBackend> Trainer<B> {
         let committing = state.config.spot_check_one_in > 0;
         let started = Instant::now();
         let (loss, update, momentum, train_time) = tokio::task::block_in_place(|| {
-            let (loss, gradients) = self.gradients_of(&ranges);
-            if let Some(loss) = loss {
-                self.first_loss.get_or_insert(loss);
-                self.last_loss = Some(loss);
-                self.metrics.loss.set(loss);
-            }
-            let train_time = started.elapsed();
             if let Some(drill) = self
                 .settings
                 .drill
@@ -452,13 +445,16 @@ impl<B: CoordinatorBackend> Trainer<B> {
             {
                 drill.attack.forge_momentum(&mut self.demo);
             }
-            // The momentum and its SHA-256, on this blocking thread like the step (a hash of
-            // four bytes a parameter is not for the async runtime's).
-            let momentum = committing.then(|| {
-                let momentum = Bytes::from(self.demo.momentum_bytes());
-                let commitment: [u8; 32] = Sha256::digest(&momentum).into();
-                (commitment, momentum)
-            });
+            // On a GPU, the momentum is hashed while the forward and backward run.
+            let commitment = committing.then(|| Commitment::start(&self.demo));
+            let (loss, gradients) = self.gradients_of(&ranges);
+            if let Some(loss) = loss {
+                self.first_loss.get_or_insert(loss);
+                self.last_loss = Some(loss);
+                self.metrics.loss.set(loss);
+            }
+            let train_time = started.elapsed();
+            let momentum = commitment.map(Commitment::finish);
             let update = self.demo.compress_step(&gradients, lr);
             let update = match self.settings.drill {
                 Some(drill) if round.step >= drill.from_step => {
