@@ -17,6 +17,16 @@ pub const MODEL: &str = "model.safetensors";
 /// The model's shape, as `transformers` reads it.
 pub const CONFIG: &str = "config.json";
 
+/// The weights hash of the checkpoint in `dir` (its `config.json` and `model.safetensors`):
+/// the hash the run's witnesses attest of the model they hold (`Replica::hash`), so a
+/// checkpoint is the attested model exactly when the two are equal.
+pub fn weights_hash(dir: &Path) -> anyhow::Result<[u8; 32]> {
+    let config = LlamaConfig::from_hf_json_file(&dir.join(CONFIG))?;
+    // The weights it starts with are not hashed: only the file's.
+    let replica = crate::replica::Replica::new(&config, 0, tch::Device::Cpu)?;
+    replica.file_hash(&dir.join(MODEL))
+}
+
 /// A checkpoint being written to `dir`.
 pub struct CheckpointWriter {
     dir: PathBuf,

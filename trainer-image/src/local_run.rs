@@ -133,6 +133,11 @@ impl LocalRun {
         self.dir.join(format!("client-{index}.summary.json"))
     }
 
+    /// Where client `index` writes its checkpoints, when it is given a checkpoint directory.
+    pub fn checkpoint_dir(&self, index: usize) -> PathBuf {
+        self.dir.join(format!("client-{index}.checkpoints"))
+    }
+
     /// Kills client `index` with SIGKILL, as a crash would.
     pub fn kill_client(&mut self, index: usize) {
         kill(&mut self.clients[index].process);

@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use demeter_trainer::commands::{
-    self, CoordinatorCommand, DataArgs, LocalArgs, ModelInitArgs, PayloadCommand, RewardsArgs,
-    RunArgs, SimulateArgs, TrainArgs,
+    self, CoordinatorCommand, DataArgs, LocalArgs, ModelHashArgs, ModelInitArgs, PayloadCommand,
+    RewardsArgs, RunArgs, SimulateArgs, TrainArgs,
 };
 
 #[derive(Parser)]
@@ -63,6 +63,9 @@ enum ModelCommand {
     /// Write a freshly initialized preset as model.safetensors + config.json (loadable by
     /// transformers).
     Init(ModelInitArgs),
+    /// Print a checkpoint's weights hash, as a run's witnesses attest it, and check it against
+    /// the attested model's (--expect): is this the model the run trained?
+    Hash(ModelHashArgs),
 }
 
 #[derive(Subcommand)]
@@ -98,6 +101,9 @@ fn main() -> anyhow::Result<()> {
         Command::Model {
             command: ModelCommand::Init(args),
         } => commands::init_model(&args),
+        Command::Model {
+            command: ModelCommand::Hash(args),
+        } => commands::hash_model(&args),
         Command::Payload { command } => commands::payload(&command),
         Command::Coordinator { command } => commands::coordinator(&command),
         Command::Run(args) => commands::manage_run(&args).map(drop),

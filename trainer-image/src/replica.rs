@@ -158,12 +158,7 @@ impl Replica {
     /// [`Replica::hash`]); otherwise an error, and the replica is left as it was.
     pub fn load_attested(&self, path: &Path, attested: &[u8; 32]) -> anyhow::Result<()> {
         let saved: BTreeMap<String, Tensor> = load_safetensors(path)?.into_iter().collect();
-        // A missing tensor changes the hash too.
-        let hash = weights_hash(
-            self.parameters
-                .iter()
-                .filter_map(|(name, _)| Some((name.as_str(), saved.get(name)?))),
-        );
+        let hash = self.saved_hash(&saved);
         anyhow::ensure!(
             &hash == attested,
             "{}: weights hash {} but the run's witnesses attested {}",
@@ -172,6 +167,23 @@ impl Replica {
             hex::encode(attested)
         );
         self.copy_in(path, &saved)
+    }
+
+    /// The weights hash (see [`Replica::hash`]) of a file [`Replica::save`] wrote for this
+    /// model, without loading it: what the witnesses attested if it holds the model they held.
+    pub fn file_hash(&self, path: &Path) -> anyhow::Result<[u8; 32]> {
+        let saved: BTreeMap<String, Tensor> = load_safetensors(path)?.into_iter().collect();
+        Ok(self.saved_hash(&saved))
+    }
+
+    /// The weights hash of `saved`, by this model's parameter names and order; a missing
+    /// tensor changes it too.
+    fn saved_hash(&self, saved: &BTreeMap<String, Tensor>) -> [u8; 32] {
+        weights_hash(
+            self.parameters
+                .iter()
+                .filter_map(|(name, _)| Some((name.as_str(), saved.get(name)?))),
+        )
     }
 
     /// Loads weights saved by [`Replica::save`] (or any safetensors file with the same names

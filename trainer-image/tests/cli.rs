@@ -360,6 +360,39 @@ fn local_runs_three_client_processes_to_identical_replicas() {
     }
     // The coordinator's state file holds the finished run.
     assert!(dir.path().join("coordinator.state").exists());
+
+    // The run leaves the trained model, the one its witnesses attested; every client's final
+    // checkpoint is that model, and `demeter model hash` tells it from any other.
+    let line = out
+        .lines()
+        .find(|line| line.starts_with("the trained model: "))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        line.ends_with("attested by the run's witnesses at step 4"),
+        "{line}"
+    );
+    let hash = line
+        .split("weights hash ")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .unwrap();
+    let other_client = dir.path().join("client-2.checkpoints/step-4");
+    let checked = ok(demeter(&[
+        "model",
+        "hash",
+        path(&other_client),
+        "--expect",
+        hash,
+    ]));
+    assert!(checked.contains("the expected model: yes"), "{checked}");
+    let fresh = dir.path().join("fresh");
+    ok(demeter(&["model", "init", "--out", path(&fresh)]));
+    let refused = demeter(&["model", "hash", path(&fresh), "--expect", hash]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("this is not that model"),
+        "{refused:?}"
+    );
 }
 
 #[test]

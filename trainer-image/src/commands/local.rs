@@ -12,12 +12,13 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use super::table::Table;
 use super::train::{ClientSummary, RunModelArgs};
+use crate::central::store::StateStore;
 use crate::identity::{Identity, to_base58};
 use crate::local_run::{LocalRun, free_port};
 use crate::run_file::RunFile;
 use crate::simulate::ring_all_reduce_bytes;
-use demeter_coordinator_core::Config;
 use demeter_coordinator_core::state::MAX_CLIENTS;
+use demeter_coordinator_core::{Config, Coordinator};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct LocalArgs {
@@ -240,7 +241,10 @@ fn run(args: &LocalArgs, dir: &Path, dir_note: &str) -> anyhow::Result<()> {
     let mut client_args = coordinator_args;
     client_args.extend(args.model.to_args());
     for index in 0..args.clients {
-        local.start_client(index, &client_args)?;
+        // Every client keeps its checkpoints: the run's end leaves the trained model there.
+        let checkpoints = format!("--checkpoint-dir={}", local.checkpoint_dir(index).display());
+        let own_args = [client_args.clone(), vec![checkpoints]].concat();
+        local.start_client(index, &own_args)?;
     }
     let endpoints: Vec<SocketAddr> = local.clients().iter().map(|c| c.endpoint).collect();
     println!("logs and state in {}{dir_note}", dir.display());
@@ -329,12 +333,48 @@ fn run(args: &LocalArgs, dir: &Path, dir_note: &str) -> anyhow::Result<()> {
         if identical { "yes" } else { "NO" }
     );
     anyhow::ensure!(identical, "the replicas diverged");
+    let state = match &chain {
+        Some((runtime, run_client, _)) => {
+            runtime.block_on(run_client.read())?.run.coordinator_boxed()
+        }
+        None => StateStore::new(dir.join("coordinator.state"))
+            .load()?
+            .context("the coordinator left no state file")?,
+    };
+    let model = local
+        .checkpoint_dir(0)
+        .join(format!("step-{}", summaries[0].steps));
+    println!("{}{dir_note}", attested_model(&state, &model)?);
     if let Some((runtime, run_client, authority)) = chain {
         let wallets: Vec<PathBuf> = local.clients().iter().map(|c| c.wallet.clone()).collect();
         let paid = runtime.block_on(pay_rewards(&run_client, &authority, &wallets))?;
         print!("{paid}");
     }
     Ok(())
+}
+
+/// The trained model, the final checkpoint at `model`, checked against the model the run's
+/// witnesses attested at its end (in `state`): what the run leaves its user, and proof it is
+/// the model the run trained.
+fn attested_model(state: &Coordinator, model: &Path) -> anyhow::Result<String> {
+    let hash = crate::checkpoint::weights_hash(model)?;
+    let (step, attested) = state
+        .checkpoint
+        .attested()
+        .context("the run finished with no attested model: its last witnesses did not agree")?;
+    anyhow::ensure!(
+        step == state.step && *attested == hash,
+        "{}: weights hash {} is not the model the witnesses attested (step {step}, weights hash \
+         {})",
+        model.display(),
+        hex::encode(hash),
+        hex::encode(attested)
+    );
+    Ok(format!(
+        "the trained model: {}, weights hash {}, attested by the run's witnesses at step {step}",
+        model.display(),
+        hex::encode(hash)
+    ))
 }
 
 /// Token units per point the local chain's reward pool pays.

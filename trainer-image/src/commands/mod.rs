@@ -20,7 +20,7 @@ pub use coordinator::{CoordinatorCommand, ServeArgs, coordinator};
 pub use data::{DataArgs, prepare_data};
 pub use demo_args::{DemoArgs, ValueEncodingArg};
 pub use local::{LocalArgs, local, phase_table, read_gauge};
-pub use model::{ModelInitArgs, init_model};
+pub use model::{ModelHashArgs, ModelInitArgs, hash_model, init_model};
 pub use payload::{PayloadCommand, payload};
 pub use rewards::{RewardsArgs, RewardsCommand, rewards};
 pub use run::{RunArgs, RunCommand, manage_run};

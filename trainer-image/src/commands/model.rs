@@ -1,4 +1,5 @@
-//! `demeter model init`: a freshly initialized model as a Hugging Face checkpoint.
+//! `demeter model init`: a freshly initialized model as a Hugging Face checkpoint;
+//! `demeter model hash`: a checkpoint's weights hash, as a run's witnesses attest it.
 
 use std::path::PathBuf;
 
@@ -39,5 +40,31 @@ pub fn init_model(args: &ModelInitArgs) -> anyhow::Result<()> {
         config.parameter_count(),
         args.seed
     );
+    Ok(())
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ModelHashArgs {
+    /// A checkpoint directory (`config.json` and `model.safetensors`): one a client wrote at an
+    /// epoch's end or the run's (`step-N/`), or `demeter model init`'s.
+    pub dir: PathBuf,
+    /// The weights hash it must have, in hex: the attested model that `demeter run show` (or
+    /// `demeter local`) prints. Another hash is an error.
+    #[arg(long)]
+    pub expect: Option<String>,
+}
+
+/// Prints the weights hash of the checkpoint `args.dir`, and checks it against `--expect`.
+pub fn hash_model(args: &ModelHashArgs) -> anyhow::Result<()> {
+    let hash = hex::encode(crate::checkpoint::weights_hash(&args.dir)?);
+    println!("{}: weights hash {hash}", args.dir.display());
+    if let Some(expected) = &args.expect {
+        anyhow::ensure!(
+            expected.trim().eq_ignore_ascii_case(&hash),
+            "{}: weights hash {hash}, not the --expect {expected}: this is not that model",
+            args.dir.display()
+        );
+        println!("the expected model: yes");
+    }
     Ok(())
 }
