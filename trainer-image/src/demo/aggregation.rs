@@ -205,4 +205,56 @@ mod tests {
                 .all(|(a, b)| a.values.equal(&b.values))
         );
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+
+        /// Under every rule the same results give the same bits. Under the robust rules, a
+        /// minority of attackers, whatever their size and signs, cannot overturn the honest
+        /// majority: a weight every honest result moves one way moves that way under the sign
+        /// vote, and no result, an attacker's included, counts for more than the largest honest
+        /// one under the clipped mean.
+        #[test]
+        fn robust_rules_are_deterministic_and_a_minority_cannot_overturn_the_honest(
+            honest_seeds in proptest::collection::vec(0u64..1 << 32, 3..7),
+            attackers in proptest::collection::vec((0u64..1 << 32, -1000.0f32..1000.0), 0..3),
+        ) {
+            let compressor = compressor();
+            let honest: Vec<SparseUpdate> =
+                honest_seeds.iter().map(|&seed| update(&compressor, seed, 1.0)).collect();
+            let dishonest: Vec<SparseUpdate> = attackers
+                .iter()
+                .map(|&(seed, scale)| update(&compressor, seed ^ (1 << 40), scale))
+                .collect();
+            let all: Vec<&SparseUpdate> = honest.iter().chain(&dishonest).collect();
+            for rule in [Aggregation::Mean, Aggregation::ClippedMean, Aggregation::SignVote] {
+                let once = compressor.aggregate_by(rule, &all);
+                let twice = compressor.aggregate_by(rule, &all);
+                proptest::prop_assert!(once[0].equal(&twice[0]), "{rule:?}: other bits");
+            }
+
+            // The sign vote: where the honest results agree, the majority is theirs.
+            let decoded: Vec<Vec<f32>> = honest
+                .iter()
+                .map(|update| signs(&compressor.decode(0, &update.tensors[0])))
+                .collect();
+            let voted = signs(&compressor.aggregate_by(Aggregation::SignVote, &all)[0]);
+            for (weight, &sign) in voted.iter().enumerate() {
+                let first = decoded[0][weight];
+                if first != 0.0 && decoded.iter().all(|signs| signs[weight] == first) {
+                    proptest::prop_assert_eq!(sign, first, "weight {}", weight);
+                }
+            }
+
+            // The clipped mean: every result clipped to at most the largest honest norm.
+            let selections: Vec<&SparseBlocks> = all.iter().map(|update| &update.tensors[0]).collect();
+            let largest_honest = selections[..honest.len()]
+                .iter()
+                .map(|selection| norm(selection))
+                .fold(0.0, f64::max);
+            for clipped in clip_to_median_norm(&selections) {
+                proptest::prop_assert!(norm(&clipped) <= largest_honest * (1.0 + 1e-6));
+            }
+        }
+    }
 }
