@@ -47,7 +47,7 @@ pub struct Probe {
 
 impl Probe {
     /// The probe of a sender assigned the data positions `assigned`: its first
-    /// [`PROBE_SAMPLES`], and as many control samples [`CONTROL_SHIFT`] positions on. Any
+    /// [`PROBE_SAMPLES`], and as many control samples `CONTROL_SHIFT` positions on. Any
     /// verifier derives the same from the round. `None` for an empty assignment.
     pub fn of(dataset: &Dataset, plan: &BatchPlan, assigned: Range<u64>) -> Option<Self> {
         if assigned.is_empty() {
@@ -121,7 +121,7 @@ impl ScoreWindows {
     /// scores is never compared with a later, shorter stretch of training, in which scores are
     /// smaller. Once a whole window has passed since the first round scored, a sender is judged
     /// if it has [`MIN_SCORES`] scores in the window, against the median of the means of all
-    /// senders that have, if there are [`MIN_SENDERS`] of them.
+    /// senders that have, if there are `MIN_SENDERS` of them.
     /// Nothing is flagged while that median is not positive: then nobody's update helps the
     /// model, and there is no honest baseline to fall short of.
     pub fn judge(&mut self, step: u64, scores: &[(usize, f64)]) -> Vec<(usize, Finding)> {

@@ -45,7 +45,7 @@ pub struct TrainerMetrics {
     pub rejected_payloads: IntCounter,
     /// Committed results of the current round this client holds, its own included.
     pub results_held: IntGauge,
-    /// Seconds spent per phase of the step (see [`PHASES`]).
+    /// Seconds spent per phase of the step (see `PHASES`).
     pub phase_seconds: CounterVec,
     /// Counted results the screens flagged, by finding (zero, copy, stale, outsized, contrary).
     pub results_flagged: IntCounterVec,
