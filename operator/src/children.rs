@@ -72,11 +72,23 @@ pub fn labels(run: &TrainingRun, component: &str) -> BTreeMap<String, String> {
     ])
 }
 
-fn client_selector(run: &TrainingRun) -> BTreeMap<String, String> {
+/// The labels that pick the client pods of the run named `run`: what its peers Service
+/// selects.
+pub fn client_selector(run: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
-        ("demeter.dev/run".into(), run.name_any()),
+        ("demeter.dev/run".into(), run.into()),
         ("app.kubernetes.io/component".into(), "client".into()),
     ])
+}
+
+/// [`client_selector`] as a list's label selector (`key=value,…`): how the operator, and
+/// anyone watching a run, lists its client pods.
+pub fn client_selector_query(run: &str) -> String {
+    client_selector(run)
+        .iter()
+        .map(|(key, value)| format!("{key}={value}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn owner(run: &TrainingRun) -> OwnerReference {
@@ -115,7 +127,7 @@ pub fn peer_service(run: &TrainingRun) -> Service {
             // Peers must find a restarted client before it is ready: it serves its snapshot
             // requests and results while it catches up.
             publish_not_ready_addresses: Some(true),
-            selector: Some(client_selector(run)),
+            selector: Some(client_selector(&run.name_any())),
             ports: Some(vec![ServicePort {
                 name: Some("exchange".into()),
                 port: i32::from(run.spec.clients.port),

@@ -289,9 +289,8 @@ async fn apply(cached: &DynamicObject, ctx: &Context) -> Result<Action, Error> {
     )?;
 
     let pods_api = Api::<Pod>::namespaced(client.clone(), &namespace);
-    let selector = format!("demeter.dev/run={name},app.kubernetes.io/component=client");
     let pods = pods_api
-        .list(&ListParams::default().labels(&selector))
+        .list(&ListParams::default().labels(&children::client_selector_query(&name)))
         .await?
         .items;
     let key = (namespace.clone(), name.clone());

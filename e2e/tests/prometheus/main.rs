@@ -313,7 +313,7 @@ impl Cluster {
             .unwrap();
         let pods = Api::<Pod>::namespaced(self.kube.clone(), NAMESPACE);
         let client_pods = eventually("the two client pods", || async {
-            let selector = format!("demeter.dev/run={RUN},app.kubernetes.io/component=client");
+            let selector = demeter_operator::children::client_selector_query(RUN);
             let mut items = pods
                 .list(&ListParams::default().labels(&selector))
                 .await

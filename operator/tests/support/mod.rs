@@ -96,7 +96,7 @@ where
 
 pub async fn client_pods(client: &Client, run: &str) -> Vec<Pod> {
     let pods = Api::<Pod>::namespaced(client.clone(), NAMESPACE);
-    let selector = format!("demeter.dev/run={run},app.kubernetes.io/component=client");
+    let selector = demeter_operator::children::client_selector_query(run);
     let mut items = pods
         .list(&ListParams::default().labels(&selector))
         .await
