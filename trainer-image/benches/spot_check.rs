@@ -36,6 +36,19 @@ use sha2::{Digest, Sha256};
 const VERIFIERS: f64 = 3.0;
 const SHARES: [u16; 4] = [4, 16, 32, 64];
 
+/// The model of preset `name` and the batch a client trains it on here: samples, tokens each.
+fn shape(name: &str, dataset: &Dataset) -> anyhow::Result<(LlamaConfig, u64, usize)> {
+    let preset: Preset =
+        clap::ValueEnum::from_str(name.trim(), true).map_err(anyhow::Error::msg)?;
+    let (batch, seq_len) = match preset {
+        Preset::Tiny => (8, 128),
+        Preset::M20 => (4, 128),
+        Preset::M150 | Preset::B1 => (4, 512),
+    };
+    let config = LlamaConfig::for_training(preset, dataset.meta.vocab_size, seq_len);
+    Ok((config, batch, seq_len))
+}
+
 fn millis(total: Duration, count: u32) -> f64 {
     total.as_secs_f64() * 1000.0 / f64::from(count)
 }
@@ -71,14 +84,7 @@ fn main() -> anyhow::Result<()> {
     let dataset = Dataset::embedded(0.01);
     let shard_lens: Vec<usize> = dataset.train.iter().map(|shard| shard.len()).collect();
     for name in presets.split(',') {
-        let preset: Preset =
-            clap::ValueEnum::from_str(name.trim(), true).map_err(anyhow::Error::msg)?;
-        let (batch, seq_len) = match preset {
-            Preset::Tiny => (8, 128),
-            Preset::M20 => (4, 128),
-            Preset::M150 | Preset::B1 => (4, 512),
-        };
-        let config = LlamaConfig::for_training(preset, dataset.meta.vocab_size, seq_len);
+        let (config, batch, seq_len) = shape(name, &dataset)?;
         let replica = Replica::new(&config, 1, device)?;
         let mut sender = Demo::new(replica.parameters(), DemoConfig::default())?;
         let verifier = Demo::new(replica.parameters(), DemoConfig::default())?;
@@ -263,14 +269,7 @@ fn tolerance(
     ]);
     let threads = tch::get_num_threads();
     for name in presets.split(',') {
-        let preset: Preset =
-            clap::ValueEnum::from_str(name.trim(), true).map_err(anyhow::Error::msg)?;
-        let (batch, seq_len) = match preset {
-            Preset::Tiny => (8, 128),
-            Preset::M20 => (4, 128),
-            Preset::M150 | Preset::B1 => (4, 512),
-        };
-        let config = LlamaConfig::for_training(preset, dataset.meta.vocab_size, seq_len);
+        let (config, batch, seq_len) = shape(name, dataset)?;
         let replica = Replica::new(&config, 1, device)?;
         // The same weights on the CPU (the initializer is the same on every device).
         let on_cpu = Replica::new(&config, 1, tch::Device::Cpu)?;
