@@ -227,6 +227,11 @@ async fn three_clients_train_through_the_coordinator_program() {
     else {
         panic!("show reads the run");
     };
+    assert_eq!(
+        view.verification.to_string(),
+        "screens",
+        "the run checks no more than the screens"
+    );
     let pool = view.pool.as_ref().expect("the pool exists");
     assert_eq!(
         (pool.total_paid, pool.owed, pool.escrow_balance),

@@ -22,6 +22,9 @@ pub struct RunView {
     pub total_steps: u64,
     /// The model the run's witnesses attested last: late joiners accept only its snapshots.
     pub attested: Option<AttestedView>,
+    /// What the run checks of its clients' results beyond the screens every client runs:
+    /// what a client joining it must be ready for.
+    pub verification: VerificationView,
     pub members: Vec<MemberView>,
     pub pool: Option<PoolView>,
 }
@@ -44,6 +47,38 @@ pub struct AttestedView {
     pub step: u64,
     /// SHA-256 of its weights, hex.
     pub weights_hash: String,
+}
+
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct VerificationView {
+    /// One in this many results scored against data; 0 none.
+    pub score_one_in: u16,
+    /// One in this many results recomputed; 0 none.
+    pub spot_check_one_in: u16,
+    /// How far, per mille, a recompute may stray; 0 bit for bit.
+    pub spot_check_tolerance: u16,
+}
+
+impl fmt::Display for VerificationView {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "screens")?;
+        if self.score_one_in > 0 {
+            write!(f, "; scores one in {} against data", self.score_one_in)?;
+        }
+        match (self.spot_check_one_in, self.spot_check_tolerance) {
+            (0, _) => Ok(()),
+            (one_in, 0) => write!(
+                f,
+                "; recomputes one in {one_in}, bit for bit (clients serve their momenta, on one \
+                 kind of device)"
+            ),
+            (one_in, per_mille) => write!(
+                f,
+                "; recomputes one in {one_in}, within {per_mille} per mille (clients serve their \
+                 momenta)"
+            ),
+        }
+    }
 }
 
 #[derive(Serialize, Debug, Clone, PartialEq)]
@@ -111,6 +146,11 @@ impl RunView {
                     step,
                     weights_hash: hex::encode(hash),
                 }),
+            verification: VerificationView {
+                score_one_in: state.config.score_one_in,
+                spot_check_one_in: state.config.spot_check_one_in,
+                spot_check_tolerance: state.config.spot_check_tolerance,
+            },
             members,
             pool,
         })
@@ -135,6 +175,7 @@ impl fmt::Display for RunView {
                     format!("step {}, weights hash {}", a.step, a.weights_hash)
                 }),
             ),
+            ("verification", self.verification.to_string()),
         ];
         match &self.pool {
             Some(pool) => fields.extend([
@@ -167,5 +208,33 @@ impl fmt::Display for RunView {
             ]);
         }
         write!(f, "\n{members}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verification_says_what_a_joining_client_must_be_ready_for() {
+        let view = |score_one_in, spot_check_one_in, spot_check_tolerance| {
+            VerificationView {
+                score_one_in,
+                spot_check_one_in,
+                spot_check_tolerance,
+            }
+            .to_string()
+        };
+        assert_eq!(view(0, 0, 0), "screens");
+        assert_eq!(view(4, 0, 0), "screens; scores one in 4 against data");
+        assert_eq!(
+            view(0, 32, 0),
+            "screens; recomputes one in 32, bit for bit (clients serve their momenta, on one \
+             kind of device)"
+        );
+        assert_eq!(
+            view(0, 32, 10),
+            "screens; recomputes one in 32, within 10 per mille (clients serve their momenta)"
+        );
     }
 }
