@@ -264,21 +264,9 @@ pub fn recompute(
 }
 
 /// The scale a tolerance is a share of: the step's gradient as it enters the momentum,
-/// `lr·‖g‖` (the L2 norm of all of `gradients` together).
+/// `lr·‖g‖`.
 pub fn step_scale(gradients: &[Tensor], lr: f64) -> f64 {
-    lr * tch::no_grad(|| {
-        gradients
-            .iter()
-            .map(|tensor| {
-                tensor
-                    .to_kind(tch::Kind::Double)
-                    .square()
-                    .sum(tch::Kind::Double)
-                    .double_value(&[])
-            })
-            .sum::<f64>()
-            .sqrt()
-    })
+    lr * crate::optim::global_norm(gradients)
 }
 
 #[cfg(test)]

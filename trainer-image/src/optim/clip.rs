@@ -2,21 +2,26 @@
 
 use tch::{Kind, Tensor};
 
-/// Scales `gradients` in place so their global L2 norm is at most `max_norm`; returns the norm
-/// before clipping.
-pub fn clip_global_norm(gradients: &mut [Tensor], max_norm: f64) -> f64 {
-    let norm = tch::no_grad(|| {
-        gradients
+/// The L2 norm of all of `tensors` together, summed in f64.
+pub fn global_norm(tensors: &[Tensor]) -> f64 {
+    tch::no_grad(|| {
+        tensors
             .iter()
-            .map(|g| {
-                g.to_kind(Kind::Double)
+            .map(|t| {
+                t.to_kind(Kind::Double)
                     .square()
                     .sum(Kind::Double)
                     .double_value(&[])
             })
             .sum::<f64>()
             .sqrt()
-    });
+    })
+}
+
+/// Scales `gradients` in place so their global L2 norm is at most `max_norm`; returns the norm
+/// before clipping.
+pub fn clip_global_norm(gradients: &mut [Tensor], max_norm: f64) -> f64 {
+    let norm = global_norm(gradients);
     if norm > max_norm {
         let scale = max_norm / (norm + 1e-6);
         tch::no_grad(|| {

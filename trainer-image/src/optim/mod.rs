@@ -5,5 +5,5 @@ mod clip;
 mod schedule;
 
 pub use adamw::{AdamW, AdamWConfig};
-pub use clip::clip_global_norm;
+pub use clip::{clip_global_norm, global_norm};
 pub use schedule::{Schedule, ScheduleError, ScheduleKind};

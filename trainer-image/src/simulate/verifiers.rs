@@ -288,11 +288,15 @@ impl Verifiers {
         let workers = payloads.len();
         self.chains.resize_with(workers, || None);
         // What a worker serves for its result: the momentum its payload commits to, or none.
-        let served = |worker: usize| {
-            let momentum = momenta.get(worker)?.as_deref()?;
-            let hash: [u8; 32] = Sha256::digest(momentum).into();
-            (payload::momentum_commitment(payloads[worker]) == Some(hash)).then_some(momentum)
-        };
+        let served: Vec<Option<&[u8]>> = (0..workers)
+            .map(|worker| {
+                let momentum = momenta.get(worker)?.as_deref()?;
+                let hash: [u8; 32] = Sha256::digest(momentum).into();
+                (payload::momentum_commitment(payloads[worker]) == Some(hash)).then_some(momentum)
+            })
+            .collect();
+        // Whose momentum a verifier downloads this round: once, for its recompute and its chain.
+        let mut fetched = vec![false; workers];
         let mut checked = Vec::new();
         let mut flagged = Vec::new();
         for (worker, chain) in self.chains.iter().enumerate() {
@@ -300,8 +304,8 @@ impl Verifiers {
                 && recomputed + 1 == step
             {
                 checked.push(worker);
-                let momentum = chain.needs_momentum().then(|| served(worker)).flatten();
-                self.spot_checks.bytes += momentum.map_or(0, |m| m.len() as u64);
+                let momentum = chain.needs_momentum().then_some(served[worker]).flatten();
+                fetched[worker] |= chain.needs_momentum();
                 if !chain.holds(demo, payloads[worker], momentum) {
                     flagged.push(worker);
                 }
@@ -311,8 +315,8 @@ impl Verifiers {
             let worker = check.worker;
             checked.push(worker);
             self.spot_checks.recomputes += 1;
-            let momentum = served(worker);
-            self.spot_checks.bytes += momentum.map_or(0, |m| m.len() as u64);
+            let momentum = served[worker];
+            fetched[worker] = true;
             let outcome = recompute(
                 replica,
                 demo,
@@ -335,6 +339,10 @@ impl Verifiers {
                 Recompute::Unserved | Recompute::Differs { .. } => flagged.push(worker),
             }
         }
+        self.spot_checks.bytes += (0..workers)
+            .filter(|&worker| fetched[worker])
+            .map(|worker| served[worker].map_or(0, |m| m.len() as u64))
+            .sum::<u64>();
         checked.sort_unstable();
         checked.dedup();
         flagged.sort_unstable();

@@ -160,23 +160,24 @@ impl<B: CoordinatorBackend> Trainer<B> {
                 .chains
                 .get(slot)
                 .is_some_and(|(step, chain)| step + 1 == round.step && chain.needs_momentum());
-            if chained {
-                let momentum = self
-                    .fetch_committed_momentum(state, round, *slot, bytes)
-                    .await;
-                served.chained.insert(*slot, momentum);
-            }
-            let Some((my_slot, _)) = verifier else {
+            let checked = verifier.is_some_and(|(my_slot, _)| {
+                let assigned = round
+                    .assignment(*slot)
+                    .is_some_and(|samples| !samples.is_empty());
+                *slot != my_slot && assigned && round.spot_checked(*slot, one_in)
+            });
+            if !(chained || checked) {
                 continue;
-            };
-            let assigned = round
-                .assignment(*slot)
-                .is_some_and(|samples| !samples.is_empty());
-            if *slot != my_slot && assigned && round.spot_checked(*slot, one_in) {
-                let momentum = self
-                    .fetch_committed_momentum(state, round, *slot, bytes)
-                    .await;
-                served.checks.push((*slot, momentum));
+            }
+            // One download for both checks of a result.
+            let momentum = self
+                .fetch_committed_momentum(state, round, *slot, bytes)
+                .await;
+            if checked {
+                served.checks.push((*slot, momentum.clone()));
+            }
+            if chained {
+                served.chained.insert(*slot, momentum);
             }
         }
         if verifier.is_some() || !served.chained.is_empty() {
