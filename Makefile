@@ -19,7 +19,7 @@ LINT_ENV := export RUSTC_WORKSPACE_WRAPPER="$(CURDIR)/scripts/clippy-rustc" &&
 # (`demeter local` runs 3 clients unless told otherwise).
 ARGS ?=
 
-.PHONY: bootstrap run run-chain test lint images bench bench-byzantine bench-spot-check bench-operator fuzz
+.PHONY: bootstrap run run-chain test lint images bench bench-byzantine bench-spot-check bench-verification-cost bench-operator fuzz
 bootstrap:
 	scripts/bootstrap.sh
 
@@ -62,9 +62,13 @@ bench: bootstrap
 bench-byzantine: bootstrap
 	$(ENV) cargo bench --locked --workspace --bench byzantine
 
-# What exact spot checks cost a sender and a verifier, and a client at each share (docs/verification.md).
+# What a spot-check tolerance must allow: honest and cheating senders' distance from their recomputes.
 bench-spot-check: bootstrap
 	$(ENV) cargo bench --locked --workspace --bench spot_check
+
+# What verifying costs a client a round, part by part and under several run settings (docs/verification.md).
+bench-verification-cost: bootstrap
+	$(ENV) cargo bench --locked --workspace --bench verification_cost
 
 bench-operator:
 	$(ENV) cargo bench --locked -p demeter-operator --bench scale

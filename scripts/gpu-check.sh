@@ -10,9 +10,10 @@
 #           writes $OUT/gpu-check.md, within about 8 minutes: for the 150m and 1b presets in bf16,
 #           Demeter's step split and tokens/s (`demeter simulate`), the paper's reference DeMo
 #           step in PyTorch on the same GPU and model, and one `demeter local --clients 1` run on
-#           CUDA, and the spot-check bench (`spot_check`, its tolerance table with a row of
+#           CUDA, the spot-check bench (`spot_check`, its tolerance table with a row of
 #           results computed on the GPU and recomputed on the CPU: what spot_check_tolerance
-#           must allow across kinds of device); each part's full log beside it in $OUT.
+#           must allow across kinds of device), and what verifying costs a client at a
+#           client's batch (`verification_cost`); each part's full log beside it in $OUT.
 #   dry run on this machine's CPU (checks the script, the binary and the arguments):
 #           GPU_CHECK_PRESETS=tiny GPU_CHECK_STEPS=2 OUT=/tmp/gpu-check scripts/gpu-check.sh run
 set -euo pipefail
@@ -26,12 +27,15 @@ build() {
     rm -rf "$dir"
     mkdir -p "$dir"
     objcopy --strip-debug "$CARGO_TARGET_DIR/release/demeter" "$dir/demeter"
-    # The spot-check bench in the dev profile (opt-level 1, built by every CI run already).
-    local bench
-    bench=$(cargo bench --locked -p demeter-trainer --bench spot_check --profile dev --no-run 2>&1 |
-        sed -n 's/.*Executable .*(\(.*spot_check-[0-9a-f]*\)).*/\1/p' | tail -n 1)
-    [[ -x $bench ]] || { echo "gpu-check: the spot_check bench did not build" >&2; exit 1; }
-    objcopy --strip-debug "$bench" "$dir/spot_check"
+    # The spot-check and verification-cost benches in the dev profile (opt-level 1, built by
+    # every CI run already).
+    local name bench
+    for name in spot_check verification_cost; do
+        bench=$(cargo bench --locked -p demeter-trainer --bench "$name" --profile dev --no-run 2>&1 |
+            sed -n "s/.*Executable .*(\(.*$name-[0-9a-f]*\)).*/\1/p" | tail -n 1)
+        [[ -x $bench ]] || { echo "gpu-check: the $name bench did not build" >&2; exit 1; }
+        objcopy --strip-debug "$bench" "$dir/$name"
+    done
     du -sh "$dir"/*
     local total
     total=$(du -sm "$dir" | cut -f1)
@@ -129,8 +133,12 @@ run() {
     done
 
     step 150 "$out/spot-check.log" env SPOT_CHECK_PRESETS=tiny,20m "$dir/spot_check"
-    section "spot checks: cost and tolerance (tiny, 20m; the last row of a preset is the GPU against the CPU)" \
-        "$out/spot-check.log" 45
+    section "spot checks: tolerance (tiny, 20m; the last row of a preset is the GPU against the CPU)" \
+        "$out/spot-check.log" 15
+    step 150 "$out/verification-cost.log" env VERIFICATION_COST_SHAPES=20m:32x512,150m:32x512 \
+        "$dir/verification_cost"
+    section "what verifying costs a client (20m and 150m at a client's 32 x 512 tokens)" \
+        "$out/verification-cost.log" 25
 
     local first=${preset_list[0]}
     step 180 "$out/local.log" "$demeter" local --clients 1 --steps "$steps" --preset "$first" \

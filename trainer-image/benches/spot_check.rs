@@ -1,187 +1,40 @@
-//! What spot checks cost (docs/verification.md): a sender's round (forward and backward on its
-//! batch, its DeMo step, the payload), what committing to its momentum costs (the momentum as
-//! bytes and their SHA-256, every round of a run that spot-checks: alone, and what it adds to
-//! the round as a client commits, hashing during the step on a GPU), and what one
-//! recompute costs a verifier (the served momentum read back, the same forward and backward, the
-//! DeMo step from that momentum, the payload, compared byte for byte); and the bytes a check
-//! moves (the sender's momentum, to each of the round's verifiers).
+//! What a spot-check tolerance must allow (`spot_check_tolerance`, docs/verification.md): how
+//! far honest senders whose arithmetic differs (another summation order, another thread count,
+//! on a GPU another kind of device), and cheating ones (`wrong-data`, `forged-momentum`), stray
+//! from their recomputes, in units of the step's `lr·‖g‖`, and how many of their rounds pass at
+//! 10 per mille. What spot checks cost is the `verification_cost` bench's.
 //!
-//! A second table turns them into a client's average cost per round at several shares: every
-//! client commits each round, and each result is recomputed by the round's verifiers (three here)
-//! with a chance of one in `spot_check_one_in`, so a client recomputes `3 / spot_check_one_in`
-//! results a round on average (the network time of the momentum is not in it).
-//!
-//! A third table measures what a tolerance must allow (`spot_check_tolerance`): how far honest
-//! senders whose arithmetic differs, and cheating ones, stray from their recomputes.
-//!
-//! `make bench-spot-check`. SPOT_CHECK_PRESETS picks presets (default `tiny,20m`),
-//! SPOT_CHECK_STEPS the measured rounds (default 5). Runs on CUDA when one is visible.
+//! `make bench-spot-check`. SPOT_CHECK_PRESETS picks shapes (`PRESET` at its small bench batch,
+//! or `PRESET:BxS`; default `tiny,20m`), SPOT_CHECK_STEPS the measured rounds (default 5). Runs
+//! on CUDA when one is visible.
 
-use std::time::{Duration, Instant};
+mod common;
 
 use demeter_trainer::commands::Table;
 use demeter_trainer::data::{BatchPlan, Dataset};
 use demeter_trainer::demo::{Demo, DemoConfig};
-use demeter_trainer::model::{LlamaConfig, Preset, default_device};
+use demeter_trainer::model::default_device;
 use demeter_trainer::optim::clip_global_norm;
 use demeter_trainer::payload;
 use demeter_trainer::replica::Replica;
 use demeter_trainer::screening::Picks;
 use demeter_trainer::spot_check::{
-    Agreement, Chain, Commitment, Recompute, Tolerance, momentum_distance, recompute, step_scale,
+    Agreement, Chain, Recompute, Tolerance, momentum_distance, recompute, step_scale,
 };
 use sha2::{Digest, Sha256};
 
-/// Verifiers per round (a run's usual `witness_nodes`).
-const VERIFIERS: f64 = 3.0;
-const SHARES: [u16; 4] = [4, 16, 32, 64];
-
-/// The model of preset `name` and the batch a client trains it on here: samples, tokens each.
-fn shape(name: &str, dataset: &Dataset) -> anyhow::Result<(LlamaConfig, u64, usize)> {
-    let preset: Preset =
-        clap::ValueEnum::from_str(name.trim(), true).map_err(anyhow::Error::msg)?;
-    let (batch, seq_len) = match preset {
-        Preset::Tiny => (8, 128),
-        Preset::M20 => (4, 128),
-        Preset::M150 | Preset::B1 => (4, 512),
-    };
-    let config = LlamaConfig::for_training(preset, dataset.meta.vocab_size, seq_len);
-    Ok((config, batch, seq_len))
-}
-
-fn millis(total: Duration, count: u32) -> f64 {
-    total.as_secs_f64() * 1000.0 / f64::from(count)
-}
+use common::Shape;
 
 fn main() -> anyhow::Result<()> {
-    let presets = std::env::var("SPOT_CHECK_PRESETS").unwrap_or_else(|_| "tiny,20m".into());
-    let steps: u32 = std::env::var("SPOT_CHECK_STEPS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(5);
+    let dataset = Dataset::embedded(0.01);
+    let shapes = common::shapes("SPOT_CHECK_PRESETS", "tiny,20m", &dataset)?;
+    let steps = common::count("SPOT_CHECK_STEPS", 5)?.max(1);
     let device = default_device();
     println!(
         "device {device:?}, {} libtorch threads, {steps} measured rounds after 1 warmup round\n",
         tch::get_num_threads()
     );
-    let mut costs = Table::new(&[
-        "preset",
-        "params",
-        "batch x seq",
-        "sender's round ms",
-        "commit alone ms",
-        "commit as a client runs it: adds ms",
-        "recompute ms",
-        "bit for bit",
-        "bytes a check moves",
-    ]);
-    let mut shares = Table::new(&[
-        "preset",
-        "spot_check_one_in",
-        "recomputes a client runs a round",
-        "cost a round (share of the sender's round)",
-    ]);
-    let dataset = Dataset::embedded(0.01);
-    let shard_lens: Vec<usize> = dataset.train.iter().map(|shard| shard.len()).collect();
-    for name in presets.split(',') {
-        let (config, batch, seq_len) = shape(name, &dataset)?;
-        let replica = Replica::new(&config, 1, device)?;
-        let mut sender = Demo::new(replica.parameters(), DemoConfig::default())?;
-        let verifier = Demo::new(replica.parameters(), DemoConfig::default())?;
-        let layouts = sender.compressor().layouts().to_vec();
-        let plan = BatchPlan::new(1, seq_len, 1, &shard_lens)?;
-
-        // The sender's step without a commitment, for its cost alone: a twin from the same
-        // momentum every round.
-        let mut twin = Demo::new(replica.parameters(), DemoConfig::default())?;
-        let (mut round, mut commit, mut committed_round, mut recompute) = Default::default();
-        let mut identical = true;
-        for step in 0..=steps {
-            let ranges: Vec<_> = (0..batch)
-                .map(|sample| plan.sample_range(u64::from(step) * batch + sample))
-                .collect();
-            let (inputs, targets) = dataset.training_batch(&ranges);
-
-            twin.load_deltas(sender.deltas());
-            let started = Instant::now();
-            let (_, gradients) = replica.gradients(&inputs, &targets, Some(1.0));
-            let update = twin.compress_step(&gradients, 1e-3);
-            payload::encode(&update, &payload::UNCOMMITTED, &layouts);
-            let sending = started.elapsed();
-
-            let started = Instant::now();
-            let momentum = sender.momentum_bytes();
-            let _: [u8; 32] = Sha256::digest(&momentum).into();
-            let committing = started.elapsed();
-
-            // The round as a client runs it (on a GPU, the hash on its own thread during the
-            // step).
-            let started = Instant::now();
-            let commitment = Commitment::start(&sender);
-            let (_, gradients) = replica.gradients(&inputs, &targets, Some(1.0));
-            let update = sender.compress_step(&gradients, 1e-3);
-            let (commitment, momentum) = commitment.finish();
-            let sent = payload::encode(&update, &commitment, &layouts);
-            let committed = started.elapsed();
-
-            let started = Instant::now();
-            let mut served = verifier
-                .momentum_from_bytes(&momentum)
-                .expect("a momentum of this model");
-            let (_, gradients) = replica.gradients(&inputs, &targets, Some(1.0));
-            let again = verifier.recompute_step(&mut served, &gradients, 1e-3, &update);
-            let recomputed = payload::encode(&again, &commitment, &layouts);
-            identical &= payload::content_hash(&recomputed) == payload::content_hash(&sent);
-            let checking = started.elapsed();
-            // The first round warms the allocator and the DCT bases.
-            if step > 0 {
-                round += sending;
-                commit += committing;
-                committed_round += committed;
-                recompute += checking;
-            }
-        }
-        let (round, commit, committed_round, recompute) = (
-            millis(round, steps),
-            millis(commit, steps),
-            millis(committed_round, steps),
-            millis(recompute, steps),
-        );
-        // What committing adds to a round as the client runs it (never below nothing).
-        let overlapped = (committed_round - round).max(0.0);
-        costs.row(vec![
-            name.to_owned(),
-            config.parameter_count().to_string(),
-            format!("{batch} x {seq_len}"),
-            format!("{round:.1}"),
-            format!("{commit:.1}"),
-            format!("{overlapped:.1}"),
-            format!("{recompute:.1}"),
-            if identical { "yes" } else { "NO" }.to_owned(),
-            verifier.momentum_len().to_string(),
-        ]);
-        for one_in in SHARES {
-            let recomputes = VERIFIERS / f64::from(one_in);
-            let cost = overlapped + recomputes * recompute;
-            shares.row(vec![
-                name.to_owned(),
-                one_in.to_string(),
-                format!("{recomputes:.3}"),
-                format!("{:.1}%", 100.0 * cost / round),
-            ]);
-        }
-    }
-    println!("{costs}");
-    println!(
-        "{}",
-        tolerance(&dataset, &shard_lens, &presets, steps, device)?
-    );
-    println!("{shares}");
-    println!(
-        "A client's cost a round: what its commit adds to its round, plus {VERIFIERS} verifiers' \
-         recomputes of one in spot_check_one_in results spread over the clients; the momentum's \
-         transfer is not timed."
-    );
+    println!("{}", tolerance(&dataset, &shapes, steps, device)?);
     Ok(())
 }
 
@@ -254,11 +107,11 @@ enum Sender {
 
 fn tolerance(
     dataset: &Dataset,
-    shard_lens: &[usize],
-    presets: &str,
+    shapes: &[Shape],
     steps: u32,
     device: tch::Device,
 ) -> anyhow::Result<Table> {
+    let shard_lens: Vec<usize> = dataset.train.iter().map(|shard| shard.len()).collect();
     let mut table = Table::new(&[
         "preset",
         "sender",
@@ -268,12 +121,12 @@ fn tolerance(
         "rounds passed at 10 per mille",
     ]);
     let threads = tch::get_num_threads();
-    for name in presets.split(',') {
-        let (config, batch, seq_len) = shape(name, dataset)?;
-        let replica = Replica::new(&config, 1, device)?;
+    for shape in shapes {
+        let (batch, name) = (shape.batch, &shape.name);
+        let replica = Replica::new(&shape.config, 1, device)?;
         // The same weights on the CPU (the initializer is the same on every device).
-        let on_cpu = Replica::new(&config, 1, tch::Device::Cpu)?;
-        let plan = BatchPlan::new(1, seq_len, 1, shard_lens)?;
+        let on_cpu = Replica::new(&shape.config, 1, tch::Device::Cpu)?;
+        let plan = BatchPlan::new(1, shape.seq_len, 1, &shard_lens)?;
         let mut senders = vec![
             ("micro-batches of 1".to_owned(), Sender::MicroBatches),
             ("1 libtorch thread".to_owned(), Sender::OneThread),
@@ -355,7 +208,7 @@ fn tolerance(
                 }
             }
             table.row(vec![
-                name.to_owned(),
+                name.clone(),
                 label,
                 format!("{picked:.4}"),
                 format!("{values:.2e}"),
