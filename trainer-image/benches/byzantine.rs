@@ -16,13 +16,18 @@
 //! their senders' committed momenta) flag of every attack, `forged-momentum` included, how
 //! many honest recomputes match bit for bit, and what one verifier's recomputes cost.
 //!
+//! A fifth gives the first table's losses when the run defends itself as a permissionless run
+//! does: the screens and spot checks on, and whoever they flag ejected (its results no longer
+//! applied), with the step each dishonest worker was ejected from.
+//!
 //! `make bench-byzantine`. BYZANTINE_STEPS overrides the default of 300 steps (the detection,
 //! scoring and spot-check tables run at most 100 unless one runs alone); BYZANTINE_TABLE=losses,
-//! =detection, =scoring or =spot-checks runs one table; BYZANTINE_ATTACKS=NAME,NAME measures
-//! those attacks only (and the honest runs); BYZANTINE_SCORE_ONE_IN=N scores one in N results
-//! (default 1); BYZANTINE_SPOT_CHECK_ONE_IN=N recomputes one in N (default 4), and
-//! BYZANTINE_SPOT_CHECK_TOLERANCE=N judges the recomputes within N per mille (default 0: bit
-//! for bit).
+//! =detection, =scoring, =spot-checks or =defended runs one table; BYZANTINE_ATTACKS=NAME,NAME
+//! measures those attacks only (and the honest runs); BYZANTINE_SCORE_ONE_IN=N scores one in N
+//! results (default 1); BYZANTINE_SPOT_CHECK_ONE_IN=N recomputes one in N (default 4 in the
+//! spot-check table, and the example permissionless run's 32 in the defended one), and
+//! BYZANTINE_SPOT_CHECK_TOLERANCE=N judges the spot-check table's recomputes within N per mille
+//! (default 0: bit for bit).
 
 use clap::Parser;
 use demeter_coordinator_core::verdict::LOW_SCORE_PER_MILLE;
@@ -74,6 +79,9 @@ enum Verification {
     Scores(u16),
     /// Recomputing each result with a chance of one in this many, within a tolerance per mille.
     SpotChecks(u16, u16),
+    /// What a permissionless run does: the screens, and recomputing one in this many results
+    /// bit for bit, with whoever they flag ejected.
+    Defended(u16),
 }
 
 fn name<T: clap::ValueEnum>(value: &T) -> String {
@@ -145,6 +153,10 @@ fn simulate(
                 &tolerance_text,
             ]);
         }
+        Verification::Defended(one_in) => {
+            one_in_text = one_in.to_string();
+            argv.extend(["--screen", "--spot-check-one-in", &one_in_text, "--eject"]);
+        }
     }
     let summary = run_simulation(&Wrapper::parse_from(argv).args)?;
     anyhow::ensure!(
@@ -188,25 +200,31 @@ fn main() -> anyhow::Result<()> {
     let spot_checked = attacks(<Attack as clap::ValueEnum>::value_variants())?;
     let (attacks, scored) = (attacks(&ATTACKS)?, attacks(&SCORED_ATTACKS)?);
     let one_in: u16 = std::env::var("BYZANTINE_SCORE_ONE_IN").map_or(Ok(1), |n| n.parse())?;
-    let spot_one_in: u16 =
-        std::env::var("BYZANTINE_SPOT_CHECK_ONE_IN").map_or(Ok(4), |n| n.parse())?;
+    let spot_one_in: Option<u16> = std::env::var("BYZANTINE_SPOT_CHECK_ONE_IN")
+        .ok()
+        .map(|n| n.parse())
+        .transpose()?;
     let tolerance: u16 =
         std::env::var("BYZANTINE_SPOT_CHECK_TOLERANCE").map_or(Ok(0), |n| n.parse())?;
-    let recomputes = Verification::SpotChecks(spot_one_in, tolerance);
+    let recomputes = Verification::SpotChecks(spot_one_in.unwrap_or(4), tolerance);
+    // The example permissionless run's share (deploy/examples/trainingrun-solana.yaml).
+    let defended = Verification::Defended(spot_one_in.unwrap_or(32));
     match std::env::var("BYZANTINE_TABLE").as_deref() {
         Err(_) => {
             losses(steps, &attacks)?;
             detection(steps.min(100), &attacks)?;
             scoring(steps.min(100), one_in, &scored)?;
-            spot_checks(steps.min(100), recomputes, &spot_checked)
+            spot_checks(steps.min(100), recomputes, &spot_checked)?;
+            defended_losses(steps, defended, &spot_checked)
         }
         Ok("losses") => losses(steps, &attacks),
         Ok("detection") => detection(steps, &attacks),
         Ok("scoring") => scoring(steps, one_in, &scored),
         Ok("spot-checks") => spot_checks(steps, recomputes, &spot_checked),
+        Ok("defended") => defended_losses(steps, defended, &spot_checked),
         Ok(other) => anyhow::bail!(
-            "BYZANTINE_TABLE={other}: expected losses, detection, scoring or spot-checks \
-             (unset: all four)"
+            "BYZANTINE_TABLE={other}: expected losses, detection, scoring, spot-checks or \
+             defended (unset: all five)"
         ),
     }
 }
@@ -243,6 +261,63 @@ fn losses(steps: u64, attacks: &[Attack]) -> anyhow::Result<()> {
     }
     println!(
         "{WORKERS} workers ({BYZANTINE} dishonest) x 2 sequences x 64 tokens per step, {steps} steps, tiny preset, seed 7; {:.0} s.",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Final validation loss of every attack under every rule when the run defends itself as a
+/// permissionless one does (`verification`: screens and spot checks, whoever they flag
+/// ejected), against the rule's honest run with the same checks; and when each dishonest
+/// worker was ejected, and whether any honest one was.
+fn defended_losses(
+    steps: u64,
+    verification: Verification,
+    attacks: &[Attack],
+) -> anyhow::Result<()> {
+    let Verification::Defended(one_in) = verification else {
+        anyhow::bail!("a defended run screens and spot-checks");
+    };
+    let started = std::time::Instant::now();
+    let honest_workers = WORKERS - BYZANTINE;
+    let mut honest_ejected = 0;
+    let mut honest = Vec::new();
+    let mut table_header = vec!["attack".to_owned()];
+    for rule in RULES {
+        let summary = simulate(rule, None, steps, verification)?;
+        honest_ejected += summary.ejected.iter().flatten().count();
+        honest.push(summary.val_loss);
+        table_header.push(format!(
+            "{}: val loss (ratio), dishonest ejected from step",
+            name(&rule)
+        ));
+    }
+    let header: Vec<&str> = table_header.iter().map(String::as_str).collect();
+    let mut table = Table::new(&header);
+    let mut row = vec!["none (honest)".to_owned()];
+    row.extend(honest.iter().map(|loss| format!("{loss:.4} (1.000)")));
+    table.row(row);
+    for &attack in attacks {
+        let mut row = vec![name(&attack)];
+        for (rule, honest) in RULES.iter().zip(&honest) {
+            let summary = simulate(*rule, Some(attack), steps, verification)?;
+            honest_ejected += summary.ejected[..honest_workers].iter().flatten().count();
+            let ejected: Vec<String> = summary.ejected[honest_workers..]
+                .iter()
+                .map(|from| from.map_or("never".to_owned(), |step| step.to_string()))
+                .collect();
+            row.push(format!(
+                "{:.4} ({:.3}), {}",
+                summary.val_loss,
+                summary.val_loss / honest,
+                ejected.join(" and ")
+            ));
+        }
+        table.row(row);
+    }
+    println!("{table}");
+    println!(
+        "Defended runs: every round's results screened, each recomputed with a chance of one in {one_in} (bit for bit), and a worker flagged in a round ejected from the next (its results not applied, its training stopped), as a verdict quorum of the round's verifiers does. Honest workers ejected in all runs: {honest_ejected}. {WORKERS} workers ({BYZANTINE} dishonest) x 2 sequences x 64 tokens per step, {steps} steps, tiny preset, seed 7; {:.0} s.",
         started.elapsed().as_secs_f64()
     );
     Ok(())

@@ -71,6 +71,7 @@ fn main() -> anyhow::Result<()> {
             score_one_in: 1,
             spot_check_one_in: 0,
             spot_check_tolerance: 0,
+            eject: false,
         };
         let mut simulation = Simulation::new(config, Dataset::embedded(0.01), device)?;
         simulation.step()?;

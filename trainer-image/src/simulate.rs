@@ -72,6 +72,11 @@ pub struct SimulationConfig {
     /// `spot_check_tolerance` judges); 0: bit for bit.
     #[serde(default)]
     pub spot_check_tolerance: u16,
+    /// Eject whoever a check flags, as a verdict quorum of the round's verifiers does: from the
+    /// next round on its results are not counted (nobody applies or checks them), and it
+    /// trains no more.
+    #[serde(default)]
+    pub eject: bool,
 }
 
 /// Steps a `wrong-data` attacker's batches are taken from ahead of the assigned ones.
@@ -155,12 +160,12 @@ enum LocalOutput {
     Gradients(Vec<Tensor>),
 }
 
-/// The payloads of a DeMo step's outputs, in worker order.
-fn payloads(outputs: &[LocalOutput]) -> Vec<&[u8]> {
+/// The payloads of a DeMo step's outputs, by worker: none from an ejected one.
+fn payloads(outputs: &[Option<LocalOutput>]) -> Vec<Option<&[u8]>> {
     outputs
         .iter()
-        .map(|output| match output {
-            LocalOutput::Payload(bytes) => bytes.as_slice(),
+        .map(|output| match output.as_ref()? {
+            LocalOutput::Payload(bytes) => Some(bytes.as_slice()),
             LocalOutput::Gradients(_) => unreachable!("a DeMo step's outputs are payloads"),
         })
         .collect()
@@ -220,6 +225,8 @@ pub struct Simulation {
     step: u64,
     times: PhaseTimes,
     verifiers: Verifiers,
+    /// By worker, the round (from 1) from which it is ejected (with `config.eject`).
+    ejected: Vec<Option<u64>>,
 }
 
 impl Simulation {
@@ -240,6 +247,10 @@ impl Simulation {
         anyhow::ensure!(
             config.byzantine == 0 || config.optimizer == OptimizerKind::Demo,
             "--byzantine: attacks are on DeMo results (--optimizer demo)"
+        );
+        anyhow::ensure!(
+            !config.eject || config.screen || config.score || config.spot_check_one_in > 0,
+            "--eject ejects whom a check flags: add --screen, --score or --spot-check-one-in N"
         );
         config.schedule.validate()?;
         config.demo.validate()?;
@@ -271,7 +282,6 @@ impl Simulation {
             });
         }
         Ok(Self {
-            config,
             model_config,
             dataset,
             plan,
@@ -279,6 +289,8 @@ impl Simulation {
             step: 0,
             times: PhaseTimes::default(),
             verifiers: Verifiers::default(),
+            ejected: vec![None; config.workers],
+            config,
         })
     }
 
@@ -312,11 +324,16 @@ impl Simulation {
         let lr = self.config.schedule.lr(self.step);
         let (dataset, plan, config, step) = (&self.dataset, &self.plan, &self.config, self.step);
         let workers = self.workers.len();
+        // An ejected worker trains no more: a client that finds itself ejected stops.
+        let in_run = self.in_run();
         let local = for_each_worker(
             &mut self.workers,
-            vec![(); workers],
+            in_run,
             config.worker_threads,
-            |index, worker, ()| {
+            |index, worker, in_run| {
+                if !in_run {
+                    return None;
+                }
                 let start = Instant::now();
                 let attack = config
                     .attack
@@ -369,24 +386,29 @@ impl Simulation {
                     }
                     WorkerOptimizer::AdamW(_) => LocalOutput::Gradients(grads),
                 };
-                (loss, output, times, served)
+                Some((loss, output, times, served))
             },
         );
-        let loss_sum: f64 = local.iter().map(|(loss, ..)| loss).sum();
+        let (mut loss_sum, mut trained) = (0.0, 0);
         let mut outputs = Vec::with_capacity(local.len());
         let mut served = Vec::with_capacity(local.len());
-        for (_, output, times, momentum) in local {
+        for worker in local {
+            let Some((loss, output, times, momentum)) = worker else {
+                outputs.push(None);
+                served.push(None);
+                continue;
+            };
+            (loss_sum, trained) = (loss_sum + loss, trained + 1);
             self.times += &times;
-            outputs.push(output);
+            outputs.push(Some(output));
             served.push(momentum);
         }
         // A copier sends the first worker's (an honest one's) result as its own, byte for byte
         // or with its values jittered.
-        if let Some(attack @ (Attack::Copy | Attack::NoisyCopy)) = self.config.attack {
-            let honest = match &outputs[0] {
-                LocalOutput::Payload(bytes) => bytes.clone(),
-                LocalOutput::Gradients(_) => unreachable!("attacks are on DeMo results"),
-            };
+        if let Some(attack @ (Attack::Copy | Attack::NoisyCopy)) = self.config.attack
+            && let Some(LocalOutput::Payload(honest)) = &outputs[0]
+        {
+            let honest = honest.clone();
             let WorkerOptimizer::Demo(demo) = &self.workers[0].optimizer else {
                 unreachable!("attacks are on DeMo results")
             };
@@ -402,19 +424,32 @@ impl Simulation {
                 .iter_mut()
                 .enumerate()
                 .skip(workers - self.config.byzantine)
+                .filter(|(_, output)| output.is_some())
             {
-                *output = LocalOutput::Payload(match &original {
+                *output = Some(LocalOutput::Payload(match &original {
                     Some(original) => payload::encode(
                         &jitter(original, self.step, worker),
                         &payload::UNCOMMITTED,
                         layouts,
                     ),
                     None => honest.clone(),
-                });
+                }));
             }
         }
         if self.config.screen || self.config.score || self.config.spot_check_one_in > 0 {
-            self.verify(&outputs, served, lr)?;
+            let flagged = self.verify(&outputs, served, lr)?;
+            if self.config.eject {
+                // Its verifiers' verdicts, sent as they apply this round (`self.step + 1`),
+                // eject it before the next round closes.
+                for worker in flagged {
+                    self.ejected[worker].get_or_insert(self.step + 2);
+                }
+                anyhow::ensure!(
+                    self.ejected.iter().any(Option::is_none),
+                    "round {}: the checks flagged every worker still in the run",
+                    self.step + 1
+                );
+            }
         }
         let bytes_per_worker = match self.config.optimizer {
             OptimizerKind::Demo => self.demo_exchange(&outputs, lr)?,
@@ -424,20 +459,24 @@ impl Simulation {
         Ok(StepReport {
             step: self.step,
             lr,
-            loss: loss_sum / self.workers.len() as f64,
+            loss: loss_sum / f64::from(trained),
             bytes_per_worker,
         })
     }
 
-    /// Every replica decodes every payload and applies the same aggregate on its own.
-    fn demo_exchange(&mut self, outputs: &[LocalOutput], lr: f64) -> anyhow::Result<usize> {
-        let payloads = payloads(outputs);
-        let workers = self.workers.len();
+    /// Every replica still in the run decodes every counted payload and applies the same
+    /// aggregate on its own.
+    fn demo_exchange(&mut self, outputs: &[Option<LocalOutput>], lr: f64) -> anyhow::Result<usize> {
+        let payloads: Vec<&[u8]> = payloads(outputs).into_iter().flatten().collect();
+        let in_run = self.in_run();
         let applied = for_each_worker(
             &mut self.workers,
-            vec![(); workers],
+            in_run,
             self.config.worker_threads,
-            |_, worker, ()| -> anyhow::Result<PhaseTimes> {
+            |_, worker, in_run| -> anyhow::Result<PhaseTimes> {
+                if !in_run {
+                    return Ok(PhaseTimes::default());
+                }
                 let WorkerOptimizer::Demo(demo) = &worker.optimizer else {
                     unreachable!("demo run")
                 };
@@ -459,9 +498,10 @@ impl Simulation {
         Ok(payloads[0].len())
     }
 
-    fn adamw_exchange(&mut self, outputs: &[LocalOutput], lr: f64) -> usize {
+    fn adamw_exchange(&mut self, outputs: &[Option<LocalOutput>], lr: f64) -> usize {
         let gradients: Vec<&[Tensor]> = outputs
             .iter()
+            .flatten()
             .map(|output| match output {
                 LocalOutput::Gradients(grads) => grads.as_slice(),
                 LocalOutput::Payload(_) => unreachable!("adamw run"),
@@ -505,15 +545,42 @@ impl Simulation {
         self.all_reduce_bytes_per_worker()
     }
 
-    /// Mean loss of worker 0's replica on the first `samples` validation windows.
-    pub fn validation_loss(&self, samples: usize) -> f64 {
-        self.workers[0]
-            .replica
-            .validation_loss(&self.dataset, self.config.seq_len, samples)
+    /// By worker, whether it is still in the run in this step's round (not ejected).
+    fn in_run(&self) -> Vec<bool> {
+        let round = self.step + 1;
+        self.ejected
+            .iter()
+            .map(|from| from.is_none_or(|from| round < from))
+            .collect()
     }
 
-    /// SHA-256 of every parameter of every replica, in parameter order.
+    /// The index of the first worker still in the run: its replica is the run's model.
+    fn first_in_run(&self) -> usize {
+        let index = self.in_run().iter().position(|&in_run| in_run);
+        index.expect("`step` never ejects the last worker")
+    }
+
+    /// Mean loss of the run's model on the first `samples` validation windows.
+    pub fn validation_loss(&self, samples: usize) -> f64 {
+        self.workers[self.first_in_run()].replica.validation_loss(
+            &self.dataset,
+            self.config.seq_len,
+            samples,
+        )
+    }
+
+    /// By worker, the round (from 1) from which it was ejected, if it was (with `eject`).
+    pub fn ejections(&self) -> &[Option<u64>] {
+        &self.ejected
+    }
+
+    /// SHA-256 of every parameter of every replica still in the run, in parameter order.
     pub fn replica_hashes(&self) -> Vec<[u8; 32]> {
-        self.workers.iter().map(|w| w.replica.hash()).collect()
+        self.workers
+            .iter()
+            .zip(self.in_run())
+            .filter(|(_, in_run)| *in_run)
+            .map(|(worker, _)| worker.replica.hash())
+            .collect()
     }
 }

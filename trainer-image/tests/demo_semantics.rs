@@ -377,6 +377,71 @@ fn spot_checks_flag_wrong_data_senders_and_change_nothing() {
     assert_eq!(checks.flags.first[3], Some(1));
 }
 
+/// A run that ejects whom its checks flag applies a cheater's results only until the round
+/// after the one it was flagged in, and its honest replicas go on bitwise identical; a run in
+/// which nobody is flagged ejects nobody and trains to the same bits as one that checks
+/// nothing.
+#[test]
+fn ejecting_the_flagged_stops_applying_their_results() {
+    let mut args = simulate_args(6);
+    args.workers = 4;
+    args.grad_clip = Some(1.0);
+    let unchecked = run_simulation(&args).unwrap();
+    args.screen = true;
+    args.eject = true;
+    let honest = run_simulation(&args).unwrap();
+    assert_eq!(honest.ejected, [None; 4], "no honest worker ejected");
+    assert_eq!(
+        honest.val_loss.to_bits(),
+        unchecked.val_loss.to_bits(),
+        "checks that flag nobody change nothing"
+    );
+
+    args.byzantine = 1;
+    args.attack = Some(demeter_trainer::attack::Attack::Zero);
+    let ejecting = run_simulation(&args).unwrap();
+    assert_eq!(
+        ejecting.ejected,
+        [None, None, None, Some(2)],
+        "flagged in round 1, ejected from round 2"
+    );
+    let screens = &ejecting.screens.flags;
+    assert_eq!(screens.by_worker[..3], [0; 3], "no honest result flagged");
+    assert_eq!(
+        (screens.checked[3], screens.checked[0]),
+        (1, 6),
+        "from round 2 on its results are not counted, so nobody checks them"
+    );
+    assert!(ejecting.replicas_identical);
+
+    // A checkpoint keeps who was ejected: the resumed run does not let the cheater back in.
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoint = dir.path().join("checkpoint");
+    args.steps = 3;
+    args.checkpoint = Some(checkpoint.clone());
+    run_simulation(&args).unwrap();
+    (args.steps, args.checkpoint, args.resume) = (6, None, Some(checkpoint));
+    let resumed = run_simulation(&args).unwrap();
+    assert_eq!(resumed.ejected, ejecting.ejected);
+    let screens = &resumed.screens.flags;
+    assert_eq!(
+        (screens.checked[3], screens.checked[0]),
+        (0, 3),
+        "rounds 4 to 6: the honest results checked, nothing of the cheater's"
+    );
+    assert!(resumed.replicas_identical);
+
+    args.resume = None;
+    args.eject = false;
+    let tolerating = run_simulation(&args).unwrap();
+    assert_eq!(tolerating.screens.flags.by_worker[3], 6);
+    assert_ne!(
+        ejecting.val_loss.to_bits(),
+        tolerating.val_loss.to_bits(),
+        "the zeros stopped counting from round 2"
+    );
+}
+
 /// Within a tolerance, spot checks still catch what exact ones catch: a result trained on other
 /// samples strays by far more than another device's last bits (every round), and a sender that
 /// steps from a momentum it made up recomputes, but its next momentum is not the one its

@@ -95,6 +95,11 @@ pub struct SimulateArgs {
     /// checks, as a run with `spot_check_tolerance = N` judges; 0 asks for the same bytes.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=1000))]
     pub spot_check_tolerance: u16,
+    /// Eject whoever the checks flag, as a verdict quorum does: from the next round on its
+    /// results are not applied and it trains no more (needs --screen, --score or
+    /// --spot-check-one-in).
+    #[arg(long)]
+    pub eject: bool,
 }
 
 impl SimulateArgs {
@@ -122,6 +127,7 @@ impl SimulateArgs {
             score_one_in: self.score_one_in,
             spot_check_one_in: self.spot_check_one_in,
             spot_check_tolerance: self.spot_check_tolerance,
+            eject: self.eject,
         }
     }
 }
@@ -138,6 +144,8 @@ pub struct SimulationSummary {
     pub val_loss: f64,
     pub bytes_per_worker_per_step: usize,
     pub all_reduce_bytes_per_worker: usize,
+    /// Whether the replicas of the workers still in the run (all but the ejected) ended
+    /// bitwise identical.
     pub replicas_identical: bool,
     pub seconds: f64,
     /// Time per phase over all workers and steps of this run.
@@ -148,6 +156,8 @@ pub struct SimulationSummary {
     pub scores: ScoreCounts,
     /// What spot checks flagged (with --spot-check-one-in).
     pub spot_checks: SpotCheckCounts,
+    /// By worker, the step from which it was ejected (with --eject).
+    pub ejected: Vec<Option<u64>>,
 }
 
 /// Runs the simulation `args` describe, with a progress bar unless `quiet`.
@@ -217,6 +227,7 @@ pub fn run_simulation(args: &SimulateArgs) -> anyhow::Result<SimulationSummary> 
         screens: simulation.screen_counts().clone(),
         scores: simulation.score_counts().clone(),
         spot_checks: simulation.spot_check_counts().clone(),
+        ejected: simulation.ejections().to_vec(),
     };
     if let Some(dir) = &args.checkpoint {
         simulation.save_checkpoint(dir)?;
@@ -415,6 +426,17 @@ pub fn simulate(args: &SimulateArgs) -> anyhow::Result<()> {
         table.row(vec![
             "spot checks: ms per round (one verifier), share of a worker's step".to_owned(),
             spot_check_cost(&summary),
+        ]);
+    }
+    if args.eject {
+        let ejected: Vec<String> = summary
+            .ejected
+            .iter()
+            .map(|from| from.map_or("-".to_owned(), |step| step.to_string()))
+            .collect();
+        table.row(vec![
+            "ejected from step, per worker".to_owned(),
+            ejected.join(" "),
         ]);
     }
     print!("{table}");

@@ -16,7 +16,7 @@ impl Simulation {
     /// `dir`.
     pub fn save_checkpoint(&self, dir: &Path) -> anyhow::Result<()> {
         let writer = CheckpointWriter::begin(dir)?;
-        self.workers[0]
+        self.workers[self.first_in_run()]
             .replica
             .save(&writer.file(checkpoint::MODEL))?;
         writer.write_config(&self.model_config)?;
@@ -40,6 +40,7 @@ impl Simulation {
             optimizer: self.config.optimizer,
             workers: self.workers.len(),
             adamw_steps,
+            ejected: self.ejected.clone(),
         };
         writer.write_json(TRAINER_STATE, &state)?;
         writer.commit()?;
@@ -82,6 +83,9 @@ impl Simulation {
             }
         }
         self.step = state.step;
+        if !state.ejected.is_empty() {
+            self.ejected = state.ejected;
+        }
         Ok(())
     }
 }
@@ -101,4 +105,8 @@ struct TrainerState {
     optimizer: OptimizerKind,
     workers: usize,
     adamw_steps: u64,
+    /// By worker, the step from which it was ejected (empty in checkpoints written before
+    /// simulations ejected anyone).
+    #[serde(default)]
+    ejected: Vec<Option<u64>>,
 }

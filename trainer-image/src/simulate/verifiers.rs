@@ -35,12 +35,6 @@ pub struct Flagged {
 }
 
 impl Flagged {
-    /// Counts one more round of `workers` workers, every one checked, in which `flagged` were
-    /// flagged.
-    fn round(&mut self, workers: usize, flagged: impl IntoIterator<Item = usize>) {
-        self.round_of(workers, 0..workers, flagged);
-    }
-
     /// Counts one more round of `workers` workers, in which `checked` were checked and
     /// `flagged` (of those) flagged.
     fn round_of(
@@ -166,36 +160,59 @@ pub(super) struct Verifiers {
 }
 
 impl Verifiers {
-    /// Screens a round's results (the first `honest` are honest workers') and counts what is
-    /// flagged and what honest and dishonest results measured.
-    pub(super) fn screen(&mut self, results: &[&SparseUpdate], honest: usize) {
-        let previous: Vec<Option<&Picks>> =
-            self.previous_picks.iter().map(Option::as_ref).collect();
+    /// Screens a round's counted results (by worker, none from an ejected one; the first
+    /// `honest` workers are honest), counts what is flagged and what honest and dishonest
+    /// results measured, and returns the workers flagged.
+    pub(super) fn screen(
+        &mut self,
+        results: &[Option<&SparseUpdate>],
+        honest: usize,
+    ) -> Vec<usize> {
+        let workers = results.len();
+        self.previous_picks.resize_with(workers, || None);
+        // The counted results in commit order, and whose each is.
+        let (senders, counted): (Vec<usize>, Vec<&SparseUpdate>) = results
+            .iter()
+            .enumerate()
+            .filter_map(|(worker, result)| Some((worker, (*result)?)))
+            .unzip();
+        let previous: Vec<Option<&Picks>> = senders
+            .iter()
+            .map(|&worker| self.previous_picks[worker].as_ref())
+            .collect();
         let started = Instant::now();
         let Screened {
             flags,
             measures,
             picks,
-        } = screen(results, &previous);
-        let judged = self.contrary.judge(flags.iter().copied().enumerate());
+        } = screen(&counted, &previous);
+        let judged = self
+            .contrary
+            .judge(senders.iter().copied().zip(flags.iter().copied()));
+        let flagged: Vec<usize> = judged
+            .iter()
+            .filter(|(_, flags)| flags.any())
+            .map(|(worker, _)| *worker)
+            .collect();
         let counts = &mut self.screens;
         counts.time += started.elapsed();
-        counts.flags.round(
-            results.len(),
-            judged
-                .iter()
-                .filter(|(_, flags)| flags.any())
-                .map(|(worker, _)| *worker),
-        );
-        for (index, own) in picks[..honest].iter().enumerate() {
+        counts
+            .flags
+            .round_of(workers, senders.iter().copied(), flagged.iter().copied());
+        let honest_picks = senders
+            .iter()
+            .take_while(|&&worker| worker < honest)
+            .count();
+        for (index, own) in picks[..honest_picks].iter().enumerate() {
             for other in &picks[..index] {
                 counts.honest_overlap_max = counts.honest_overlap_max.max(own.overlap(other));
             }
-            if let Some(Some(before)) = self.previous_picks.get(index) {
+            if let Some(before) = previous[index] {
                 counts.honest_repeat_max = counts.honest_repeat_max.max(own.overlap(before));
             }
         }
-        let (honest_measures, dishonest_measures) = measures.split_at(honest.min(measures.len()));
+        let (honest_measures, dishonest_measures) =
+            measures.split_at(honest_picks.min(measures.len()));
         let min = |a: Option<f64>, b: Option<f64>| match (a, b) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -212,12 +229,17 @@ impl Verifiers {
             counts.dishonest_norm_min = min(counts.dishonest_norm_min, Some(m.norm_ratio));
             counts.dishonest_agreement_max = max(counts.dishonest_agreement_max, m.agreement);
         }
-        self.previous_picks = picks.into_iter().map(Some).collect();
+        self.previous_picks = vec![None; workers];
+        for (worker, picks) in senders.into_iter().zip(picks) {
+            self.previous_picks[worker] = Some(picks);
+        }
+        flagged
     }
 
-    /// Scores round `step`'s results that have a probe (those chosen for scoring this round,
-    /// one in `one_in`) on `replica` (the round's common model), each against its sender's
-    /// probe, and judges the senders scored over the window.
+    /// Scores round `step`'s counted results (by worker) that have a probe (those chosen for
+    /// scoring this round, one in `one_in`) on `replica` (the round's common model), each
+    /// against its sender's probe, judges the senders scored over the window, and returns the
+    /// workers flagged.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn score(
         &mut self,
@@ -225,30 +247,37 @@ impl Verifiers {
         one_in: u16,
         replica: &Replica,
         demo: &Demo,
-        results: &[&SparseUpdate],
+        results: &[Option<&SparseUpdate>],
         probes: &[Option<Probe>],
         lr: f64,
         honest: usize,
-    ) {
+    ) -> Vec<usize> {
         let started = Instant::now();
         let scores: Vec<(usize, f64)> = results
             .iter()
             .zip(probes)
             .enumerate()
             .filter_map(|(worker, (result, probe))| {
-                Some((worker, score(replica, demo, result, lr, probe.as_ref()?)))
+                Some((
+                    worker,
+                    score(replica, demo, (*result)?, lr, probe.as_ref()?),
+                ))
             })
             .collect();
         let windows = self
             .windows
             .get_or_insert_with(|| ScoreWindows::new(one_in));
-        let flagged = windows.judge(step, &scores);
+        let flagged: Vec<usize> = windows
+            .judge(step, &scores)
+            .into_iter()
+            .map(|(worker, _)| worker)
+            .collect();
         let counts = &mut self.scores;
         counts.time += started.elapsed();
         counts.flags.round_of(
             results.len(),
             scores.iter().map(|(worker, _)| *worker),
-            flagged.iter().map(|(worker, _)| *worker),
+            flagged.iter().copied(),
         );
         for &(worker, score) in &scores {
             if worker < honest {
@@ -260,30 +289,32 @@ impl Verifiers {
                 counts.dishonest_scored += 1;
             }
         }
+        flagged
     }
 }
 
 impl Verifiers {
-    /// Checks round `step`'s results (`payloads`, decoded as `results`; the first `honest` are
-    /// honest workers'; `momenta`: by worker, the momentum it serves for its result): each
-    /// sender recomputed the round before must start from the momentum its recompute left, and
-    /// each result in `checks` is recomputed on `replica` (the round's common model) from the
-    /// momentum its sender served, with `demo`'s step and the gradients of its assigned batch,
-    /// and must reproduce the result (bit for bit, or within `tolerance`).
+    /// Checks round `step`'s counted results (`payloads` by worker, none from an ejected one,
+    /// decoded as `results`; the first `honest` workers are honest; `momenta`: by worker, the
+    /// momentum it serves for its result): each sender recomputed the round before must start
+    /// from the momentum its recompute left, and each result in `checks` (all counted) is
+    /// recomputed on `replica` (the round's common model) from the momentum its sender served,
+    /// with `demo`'s step and the gradients of its assigned batch, and must reproduce the
+    /// result (bit for bit, or within `tolerance`). Returns the workers flagged.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn spot_check(
         &mut self,
         step: u64,
         replica: &Replica,
         demo: &Demo,
-        payloads: &[&[u8]],
-        results: &[&SparseUpdate],
+        payloads: &[Option<&[u8]>],
+        results: &[Option<&SparseUpdate>],
         momenta: &[Option<Bytes>],
         checks: Vec<SpotCheck>,
         (grad_clip, lr): (Option<f64>, f64),
         tolerance: Tolerance,
         honest: usize,
-    ) {
+    ) -> Vec<usize> {
         let started = Instant::now();
         let workers = payloads.len();
         self.chains.resize_with(workers, || None);
@@ -292,7 +323,7 @@ impl Verifiers {
             .map(|worker| {
                 let momentum = momenta.get(worker)?.as_deref()?;
                 let hash: [u8; 32] = Sha256::digest(momentum).into();
-                (payload::momentum_commitment(payloads[worker]) == Some(hash)).then_some(momentum)
+                (payload::momentum_commitment(payloads[worker]?) == Some(hash)).then_some(momentum)
             })
             .collect();
         // Whose momentum a verifier downloads this round: once, for its recompute and its chain.
@@ -302,17 +333,21 @@ impl Verifiers {
         for (worker, chain) in self.chains.iter().enumerate() {
             if let Some((recomputed, chain)) = chain
                 && recomputed + 1 == step
+                && let Some(payload) = payloads[worker]
             {
                 checked.push(worker);
                 let momentum = chain.needs_momentum().then_some(served[worker]).flatten();
                 fetched[worker] |= chain.needs_momentum();
-                if !chain.holds(demo, payloads[worker], momentum) {
+                if !chain.holds(demo, payload, momentum) {
                     flagged.push(worker);
                 }
             }
         }
         for check in checks {
             let worker = check.worker;
+            let (Some(payload), Some(result)) = (payloads[worker], results[worker]) else {
+                continue;
+            };
             checked.push(worker);
             self.spot_checks.recomputes += 1;
             let momentum = served[worker];
@@ -323,8 +358,8 @@ impl Verifiers {
                 &check.batch,
                 grad_clip,
                 lr,
-                payloads[worker],
-                results[worker],
+                payload,
+                result,
                 momentum,
                 tolerance,
             );
@@ -348,49 +383,66 @@ impl Verifiers {
         flagged.sort_unstable();
         flagged.dedup();
         self.spot_checks.time += started.elapsed();
-        self.spot_checks.flags.round_of(workers, checked, flagged);
+        self.spot_checks
+            .flags
+            .round_of(workers, checked, flagged.iter().copied());
+        flagged
     }
 }
 
 /// What the simulation hands its verifiers.
 impl Simulation {
-    /// Screens, scores and spot-checks the step's results, as any replica could before
-    /// applying them, and counts what is flagged. `served`: by worker, the momentum it serves
+    /// Screens, scores and spot-checks the step's counted results (`outputs`, by worker: none
+    /// from an ejected one), as any replica could before applying them, counts what is
+    /// flagged, and returns the workers flagged. `served`: by worker, the momentum it serves
     /// for its result (in a run that spot-checks).
     pub(super) fn verify(
         &mut self,
-        outputs: &[LocalOutput],
+        outputs: &[Option<LocalOutput>],
         served: Vec<Option<Bytes>>,
         lr: f64,
-    ) -> anyhow::Result<()> {
-        let WorkerOptimizer::Demo(demo) = &self.workers[0].optimizer else {
+    ) -> anyhow::Result<Vec<usize>> {
+        let common = &self.workers[self.first_in_run()];
+        let WorkerOptimizer::Demo(demo) = &common.optimizer else {
             anyhow::bail!("screens, scores and spot checks are of DeMo results (--optimizer demo)");
         };
         let payloads = payloads(outputs);
-        let results =
-            payload::decode_all(payloads.iter().copied(), demo.compressor(), Device::Cpu)?;
-        let refs: Vec<&SparseUpdate> = results.iter().collect();
+        let mut decoded = payload::decode_all(
+            payloads.iter().copied().flatten(),
+            demo.compressor(),
+            Device::Cpu,
+        )?
+        .into_iter();
+        let results: Vec<Option<SparseUpdate>> = payloads
+            .iter()
+            .map(|payload| payload.and_then(|_| decoded.next()))
+            .collect();
+        let refs: Vec<Option<&SparseUpdate>> = results.iter().map(Option::as_ref).collect();
         let honest = self.workers.len() - self.config.byzantine;
+        let replica = &common.replica;
+        let mut flagged = Vec::new();
         if self.config.screen {
-            self.verifiers.screen(&refs, honest);
+            flagged.extend(self.verifiers.screen(&refs, honest));
         }
         if self.config.score {
             let probes = self.probes();
-            let replica = &self.workers[0].replica;
             let one_in = self.config.score_one_in.max(1);
-            self.verifiers
-                .score(self.step, one_in, replica, demo, &refs, &probes, lr, honest);
+            flagged.extend(
+                self.verifiers
+                    .score(self.step, one_in, replica, demo, &refs, &probes, lr, honest),
+            );
         }
         if self.config.spot_check_one_in > 0 {
             let per_worker = self.config.batch_per_worker;
             let checks: Vec<SpotCheck> = (0..served.len())
                 .filter(|&worker| {
-                    spot_checked(
-                        self.config.seed,
-                        self.step,
-                        worker,
-                        self.config.spot_check_one_in,
-                    )
+                    payloads[worker].is_some()
+                        && spot_checked(
+                            self.config.seed,
+                            self.step,
+                            worker,
+                            self.config.spot_check_one_in,
+                        )
                 })
                 .map(|worker| {
                     // The batch the round assigned, whatever the sender trained on.
@@ -404,8 +456,7 @@ impl Simulation {
                     }
                 })
                 .collect();
-            let replica = &self.workers[0].replica;
-            self.verifiers.spot_check(
+            flagged.extend(self.verifiers.spot_check(
                 self.step,
                 replica,
                 demo,
@@ -416,9 +467,11 @@ impl Simulation {
                 (self.config.grad_clip, lr),
                 Tolerance::from_per_mille(self.config.spot_check_tolerance),
                 honest,
-            );
+            ));
         }
-        Ok(())
+        flagged.sort_unstable();
+        flagged.dedup();
+        Ok(flagged)
     }
 
     /// The probe of each worker chosen for scoring this step (`Probe::of` the samples it was
@@ -463,9 +516,9 @@ mod tests {
     #[test]
     fn flags_count_rounds_per_worker_and_the_first_round() {
         let mut flags = Flagged::default();
-        flags.round(3, [2]);
-        flags.round(3, []);
-        flags.round(3, [1, 2]);
+        flags.round_of(3, 0..3, [2]);
+        flags.round_of(3, 0..3, []);
+        flags.round_of(3, 0..3, [1, 2]);
         flags.round_of(3, [0, 2], [2]);
         assert_eq!(flags.checked, [4, 3, 4]);
         assert_eq!(flags.by_worker, [0, 1, 3]);
