@@ -232,25 +232,7 @@ fn main() -> anyhow::Result<()> {
 /// Final validation loss of every attack under every rule, against the rule's honest run.
 fn losses(steps: u64, attacks: &[Attack]) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
-    let mut honest = Vec::new();
-    let mut table_header = vec!["attack".to_owned()];
-    for rule in RULES {
-        honest.push(simulate(rule, None, steps, Verification::None)?.val_loss);
-        table_header.push(format!("{} val loss (ratio)", name(&rule)));
-    }
-    let header: Vec<&str> = table_header.iter().map(String::as_str).collect();
-    let mut table = Table::new(&header);
-    let mut row = vec!["none (honest)".to_owned()];
-    row.extend(honest.iter().map(|loss| format!("{loss:.4} (1.000)")));
-    table.row(row);
-    for &attack in attacks {
-        let mut row = vec![name(&attack)];
-        for (rule, honest) in RULES.iter().zip(&honest) {
-            let loss = simulate(*rule, Some(attack), steps, Verification::None)?.val_loss;
-            row.push(format!("{loss:.4} ({:.3})", loss / honest));
-        }
-        table.row(row);
-    }
+    let (table, honest) = loss_table(steps, attacks, Verification::None, "", |_, _| None)?;
     println!("{table}");
     for (rule, loss) in RULES.iter().zip(&honest).skip(1) {
         println!(
@@ -279,18 +261,47 @@ fn defended_losses(
         anyhow::bail!("a defended run screens and spot-checks");
     };
     let started = std::time::Instant::now();
-    let honest_workers = WORKERS - BYZANTINE;
     let mut honest_ejected = 0;
+    let (table, _) = loss_table(
+        steps,
+        attacks,
+        verification,
+        ", dishonest ejected from step",
+        |attack, summary| {
+            let honest = WORKERS - attack.map_or(0, |_| BYZANTINE);
+            honest_ejected += summary.ejected[..honest].iter().flatten().count();
+            let ejected: Vec<String> = summary.ejected[honest..]
+                .iter()
+                .map(|from| from.map_or("never".to_owned(), |step| step.to_string()))
+                .collect();
+            Some(ejected.join(" and "))
+        },
+    )?;
+    println!("{table}");
+    println!(
+        "Defended runs: every round's results screened, each recomputed with a chance of one in {one_in} (bit for bit), and a worker flagged in a round ejected from the next (its results not applied, its training stopped), as a verdict quorum of the round's verifiers does. Honest workers ejected in all runs: {honest_ejected}. {WORKERS} workers ({BYZANTINE} dishonest) x 2 sequences x 64 tokens per step, {steps} steps, tiny preset, seed 7; {:.0} s.",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The table of every attack's final validation loss under every rule, all runs with
+/// `verification`, each against the rule's honest run (the loss and the ratio, and after them
+/// what `note` says of the run, which sees every run, honest ones too); and the honest losses.
+fn loss_table(
+    steps: u64,
+    attacks: &[Attack],
+    verification: Verification,
+    noted: &str,
+    mut note: impl FnMut(Option<Attack>, &SimulationSummary) -> Option<String>,
+) -> anyhow::Result<(Table, Vec<f64>)> {
     let mut honest = Vec::new();
     let mut table_header = vec!["attack".to_owned()];
     for rule in RULES {
         let summary = simulate(rule, None, steps, verification)?;
-        honest_ejected += summary.ejected.iter().flatten().count();
+        note(None, &summary);
         honest.push(summary.val_loss);
-        table_header.push(format!(
-            "{}: val loss (ratio), dishonest ejected from step",
-            name(&rule)
-        ));
+        table_header.push(format!("{} val loss (ratio){noted}", name(&rule)));
     }
     let header: Vec<&str> = table_header.iter().map(String::as_str).collect();
     let mut table = Table::new(&header);
@@ -301,26 +312,16 @@ fn defended_losses(
         let mut row = vec![name(&attack)];
         for (rule, honest) in RULES.iter().zip(&honest) {
             let summary = simulate(*rule, Some(attack), steps, verification)?;
-            honest_ejected += summary.ejected[..honest_workers].iter().flatten().count();
-            let ejected: Vec<String> = summary.ejected[honest_workers..]
-                .iter()
-                .map(|from| from.map_or("never".to_owned(), |step| step.to_string()))
-                .collect();
-            row.push(format!(
-                "{:.4} ({:.3}), {}",
-                summary.val_loss,
-                summary.val_loss / honest,
-                ejected.join(" and ")
-            ));
+            let loss = summary.val_loss;
+            let mut cell = format!("{loss:.4} ({:.3})", loss / honest);
+            if let Some(noted) = note(Some(attack), &summary) {
+                cell = format!("{cell}, {noted}");
+            }
+            row.push(cell);
         }
         table.row(row);
     }
-    println!("{table}");
-    println!(
-        "Defended runs: every round's results screened, each recomputed with a chance of one in {one_in} (bit for bit), and a worker flagged in a round ejected from the next (its results not applied, its training stopped), as a verdict quorum of the round's verifiers does. Honest workers ejected in all runs: {honest_ejected}. {WORKERS} workers ({BYZANTINE} dishonest) x 2 sequences x 64 tokens per step, {steps} steps, tiny preset, seed 7; {:.0} s.",
-        started.elapsed().as_secs_f64()
-    );
-    Ok(())
+    Ok((table, honest))
 }
 
 /// The honest run and one run per attack, under the mean with `verification`.
