@@ -18,7 +18,7 @@
 //!
 //! A fifth gives the first table's losses when the run defends itself as a permissionless run
 //! does: the screens and spot checks on, and whoever they flag ejected (its results no longer
-//! applied), with the step each dishonest worker was ejected from.
+//! applied), with the round each dishonest worker was ejected from.
 //!
 //! `make bench-byzantine`. BYZANTINE_STEPS overrides the default of 300 steps (the detection,
 //! scoring and spot-check tables run at most 100 unless one runs alone); BYZANTINE_TABLE=losses,
@@ -266,7 +266,7 @@ fn defended_losses(
         steps,
         attacks,
         verification,
-        ", dishonest ejected from step",
+        ", dishonest ejected from round",
         |attack, summary| {
             let honest = WORKERS - attack.map_or(0, |_| BYZANTINE);
             honest_ejected += summary.ejected[..honest].iter().flatten().count();

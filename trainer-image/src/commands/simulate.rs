@@ -156,7 +156,7 @@ pub struct SimulationSummary {
     pub scores: ScoreCounts,
     /// What spot checks flagged (with --spot-check-one-in).
     pub spot_checks: SpotCheckCounts,
-    /// By worker, the step from which it was ejected (with --eject).
+    /// By worker, the round (from 1) from which it was ejected (with --eject).
     pub ejected: Vec<Option<u64>>,
 }
 
@@ -435,7 +435,7 @@ pub fn simulate(args: &SimulateArgs) -> anyhow::Result<()> {
             .map(|from| from.map_or("-".to_owned(), |step| step.to_string()))
             .collect();
         table.row(vec![
-            "ejected from step, per worker".to_owned(),
+            "ejected from round, per worker".to_owned(),
             ejected.join(" "),
         ]);
     }

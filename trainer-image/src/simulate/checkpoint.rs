@@ -105,8 +105,8 @@ struct TrainerState {
     optimizer: OptimizerKind,
     workers: usize,
     adamw_steps: u64,
-    /// By worker, the step from which it was ejected (empty in checkpoints written before
-    /// simulations ejected anyone).
+    /// By worker, the round (from 1) from which it was ejected (empty in checkpoints written
+    /// before simulations ejected anyone).
     #[serde(default)]
     ejected: Vec<Option<u64>>,
 }

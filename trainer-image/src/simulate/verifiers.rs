@@ -169,7 +169,6 @@ impl Verifiers {
         honest: usize,
     ) -> Vec<usize> {
         let workers = results.len();
-        self.previous_picks.resize_with(workers, || None);
         // The counted results in commit order, and whose each is.
         let (senders, counted): (Vec<usize>, Vec<&SparseUpdate>) = results
             .iter()
@@ -178,7 +177,7 @@ impl Verifiers {
             .unzip();
         let previous: Vec<Option<&Picks>> = senders
             .iter()
-            .map(|&worker| self.previous_picks[worker].as_ref())
+            .map(|&worker| self.previous_picks.get(worker)?.as_ref())
             .collect();
         let started = Instant::now();
         let Screened {
